@@ -1,0 +1,21 @@
+//! One actix actor per role, and `node.rs`, which starts them in dependency order and wires
+//! each to the `Recipient`s it needs (the diagram in DESIGN.md, in code).
+//!
+//! | actor | file | job |
+//! |---|---|---|
+//! | `PeerManager` | `peer_manager.rs` | swarm + relay client, peer table, envelope checks, routing |
+//! | `TaskDistributor` | `distributor.rs` | task attempts, bids, assignment |
+//! | `TaskExecutor` | `executor.rs` | runs agent processes for peers |
+//! | `ExecutionRelay` | `relay.rs` | log and progress streams |
+//! | `ResourceAccounting` | `accountant.rs` | bandwidth and compute metering |
+//! | `SettlementEngine` | `settler.rs` | the SQLite ledger (SyncArbiter) |
+//! | `PanelHub` | `panel_hub.rs` | panel state and websocket fan-out |
+
+pub mod accountant;
+pub mod distributor;
+pub mod executor;
+pub mod node;
+pub mod panel_hub;
+pub mod peer_manager;
+pub mod relay;
+pub mod settler;

@@ -1,0 +1,126 @@
+//! `PeerManager`: the node's only door to the network.
+//!
+//! It owns the libp2p swarm (through the task `mesh::swarm` spawns: commands go in over a
+//! bounded channel, events come back as a stream) and the NATS relay client (`mesh::relay`).
+//! Every inbound frame is verified here (`messages::envelope::verify_frame`) before any role
+//! sees it; a bad one is dropped, counted by reason and logged at most once per source per
+//! minute. Verified messages go to the role that owns their variant (`Routes`), peer changes
+//! to the panel hub.
+//!
+//! In: `Broadcast`, `SendTo`, `Ping`, `GetPeers`, `GetMeshStatus`, `Subscribe`, mesh events.
+//! Out: `Inbound` to roles and subscribers, `PanelEvent` to the hub.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::identity::NodeId;
+use crate::messages::{APNMessage, Topic, VerifiedEnvelope, Vibe};
+
+/// How a message reached us, or how we reach a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerPath {
+    /// A libp2p connection.
+    Direct,
+    /// The NATS relay.
+    Relay,
+}
+
+/// State of the relay connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayState {
+    /// No relay configured.
+    Disabled,
+    /// Configured, not connected (first attempt or reconnecting with backoff).
+    Connecting,
+    Connected,
+}
+
+/// One row of the peer table.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub node_id: NodeId,
+    pub capabilities: Vec<String>,
+    pub executor_profiles: Vec<String>,
+    pub compute_rate_per_cpu_hour: Option<Vibe>,
+    pub min_task_reward: Option<Vibe>,
+    pub max_concurrent_tasks: u32,
+    pub free_slots: u32,
+    /// Round-trip time from libp2p ping, in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// Frame bytes received from and sent to this peer.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The path last used with this peer.
+    pub path: PeerPath,
+    /// A libp2p connection is open now.
+    pub connected: bool,
+    /// An announcement from it was verified (capabilities are known).
+    pub announced: bool,
+    pub listen_addrs: Vec<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// A verified inbound message, delivered to the role that owns its variant.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Inbound {
+    pub envelope: Arc<VerifiedEnvelope>,
+    pub path: PeerPath,
+}
+
+/// Send `message` to every peer (gossipsub, and the relay when connected).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), crate::mesh::MeshError>")]
+pub struct Broadcast {
+    pub topic: Topic,
+    pub message: APNMessage,
+}
+
+/// Send `message` to one peer: direct when connected, else through the relay.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<PeerPath, crate::mesh::MeshError>")]
+pub struct SendTo {
+    pub peer: libp2p::PeerId,
+    pub message: APNMessage,
+}
+
+/// Measure the round trip of a `PingRequest`/`PingReply` pair through `SendTo`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<std::time::Duration, crate::mesh::MeshError>")]
+pub struct Ping {
+    pub peer: libp2p::PeerId,
+}
+
+/// The peer table.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<PeerInfo>")]
+pub struct GetPeers;
+
+/// This node's network status.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshStatus {
+    pub node_id: NodeId,
+    pub peer_id: String,
+    pub listen_addrs: Vec<String>,
+    pub relay: RelayState,
+    pub relay_only: bool,
+    /// Peers in the table.
+    pub peers: usize,
+}
+
+/// Ask for [`MeshStatus`].
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "MeshStatus")]
+pub struct GetMeshStatus;
+
+/// Receive a copy of every verified inbound message (tests, tools).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<Inbound>);

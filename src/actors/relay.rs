@@ -1,0 +1,25 @@
+//! `ExecutionRelay`: started by the node; for now it receives the verified inbound messages of its
+//! variants and records them. Its full behaviour lands with the task market.
+
+use actix::prelude::*;
+
+use super::peer_manager::Inbound;
+
+/// The `ExecutionRelay` role.
+#[derive(Debug, Default)]
+pub struct ExecutionRelay {
+    received: u64,
+}
+
+impl Actor for ExecutionRelay {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for ExecutionRelay {
+    type Result = ();
+
+    fn handle(&mut self, inbound: Inbound, _ctx: &mut Self::Context) {
+        self.received += 1;
+        tracing::debug!(kind = inbound.envelope.message.kind(), from = %inbound.envelope.from_node, "received");
+    }
+}

@@ -1,0 +1,24 @@
+//! `SettlementEngine`: placeholder until the ledger issue lands.
+
+use actix::prelude::*;
+
+use super::peer_manager::Inbound;
+
+/// The `SettlementEngine` role.
+#[derive(Debug, Default)]
+pub struct SettlementEngine {
+    received: u64,
+}
+
+impl Actor for SettlementEngine {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for SettlementEngine {
+    type Result = ();
+
+    fn handle(&mut self, inbound: Inbound, _ctx: &mut Self::Context) {
+        self.received += 1;
+        tracing::debug!(kind = inbound.envelope.message.kind(), from = %inbound.envelope.from_node, "received");
+    }
+}

@@ -1,0 +1,1 @@
+//! SQLite double-entry ledger (no actix here).

@@ -1,0 +1,24 @@
+//! # APN node
+//!
+//! The Alpha Protocol Network node: machines running AI coding agents share work. A node
+//! that cannot run a task offers it to the mesh, peers bid, the winner runs the agent and
+//! returns a git diff, and is paid in VIBE credits from escrow.
+//!
+//! ## Layout
+//! - [`config`]: typed configuration (file, flags, `APN_*` variables) with clear errors.
+//! - [`identity`]: the node's Ed25519 key, `NodeId`, and its Noise static key.
+//! - [`messages`]: every `APNMessage`, the signed `Envelope`, the codec, `Vibe` amounts.
+//! - [`mesh`]: the libp2p swarm task and the NATS relay client task (I/O only).
+//! - [`actors`]: one actix actor per role, and `node.rs` that wires them.
+//! - [`ledger`]: SQLite double-entry ledger (no actix).
+//! - [`metrics`]: counters shared by the roles, exported by the HTTP layer.
+//! - [`web`]: the Mesh Panel and the HTTP API.
+
+pub mod actors;
+pub mod config;
+pub mod identity;
+pub mod ledger;
+pub mod mesh;
+pub mod messages;
+pub mod metrics;
+pub mod web;

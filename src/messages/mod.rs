@@ -1,0 +1,414 @@
+//! Wire types: every `APNMessage` variant, the signed `Envelope` that carries them,
+//! the codec and the limits.
+//!
+//! Layout:
+//! - `vibe`: fixed-point VIBE amounts (`Vibe`).
+//! - `types` (this file): `APNMessage` and its parts.
+//! - `envelope`: signing, verification (signature, version, clock skew, replay, size) and
+//!   the reasons an inbound frame is dropped.
+//! - `codec`: bytes ⇄ values, size checked before decoding.
+//!
+//! Nothing here does I/O: it is pure and fuzzable.
+
+pub mod codec;
+pub mod envelope;
+pub mod vibe;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use uuid::Uuid;
+
+pub use codec::{CodecError, decode_message, encode_message};
+pub use envelope::{DropReason, Envelope, EnvelopeLimits, ReplayCache, VerifiedEnvelope};
+pub use vibe::{Vibe, VibeParseError};
+
+use crate::identity::NodeId;
+
+/// Protocol version in every envelope; an envelope with another version is dropped.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Gossip topics (also the suffix of the relay broadcast subject `apn.v1.broadcast.<topic>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topic {
+    /// Node announcements.
+    Announce,
+    /// Task distribution requests.
+    Tasks,
+}
+
+impl Topic {
+    /// Every topic, for subscribing.
+    pub const ALL: [Topic; 2] = [Topic::Announce, Topic::Tasks];
+
+    /// The topic's name on gossipsub and in relay subjects.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::Announce => "announce",
+            Topic::Tasks => "tasks",
+        }
+    }
+
+    /// The topic with this name.
+    pub fn from_name(name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// Every message nodes exchange. Each travels inside a signed [`Envelope`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "body")]
+pub enum APNMessage {
+    NodeAnnouncement(NodeAnnouncement),
+    TaskDistributionRequest(TaskDistributionRequest),
+    TaskBid(TaskBid),
+    TaskAssigned(TaskAssigned),
+    ExecutionStarted(ExecutionStarted),
+    ExecutionProgress(ExecutionProgress),
+    ExecutionLogs(ExecutionLogs),
+    ExecutionCompleted(ExecutionCompleted),
+    ExecutionFailed(ExecutionFailed),
+    BandwidthContribution(BandwidthContribution),
+    ComputeContribution(ComputeContribution),
+    VibeTransaction(VibeTransaction),
+    /// A chunk of a git bundle of the task's base commit (originator → executor).
+    RepoChunk(RepoChunk),
+    /// Round-trip probe answered by the receiving node's peer manager.
+    PingRequest(PingRequest),
+    PingReply(PingReply),
+}
+
+impl APNMessage {
+    /// The variant's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            APNMessage::NodeAnnouncement(_) => "node_announcement",
+            APNMessage::TaskDistributionRequest(_) => "task_distribution_request",
+            APNMessage::TaskBid(_) => "task_bid",
+            APNMessage::TaskAssigned(_) => "task_assigned",
+            APNMessage::ExecutionStarted(_) => "execution_started",
+            APNMessage::ExecutionProgress(_) => "execution_progress",
+            APNMessage::ExecutionLogs(_) => "execution_logs",
+            APNMessage::ExecutionCompleted(_) => "execution_completed",
+            APNMessage::ExecutionFailed(_) => "execution_failed",
+            APNMessage::BandwidthContribution(_) => "bandwidth_contribution",
+            APNMessage::ComputeContribution(_) => "compute_contribution",
+            APNMessage::VibeTransaction(_) => "vibe_transaction",
+            APNMessage::RepoChunk(_) => "repo_chunk",
+            APNMessage::PingRequest(_) => "ping_request",
+            APNMessage::PingReply(_) => "ping_reply",
+        }
+    }
+}
+
+/// A node tells the mesh who it is and what it offers. Sent on the announce topic at start,
+/// periodically, and to each new connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeAnnouncement {
+    pub node_id: NodeId,
+    /// Capability tags from `[node] capabilities` (languages, tools, hardware).
+    pub capabilities: Vec<String>,
+    /// Executor profiles this node can run (configured and present).
+    pub executor_profiles: Vec<String>,
+    pub compute_rate_per_cpu_hour: Vibe,
+    pub min_task_reward: Vibe,
+    pub max_concurrent_tasks: u32,
+    pub free_slots: u32,
+    /// X25519 static key for end-to-end encryption to this node.
+    pub noise_static_key: ByteBuf,
+    /// The identity key's signature over the Noise key.
+    pub noise_key_signature: ByteBuf,
+    /// Multiaddrs this node listens on.
+    pub listen_addrs: Vec<String>,
+    /// True when the node only talks through the relay.
+    pub relay_only: bool,
+    /// The node software version.
+    pub version: String,
+}
+
+/// What a task needs from the node that runs it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskRequirements {
+    /// Capability tags the executor must have.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Memory the agent needs, in megabytes (0 = no requirement).
+    #[serde(default)]
+    pub memory_mb: u64,
+    /// Wall-clock limit for the run, in seconds (0 = the executor's default).
+    #[serde(default)]
+    pub timeout_s: u64,
+}
+
+/// Broadcast by an originator looking for an executor. Carries only what a bidder needs:
+/// no prompt, no code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDistributionRequest {
+    pub task_id: Uuid,
+    pub executor_profile: String,
+    pub requirements: TaskRequirements,
+    /// The most the originator will pay.
+    pub reward: Vibe,
+    /// SHA-256 (hex) of the prompt and base commit, so the executor can check what it gets.
+    pub content_hash: String,
+    /// Bids arriving after this instant are ignored.
+    pub bid_deadline: DateTime<Utc>,
+}
+
+/// A node's offer to run a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskBid {
+    pub task_id: Uuid,
+    pub bidder: NodeId,
+    pub price: Vibe,
+    pub estimated_duration_s: u64,
+    pub capabilities: Vec<String>,
+    /// The slot is reserved for the bidder until this instant.
+    pub valid_until: DateTime<Utc>,
+}
+
+/// End-to-end encrypted bytes: a Noise transport message with its explicit nonce, so messages
+/// arriving out of order (gossip, relay) still decrypt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub nonce: u64,
+    pub ciphertext: ByteBuf,
+}
+
+/// The originator gives a task to the winning bidder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssigned {
+    pub task_id: Uuid,
+    pub executor: NodeId,
+    pub agreed_price: Vibe,
+    /// The escrow transfer holding the payment.
+    pub escrow_id: Uuid,
+    /// No progress heartbeat for this long and the originator reassigns.
+    pub deadline: DateTime<Utc>,
+    /// First Noise handshake message (KK: it carries the encrypted task as its payload).
+    pub noise_handshake: ByteBuf,
+}
+
+/// The executor started a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionStarted {
+    pub task_id: Uuid,
+    pub execution_id: Uuid,
+    pub executor: NodeId,
+    pub started_at: DateTime<Utc>,
+    /// Second Noise handshake message; after it both sides have transport keys.
+    pub noise_handshake: ByteBuf,
+}
+
+/// Stages of a run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStage {
+    Setup,
+    Coding,
+    Testing,
+    Done,
+}
+
+/// Heartbeat and progress of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionProgress {
+    pub task_id: Uuid,
+    pub execution_id: Uuid,
+    pub stage: ExecutionStage,
+    /// 0..=100.
+    pub percent: u8,
+    /// What the agent is doing now (encrypted: it can quote code).
+    pub current_action: Option<Sealed>,
+}
+
+/// A batch of log lines (encrypted); `sequence` orders batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionLogs {
+    pub task_id: Uuid,
+    pub execution_id: Uuid,
+    pub sequence: u64,
+    pub lines: Sealed,
+}
+
+/// Compute a run used, measured from the child process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ComputeUsage {
+    pub cpu_seconds: f64,
+    pub memory_gb_seconds: f64,
+    pub wall_seconds: f64,
+}
+
+/// The run finished; the result (summary, files modified, diff) is sealed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionCompleted {
+    pub task_id: Uuid,
+    pub execution_id: Uuid,
+    /// SHA-256 (hex) of the plaintext result.
+    pub result_hash: String,
+    /// The executor's Ed25519 signature over `result_hash`.
+    pub result_signature: ByteBuf,
+    pub result: Sealed,
+    pub usage: ComputeUsage,
+}
+
+/// The run failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionFailed {
+    pub task_id: Uuid,
+    pub execution_id: Uuid,
+    pub stage: ExecutionStage,
+    pub error: String,
+    pub usage: ComputeUsage,
+}
+
+/// What bandwidth was used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BandwidthPurpose {
+    TaskRelay,
+    LogStream,
+    GitSync,
+}
+
+/// Bandwidth a node gave another over a period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BandwidthContribution {
+    pub contributor: NodeId,
+    pub beneficiary: NodeId,
+    pub purpose: BandwidthPurpose,
+    pub bytes: u64,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub amount: Vibe,
+}
+
+/// Compute a node gave to a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComputeContribution {
+    pub task_id: Uuid,
+    pub contributor: NodeId,
+    pub usage: ComputeUsage,
+    pub amount: Vibe,
+}
+
+/// Why credits moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TransactionReason {
+    TaskExecution,
+    BandwidthShare,
+    Relay,
+}
+
+/// A payment, signed by the payer so the payee (and anyone) can check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VibeTransaction {
+    pub tx_id: Uuid,
+    /// The payer's Ed25519 public key.
+    pub from: ByteBuf,
+    /// The payee's Ed25519 public key.
+    pub to: ByteBuf,
+    pub amount: Vibe,
+    pub reason: TransactionReason,
+    pub task_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    /// The payer's signature over [`VibeTransaction::signing_bytes`].
+    pub signature: ByteBuf,
+}
+
+impl VibeTransaction {
+    /// The exact bytes the payer signs: every field but the signature, in a fixed layout.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut bytes = b"apn-vibe-transaction-v1".to_vec();
+        bytes.extend_from_slice(self.tx_id.as_bytes());
+        bytes.extend_from_slice(&(self.from.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&self.from);
+        bytes.extend_from_slice(&(self.to.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&self.to);
+        bytes.extend_from_slice(&self.amount.micros().to_be_bytes());
+        bytes.push(match self.reason {
+            TransactionReason::TaskExecution => 0,
+            TransactionReason::BandwidthShare => 1,
+            TransactionReason::Relay => 2,
+        });
+        match self.task_id {
+            Some(task_id) => {
+                bytes.push(1);
+                bytes.extend_from_slice(task_id.as_bytes());
+            }
+            None => bytes.push(0),
+        }
+        bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
+        bytes
+    }
+
+    /// True when `signature` is the payer's over the content.
+    pub fn verify(&self) -> bool {
+        crate::identity::verify_signature(&self.from, &self.signing_bytes(), &self.signature)
+    }
+
+    /// A transaction from `payer`, signed.
+    pub fn new_signed(
+        payer: &crate::identity::Identity,
+        to: [u8; crate::identity::PUBLIC_KEY_BYTES],
+        amount: Vibe,
+        reason: TransactionReason,
+        task_id: Option<Uuid>,
+    ) -> Self {
+        Self::signed_with_id(
+            payer,
+            Uuid::new_v4(),
+            to,
+            amount,
+            reason,
+            task_id,
+            Utc::now(),
+        )
+    }
+
+    /// A transaction from `payer` with the given id and time, signed.
+    pub fn signed_with_id(
+        payer: &crate::identity::Identity,
+        tx_id: Uuid,
+        to: [u8; crate::identity::PUBLIC_KEY_BYTES],
+        amount: Vibe,
+        reason: TransactionReason,
+        task_id: Option<Uuid>,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        let mut transaction = VibeTransaction {
+            tx_id,
+            from: ByteBuf::from(payer.public_key().to_vec()),
+            to: ByteBuf::from(to.to_vec()),
+            amount,
+            reason,
+            task_id,
+            created_at,
+            signature: ByteBuf::new(),
+        };
+        transaction.signature = ByteBuf::from(payer.sign(&transaction.signing_bytes()));
+        transaction
+    }
+}
+
+/// A chunk of the git bundle of a task's base commit, encrypted to the executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoChunk {
+    pub task_id: Uuid,
+    pub index: u32,
+    pub total: u32,
+    pub data: Sealed,
+}
+
+/// Round-trip probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingRequest {
+    pub nonce: u64,
+}
+
+/// Answer to a [`PingRequest`], echoing its nonce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingReply {
+    pub nonce: u64,
+}

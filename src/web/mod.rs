@@ -1,0 +1,1 @@
+//! The Mesh Panel and the HTTP API.
