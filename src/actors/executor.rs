@@ -23,3 +23,24 @@ impl Handler<Inbound> for TaskExecutor {
         tracing::debug!(kind = inbound.envelope.message.kind(), from = %inbound.envelope.from_node, "received");
     }
 }
+
+/// Slots and runs, for the resources view.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ExecutorStatus {
+    pub active: u32,
+    pub max: u32,
+    pub completed_today: u64,
+}
+
+/// Ask for [`ExecutorStatus`].
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "ExecutorStatus")]
+pub struct GetExecutorStatus;
+
+impl Handler<GetExecutorStatus> for TaskExecutor {
+    type Result = ExecutorStatus;
+
+    fn handle(&mut self, _request: GetExecutorStatus, _ctx: &mut Self::Context) -> ExecutorStatus {
+        ExecutorStatus::default()
+    }
+}
