@@ -38,9 +38,9 @@ pub struct ExecutorStatus {
 pub struct GetExecutorStatus;
 
 impl Handler<GetExecutorStatus> for TaskExecutor {
-    type Result = ExecutorStatus;
+    type Result = MessageResult<GetExecutorStatus>;
 
-    fn handle(&mut self, _request: GetExecutorStatus, _ctx: &mut Self::Context) -> ExecutorStatus {
-        ExecutorStatus::default()
+    fn handle(&mut self, _request: GetExecutorStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(ExecutorStatus::default())
     }
 }
