@@ -1,1 +1,218 @@
-//! wiring
+//! Wiring: starts one node's actors in dependency order and hands each the `Recipient`s it
+//! needs. Reads like the diagram in DESIGN.md:
+//!
+//! ```text
+//!  SettlementEngine ◄── ResourceAccounting          PanelHub ◄── every role
+//!        ▲                                              ▲
+//!  TaskDistributor ◄─┐   TaskExecutor   ExecutionRelay  │
+//!                    └── PeerManager (swarm task + relay task) ──► Inbound to each role
+//! ```
+//!
+//! `start_node` must run inside an actix `System`. Several nodes can run in one process
+//! (tests, `apn demo`): each has its own data dir, ports and actors.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use libp2p::Multiaddr;
+
+use super::accountant::ResourceAccounting;
+use super::distributor::TaskDistributor;
+use super::executor::TaskExecutor;
+use super::panel_hub::PanelHub;
+use super::peer_manager::{self, PeerManager, Routes, Transports};
+use super::relay::ExecutionRelay;
+use super::settler::SettlementEngine;
+use crate::config::{Config, ConfigError};
+use crate::identity::{Identity, IdentityError};
+use crate::mesh::relay::{RelaySettings, spawn_relay};
+use crate::mesh::swarm::{SwarmSettings, spawn_swarm};
+use crate::mesh::{MeshError, MeshEvent};
+use crate::metrics::NetMetrics;
+
+/// How long start-up waits for the swarm to report its listen addresses.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
+    #[error("the ledger cannot start: {0}")]
+    Ledger(String),
+    #[error("the HTTP server cannot start: {0}")]
+    Http(String),
+    #[error("the swarm reported no listen address within {0:?}")]
+    NoListenAddress(Duration),
+}
+
+/// Everything outside code needs to talk to a running node. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub identity: Identity,
+    pub config: Arc<Config>,
+    pub metrics: Arc<NetMetrics>,
+    pub peer_manager: Addr<PeerManager>,
+    pub distributor: Addr<TaskDistributor>,
+    pub executor: Addr<TaskExecutor>,
+    pub relay: Addr<ExecutionRelay>,
+    pub settler: Addr<SettlementEngine>,
+    pub accountant: Addr<ResourceAccounting>,
+    pub panel_hub: Addr<PanelHub>,
+    pub started_at: DateTime<Utc>,
+    /// The bound HTTP address, when the panel is on.
+    pub http_addr: Option<SocketAddr>,
+    /// libp2p listen addresses at start (empty in relay-only mode).
+    pub listen_addrs: Vec<Multiaddr>,
+    pub data_dir: PathBuf,
+    http_server: Option<actix_web::dev::ServerHandle>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("node_id", self.identity.node_id())
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// A dialable address of this node (`<listen addr>/p2p/<peer id>`), for bootstrapping
+    /// others.
+    pub fn dial_address(&self) -> Option<Multiaddr> {
+        let address = self.listen_addrs.first()?.clone();
+        Some(address.with(libp2p::multiaddr::Protocol::P2p(self.identity.peer_id())))
+    }
+
+    /// Stop the node: HTTP server, transports (connections closed, relay drained), actors.
+    /// The ledger is a SQLite database in WAL mode whose every settlement commits whole, so
+    /// nothing is left to flush once its actor stops.
+    pub async fn shutdown(self) {
+        if let Some(server) = &self.http_server {
+            server.stop(true).await;
+        }
+        if let Err(e) = self.peer_manager.send(peer_manager::Shutdown).await {
+            tracing::debug!(error = %e, "peer manager already stopped");
+        }
+        tracing::info!(node_id = %self.identity.node_id(), "node stopped");
+    }
+}
+
+/// Start a node with this configuration. Must run inside an actix `System`.
+pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let data_dir = config.node.data_dir.clone();
+    let identity = Identity::load_or_create(&data_dir)?;
+    let metrics = Arc::new(NetMetrics::default());
+
+    let settler = SettlementEngine::default().start();
+    let accountant = ResourceAccounting::default().start();
+    let panel_hub = PanelHub::default().start();
+    let relay_role = ExecutionRelay::default().start();
+    let executor = TaskExecutor::default().start();
+    let distributor = TaskDistributor::default().start();
+
+    let transports = start_transports(&identity, &config).await?;
+    let listen_addrs = transports.listen_addrs.clone();
+    let routes = Routes {
+        distributor: distributor.clone().recipient(),
+        executor: executor.clone().recipient(),
+        relay: relay_role.clone().recipient(),
+        settler: settler.clone().recipient(),
+        accountant: accountant.clone().recipient(),
+        panel: panel_hub.clone().recipient(),
+    };
+    let peer_manager = PeerManager::new(
+        identity.clone(),
+        config.clone(),
+        metrics.clone(),
+        transports,
+        routes,
+    )
+    .start();
+
+    let handle = NodeHandle {
+        identity,
+        config,
+        metrics,
+        peer_manager,
+        distributor,
+        executor,
+        relay: relay_role,
+        settler,
+        accountant,
+        panel_hub,
+        started_at: Utc::now(),
+        http_addr: None,
+        listen_addrs,
+        data_dir,
+        http_server: None,
+    };
+    tracing::info!(
+        node_id = %handle.identity.node_id(),
+        peer_id = %handle.identity.peer_id(),
+        listen = ?handle.listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "node started"
+    );
+    Ok(handle)
+}
+
+/// Start the swarm (unless relay-only) and the relay client (when configured), and wait for
+/// the swarm's first listen address so callers can hand it to others.
+async fn start_transports(identity: &Identity, config: &Config) -> Result<Transports, NodeError> {
+    let mut listen_addrs = Vec::new();
+    let mut early_events = Vec::new();
+    let swarm = if config.node.relay_only {
+        None
+    } else {
+        let settings = SwarmSettings {
+            listen: config.listen_addrs(),
+            bootstrap: config
+                .node
+                .bootstrap
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
+            mdns: config.node.mdns,
+        };
+        let (client, mut events) = spawn_swarm(identity, settings)?;
+        // The first event of a freshly listening swarm is its address; anything that races
+        // ahead of it is handed to the peer manager to process first.
+        let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+        while listen_addrs.is_empty() {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(MeshEvent::ListenAddr(address))) => listen_addrs.push(address),
+                Ok(Some(other)) => early_events.push(other),
+                Ok(None) => return Err(NodeError::Mesh(MeshError::Closed)),
+                Err(_) => return Err(NodeError::NoListenAddress(LISTEN_TIMEOUT)),
+            }
+        }
+        Some((client, events))
+    };
+    let relay = if config.relay.url.is_empty() {
+        None
+    } else {
+        let settings = RelaySettings {
+            url: config.relay.url.clone(),
+            auto_reconnect: config.relay.auto_reconnect,
+            reconnect_backoff_max: Duration::from_millis(config.relay.reconnect_backoff_max_ms),
+        };
+        Some(spawn_relay(settings, identity.peer_id()))
+    };
+    Ok(Transports {
+        swarm,
+        relay,
+        listen_addrs,
+        early_events,
+    })
+}

@@ -10,14 +10,30 @@
 //! In: `Broadcast`, `SendTo`, `Ping`, `GetPeers`, `GetMeshStatus`, `Subscribe`, mesh events.
 //! Out: `Inbound` to roles and subscribers, `PanelEvent` to the hub.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
+use serde_bytes::ByteBuf;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 
-use crate::identity::NodeId;
-use crate::messages::{APNMessage, Topic, VerifiedEnvelope, Vibe};
+use crate::actors::panel_hub::PanelEvent;
+use crate::config::Config;
+use crate::identity::{self, Identity, NOISE_KEY_BYTES, NodeId};
+use crate::mesh::relay::RelayClient;
+use crate::mesh::swarm::SwarmClient;
+use crate::mesh::{FrameVia, MeshError, MeshEvent};
+use crate::messages::envelope::verify_frame;
+use crate::messages::{
+    APNMessage, DropReason, Envelope, EnvelopeLimits, NodeAnnouncement, PingReply, PingRequest,
+    ReplayCache, Topic, VerifiedEnvelope, Vibe,
+};
+use crate::metrics::NetMetrics;
 
 /// How a message reached us, or how we reach a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,3 +140,743 @@ pub struct GetMeshStatus;
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Subscribe(pub Recipient<Inbound>);
+
+/// Stop the transports (connections closed, relay drained) and the actor.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Recipients of verified messages, by the role that owns each variant.
+#[derive(Clone)]
+pub struct Routes {
+    /// Task requests and bids.
+    pub distributor: Recipient<Inbound>,
+    /// Assignments and repository chunks.
+    pub executor: Recipient<Inbound>,
+    /// Execution started/progress/logs/completed/failed.
+    pub relay: Recipient<Inbound>,
+    /// VIBE transactions.
+    pub settler: Recipient<Inbound>,
+    /// Bandwidth and compute contributions.
+    pub accountant: Recipient<Inbound>,
+    /// Panel deltas.
+    pub panel: Recipient<PanelEvent>,
+}
+
+/// Transports handed to the peer manager by the node (already started).
+pub struct Transports {
+    pub swarm: Option<(SwarmClient, mpsc::Receiver<MeshEvent>)>,
+    pub relay: Option<(RelayClient, mpsc::Receiver<MeshEvent>)>,
+    /// Addresses the swarm reported before the actor started.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Events that arrived while start-up waited for the listen address.
+    pub early_events: Vec<MeshEvent>,
+}
+
+/// Peers kept in the table; a new peer beyond this is ignored (and counted rate_limited).
+pub const PEERS_MAX: usize = 4096;
+/// Outstanding pings.
+const PENDING_PINGS_MAX: usize = 1024;
+/// How long a ping waits for its reply.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Drop reasons are logged once per source per this interval.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Sources remembered by the drop-log limiter.
+const DROP_LOG_SOURCES_MAX: usize = 1024;
+/// How often stale peers are removed.
+const PEER_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// A peer is told our announcement again at most this often when it announces itself.
+const ANNOUNCE_REPLY_INTERVAL: Duration = Duration::from_secs(10);
+/// How long shutdown waits for each transport.
+const TRANSPORT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct PeerEntry {
+    info: PeerInfo,
+    noise_static_key: Option<[u8; NOISE_KEY_BYTES]>,
+    last_seen: Instant,
+    announced_to_at: Option<Instant>,
+}
+
+struct PendingPing {
+    sent_at: Instant,
+    reply: oneshot::Sender<Duration>,
+}
+
+/// The peer manager.
+pub struct PeerManager {
+    identity: Identity,
+    config: Arc<Config>,
+    metrics: Arc<NetMetrics>,
+    limits: EnvelopeLimits,
+    replay_cache: ReplayCache,
+    peers: HashMap<PeerId, PeerEntry>,
+    connected: HashSet<PeerId>,
+    listen_addrs: Vec<Multiaddr>,
+    relay_state: RelayState,
+    swarm: Option<SwarmClient>,
+    relay: Option<RelayClient>,
+    pending_streams: Vec<mpsc::Receiver<MeshEvent>>,
+    early_events: Vec<MeshEvent>,
+    routes: Routes,
+    taps: Vec<Recipient<Inbound>>,
+    pending_pings: HashMap<u64, PendingPing>,
+    drop_log: HashMap<String, Instant>,
+    profiles: Vec<String>,
+    free_slots: u32,
+}
+
+impl PeerManager {
+    /// A peer manager over already started transports.
+    pub fn new(
+        identity: Identity,
+        config: Arc<Config>,
+        metrics: Arc<NetMetrics>,
+        transports: Transports,
+        routes: Routes,
+    ) -> Self {
+        let limits = EnvelopeLimits {
+            frame_bytes_max: crate::messages::codec::FRAME_BYTES_MAX,
+            clock_skew_ms_max: (config.node.clock_skew_s as i64).saturating_mul(1000),
+        };
+        let mut pending_streams = Vec::new();
+        let swarm = transports.swarm.map(|(client, events)| {
+            pending_streams.push(events);
+            client
+        });
+        let relay = transports.relay.map(|(client, events)| {
+            pending_streams.push(events);
+            client
+        });
+        let relay_state = if relay.is_some() {
+            RelayState::Connecting
+        } else {
+            RelayState::Disabled
+        };
+        PeerManager {
+            profiles: crate::actors::executor::available_profiles(&config.executor),
+            free_slots: config.resources.max_concurrent_tasks,
+            identity,
+            metrics,
+            limits,
+            replay_cache: ReplayCache::new(crate::messages::envelope::REPLAY_CACHE_ENTRIES_MAX),
+            peers: HashMap::new(),
+            connected: HashSet::new(),
+            listen_addrs: transports.listen_addrs,
+            relay_state,
+            swarm,
+            relay,
+            pending_streams,
+            early_events: transports.early_events,
+            routes,
+            taps: Vec::new(),
+            pending_pings: HashMap::new(),
+            drop_log: HashMap::new(),
+            config,
+        }
+    }
+
+    fn announcement(&self) -> APNMessage {
+        let economics = &self.config.economics;
+        APNMessage::NodeAnnouncement(NodeAnnouncement {
+            node_id: self.identity.node_id().clone(),
+            capabilities: self.config.node.capabilities.clone(),
+            executor_profiles: self.profiles.clone(),
+            compute_rate_per_cpu_hour: economics.compute_rate_per_cpu_hour,
+            min_task_reward: economics.min_task_reward,
+            max_concurrent_tasks: self.config.resources.max_concurrent_tasks,
+            free_slots: self.free_slots,
+            noise_static_key: ByteBuf::from(self.identity.noise_public().to_vec()),
+            noise_key_signature: ByteBuf::from(self.identity.noise_binding().to_vec()),
+            listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            relay_only: self.config.node.relay_only,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+
+    fn seal(&self, message: &APNMessage) -> Result<Vec<u8>, MeshError> {
+        Envelope::seal(&self.identity, message, now_ms())
+            .map_err(|e| MeshError::Encode(e.to_string()))
+    }
+
+    fn status(&self) -> MeshStatus {
+        MeshStatus {
+            node_id: self.identity.node_id().clone(),
+            peer_id: self.identity.peer_id().to_string(),
+            listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            relay: self.relay_state,
+            relay_only: self.config.node.relay_only,
+            peers: self.peers.len(),
+        }
+    }
+
+    fn panel(&self, event: PanelEvent) {
+        // The hub is bounded by its own mailbox; a full hub loses a delta, not the node.
+        if let Err(e) = self.routes.panel.try_send(event) {
+            tracing::debug!(error = %e, "panel hub busy, delta dropped");
+        }
+    }
+
+    fn entry(&mut self, peer: PeerId) -> Option<&mut PeerEntry> {
+        if !self.peers.contains_key(&peer) {
+            if self.peers.len() >= PEERS_MAX {
+                self.metrics.count_drop(DropReason::RateLimited);
+                return None;
+            }
+            let now = Utc::now();
+            let node_id = identity::public_key_of(&peer)
+                .map(|key| NodeId::from_public_key(&key))
+                .unwrap_or_else(|| NodeId::from_public_key(&[0; 32]));
+            let info = PeerInfo {
+                peer_id: peer.to_string(),
+                node_id,
+                capabilities: Vec::new(),
+                executor_profiles: Vec::new(),
+                compute_rate_per_cpu_hour: None,
+                min_task_reward: None,
+                max_concurrent_tasks: 0,
+                free_slots: 0,
+                latency_ms: None,
+                bytes_in: 0,
+                bytes_out: 0,
+                path: if self.connected.contains(&peer) {
+                    PeerPath::Direct
+                } else {
+                    PeerPath::Relay
+                },
+                connected: self.connected.contains(&peer),
+                announced: false,
+                listen_addrs: Vec::new(),
+                first_seen: now,
+                last_seen: now,
+            };
+            self.peers.insert(
+                peer,
+                PeerEntry {
+                    info,
+                    noise_static_key: None,
+                    last_seen: Instant::now(),
+                    announced_to_at: None,
+                },
+            );
+        }
+        self.peers.get_mut(&peer)
+    }
+
+    fn publish_peer(&self, peer: &PeerId) {
+        if let Some(entry) = self.peers.get(peer) {
+            self.panel(PanelEvent::PeerUpdated(entry.info.clone()));
+        }
+    }
+
+    fn log_drop(&mut self, source: String, reason: DropReason) {
+        let now = Instant::now();
+        let due = self
+            .drop_log
+            .get(&source)
+            .is_none_or(|last| now.duration_since(*last) >= DROP_LOG_INTERVAL);
+        if due {
+            if self.drop_log.len() >= DROP_LOG_SOURCES_MAX {
+                self.drop_log
+                    .retain(|_, last| now.duration_since(*last) < DROP_LOG_INTERVAL);
+                if self.drop_log.len() >= DROP_LOG_SOURCES_MAX {
+                    self.drop_log.clear();
+                }
+            }
+            self.drop_log.insert(source.clone(), now);
+            tracing::warn!(%source, reason = reason.label(), "dropped inbound frame (logged once per source per minute)");
+        }
+    }
+
+    fn send_announcement_to(&mut self, peer: PeerId, ctx: &mut Context<Self>) {
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.announced_to_at = Some(Instant::now());
+        }
+        let message = self.announcement();
+        ctx.address().do_send(SendTo { peer, message });
+    }
+
+    fn broadcast_announcement(&self, ctx: &mut Context<Self>) {
+        let message = self.announcement();
+        let address = ctx.address();
+        actix::spawn(async move {
+            match address
+                .send(Broadcast {
+                    topic: Topic::Announce,
+                    message,
+                })
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "announcement not broadcast"),
+                Err(e) => tracing::debug!(error = %e, "peer manager gone"),
+            }
+        });
+    }
+
+    fn on_frame(
+        &mut self,
+        frame: Vec<u8>,
+        via: FrameVia,
+        transport_peer: Option<PeerId>,
+        ctx: &mut Context<Self>,
+    ) {
+        NetMetrics::add(&self.metrics.bytes_in, frame.len() as u64);
+        let verified = match verify_frame(&frame, now_ms(), &self.limits, &mut self.replay_cache) {
+            Ok(verified) => verified,
+            Err(reason) => {
+                self.metrics.count_drop(reason);
+                let source = match transport_peer {
+                    Some(peer) => peer.to_string(),
+                    None => "relay".to_string(),
+                };
+                self.log_drop(source, reason);
+                return;
+            }
+        };
+        let author = verified.from_peer;
+        if author == self.identity.peer_id() {
+            // Our own broadcast, echoed by the relay.
+            return;
+        }
+        NetMetrics::add(&self.metrics.messages_in, 1);
+        let path = if via.is_relay() {
+            PeerPath::Relay
+        } else {
+            PeerPath::Direct
+        };
+        let frame_bytes = frame.len() as u64;
+        let is_new = !self.peers.contains_key(&author);
+        let Some(entry) = self.entry(author) else {
+            return;
+        };
+        entry.last_seen = Instant::now();
+        entry.info.last_seen = Utc::now();
+        entry.info.bytes_in += frame_bytes;
+        let path_changed = entry.info.path != path;
+        entry.info.path = path;
+        if is_new || path_changed {
+            self.publish_peer(&author);
+        }
+        let envelope = Arc::new(verified);
+        match &envelope.message {
+            APNMessage::NodeAnnouncement(announcement) => {
+                self.on_announcement(&envelope, announcement.clone(), ctx);
+            }
+            APNMessage::PingRequest(ping) => {
+                let message = APNMessage::PingReply(PingReply { nonce: ping.nonce });
+                ctx.address().do_send(SendTo {
+                    peer: author,
+                    message,
+                });
+            }
+            APNMessage::PingReply(reply) => {
+                if let Some(pending) = self.pending_pings.remove(&reply.nonce) {
+                    let _ = pending.reply.send(pending.sent_at.elapsed());
+                }
+            }
+            message => {
+                let route = match message {
+                    APNMessage::TaskDistributionRequest(_) | APNMessage::TaskBid(_) => {
+                        &self.routes.distributor
+                    }
+                    APNMessage::TaskAssigned(_) | APNMessage::RepoChunk(_) => &self.routes.executor,
+                    APNMessage::ExecutionStarted(_)
+                    | APNMessage::ExecutionProgress(_)
+                    | APNMessage::ExecutionLogs(_)
+                    | APNMessage::ExecutionCompleted(_)
+                    | APNMessage::ExecutionFailed(_) => &self.routes.relay,
+                    APNMessage::VibeTransaction(_) => &self.routes.settler,
+                    _ => &self.routes.accountant,
+                };
+                let inbound = Inbound {
+                    envelope: envelope.clone(),
+                    path,
+                };
+                if route.try_send(inbound).is_err() {
+                    self.metrics.count_drop(DropReason::RateLimited);
+                    self.log_drop(format!("{author} -> busy role"), DropReason::RateLimited);
+                }
+                self.panel(PanelEvent::MessageReceived {
+                    kind: envelope.message.kind(),
+                    from: envelope.from_node.to_string(),
+                });
+            }
+        }
+        let inbound = Inbound { envelope, path };
+        self.taps
+            .retain(|tap| tap.try_send(inbound.clone()).is_ok() || tap.connected());
+    }
+
+    fn on_announcement(
+        &mut self,
+        envelope: &VerifiedEnvelope,
+        announcement: NodeAnnouncement,
+        ctx: &mut Context<Self>,
+    ) {
+        let author = envelope.from_peer;
+        if announcement.node_id != envelope.from_node
+            || !identity::verify_noise_binding(
+                &envelope.from_key,
+                &announcement.noise_static_key,
+                &announcement.noise_key_signature,
+            )
+        {
+            self.metrics.count_drop(DropReason::BadSignature);
+            self.log_drop(author.to_string(), DropReason::BadSignature);
+            return;
+        }
+        let listen_addrs: Vec<Multiaddr> = announcement
+            .listen_addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let reply_due;
+        {
+            let Some(entry) = self.peers.get_mut(&author) else {
+                return;
+            };
+            let info = &mut entry.info;
+            info.capabilities = announcement.capabilities;
+            info.executor_profiles = announcement.executor_profiles;
+            info.compute_rate_per_cpu_hour = Some(announcement.compute_rate_per_cpu_hour);
+            info.min_task_reward = Some(announcement.min_task_reward);
+            info.max_concurrent_tasks = announcement.max_concurrent_tasks;
+            info.free_slots = announcement.free_slots;
+            info.listen_addrs = announcement.listen_addrs;
+            info.announced = true;
+            entry.noise_static_key = announcement.noise_static_key.as_slice().try_into().ok();
+            reply_due = entry
+                .announced_to_at
+                .is_none_or(|at| at.elapsed() >= ANNOUNCE_REPLY_INTERVAL);
+        }
+        self.publish_peer(&author);
+        if !self.connected.contains(&author) && !announcement.relay_only && !listen_addrs.is_empty()
+        {
+            if let Some(swarm) = &self.swarm {
+                swarm.dial(author, listen_addrs);
+            }
+        }
+        if reply_due {
+            self.send_announcement_to(author, ctx);
+        }
+    }
+
+    fn sweep_peers(&mut self) {
+        let timeout = Duration::from_secs(self.config.node.peer_timeout_s);
+        let stale: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(peer, entry)| {
+                !self.connected.contains(peer) && entry.last_seen.elapsed() > timeout
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in stale {
+            self.peers.remove(&peer);
+            tracing::info!(%peer, "peer timed out");
+            self.panel(PanelEvent::PeerRemoved(peer.to_string()));
+        }
+    }
+
+    fn record_sent(&mut self, peer: PeerId, path: PeerPath, bytes: u64) {
+        NetMetrics::add(&self.metrics.messages_out, 1);
+        NetMetrics::add(&self.metrics.bytes_out, bytes);
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.info.bytes_out += bytes;
+            if entry.info.path != path {
+                entry.info.path = path;
+                self.publish_peer(&peer);
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, our clock.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+impl Actor for PeerManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Roles may be slow for a moment; the mailbox bound keeps memory in check and the
+        // transports' own bounded queues take the rest.
+        ctx.set_mailbox_capacity(crate::mesh::MESH_EVENTS_MAX);
+        for event in std::mem::take(&mut self.early_events) {
+            StreamHandler::handle(self, event, ctx);
+        }
+        for events in self.pending_streams.drain(..) {
+            ctx.add_stream(ReceiverStream::new(events));
+        }
+        tracing::info!(
+            node_id = %self.identity.node_id(),
+            peer_id = %self.identity.peer_id(),
+            listen = ?self.listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            relay = ?self.relay_state,
+            "peer manager started"
+        );
+        let interval = Duration::from_secs(self.config.node.announce_interval_s);
+        ctx.run_interval(interval, |actor, ctx| actor.broadcast_announcement(ctx));
+        ctx.run_interval(PEER_SWEEP_INTERVAL, |actor, _| actor.sweep_peers());
+    }
+}
+
+impl StreamHandler<MeshEvent> for PeerManager {
+    fn handle(&mut self, event: MeshEvent, ctx: &mut Self::Context) {
+        match event {
+            MeshEvent::Frame {
+                frame,
+                via,
+                transport_peer,
+            } => self.on_frame(frame, via, transport_peer, ctx),
+            MeshEvent::ListenAddr(address) => {
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+            }
+            MeshEvent::Connected(peer) => {
+                self.connected.insert(peer);
+                if let Some(entry) = self.entry(peer) {
+                    entry.info.connected = true;
+                    entry.info.path = PeerPath::Direct;
+                    entry.last_seen = Instant::now();
+                }
+                self.publish_peer(&peer);
+                tracing::info!(%peer, "connected");
+                self.send_announcement_to(peer, ctx);
+            }
+            MeshEvent::Disconnected(peer) => {
+                self.connected.remove(&peer);
+                if let Some(entry) = self.peers.get_mut(&peer) {
+                    entry.info.connected = false;
+                    entry.info.path = PeerPath::Relay;
+                }
+                tracing::info!(%peer, "disconnected");
+                self.publish_peer(&peer);
+            }
+            MeshEvent::Latency(peer, rtt) => {
+                if let Some(entry) = self.peers.get_mut(&peer) {
+                    entry.info.latency_ms = Some(rtt.as_secs_f64() * 1000.0);
+                    entry.last_seen = Instant::now();
+                    entry.info.last_seen = Utc::now();
+                }
+                self.publish_peer(&peer);
+            }
+            MeshEvent::PeerAddrs(peer, addresses) => {
+                if let Some(entry) = self.peers.get_mut(&peer) {
+                    if entry.info.listen_addrs.is_empty() {
+                        entry.info.listen_addrs = addresses.iter().map(|a| a.to_string()).collect();
+                    }
+                }
+            }
+            MeshEvent::Relay(state) => {
+                if state == RelayState::Connected && self.relay_state != RelayState::Connected {
+                    if self.relay_state == RelayState::Connecting && self.metrics_relay_seen() {
+                        NetMetrics::add(&self.metrics.relay_reconnects, 1);
+                    }
+                    self.relay_state = state;
+                    // Tell relay peers we are here; they answer with their own announcement.
+                    self.broadcast_announcement(ctx);
+                } else {
+                    self.relay_state = state;
+                }
+                self.panel(PanelEvent::RelayState(state));
+            }
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // A transport stream ended (its task stopped); the other may still run.
+        tracing::debug!("a transport event stream ended");
+    }
+}
+
+impl PeerManager {
+    fn metrics_relay_seen(&self) -> bool {
+        // A relay that was connected before and is connecting again counts as a reconnect.
+        self.peers
+            .values()
+            .any(|entry| entry.info.path == PeerPath::Relay)
+            || NetMetrics::get(&self.metrics.messages_in) > 0
+    }
+}
+
+impl Handler<Broadcast> for PeerManager {
+    type Result = ResponseActFuture<Self, Result<(), MeshError>>;
+
+    fn handle(&mut self, request: Broadcast, _ctx: &mut Self::Context) -> Self::Result {
+        let frame = match self.seal(&request.message) {
+            Ok(frame) => frame,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let swarm = self.swarm.clone();
+        let relay = self.relay.clone().filter(|relay| relay.is_connected());
+        let topic = request.topic;
+        let bytes = frame.len() as u64;
+        let work = async move {
+            let mut paths = 0u64;
+            let mut last_error = MeshError::NoBroadcastPath;
+            if let Some(swarm) = swarm {
+                match swarm.publish(topic, frame.clone()).await {
+                    Ok(()) => paths += 1,
+                    Err(e) => last_error = e,
+                }
+            }
+            if let Some(relay) = relay {
+                match relay.broadcast(topic, frame).await {
+                    Ok(()) => paths += 1,
+                    Err(e) => last_error = e,
+                }
+            }
+            if paths > 0 {
+                Ok(paths)
+            } else {
+                Err(last_error)
+            }
+        };
+        Box::pin(
+            work.into_actor(self)
+                .map(move |result, actor, _| match result {
+                    Ok(paths) => {
+                        NetMetrics::add(&actor.metrics.messages_out, paths);
+                        NetMetrics::add(&actor.metrics.bytes_out, bytes * paths);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        NetMetrics::add(&actor.metrics.send_failures, 1);
+                        Err(e)
+                    }
+                }),
+        )
+    }
+}
+
+impl Handler<SendTo> for PeerManager {
+    type Result = ResponseActFuture<Self, Result<PeerPath, MeshError>>;
+
+    fn handle(&mut self, request: SendTo, _ctx: &mut Self::Context) -> Self::Result {
+        let frame = match self.seal(&request.message) {
+            Ok(frame) => frame,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let peer = request.peer;
+        let direct = if self.connected.contains(&peer) {
+            self.swarm.clone()
+        } else {
+            None
+        };
+        let relay = self.relay.clone();
+        let bytes = frame.len() as u64;
+        let work = async move {
+            if let Some(swarm) = direct {
+                match swarm.send_direct(peer, frame.clone()).await {
+                    Ok(()) => return Ok(PeerPath::Direct),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "direct send failed, trying the relay")
+                    }
+                }
+            }
+            match relay {
+                Some(relay) => relay.send_to(&peer, frame).await.map(|()| PeerPath::Relay),
+                None => Err(MeshError::NoPath(peer)),
+            }
+        };
+        Box::pin(work.into_actor(self).map(move |result, actor, _| {
+            match &result {
+                Ok(path) => actor.record_sent(peer, *path, bytes),
+                Err(e) => {
+                    NetMetrics::add(&actor.metrics.send_failures, 1);
+                    tracing::debug!(%peer, error = %e, "send failed");
+                }
+            }
+            result
+        }))
+    }
+}
+
+impl Handler<Ping> for PeerManager {
+    type Result = ResponseActFuture<Self, Result<Duration, MeshError>>;
+
+    fn handle(&mut self, request: Ping, ctx: &mut Self::Context) -> Self::Result {
+        if self.pending_pings.len() >= PENDING_PINGS_MAX {
+            return Box::pin(fut::ready(Err(MeshError::Busy)));
+        }
+        let nonce: u64 = rand::random();
+        let (reply, answer) = oneshot::channel();
+        self.pending_pings.insert(
+            nonce,
+            PendingPing {
+                sent_at: Instant::now(),
+                reply,
+            },
+        );
+        let address = ctx.address();
+        let work = async move {
+            let message = APNMessage::PingRequest(PingRequest { nonce });
+            address
+                .send(SendTo {
+                    peer: request.peer,
+                    message,
+                })
+                .await
+                .map_err(|_| MeshError::Closed)??;
+            tokio::time::timeout(PING_TIMEOUT, answer)
+                .await
+                .map_err(|_| MeshError::Timeout(PING_TIMEOUT))?
+                .map_err(|_| MeshError::Closed)
+        };
+        Box::pin(work.into_actor(self).map(move |result, actor, _| {
+            actor.pending_pings.remove(&nonce);
+            result
+        }))
+    }
+}
+
+impl Handler<GetPeers> for PeerManager {
+    type Result = MessageResult<GetPeers>;
+
+    fn handle(&mut self, _request: GetPeers, _ctx: &mut Self::Context) -> Self::Result {
+        let mut peers: Vec<PeerInfo> = self
+            .peers
+            .values()
+            .map(|entry| entry.info.clone())
+            .collect();
+        peers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        MessageResult(peers)
+    }
+}
+
+impl Handler<GetMeshStatus> for PeerManager {
+    type Result = MessageResult<GetMeshStatus>;
+
+    fn handle(&mut self, _request: GetMeshStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+impl Handler<Subscribe> for PeerManager {
+    type Result = ();
+
+    fn handle(&mut self, request: Subscribe, _ctx: &mut Self::Context) {
+        self.taps.push(request.0);
+    }
+}
+
+impl Handler<Shutdown> for PeerManager {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _request: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let swarm = self.swarm.take();
+        let relay = self.relay.take();
+        let work = async move {
+            if let Some(swarm) = swarm {
+                swarm.shutdown(TRANSPORT_SHUTDOWN_TIMEOUT).await;
+            }
+            if let Some(relay) = relay {
+                relay.shutdown(TRANSPORT_SHUTDOWN_TIMEOUT).await;
+            }
+        };
+        Box::pin(work.into_actor(self).map(|(), _actor, ctx| ctx.stop()))
+    }
+}

@@ -1,6 +1,90 @@
-//! Transport: the libp2p swarm task and the NATS relay client task.
-#[derive(Debug, thiserror::Error)]
+//! Transport: the tasks that do network I/O for the `PeerManager`.
+//!
+//! - `swarm`: the libp2p swarm (TCP + Noise + Yamux; identify, ping, Kademlia, mDNS,
+//!   gossipsub, request-response), driven by one task that alone owns the `Swarm`.
+//! - `relay`: the NATS relay client task (`apn.v1.broadcast.<topic>`, `apn.v1.node.<peer>`).
+//!
+//! Both take commands over a bounded channel and report `MeshEvent`s over another; neither
+//! parses envelopes (the peer manager verifies every frame). Frames are opaque bytes here.
+
+pub mod relay;
+pub mod swarm;
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+
+use crate::actors::peer_manager::RelayState;
+use crate::messages::Topic;
+
+/// Commands queued to the swarm task before senders are told the mesh is busy.
+pub const SWARM_COMMANDS_MAX: usize = 1024;
+/// Commands queued to the relay task.
+pub const RELAY_COMMANDS_MAX: usize = 1024;
+/// Events queued from a transport task to the peer manager; when full, inbound frames are
+/// dropped and counted (rate_limited) rather than stalling the transport.
+pub const MESH_EVENTS_MAX: usize = 4096;
+
+/// A transport failure the caller can act on.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MeshError {
-    #[error("x")]
-    X,
+    #[error("cannot start the libp2p swarm: {0}")]
+    SwarmStart(String),
+    #[error("cannot listen on {address}: {reason}")]
+    Listen { address: String, reason: String },
+    #[error("the transport is shutting down")]
+    Closed,
+    #[error("the transport queue is full")]
+    Busy,
+    #[error("no path to peer {0}: not connected and the relay is not connected")]
+    NoPath(PeerId),
+    #[error("direct send to {peer} failed: {reason}")]
+    Direct { peer: PeerId, reason: String },
+    #[error("relay publish failed: {0}")]
+    Relay(String),
+    #[error("cannot encode the message: {0}")]
+    Encode(String),
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("broadcast reached no path (no gossip peers and no relay)")]
+    NoBroadcastPath,
+}
+
+/// What a transport task reports.
+#[derive(Debug)]
+pub enum MeshEvent {
+    /// The swarm listens on a new address.
+    ListenAddr(Multiaddr),
+    /// A libp2p connection to a peer opened (first) or closed (last).
+    Connected(PeerId),
+    Disconnected(PeerId),
+    /// Round-trip time to a connected peer from libp2p ping.
+    Latency(PeerId, Duration),
+    /// Addresses a peer says it listens on (identify).
+    PeerAddrs(PeerId, Vec<Multiaddr>),
+    /// A frame arrived. `transport_peer` is the peer that handed it to us (for gossip, the
+    /// forwarder, not necessarily the author); `None` for relay frames.
+    Frame {
+        frame: Vec<u8>,
+        via: FrameVia,
+        transport_peer: Option<PeerId>,
+    },
+    /// The relay connection changed state.
+    Relay(RelayState),
+}
+
+/// Which path a frame came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameVia {
+    Gossip(Topic),
+    Direct,
+    RelayBroadcast(Topic),
+    RelayDirect,
+}
+
+impl FrameVia {
+    /// True for relay paths.
+    pub fn is_relay(self) -> bool {
+        matches!(self, FrameVia::RelayBroadcast(_) | FrameVia::RelayDirect)
+    }
 }

@@ -1,0 +1,193 @@
+//! Shared helpers for integration tests: node configs on ephemeral loopback ports, a real
+//! `nats-server` child process, inbound taps, and waiting on conditions with timeouts.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use apn::actors::node::{NodeHandle, start_node};
+use apn::actors::peer_manager::{GetPeers, Inbound, PeerInfo, Subscribe};
+use apn::config::Config;
+use tokio::sync::mpsc;
+
+/// Default bound on waiting for something that should happen.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A config for a test node: loopback, ephemeral port, no mDNS, no HTTP, fast announcements.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.node.data_dir = data_dir.to_path_buf();
+    config.node.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    config.node.mdns = false;
+    config.node.announce_interval_s = 1;
+    config.http.bind = "none".into();
+    config
+}
+
+/// Start a node, panicking with the reason if it cannot start.
+pub async fn node(config: Config) -> NodeHandle {
+    match start_node(config).await {
+        Ok(handle) => handle,
+        Err(e) => panic!("node failed to start: {e}"),
+    }
+}
+
+/// Poll `condition` until it holds or `timeout` passes. Returns whether it held.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The peer table of a node.
+pub async fn peers(node: &NodeHandle) -> Vec<PeerInfo> {
+    node.peer_manager.send(GetPeers).await.unwrap_or_default()
+}
+
+/// True when `node` knows every one of `others` from an announcement.
+pub async fn knows_all(node: &NodeHandle, others: &[&NodeHandle]) -> bool {
+    let table = peers(node).await;
+    others.iter().all(|other| {
+        table
+            .iter()
+            .any(|p| p.peer_id == other.identity.peer_id().to_string() && p.announced)
+    })
+}
+
+/// Receives a copy of every verified inbound message of a node.
+pub struct Tap {
+    pub receiver: mpsc::UnboundedReceiver<Inbound>,
+}
+
+struct TapActor(mpsc::UnboundedSender<Inbound>);
+
+impl Actor for TapActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for TapActor {
+    type Result = ();
+    fn handle(&mut self, inbound: Inbound, _ctx: &mut Self::Context) {
+        let _ = self.0.send(inbound);
+    }
+}
+
+impl Tap {
+    /// Tap `node`'s inbound messages.
+    pub async fn on(node: &NodeHandle) -> Tap {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let actor = TapActor(sender).start();
+        node.peer_manager
+            .send(Subscribe(actor.recipient()))
+            .await
+            .expect("peer manager alive");
+        Tap { receiver }
+    }
+
+    /// The next inbound message of a kind, within `timeout`.
+    pub async fn next_of(&mut self, kind: &str, timeout: Duration) -> Option<Inbound> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                Ok(Some(inbound)) if inbound.envelope.message.kind() == kind => {
+                    return Some(inbound);
+                }
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Messages of `kind` that arrive within `quiet` (for "nothing more arrives" checks).
+    pub async fn count_of_within(&mut self, kind: &str, quiet: Duration) -> usize {
+        let mut count = 0;
+        while self.next_of(kind, quiet).await.is_some() {
+            count += 1;
+        }
+        count
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A real `nats-server` on loopback, killed on drop.
+pub struct NatsServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Start on a free port and wait until it accepts connections.
+    pub fn start() -> NatsServer {
+        let mut server = NatsServer {
+            port: free_port(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the server (SIGKILL) and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start (again) on the same port and wait until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(nats_server_program())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (the README's test command installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn nats_server_program() -> String {
+    std::env::var("APN_NATS_SERVER").unwrap_or_else(|_| "nats-server".to_string())
+}
