@@ -12,10 +12,12 @@
 //! - [`actors`]: one actix actor per role, and `node.rs` that wires them.
 //! - [`ledger`]: SQLite double-entry ledger (no actix).
 //! - [`metrics`]: counters shared by the roles, exported by the HTTP layer.
+//! - [`harness`]: a real nats-server child for tests and benchmarks.
 //! - [`web`]: the Mesh Panel and the HTTP API.
 
 pub mod actors;
 pub mod config;
+pub mod harness;
 pub mod identity;
 pub mod ledger;
 pub mod mesh;

@@ -162,7 +162,7 @@ async fn relay_state(node: &apn::actors::node::NodeHandle) -> RelayState {
 
 #[actix_rt::test]
 async fn relay_only_nodes_talk_through_nats_and_survive_a_relay_restart() {
-    let mut nats = NatsServer::start();
+    let mut nats = nats();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Vec::new();
     for dir in &dirs {
@@ -228,7 +228,7 @@ async fn relay_only_nodes_talk_through_nats_and_survive_a_relay_restart() {
     );
 
     // Same port again: the nodes reconnect by themselves and messages flow.
-    nats.restart();
+    nats.restart().unwrap();
     for node in [a, b] {
         assert!(
             wait_until(EVENT_TIMEOUT, || async {
@@ -268,7 +268,7 @@ async fn relay_only_nodes_talk_through_nats_and_survive_a_relay_restart() {
 
 #[actix_rt::test]
 async fn bad_frames_on_the_network_are_dropped_and_counted_by_reason() {
-    let nats = NatsServer::start();
+    let nats = nats();
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.relay.url = nats.url();

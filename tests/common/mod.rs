@@ -2,15 +2,14 @@
 //! `nats-server` child process, inbound taps, and waiting on conditions with timeouts.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use apn::actors::node::{NodeHandle, start_node};
 use apn::actors::peer_manager::{GetPeers, Inbound, PeerInfo, Subscribe};
 use apn::config::Config;
+pub use apn::harness::NatsServer;
 use tokio::sync::mpsc;
 
 /// Default bound on waiting for something that should happen.
@@ -122,72 +121,7 @@ impl Tap {
     }
 }
 
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A real `nats-server` on loopback, killed on drop.
-pub struct NatsServer {
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    /// Start on a free port and wait until it accepts connections.
-    pub fn start() -> NatsServer {
-        let mut server = NatsServer {
-            port: free_port(),
-            child: None,
-        };
-        server.restart();
-        server
-    }
-
-    /// The client URL.
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Kill the server (SIGKILL) and wait for it to exit.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start (again) on the same port and wait until it accepts connections.
-    pub fn restart(&mut self) {
-        self.stop();
-        let child = Command::new(nats_server_program())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server must be installed (the README's test command installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn nats_server_program() -> String {
-    std::env::var("APN_NATS_SERVER").unwrap_or_else(|_| "nats-server".to_string())
+/// A real nats-server on a free port (panics with the reason when it cannot start).
+pub fn nats() -> NatsServer {
+    NatsServer::start().unwrap_or_else(|e| panic!("{e}"))
 }

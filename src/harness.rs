@@ -1,0 +1,104 @@
+//! Process helpers shared by the integration tests and the benchmark harness: a real
+//! `nats-server` child on a free loopback port. Not used by a running node.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long to wait for a started nats-server to accept connections.
+const NATS_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a helper process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("cannot start {program}: {source} (install it: apt-get install -y nats-server)")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nats-server did not accept connections on port {0} in time")]
+    NotReady(u16),
+    #[error("no free port: {0}")]
+    NoPort(std::io::Error),
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> Result<u16, HarnessError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(HarnessError::NoPort)
+}
+
+/// The nats-server program: `$APN_NATS_SERVER`, else `nats-server` on PATH, else Debian's
+/// `/usr/sbin/nats-server`.
+pub fn nats_server_program() -> String {
+    if let Ok(program) = std::env::var("APN_NATS_SERVER") {
+        return program;
+    }
+    if crate::actors::executor::program_exists("nats-server") {
+        "nats-server".to_string()
+    } else {
+        "/usr/sbin/nats-server".to_string()
+    }
+}
+
+/// A real `nats-server` on loopback, killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Start on a free port and wait until it accepts connections.
+    pub fn start() -> Result<NatsServer, HarnessError> {
+        let mut server = NatsServer {
+            port: free_port()?,
+            child: None,
+        };
+        server.restart()?;
+        Ok(server)
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the server (SIGKILL) and reap it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start (again) on the same port and wait until it accepts connections.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.stop();
+        let program = nats_server_program();
+        let child = Command::new(&program)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| HarnessError::Spawn { program, source })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + NATS_START_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() >= deadline {
+                return Err(HarnessError::NotReady(self.port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
