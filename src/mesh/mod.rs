@@ -2,11 +2,13 @@
 //!
 //! - `swarm`: the libp2p swarm (TCP + Noise + Yamux; identify, ping, Kademlia, mDNS,
 //!   gossipsub, request-response), driven by one task that alone owns the `Swarm`.
+//! - `e2e`: Noise end-to-end encryption between originator and executor (pure).
 //! - `relay`: the NATS relay client task (`apn.v1.broadcast.<topic>`, `apn.v1.node.<peer>`).
 //!
 //! Both take commands over a bounded channel and report `MeshEvent`s over another; neither
 //! parses envelopes (the peer manager verifies every frame). Frames are opaque bytes here.
 
+pub mod e2e;
 pub mod relay;
 pub mod swarm;
 

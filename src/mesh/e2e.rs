@@ -1,0 +1,271 @@
+//! End-to-end encryption between a task's originator and its assigned executor.
+//!
+//! Noise `KK` (X25519, ChaChaPoly, BLAKE2s): both sides know each other's static key from
+//! the signed node announcements. The originator's first handshake message travels in
+//! `TaskAssigned` and carries the task (prompt, base commit, how to get the repository) as
+//! its encrypted payload; the executor's answer travels in `ExecutionStarted`. After that
+//! both sides hold transport keys and every sealed payload (logs, progress actions,
+//! repository chunks, the result) is encrypted with an explicit nonce (snow's stateless
+//! transport), so messages that arrive out of order over gossip or the relay still decrypt.
+//!
+//! A Noise message carries at most 65535 bytes, so a payload is cut into segments of
+//! [`SEGMENT_PLAINTEXT_MAX`] bytes, segment `i` encrypted with nonce `first + i`. The relay
+//! and other peers only ever see ciphertext.
+
+use serde_bytes::ByteBuf;
+
+use crate::identity::{Identity, parse_noise_params};
+use crate::messages::Sealed;
+
+/// Largest Noise message.
+const NOISE_MESSAGE_MAX: usize = 65_535;
+/// ChaChaPoly tag.
+const TAG_BYTES: usize = 16;
+/// Plaintext bytes per Noise transport message.
+pub const SEGMENT_PLAINTEXT_MAX: usize = NOISE_MESSAGE_MAX - TAG_BYTES;
+/// Largest handshake payload (the task description): one Noise message minus the
+/// handshake's own keys and tags.
+pub const HANDSHAKE_PAYLOAD_MAX: usize = NOISE_MESSAGE_MAX - 256;
+/// Largest sealed payload accepted for decryption (bounded by the frame limit anyway).
+pub const SEALED_PLAINTEXT_MAX: usize = crate::messages::codec::FRAME_BYTES_MAX;
+
+/// Why encryption or decryption failed.
+#[derive(Debug, thiserror::Error)]
+pub enum E2eError {
+    #[error("noise: {0}")]
+    Noise(String),
+    #[error("payload of {size} bytes is over the {limit} byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the session is not established yet")]
+    NotEstablished,
+    #[error("the nonce space is exhausted")]
+    NoncesExhausted,
+}
+
+fn noise(e: snow::Error) -> E2eError {
+    E2eError::Noise(e.to_string())
+}
+
+/// An established session: transport keys and the next nonce to send with.
+pub struct E2eSession {
+    transport: snow::StatelessTransportState,
+    next_nonce: u64,
+}
+
+impl std::fmt::Debug for E2eSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("E2eSession")
+            .field("next_nonce", &self.next_nonce)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The originator's side between sending `TaskAssigned` and receiving `ExecutionStarted`.
+pub struct PendingInitiator {
+    handshake: snow::HandshakeState,
+}
+
+impl std::fmt::Debug for PendingInitiator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingInitiator")
+    }
+}
+
+/// Originator: start a session to `executor_static_key`, returning the first handshake
+/// message (with `payload` encrypted inside it).
+pub fn initiate(
+    identity: &Identity,
+    executor_static_key: &[u8],
+    payload: &[u8],
+) -> Result<(PendingInitiator, Vec<u8>), E2eError> {
+    if payload.len() > HANDSHAKE_PAYLOAD_MAX {
+        return Err(E2eError::TooLarge {
+            size: payload.len(),
+            limit: HANDSHAKE_PAYLOAD_MAX,
+        });
+    }
+    let mut handshake = snow::Builder::new(parse_noise_params())
+        .local_private_key(identity.noise_private())
+        .and_then(|b| b.remote_public_key(executor_static_key))
+        .and_then(|b| b.build_initiator())
+        .map_err(noise)?;
+    let mut message = vec![0u8; NOISE_MESSAGE_MAX];
+    let length = handshake
+        .write_message(payload, &mut message)
+        .map_err(noise)?;
+    message.truncate(length);
+    Ok((PendingInitiator { handshake }, message))
+}
+
+impl PendingInitiator {
+    /// Read the executor's answer and switch to transport mode.
+    pub fn complete(mut self, answer: &[u8]) -> Result<E2eSession, E2eError> {
+        let mut payload = vec![0u8; NOISE_MESSAGE_MAX];
+        self.handshake
+            .read_message(answer, &mut payload)
+            .map_err(noise)?;
+        let transport = self
+            .handshake
+            .into_stateless_transport_mode()
+            .map_err(noise)?;
+        Ok(E2eSession {
+            transport,
+            next_nonce: 0,
+        })
+    }
+}
+
+/// Executor: answer the originator's first message. Returns the decrypted task payload, the
+/// answer to send back, and the established session.
+pub fn respond(
+    identity: &Identity,
+    originator_static_key: &[u8],
+    first_message: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>, E2eSession), E2eError> {
+    let mut handshake = snow::Builder::new(parse_noise_params())
+        .local_private_key(identity.noise_private())
+        .and_then(|b| b.remote_public_key(originator_static_key))
+        .and_then(|b| b.build_responder())
+        .map_err(noise)?;
+    let mut payload = vec![0u8; NOISE_MESSAGE_MAX];
+    let length = handshake
+        .read_message(first_message, &mut payload)
+        .map_err(noise)?;
+    payload.truncate(length);
+    let mut answer = vec![0u8; NOISE_MESSAGE_MAX];
+    let answer_length = handshake.write_message(&[], &mut answer).map_err(noise)?;
+    answer.truncate(answer_length);
+    let transport = handshake.into_stateless_transport_mode().map_err(noise)?;
+    Ok((
+        payload,
+        answer,
+        E2eSession {
+            transport,
+            next_nonce: 0,
+        },
+    ))
+}
+
+impl E2eSession {
+    /// Encrypt `plaintext` (any size up to the frame limit) under fresh nonces.
+    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Sealed, E2eError> {
+        if plaintext.len() > SEALED_PLAINTEXT_MAX {
+            return Err(E2eError::TooLarge {
+                size: plaintext.len(),
+                limit: SEALED_PLAINTEXT_MAX,
+            });
+        }
+        let segments = plaintext.len().div_ceil(SEGMENT_PLAINTEXT_MAX).max(1) as u64;
+        let first = self.next_nonce;
+        self.next_nonce = first
+            .checked_add(segments)
+            .ok_or(E2eError::NoncesExhausted)?;
+        let mut ciphertext = Vec::with_capacity(plaintext.len() + segments as usize * TAG_BYTES);
+        let mut buffer = vec![0u8; NOISE_MESSAGE_MAX];
+        let chunks: Vec<&[u8]> = if plaintext.is_empty() {
+            vec![&[][..]]
+        } else {
+            plaintext.chunks(SEGMENT_PLAINTEXT_MAX).collect()
+        };
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            let length = self
+                .transport
+                .write_message(first + index as u64, chunk, &mut buffer)
+                .map_err(noise)?;
+            ciphertext.extend_from_slice(&buffer[..length]);
+        }
+        Ok(Sealed {
+            nonce: first,
+            ciphertext: ByteBuf::from(ciphertext),
+        })
+    }
+
+    /// Decrypt a sealed payload from the other side.
+    pub fn open(&self, sealed: &Sealed) -> Result<Vec<u8>, E2eError> {
+        if sealed.ciphertext.len() > SEALED_PLAINTEXT_MAX + 64 * TAG_BYTES {
+            return Err(E2eError::TooLarge {
+                size: sealed.ciphertext.len(),
+                limit: SEALED_PLAINTEXT_MAX,
+            });
+        }
+        let mut plaintext = Vec::with_capacity(sealed.ciphertext.len());
+        let mut buffer = vec![0u8; NOISE_MESSAGE_MAX];
+        for (index, segment) in sealed.ciphertext.chunks(NOISE_MESSAGE_MAX).enumerate() {
+            let nonce = sealed
+                .nonce
+                .checked_add(index as u64)
+                .ok_or(E2eError::NoncesExhausted)?;
+            let length = self
+                .transport
+                .read_message(nonce, segment, &mut buffer)
+                .map_err(noise)?;
+            plaintext.extend_from_slice(&buffer[..length]);
+        }
+        Ok(plaintext)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (E2eSession, E2eSession, Vec<u8>) {
+        let originator = Identity::ephemeral();
+        let executor = Identity::ephemeral();
+        let (pending, first) =
+            initiate(&originator, &executor.noise_public(), b"the prompt").unwrap();
+        let (payload, answer, executor_session) =
+            respond(&executor, &originator.noise_public(), &first).unwrap();
+        let originator_session = pending.complete(&answer).unwrap();
+        (originator_session, executor_session, payload)
+    }
+
+    #[test]
+    fn handshake_carries_the_task_and_both_directions_decrypt_out_of_order() {
+        let (mut originator, mut executor, payload) = pair();
+        assert_eq!(payload, b"the prompt");
+        let first = executor.seal(b"log line 1").unwrap();
+        let second = executor.seal(b"log line 2").unwrap();
+        assert_eq!(originator.open(&second).unwrap(), b"log line 2");
+        assert_eq!(originator.open(&first).unwrap(), b"log line 1");
+        let reply = originator.seal(b"chunk").unwrap();
+        assert_eq!(executor.open(&reply).unwrap(), b"chunk");
+    }
+
+    #[test]
+    fn large_payloads_span_several_noise_messages() {
+        let (mut originator, executor, _) = pair();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let sealed = originator.seal(&big).unwrap();
+        assert!(
+            !sealed
+                .ciphertext
+                .windows(64)
+                .any(|w| big.windows(64).next() == Some(w))
+        );
+        assert_eq!(executor.open(&sealed).unwrap(), big);
+        let empty = originator.seal(b"").unwrap();
+        assert_eq!(executor.open(&empty).unwrap(), b"");
+    }
+
+    #[test]
+    fn tampering_and_wrong_keys_fail() {
+        let (mut originator, executor, _) = pair();
+        let mut sealed = originator.seal(b"secret diff").unwrap();
+        sealed.ciphertext[0] ^= 1;
+        assert!(executor.open(&sealed).is_err());
+        let mut moved = originator.seal(b"secret diff").unwrap();
+        moved.nonce += 1;
+        assert!(executor.open(&moved).is_err());
+        // A third party with its own session cannot read it.
+        let (_, other_executor, _) = pair();
+        let sealed = originator.seal(b"secret diff").unwrap();
+        assert!(other_executor.open(&sealed).is_err());
+        // An executor that is not the intended one cannot answer the handshake.
+        let originator_identity = Identity::ephemeral();
+        let intended = Identity::ephemeral();
+        let impostor = Identity::ephemeral();
+        let (_, first) = initiate(&originator_identity, &intended.noise_public(), b"task").unwrap();
+        assert!(respond(&impostor, &originator_identity.noise_public(), &first).is_err());
+    }
+}
