@@ -10,6 +10,7 @@
 //! - [`messages`]: every `APNMessage`, the signed `Envelope`, the codec, `Vibe` amounts.
 //! - [`mesh`]: the libp2p swarm task and the NATS relay client task (I/O only).
 //! - [`actors`]: one actix actor per role, and `node.rs` that wires them.
+//! - [`market`]: bid, scoring and assignment rules (pure) and the encrypted payload types.
 //! - [`ledger`]: SQLite double-entry ledger (no actix).
 //! - [`metrics`]: counters shared by the roles, exported by the HTTP layer.
 //! - [`harness`]: a real nats-server child for tests and benchmarks.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod harness;
 pub mod identity;
 pub mod ledger;
+pub mod market;
 pub mod mesh;
 pub mod messages;
 pub mod metrics;

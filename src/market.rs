@@ -1,0 +1,387 @@
+//! Task market rules: plain functions with no I/O, called by the distributor and executor
+//! actors. Also the plaintext types that travel end-to-end encrypted (the task, log
+//! batches, the result).
+//!
+//! - [`decide_bid`]: whether a node bids for a request and at what price.
+//! - [`score_bid`] / [`rank_bids`]: how an originator orders the bids it collected.
+//! - [`check_bid`]: what an originator refuses outright.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::AcceptConfig;
+use crate::messages::{ExecutionStage, TaskDistributionRequest, Vibe};
+
+/// Default estimate of a run when the request names no timeout, in seconds.
+pub const DEFAULT_ESTIMATE_S: u64 = 600;
+
+/// What a bidder knows about itself when a request arrives.
+#[derive(Debug, Clone)]
+pub struct BidderState<'a> {
+    pub profiles: &'a [String],
+    pub capabilities: &'a [String],
+    pub free_slots: u32,
+    pub compute_rate_per_cpu_hour: Vibe,
+    pub min_task_reward: Vibe,
+    pub accept: &'a AcceptConfig,
+    /// Memory an agent run may use here, in megabytes.
+    pub memory_mb: u64,
+}
+
+/// Why a node does not bid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoBid {
+    #[error("profile {0} is not available here")]
+    Profile(String),
+    #[error("no free slot")]
+    NoSlot,
+    #[error("the accept policy refuses tasks from this peer")]
+    Policy,
+    #[error("capability {0} is missing")]
+    Capability(String),
+    #[error("the task needs {needed} MB of memory, {available} MB are offered")]
+    Memory { needed: u64, available: u64 },
+    #[error("price {price} would be above the reward {reward}")]
+    Price { price: Vibe, reward: Vibe },
+}
+
+/// The estimated run time for a request, in seconds.
+pub fn estimate_duration_s(request: &TaskDistributionRequest) -> u64 {
+    match request.requirements.timeout_s {
+        0 => DEFAULT_ESTIMATE_S,
+        timeout => timeout.min(DEFAULT_ESTIMATE_S),
+    }
+}
+
+/// The price a node asks: its compute rate for the estimated time, never below its minimum.
+pub fn bid_price(rate_per_cpu_hour: Vibe, min_task_reward: Vibe, estimate_s: u64) -> Vibe {
+    let priced = Vibe::rate_times(rate_per_cpu_hour, estimate_s as f64 / 3600.0);
+    priced.max(min_task_reward)
+}
+
+/// Whether to bid for `request` from `origin_peer`, and at what price.
+pub fn decide_bid(
+    request: &TaskDistributionRequest,
+    origin_peer: &str,
+    state: &BidderState<'_>,
+) -> Result<Vibe, NoBid> {
+    if !state
+        .profiles
+        .iter()
+        .any(|p| *p == request.executor_profile)
+    {
+        return Err(NoBid::Profile(request.executor_profile.clone()));
+    }
+    if !state.accept.allows(origin_peer) {
+        return Err(NoBid::Policy);
+    }
+    if let Some(missing) = request
+        .requirements
+        .capabilities
+        .iter()
+        .find(|c| !state.capabilities.contains(c))
+    {
+        return Err(NoBid::Capability(missing.clone()));
+    }
+    if request.requirements.memory_mb > state.memory_mb {
+        return Err(NoBid::Memory {
+            needed: request.requirements.memory_mb,
+            available: state.memory_mb,
+        });
+    }
+    if state.free_slots == 0 {
+        return Err(NoBid::NoSlot);
+    }
+    let price = bid_price(
+        state.compute_rate_per_cpu_hour,
+        state.min_task_reward,
+        estimate_duration_s(request),
+    );
+    if price > request.reward {
+        return Err(NoBid::Price {
+            price,
+            reward: request.reward,
+        });
+    }
+    Ok(price)
+}
+
+/// A bid as the originator judges it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BidFacts {
+    pub price: Vibe,
+    pub estimated_duration_s: u64,
+    /// The bidder's reputation in [0, 1] from this node's ledger.
+    pub reputation: f64,
+    /// Measured round trip to the bidder, when known.
+    pub latency_ms: Option<f64>,
+}
+
+/// Why an originator refuses a bid outright.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadBid {
+    #[error("price {price} above the reward {reward}")]
+    AboveReward { price: Vibe, reward: Vibe },
+    #[error("the bidder does not advertise profile {0}")]
+    Profile(String),
+}
+
+/// Refuse bids above the reward or from nodes that do not advertise the profile.
+pub fn check_bid(
+    price: Vibe,
+    reward: Vibe,
+    profile: &str,
+    bidder_profiles: &[String],
+) -> Result<(), BadBid> {
+    if price > reward {
+        return Err(BadBid::AboveReward { price, reward });
+    }
+    if !bidder_profiles.iter().any(|p| p == profile) {
+        return Err(BadBid::Profile(profile.to_string()));
+    }
+    Ok(())
+}
+
+/// Weights of the score terms; they sum to 1 so a score is in [0, 1].
+pub const WEIGHT_PRICE: f64 = 0.45;
+pub const WEIGHT_TIME: f64 = 0.2;
+pub const WEIGHT_REPUTATION: f64 = 0.25;
+pub const WEIGHT_LATENCY: f64 = 0.1;
+
+/// Score a bid in [0, 1]; higher is better. Price counts as the share of the reward saved,
+/// time and latency as `1 / (1 + x / scale)` (600 s, 100 ms), reputation as is. A bidder
+/// with unknown latency gets the latency of a 100 ms peer.
+pub fn score_bid(bid: &BidFacts, reward: Vibe) -> f64 {
+    let price_term = if reward.micros() == 0 {
+        0.0
+    } else {
+        1.0 - (bid.price.as_f64() / reward.as_f64()).clamp(0.0, 1.0)
+    };
+    let time_term = 1.0 / (1.0 + bid.estimated_duration_s as f64 / 600.0);
+    let reputation_term = bid.reputation.clamp(0.0, 1.0);
+    let latency_term = 1.0 / (1.0 + bid.latency_ms.unwrap_or(100.0).max(0.0) / 100.0);
+    WEIGHT_PRICE * price_term
+        + WEIGHT_TIME * time_term
+        + WEIGHT_REPUTATION * reputation_term
+        + WEIGHT_LATENCY * latency_term
+}
+
+/// Order bids best first. Ties go to the lower price, then to the key (deterministic).
+pub fn rank_bids<K: Ord + Clone>(bids: &[(K, BidFacts)], reward: Vibe) -> Vec<K> {
+    let mut scored: Vec<(f64, Vibe, K)> = bids
+        .iter()
+        .map(|(key, facts)| (score_bid(facts, reward), facts.price, key.clone()))
+        .collect();
+    scored.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| a.1.cmp(&b.1))
+            .then_with(|| a.2.cmp(&b.2))
+    });
+    scored.into_iter().map(|(_, _, key)| key).collect()
+}
+
+/// How the executor gets the repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RepoDelivery {
+    /// A git bundle of the base commit follows in `total_chunks` sealed `RepoChunk`s.
+    Bundle { bytes: u64, total_chunks: u32 },
+    /// The repository is at this path on a disk both nodes share.
+    LocalPath(String),
+}
+
+/// The task as the executor receives it, inside the first Noise handshake message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskPayload {
+    pub title: String,
+    pub prompt: String,
+    pub executor_profile: String,
+    pub base_commit: String,
+    pub repo: RepoDelivery,
+    pub timeout_s: u64,
+}
+
+/// One log line from a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub stream: String,
+    pub line: String,
+    pub at_ms: i64,
+}
+
+/// The result, sealed inside `ExecutionCompleted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionResult {
+    pub summary: String,
+    pub files_modified: Vec<String>,
+    pub diff: String,
+}
+
+/// A progress report's plaintext action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressAction {
+    pub stage: ExecutionStage,
+    pub action: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AcceptPolicy;
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    fn request(profile: &str, reward: Vibe) -> TaskDistributionRequest {
+        TaskDistributionRequest {
+            task_id: Uuid::new_v4(),
+            executor_profile: profile.into(),
+            requirements: Default::default(),
+            reward,
+            content_hash: String::new(),
+            bid_deadline: Utc::now(),
+        }
+    }
+
+    fn state<'a>(profiles: &'a [String], accept: &'a AcceptConfig) -> BidderState<'a> {
+        BidderState {
+            profiles,
+            capabilities: &[],
+            free_slots: 1,
+            compute_rate_per_cpu_hour: Vibe::from_whole(12),
+            min_task_reward: Vibe::from_whole(1),
+            accept,
+            memory_mb: 4096,
+        }
+    }
+
+    #[test]
+    fn price_follows_the_rate_and_never_goes_below_the_minimum() {
+        // 10 minutes at 12 VIBE/hour = 2 VIBE.
+        assert_eq!(
+            bid_price(Vibe::from_whole(12), Vibe::from_whole(1), 600),
+            Vibe::from_whole(2)
+        );
+        assert_eq!(
+            bid_price(Vibe::from_whole(1), Vibe::from_whole(1), 60),
+            Vibe::from_whole(1)
+        );
+    }
+
+    #[test]
+    fn bids_only_when_every_condition_holds() {
+        let profiles = vec!["SHELL".to_string()];
+        let accept = AcceptConfig::default();
+        let bidder = state(&profiles, &accept);
+        assert_eq!(
+            decide_bid(&request("SHELL", Vibe::from_whole(5)), "p", &bidder),
+            Ok(Vibe::from_whole(2))
+        );
+        assert!(matches!(
+            decide_bid(&request("CODEX", Vibe::from_whole(5)), "p", &bidder),
+            Err(NoBid::Profile(_))
+        ));
+        assert!(matches!(
+            decide_bid(
+                &request("SHELL", Vibe::from_micros(1_999_999)),
+                "p",
+                &bidder
+            ),
+            Err(NoBid::Price { .. })
+        ));
+        let busy = BidderState {
+            free_slots: 0,
+            ..bidder.clone()
+        };
+        assert_eq!(
+            decide_bid(&request("SHELL", Vibe::from_whole(5)), "p", &busy),
+            Err(NoBid::NoSlot)
+        );
+        let closed = AcceptConfig {
+            policy: AcceptPolicy::None,
+            peers: vec![],
+        };
+        let refusing = BidderState {
+            accept: &closed,
+            ..bidder.clone()
+        };
+        assert_eq!(
+            decide_bid(&request("SHELL", Vibe::from_whole(5)), "p", &refusing),
+            Err(NoBid::Policy)
+        );
+        let mut needy = request("SHELL", Vibe::from_whole(5));
+        needy.requirements.capabilities = vec!["gpu".into()];
+        assert!(matches!(
+            decide_bid(&needy, "p", &bidder),
+            Err(NoBid::Capability(_))
+        ));
+        needy.requirements.capabilities.clear();
+        needy.requirements.memory_mb = 1 << 20;
+        assert!(matches!(
+            decide_bid(&needy, "p", &bidder),
+            Err(NoBid::Memory { .. })
+        ));
+    }
+
+    #[test]
+    fn cheaper_faster_more_reputable_closer_bids_rank_first() {
+        let reward = Vibe::from_whole(10);
+        let base = BidFacts {
+            price: Vibe::from_whole(5),
+            estimated_duration_s: 600,
+            reputation: 0.5,
+            latency_ms: Some(10.0),
+        };
+        let cheaper = BidFacts {
+            price: Vibe::from_whole(2),
+            ..base.clone()
+        };
+        let reputable = BidFacts {
+            reputation: 0.9,
+            ..base.clone()
+        };
+        assert!(score_bid(&cheaper, reward) > score_bid(&base, reward));
+        assert!(score_bid(&reputable, reward) > score_bid(&base, reward));
+        let faster = BidFacts {
+            estimated_duration_s: 60,
+            ..base.clone()
+        };
+        assert!(score_bid(&faster, reward) > score_bid(&base, reward));
+        let far = BidFacts {
+            latency_ms: Some(500.0),
+            ..base.clone()
+        };
+        assert!(score_bid(&far, reward) < score_bid(&base, reward));
+        let ranked = rank_bids(&[("a", base.clone()), ("b", cheaper), ("c", far)], reward);
+        assert_eq!(ranked, vec!["b", "a", "c"]);
+        // Identical bids: deterministic by key.
+        assert_eq!(
+            rank_bids(&[("y", base.clone()), ("x", base)], reward),
+            vec!["x", "y"]
+        );
+    }
+
+    #[test]
+    fn scores_stay_in_unit_interval() {
+        let facts = BidFacts {
+            price: Vibe::from_whole(100),
+            estimated_duration_s: u64::MAX,
+            reputation: 7.0,
+            latency_ms: Some(-3.0),
+        };
+        let score = score_bid(&facts, Vibe::from_whole(1));
+        assert!((0.0..=1.0).contains(&score), "{score}");
+        assert!((0.0..=1.0).contains(&score_bid(&facts, Vibe::ZERO)));
+    }
+
+    #[test]
+    fn originator_refuses_bids_above_reward_or_without_the_profile() {
+        let profiles = vec!["SHELL".to_string()];
+        assert!(check_bid(Vibe::from_whole(2), Vibe::from_whole(3), "SHELL", &profiles).is_ok());
+        assert!(matches!(
+            check_bid(Vibe::from_whole(4), Vibe::from_whole(3), "SHELL", &profiles),
+            Err(BadBid::AboveReward { .. })
+        ));
+        assert!(matches!(
+            check_bid(Vibe::from_whole(1), Vibe::from_whole(3), "CODEX", &profiles),
+            Err(BadBid::Profile(_))
+        ));
+    }
+}
