@@ -127,7 +127,6 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     let routes = Routes {
         distributor: distributor.clone().recipient(),
         executor: executor.clone().recipient(),
-        relay: relay_role.clone().recipient(),
         settler: settler.clone().recipient(),
         accountant: accountant.clone().recipient(),
         panel: panel_hub.clone().recipient(),

@@ -149,12 +149,10 @@ pub struct Shutdown;
 /// Recipients of verified messages, by the role that owns each variant.
 #[derive(Clone)]
 pub struct Routes {
-    /// Task requests and bids.
+    /// Task requests, bids, and the execution stream of this node's tasks.
     pub distributor: Recipient<Inbound>,
-    /// Assignments and repository chunks.
+    /// Assignments, repository chunks, cancellations.
     pub executor: Recipient<Inbound>,
-    /// Execution started/progress/logs/completed/failed.
-    pub relay: Recipient<Inbound>,
     /// VIBE transactions.
     pub settler: Recipient<Inbound>,
     /// Bandwidth and compute contributions.
@@ -479,12 +477,16 @@ impl PeerManager {
                     APNMessage::TaskDistributionRequest(_) | APNMessage::TaskBid(_) => {
                         &self.routes.distributor
                     }
-                    APNMessage::TaskAssigned(_) | APNMessage::RepoChunk(_) => &self.routes.executor,
+                    APNMessage::TaskAssigned(_)
+                    | APNMessage::RepoChunk(_)
+                    | APNMessage::TaskCancelled(_) => &self.routes.executor,
+                    // The distributor holds the Noise session of each of its tasks, so it
+                    // decrypts the stream and hands it to the execution relay.
                     APNMessage::ExecutionStarted(_)
                     | APNMessage::ExecutionProgress(_)
                     | APNMessage::ExecutionLogs(_)
                     | APNMessage::ExecutionCompleted(_)
-                    | APNMessage::ExecutionFailed(_) => &self.routes.relay,
+                    | APNMessage::ExecutionFailed(_) => &self.routes.distributor,
                     APNMessage::VibeTransaction(_) => &self.routes.settler,
                     _ => &self.routes.accountant,
                 };
@@ -852,6 +854,34 @@ impl Handler<GetMeshStatus> for PeerManager {
 
     fn handle(&mut self, _request: GetMeshStatus, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.status())
+    }
+}
+
+/// The verified Noise static key a peer announced, if it has announced.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Option<[u8; NOISE_KEY_BYTES]>")]
+pub struct GetPeerNoiseKey(pub PeerId);
+
+impl Handler<GetPeerNoiseKey> for PeerManager {
+    type Result = Option<[u8; NOISE_KEY_BYTES]>;
+
+    fn handle(&mut self, request: GetPeerNoiseKey, _ctx: &mut Self::Context) -> Self::Result {
+        self.peers
+            .get(&request.0)
+            .and_then(|entry| entry.noise_static_key)
+    }
+}
+
+/// Update the free slots announced to the mesh (sent by the executor when they change).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetFreeSlots(pub u32);
+
+impl Handler<SetFreeSlots> for PeerManager {
+    type Result = ();
+
+    fn handle(&mut self, request: SetFreeSlots, _ctx: &mut Self::Context) {
+        self.free_slots = request.0;
     }
 }
 

@@ -198,6 +198,10 @@ mod tests {
                 total: 5,
                 data: sealed(4),
             }),
+            APNMessage::TaskCancelled(TaskCancelled {
+                task_id,
+                reason: "cancelled by the user".into(),
+            }),
             APNMessage::PingRequest(PingRequest { nonce: 42 }),
             APNMessage::PingReply(PingReply { nonce: 42 }),
         ]
@@ -207,7 +211,7 @@ mod tests {
     fn every_variant_round_trips() {
         let messages = every_variant();
         let kinds: HashSet<&str> = messages.iter().map(APNMessage::kind).collect();
-        assert_eq!(kinds.len(), 15, "a variant is missing from this test");
+        assert_eq!(kinds.len(), 16, "a variant is missing from this test");
         for message in messages {
             let bytes = encode_message(&message).unwrap();
             assert_eq!(

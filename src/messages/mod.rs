@@ -74,6 +74,8 @@ pub enum APNMessage {
     VibeTransaction(VibeTransaction),
     /// A chunk of a git bundle of the task's base commit (originator → executor).
     RepoChunk(RepoChunk),
+    /// The originator withdrew an assignment (cancel, or it gave up on the executor).
+    TaskCancelled(TaskCancelled),
     /// Round-trip probe answered by the receiving node's peer manager.
     PingRequest(PingRequest),
     PingReply(PingReply),
@@ -96,6 +98,7 @@ impl APNMessage {
             APNMessage::ComputeContribution(_) => "compute_contribution",
             APNMessage::VibeTransaction(_) => "vibe_transaction",
             APNMessage::RepoChunk(_) => "repo_chunk",
+            APNMessage::TaskCancelled(_) => "task_cancelled",
             APNMessage::PingRequest(_) => "ping_request",
             APNMessage::PingReply(_) => "ping_reply",
         }
@@ -399,6 +402,13 @@ pub struct RepoChunk {
     pub index: u32,
     pub total: u32,
     pub data: Sealed,
+}
+
+/// The originator withdrew an assignment; the executor stops the run and is not paid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCancelled {
+    pub task_id: Uuid,
+    pub reason: String,
 }
 
 /// Round-trip probe.
