@@ -213,5 +213,6 @@ async fn start_transports(identity: &Identity, config: &Config) -> Result<Transp
         relay,
         listen_addrs,
         early_events,
+        injected: None,
     })
 }

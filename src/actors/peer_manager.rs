@@ -169,6 +169,22 @@ pub struct Transports {
     pub listen_addrs: Vec<Multiaddr>,
     /// Events that arrived while start-up waited for the listen address.
     pub early_events: Vec<MeshEvent>,
+    /// Frames from an in-process source instead of a socket (benchmarks, fuzzing): they go
+    /// through exactly the checks and routing of network frames.
+    pub injected: Option<mpsc::Receiver<MeshEvent>>,
+}
+
+impl Transports {
+    /// No network at all: only `injected` frames, if any.
+    pub fn none() -> Self {
+        Transports {
+            swarm: None,
+            relay: None,
+            listen_addrs: Vec::new(),
+            early_events: Vec::new(),
+            injected: None,
+        }
+    }
 }
 
 /// Peers kept in the table; a new peer beyond this is ignored (and counted rate_limited).
@@ -245,6 +261,7 @@ impl PeerManager {
             pending_streams.push(events);
             client
         });
+        pending_streams.extend(transports.injected);
         let relay_state = if relay.is_some() {
             RelayState::Connecting
         } else {

@@ -2,15 +2,23 @@
 //! `{"bench", "metric", "value", "unit", "baseline", "baseline_value", "ratio"}`, where the
 //! baseline is measured in the same run on the same machine.
 //!
-//! Scenarios: `rtt` (SendTo round trip direct and via the relay, against bare libp2p
-//! request-response and bare NATS request/reply), `all`.
+//! Scenarios:
+//! - `actors`: envelopes verified and routed to their actor per second, against plain actix
+//!   messages per second.
+//! - `rtt`: SendTo round trip direct and via the relay, against bare libp2p request-response
+//!   and bare NATS request/reply.
+//! - `gossip`: time for a broadcast to reach 99% of N nodes (`--nodes`, default 20), against
+//!   a direct one-way send.
+//! - `memory`: resident memory of one idle node, and per node with N nodes in one process.
+//! - `all`: every scenario.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use apn::actors::node::{NodeHandle, start_node};
-use apn::actors::peer_manager::{GetPeers, Ping};
+use apn::actors::peer_manager::{GetPeers, Inbound, Ping};
 use apn::config::Config;
+use apn::messages::APNMessage;
 use clap::Parser;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
@@ -28,6 +36,9 @@ struct Cli {
     /// Fewer samples: finishes in well under a minute.
     #[arg(long)]
     quick: bool,
+    /// Nodes for the gossip and memory scenarios.
+    #[arg(long, default_value_t = 20)]
+    nodes: usize,
 }
 
 /// One figure.
@@ -90,9 +101,17 @@ fn main() -> anyhow::Result<()> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         match cli.scenario.as_str() {
+            "actors" => actors(cli.quick).await,
             "rtt" => rtt(cli.quick).await,
-            "all" => rtt(cli.quick).await,
-            other => bail!("unknown scenario {other:?}: rtt | all"),
+            "gossip" => gossip(cli.quick, cli.nodes).await,
+            "memory" => memory(cli.nodes).await,
+            "all" => {
+                actors(cli.quick).await?;
+                rtt(cli.quick).await?;
+                gossip(cli.quick, cli.nodes).await?;
+                memory(cli.nodes).await
+            }
+            other => bail!("unknown scenario {other:?}: actors | rtt | gossip | memory | all"),
         }
     })
 }
@@ -320,4 +339,326 @@ async fn bare_nats_rtts(url: &str, samples: usize) -> anyhow::Result<Vec<Duratio
         }
     }
     Ok(rtts)
+}
+
+/// Counts messages and says when a target is reached.
+struct Counter {
+    count: usize,
+    target: usize,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl actix::Actor for Counter {
+    type Context = actix::Context<Self>;
+}
+
+impl Counter {
+    fn bump(&mut self) {
+        self.count += 1;
+        if self.count == self.target {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+impl actix::Handler<Inbound> for Counter {
+    type Result = ();
+    fn handle(&mut self, _message: Inbound, _ctx: &mut Self::Context) {
+        self.bump();
+    }
+}
+
+/// The plain actix baseline: a message of the same shape, no verification.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Plain(#[allow(dead_code)] Vec<u8>);
+
+impl actix::Handler<Plain> for Counter {
+    type Result = ();
+    fn handle(&mut self, _message: Plain, _ctx: &mut Self::Context) {
+        self.bump();
+    }
+}
+
+fn counter(target: usize) -> (actix::Addr<Counter>, tokio::sync::oneshot::Receiver<()>) {
+    use actix::Actor;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    (
+        Counter {
+            count: 0,
+            target,
+            done: Some(done),
+        }
+        .start(),
+        finished,
+    )
+}
+
+async fn actors(quick: bool) -> anyhow::Result<()> {
+    use actix::Actor;
+    let messages = if quick { 20_000 } else { 200_000 };
+    let sender = apn::identity::Identity::ephemeral();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut frames = Vec::with_capacity(messages);
+    for nonce in 0..messages {
+        let bid = APNMessage::TaskBid(apn::messages::TaskBid {
+            task_id: uuid::Uuid::new_v4(),
+            bidder: sender.node_id().clone(),
+            price: apn::messages::Vibe::from_whole(1),
+            estimated_duration_s: nonce as u64,
+            capabilities: vec!["rust".into()],
+            valid_until: chrono::Utc::now(),
+        });
+        frames.push(apn::messages::Envelope::seal(&sender, &bid, now)?);
+    }
+    let frame_bytes = frames[0].len();
+
+    // APN: frames through the peer manager's checks to the distributor's recipient.
+    let (distributor, finished) = counter(messages);
+    let (sink, _) = counter(usize::MAX);
+    let (inject, injected) = tokio::sync::mpsc::channel(apn::mesh::MESH_EVENTS_MAX);
+    let dir = tempfile::tempdir()?;
+    let mut config = bench_config(dir.path());
+    config.node.announce_interval_s = 3600;
+    let hub = apn::actors::panel_hub::PanelHub::default().start();
+    let routes = apn::actors::peer_manager::Routes {
+        distributor: distributor.recipient(),
+        executor: sink.clone().recipient(),
+        settler: sink.clone().recipient(),
+        accountant: sink.recipient(),
+        panel: hub.recipient(),
+    };
+    let mut transports = apn::actors::peer_manager::Transports::none();
+    transports.injected = Some(injected);
+    let identity = apn::identity::Identity::ephemeral();
+    let _peer_manager = apn::actors::peer_manager::PeerManager::new(
+        identity,
+        std::sync::Arc::new(config),
+        std::sync::Arc::new(apn::metrics::NetMetrics::default()),
+        transports,
+        routes,
+    )
+    .start();
+    let started = Instant::now();
+    for frame in frames {
+        inject
+            .send(apn::mesh::MeshEvent::Frame {
+                frame,
+                via: apn::mesh::FrameVia::Direct,
+                transport_peer: None,
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("peer manager stopped"))?;
+    }
+    tokio::time::timeout(Duration::from_secs(300), finished).await??;
+    let apn_rate = messages as f64 / started.elapsed().as_secs_f64();
+
+    // Baseline: plain actix messages of the same size to a counting actor.
+    let (plain, finished) = counter(messages);
+    let started = Instant::now();
+    for _ in 0..messages {
+        plain.do_send(Plain(vec![0u8; frame_bytes]));
+    }
+    tokio::time::timeout(Duration::from_secs(300), finished).await??;
+    let plain_rate = messages as f64 / started.elapsed().as_secs_f64();
+    emit(
+        "actors",
+        "envelopes_verified_routed_per_s",
+        apn_rate,
+        "msg/s",
+        "actix_plain_messages_per_s",
+        plain_rate,
+    );
+    Ok(())
+}
+
+async fn gossip(quick: bool, nodes: usize) -> anyhow::Result<()> {
+    let nodes = nodes.max(3);
+    let rounds = if quick { 5 } else { 20 };
+    let mut dirs = Vec::new();
+    let mut handles: Vec<NodeHandle> = Vec::new();
+    for index in 0..nodes {
+        let dir = tempfile::tempdir()?;
+        let mut config = bench_config(dir.path());
+        config.node.announce_interval_s = 2;
+        if index > 0 {
+            // A chain of bootstraps: discovery has to spread through the mesh.
+            let previous = &handles[(index - 1) / 2];
+            config.node.bootstrap = vec![
+                previous
+                    .dial_address()
+                    .context("listen address")?
+                    .to_string(),
+            ];
+        }
+        handles.push(start_node(config).await?);
+        dirs.push(dir);
+    }
+    // Wait until every node knows every other.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut complete = true;
+        for node in &handles {
+            let known = node
+                .peer_manager
+                .send(GetPeers)
+                .await?
+                .iter()
+                .filter(|p| p.announced)
+                .count();
+            if known < nodes - 1 {
+                complete = false;
+                break;
+            }
+        }
+        if complete {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the {nodes} nodes did not all discover each other in time");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (inbound_sender, mut inbound) =
+        tokio::sync::mpsc::unbounded_channel::<(usize, uuid::Uuid)>();
+    for (index, node) in handles.iter().enumerate().skip(1) {
+        let (tap, mut tapped) = tokio::sync::mpsc::unbounded_channel();
+        node.peer_manager
+            .send(apn::actors::peer_manager::Subscribe(tap_recipient(tap)))
+            .await?;
+        let sender = inbound_sender.clone();
+        tokio::spawn(async move {
+            while let Some(message) = tapped.recv().await {
+                let inbound: Inbound = message;
+                if let APNMessage::TaskDistributionRequest(request) = &inbound.envelope.message {
+                    let _ = sender.send((index, request.task_id));
+                }
+            }
+        });
+    }
+    let needed = ((nodes - 1) as f64 * 0.99).ceil() as usize;
+    let mut spreads = Vec::new();
+    for _ in 0..rounds {
+        let task_id = uuid::Uuid::new_v4();
+        let message = APNMessage::TaskDistributionRequest(apn::messages::TaskDistributionRequest {
+            task_id,
+            executor_profile: "BENCH".into(),
+            requirements: Default::default(),
+            reward: apn::messages::Vibe::from_whole(1),
+            content_hash: String::new(),
+            bid_deadline: chrono::Utc::now(),
+        });
+        let started = Instant::now();
+        handles[0]
+            .peer_manager
+            .send(apn::actors::peer_manager::Broadcast {
+                topic: apn::messages::Topic::Tasks,
+                message,
+            })
+            .await??;
+        let mut reached = std::collections::HashSet::new();
+        while reached.len() < needed {
+            let (index, id) = tokio::time::timeout(Duration::from_secs(30), inbound.recv())
+                .await
+                .context("broadcast did not spread in time")?
+                .context("taps closed")?;
+            if id == task_id {
+                reached.insert(index);
+            }
+        }
+        spreads.push(started.elapsed());
+    }
+    let (median, _) = median_p99_ms(&mut spreads);
+    // Baseline: one direct one-way send (half a SendTo ping) from the same origin.
+    let peer = handles[1].identity.peer_id();
+    let mut pings = Vec::new();
+    for _ in 0..rounds * 4 {
+        pings.push(handles[0].peer_manager.send(Ping { peer }).await??);
+    }
+    let (ping_median, _) = median_p99_ms(&mut pings);
+    emit(
+        "gossip",
+        &format!("broadcast_99pct_of_{nodes}_nodes_median"),
+        median,
+        "ms",
+        "direct_one_way_send_median",
+        ping_median / 2.0,
+    );
+    for node in handles {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+struct TapForwarder(tokio::sync::mpsc::UnboundedSender<Inbound>);
+
+impl actix::Actor for TapForwarder {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<Inbound> for TapForwarder {
+    type Result = ();
+    fn handle(&mut self, message: Inbound, _ctx: &mut Self::Context) {
+        let _ = self.0.send(message);
+    }
+}
+
+fn tap_recipient(sender: tokio::sync::mpsc::UnboundedSender<Inbound>) -> actix::Recipient<Inbound> {
+    use actix::Actor;
+    TapForwarder(sender).start().recipient()
+}
+
+/// Resident memory of this process, in bytes (Linux).
+fn resident_bytes() -> anyhow::Result<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .context("statm format")?
+        .parse()?;
+    Ok(pages * 4096.0)
+}
+
+async fn memory(nodes: usize) -> anyhow::Result<()> {
+    let before = resident_bytes()?;
+    let dir = tempfile::tempdir()?;
+    let one = start_node(bench_config(dir.path())).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with_one = resident_bytes()?;
+    let mut dirs = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 1..nodes {
+        let dir = tempfile::tempdir()?;
+        let mut config = bench_config(dir.path());
+        config.node.bootstrap = vec![one.dial_address().context("listen address")?.to_string()];
+        handles.push(start_node(config).await?);
+        dirs.push(dir);
+    }
+    // Let connections, announcements and gossip settle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let with_all = resident_bytes()?;
+    let mib = 1024.0 * 1024.0;
+    emit(
+        "memory",
+        "idle_node_rss",
+        (with_one - before) / mib,
+        "MiB",
+        "process_rss_before_nodes",
+        before / mib,
+    );
+    emit(
+        "memory",
+        &format!("rss_per_node_with_{nodes}_nodes"),
+        (with_all - before) / nodes as f64 / mib,
+        "MiB",
+        "idle_node_rss",
+        (with_one - before) / mib,
+    );
+    one.shutdown().await;
+    for node in handles {
+        node.shutdown().await;
+    }
+    Ok(())
 }
