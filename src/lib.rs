@@ -5,6 +5,7 @@
 //! returns a git diff, and is paid in VIBE credits from escrow.
 //!
 //! ## Layout
+//! - [`client`]: blocking client of a node's HTTP API, for the CLI.
 //! - [`config`]: typed configuration (file, flags, `APN_*` variables) with clear errors.
 //! - [`identity`]: the node's Ed25519 key, `NodeId`, and its Noise static key.
 //! - [`messages`]: every `APNMessage`, the signed `Envelope`, the codec, `Vibe` amounts.
@@ -17,6 +18,7 @@
 //! - [`web`]: the Mesh Panel and the HTTP API.
 
 pub mod actors;
+pub mod client;
 pub mod config;
 pub mod harness;
 pub mod identity;

@@ -31,6 +31,94 @@ enum Command {
     ///
     /// Example: apn node --data-dir /var/lib/apn --listen /ip4/0.0.0.0/tcp/4001 --relay nats://relay:4222
     Node(NodeArgs),
+    /// Show a running node's status.
+    ///
+    /// Example: apn status --node http://127.0.0.1:8080
+    Status(ApiArgs),
+    /// List a running node's peers.
+    ///
+    /// Example: apn peers --json
+    Peers(ApiArgs),
+    /// Create, follow, list, show and cancel task attempts on a running node.
+    #[command(subcommand)]
+    Task(TaskCommand),
+}
+
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// The node's HTTP address.
+    #[arg(long, value_name = "URL", default_value = apn::client::DEFAULT_NODE_URL, env = "APN_NODE")]
+    node: String,
+    /// Data dir to read the API token from (else APN_TOKEN; loopback needs none).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ApiArgs {
+    fn client(&self) -> apn::client::ApiClient {
+        let token = apn::client::ApiClient::token_from(self.data_dir.as_deref());
+        apn::client::ApiClient::new(&self.node, token)
+    }
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Create a task attempt, follow it with a progress bar, print the diff.
+    ///
+    /// Example: apn task submit --repo . --profile CLAUDE_CODE --prompt "fix the login bug" --reward 5
+    Submit(SubmitArgs),
+    /// List task attempts.
+    ///
+    /// Example: apn task list --json
+    List(ApiArgs),
+    /// Show one task attempt, with its diff.
+    ///
+    /// Example: apn task show 3f2c…
+    Show {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Cancel a task attempt (escrow is refunded).
+    ///
+    /// Example: apn task cancel 3f2c…
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Path of the git repository (on the node's disk).
+    #[arg(long, value_name = "PATH")]
+    repo: PathBuf,
+    /// Executor profile (CLAUDE_CODE, AMP, CODEX, GEMINI, SHELL…).
+    #[arg(long, value_name = "P")]
+    profile: String,
+    /// What the agent should do.
+    #[arg(long, value_name = "TEXT")]
+    prompt: String,
+    /// The most you pay, in VIBE (up to 6 decimals).
+    #[arg(long, value_name = "N")]
+    reward: String,
+    #[arg(long, value_name = "T", default_value = "")]
+    title: String,
+    /// Commit or branch to start from.
+    #[arg(long, default_value = "HEAD")]
+    base: String,
+    /// local, mesh or auto.
+    #[arg(long, default_value = "auto")]
+    prefer: String,
+    /// Return at once with the task id instead of following it.
+    #[arg(long)]
+    no_follow: bool,
 }
 
 #[derive(Args)]
@@ -127,6 +215,12 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Node(args) => run_node(args),
+        Command::Status(args) => commands::status(&args),
+        Command::Peers(args) => commands::peers(&args),
+        Command::Task(TaskCommand::Submit(args)) => commands::submit(&args),
+        Command::Task(TaskCommand::List(args)) => commands::list(&args),
+        Command::Task(TaskCommand::Show { id, api }) => commands::show(&api, &id),
+        Command::Task(TaskCommand::Cancel { id, api }) => commands::cancel(&api, &id),
     };
     match result {
         Ok(code) => code,
@@ -169,4 +263,247 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     Ok(())
+}
+
+/// The API-backed subcommands: fetch JSON, print it for people or pass it through.
+mod commands {
+    use std::io::IsTerminal;
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::{ApiArgs, SubmitArgs};
+
+    /// How often `task submit` polls the task while following it.
+    const FOLLOW_INTERVAL: Duration = Duration::from_millis(300);
+
+    fn text(value: &Value, key: &str) -> String {
+        match value.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => "-".to_string(),
+            Some(other) => other.to_string(),
+        }
+    }
+
+    fn print_json(value: &Value) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        Ok(())
+    }
+
+    pub fn status(args: &ApiArgs) -> anyhow::Result<ExitCode> {
+        let status = args.client().get("/api/status")?;
+        if args.json {
+            print_json(&status)?;
+        } else {
+            println!("node      {}", text(&status, "node_id"));
+            println!("peer id   {}", text(&status, "peer_id"));
+            println!("uptime    {} s", text(&status, "uptime_s"));
+            println!("peers     {}", text(&status, "peers"));
+            println!("relay     {}", text(&status, "relay"));
+            println!(
+                "balance   {} VIBE ({} escrowed)",
+                text(&status, "balance"),
+                text(&status, "escrowed")
+            );
+            if let Some(addresses) = status.get("listen_addrs").and_then(Value::as_array) {
+                for address in addresses {
+                    println!("listen    {}", address.as_str().unwrap_or_default());
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub fn peers(args: &ApiArgs) -> anyhow::Result<ExitCode> {
+        let peers = args.client().get("/api/peers")?;
+        if args.json {
+            print_json(&peers)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let list = peers.as_array().cloned().unwrap_or_default();
+        println!(
+            "{:<14} {:<7} {:>9} {:<24} capabilities",
+            "node", "path", "latency", "profiles"
+        );
+        for peer in &list {
+            let latency = peer
+                .get("latency_ms")
+                .and_then(Value::as_f64)
+                .map(|ms| format!("{ms:.1} ms"))
+                .unwrap_or_else(|| "-".into());
+            let join = |key: &str| {
+                peer.get(key)
+                    .and_then(Value::as_array)
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default()
+            };
+            println!(
+                "{:<14} {:<7} {:>9} {:<24} {}",
+                text(peer, "node_id"),
+                text(peer, "path"),
+                latency,
+                join("executor_profiles"),
+                join("capabilities")
+            );
+        }
+        println!("{} peer(s)", list.len());
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub fn list(args: &ApiArgs) -> anyhow::Result<ExitCode> {
+        let tasks = args.client().get("/api/tasks")?;
+        if args.json {
+            print_json(&tasks)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        for task in tasks.as_array().cloned().unwrap_or_default() {
+            println!(
+                "{}  {:<10} {:<14} {:>8} VIBE  {}",
+                text(&task, "id"),
+                text(&task, "status"),
+                text(&task, "assigned_node"),
+                text(&task, "reward"),
+                text(&task, "title")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn print_task(task: &Value) {
+        println!("task      {}", text(task, "id"));
+        println!("title     {}", text(task, "title"));
+        println!("status    {}", text(task, "status"));
+        println!("executor  {}", text(task, "assigned_node"));
+        println!(
+            "reward    {} VIBE, paid {}",
+            text(task, "reward"),
+            text(task, "paid")
+        );
+        if let Some(summary) = task.get("summary").and_then(Value::as_str) {
+            println!("summary   {summary}");
+        }
+        if let Some(error) = task.get("error").and_then(Value::as_str) {
+            println!("error     {error}");
+        }
+        if let Some(diff) = task.get("diff").and_then(Value::as_str) {
+            println!();
+            print!("{diff}");
+        }
+    }
+
+    fn exit_for(task: &Value) -> ExitCode {
+        match task.get("status").and_then(Value::as_str) {
+            Some("failed") | Some("cancelled") => ExitCode::from(1),
+            _ => ExitCode::SUCCESS,
+        }
+    }
+
+    pub fn show(args: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
+        let task = args.client().get(&format!("/api/tasks/{id}"))?;
+        if args.json {
+            print_json(&task)?;
+        } else {
+            print_task(&task);
+        }
+        Ok(exit_for(&task))
+    }
+
+    pub fn cancel(args: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
+        let task = args
+            .client()
+            .post(&format!("/api/tasks/{id}/cancel"), &json!({}))?;
+        if args.json {
+            print_json(&task)?;
+        } else {
+            println!("cancelled {}", text(&task, "id"));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
+        let repo = std::fs::canonicalize(&args.repo)
+            .map_err(|e| anyhow::anyhow!("repository {}: {e}", args.repo.display()))?;
+        let body = json!({
+            "title": args.title,
+            "prompt": args.prompt,
+            "executor_profile": args.profile,
+            "repo_path": repo.display().to_string(),
+            "base": args.base,
+            "reward": args.reward,
+            "prefer": args.prefer,
+        });
+        let client = args.api.client();
+        let created = client.post("/api/tasks", &body)?;
+        let id = created
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if args.no_follow {
+            if args.api.json {
+                print_json(&created)?;
+            } else {
+                println!("{id}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let interactive = std::io::stderr().is_terminal() && !args.api.json;
+        let bar = if interactive {
+            let bar = indicatif::ProgressBar::new(100);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% {msg}")
+            {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            Some(bar)
+        } else {
+            None
+        };
+        let mut last_line = String::new();
+        let task = loop {
+            let task = client.get(&format!("/api/tasks/{id}"))?;
+            let status = text(&task, "status");
+            let line = format!(
+                "{status} on {} {} {}",
+                text(&task, "assigned_node"),
+                text(&task, "stage"),
+                task.get("current_action")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            );
+            let percent = task
+                .get("progress_percent")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(percent);
+                    bar.set_message(line.clone());
+                }
+                None if line != last_line && !args.api.json => eprintln!("{percent:>3}% {line}"),
+                None => {}
+            }
+            last_line = line;
+            if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
+                break task;
+            }
+            std::thread::sleep(FOLLOW_INTERVAL);
+        };
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        if args.api.json {
+            print_json(&task)?;
+        } else {
+            print_task(&task);
+        }
+        Ok(exit_for(&task))
+    }
 }
