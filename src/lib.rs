@@ -15,9 +15,12 @@
 //! - [`ledger`]: SQLite double-entry ledger (no actix).
 //! - [`metrics`]: counters shared by the roles, exported by the HTTP layer.
 //! - [`harness`]: a real nats-server child for tests and benchmarks.
+//! - [`workspace`]: git operations for runs (bundle, checkout, diff, apply check).
+//! - [`agent_process`]: running an agent command (process group, limits, metering).
 //! - [`web`]: the Mesh Panel and the HTTP API.
 
 pub mod actors;
+pub mod agent_process;
 pub mod client;
 pub mod config;
 pub mod harness;
@@ -28,3 +31,4 @@ pub mod mesh;
 pub mod messages;
 pub mod metrics;
 pub mod web;
+pub mod workspace;

@@ -1,24 +1,319 @@
-//! `ResourceAccounting`: placeholder until the ledger issue lands.
+//! `ResourceAccounting`: what this node gives the mesh. Byte counts from the transport (per
+//! peer, purpose and direction) and compute measured from finished runs; rolling upload and
+//! download rates over the last minute, totals for today, and a short rate history for the
+//! panel's chart. Rate arithmetic is in pure functions below.
+//!
+//! In: `BytesTransferred` (one per frame: cheap), `ComputeUsed`, `GetResources`, `Inbound`
+//! (contribution records from peers, logged).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use actix::prelude::*;
+use chrono::{NaiveDate, Utc};
+use libp2p::PeerId;
+use serde::Serialize;
+use uuid::Uuid;
 
 use super::peer_manager::Inbound;
+use crate::config::{EconomicsConfig, ResourcesConfig};
+use crate::identity::Identity;
+use crate::messages::{BandwidthPurpose, ComputeUsage, Vibe};
+
+/// Seconds of per-second buckets kept for the rolling rates.
+pub const RATE_WINDOW_S: usize = 60;
+/// Points of rate history kept for the chart (one per 5 s: ten minutes).
+pub const HISTORY_POINTS_MAX: usize = 120;
+/// Seconds per history point.
+pub const HISTORY_STEP_S: u64 = 5;
+/// Peers tracked individually; the rest are summed under "other".
+pub const PEERS_TRACKED_MAX: usize = 1024;
+
+/// Which way bytes went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// Bytes moved with a peer.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct BytesTransferred {
+    pub peer: PeerId,
+    pub purpose: BandwidthPurpose,
+    pub direction: Direction,
+    pub bytes: u64,
+}
+
+/// Compute a finished run used, measured from its process.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ComputeUsed {
+    pub task_id: Uuid,
+    /// The originator, for runs done for a peer.
+    pub peer: Option<PeerId>,
+    pub usage: ComputeUsage,
+}
+
+/// One point of the rate chart.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RatePoint {
+    pub at_s: i64,
+    pub upload_mbps: f64,
+    pub download_mbps: f64,
+}
+
+/// Totals for one peer.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PeerBytes {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// What the panel and `/api/resources` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceSnapshot {
+    pub upload_mbps: f64,
+    pub download_mbps: f64,
+    pub bandwidth_limit_mbps: u32,
+    pub bytes_in_today: u64,
+    pub bytes_out_today: u64,
+    pub bytes_by_purpose: BTreeMap<String, u64>,
+    pub cpu_seconds_today: f64,
+    pub memory_gb_seconds_today: f64,
+    /// Compute given to peers today, priced at `compute_rate_per_cpu_hour`.
+    pub compute_value_today: Vibe,
+    /// Bandwidth given to peers today, priced at `bandwidth_rate_per_gb`.
+    pub bandwidth_value_today: Vibe,
+    pub peers: BTreeMap<String, PeerBytes>,
+    pub history: Vec<RatePoint>,
+}
+
+/// Ask for the [`ResourceSnapshot`].
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "ResourceSnapshot")]
+pub struct GetResources;
+
+/// Megabits per second from bytes over seconds.
+pub fn mbps(bytes: u64, seconds: f64) -> f64 {
+    if seconds <= 0.0 {
+        0.0
+    } else {
+        bytes as f64 * 8.0 / 1_000_000.0 / seconds
+    }
+}
+
+/// The value of `bytes` at `rate_per_gb`.
+pub fn bandwidth_value(bytes: u64, rate_per_gb: Vibe) -> Vibe {
+    Vibe::rate_times(rate_per_gb, bytes as f64 / 1_000_000_000.0)
+}
+
+/// The value of `cpu_seconds` at `rate_per_cpu_hour`.
+pub fn compute_value(cpu_seconds: f64, rate_per_cpu_hour: Vibe) -> Vibe {
+    Vibe::rate_times(rate_per_cpu_hour, cpu_seconds / 3600.0)
+}
 
 /// The `ResourceAccounting` role.
-#[derive(Debug, Default)]
 pub struct ResourceAccounting {
-    received: u64,
+    economics: EconomicsConfig,
+    resources: ResourcesConfig,
+    /// (second, bytes in, bytes out), newest last.
+    buckets: VecDeque<(i64, u64, u64)>,
+    history: VecDeque<RatePoint>,
+    day: NaiveDate,
+    bytes_in_today: u64,
+    bytes_out_today: u64,
+    by_purpose: BTreeMap<String, u64>,
+    peers: HashMap<PeerId, PeerBytes>,
+    cpu_seconds_today: f64,
+    memory_gb_seconds_today: f64,
+    compute_for_peers_s: f64,
+}
+
+impl ResourceAccounting {
+    /// Accounting for this node.
+    pub fn new(
+        _identity: Identity,
+        economics: EconomicsConfig,
+        resources: ResourcesConfig,
+        _settler: Option<Addr<super::settler::SettlementEngine>>,
+    ) -> Self {
+        ResourceAccounting {
+            economics,
+            resources,
+            buckets: VecDeque::new(),
+            history: VecDeque::new(),
+            day: Utc::now().date_naive(),
+            bytes_in_today: 0,
+            bytes_out_today: 0,
+            by_purpose: BTreeMap::new(),
+            peers: HashMap::new(),
+            cpu_seconds_today: 0.0,
+            memory_gb_seconds_today: 0.0,
+            compute_for_peers_s: 0.0,
+        }
+    }
+
+    fn roll_day(&mut self) {
+        let today = Utc::now().date_naive();
+        if today != self.day {
+            self.day = today;
+            self.bytes_in_today = 0;
+            self.bytes_out_today = 0;
+            self.by_purpose.clear();
+            self.cpu_seconds_today = 0.0;
+            self.memory_gb_seconds_today = 0.0;
+            self.compute_for_peers_s = 0.0;
+        }
+    }
+
+    fn rates(&self) -> (f64, f64) {
+        let now = Utc::now().timestamp();
+        let (mut bytes_in, mut bytes_out) = (0, 0);
+        for (second, incoming, outgoing) in &self.buckets {
+            if now - second < RATE_WINDOW_S as i64 {
+                bytes_in += incoming;
+                bytes_out += outgoing;
+            }
+        }
+        (
+            mbps(bytes_out, RATE_WINDOW_S as f64),
+            mbps(bytes_in, RATE_WINDOW_S as f64),
+        )
+    }
+
+    fn snapshot(&self) -> ResourceSnapshot {
+        let (upload_mbps, download_mbps) = self.rates();
+        let relayed: u64 = self.peers.values().map(|p| p.bytes_out).sum();
+        ResourceSnapshot {
+            upload_mbps,
+            download_mbps,
+            bandwidth_limit_mbps: self.resources.max_bandwidth_mbps,
+            bytes_in_today: self.bytes_in_today,
+            bytes_out_today: self.bytes_out_today,
+            bytes_by_purpose: self.by_purpose.clone(),
+            cpu_seconds_today: self.cpu_seconds_today,
+            memory_gb_seconds_today: self.memory_gb_seconds_today,
+            compute_value_today: compute_value(
+                self.compute_for_peers_s,
+                self.economics.compute_rate_per_cpu_hour,
+            ),
+            bandwidth_value_today: bandwidth_value(relayed, self.economics.bandwidth_rate_per_gb),
+            peers: self
+                .peers
+                .iter()
+                .map(|(peer, bytes)| (peer.to_string(), *bytes))
+                .collect(),
+            history: self.history.iter().copied().collect(),
+        }
+    }
 }
 
 impl Actor for ResourceAccounting {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(
+            std::time::Duration::from_secs(HISTORY_STEP_S),
+            |actor, _| {
+                let (upload_mbps, download_mbps) = actor.rates();
+                if actor.history.len() >= HISTORY_POINTS_MAX {
+                    actor.history.pop_front();
+                }
+                actor.history.push_back(RatePoint {
+                    at_s: Utc::now().timestamp(),
+                    upload_mbps,
+                    download_mbps,
+                });
+            },
+        );
+    }
+}
+
+impl Handler<BytesTransferred> for ResourceAccounting {
+    type Result = ();
+
+    fn handle(&mut self, transfer: BytesTransferred, _ctx: &mut Self::Context) {
+        self.roll_day();
+        let now = Utc::now().timestamp();
+        if self
+            .buckets
+            .back()
+            .is_none_or(|(second, _, _)| *second != now)
+        {
+            self.buckets.push_back((now, 0, 0));
+            while self.buckets.len() > RATE_WINDOW_S {
+                self.buckets.pop_front();
+            }
+        }
+        if let Some(bucket) = self.buckets.back_mut() {
+            match transfer.direction {
+                Direction::In => bucket.1 += transfer.bytes,
+                Direction::Out => bucket.2 += transfer.bytes,
+            }
+        }
+        match transfer.direction {
+            Direction::In => self.bytes_in_today += transfer.bytes,
+            Direction::Out => self.bytes_out_today += transfer.bytes,
+        }
+        let purpose = format!("{:?}", transfer.purpose).to_lowercase();
+        *self.by_purpose.entry(purpose).or_default() += transfer.bytes;
+        if self.peers.len() < PEERS_TRACKED_MAX || self.peers.contains_key(&transfer.peer) {
+            let peer = self.peers.entry(transfer.peer).or_default();
+            match transfer.direction {
+                Direction::In => peer.bytes_in += transfer.bytes,
+                Direction::Out => peer.bytes_out += transfer.bytes,
+            }
+        }
+    }
+}
+
+impl Handler<ComputeUsed> for ResourceAccounting {
+    type Result = ();
+
+    fn handle(&mut self, used: ComputeUsed, _ctx: &mut Self::Context) {
+        self.roll_day();
+        self.cpu_seconds_today += used.usage.cpu_seconds;
+        self.memory_gb_seconds_today += used.usage.memory_gb_seconds;
+        if used.peer.is_some() {
+            self.compute_for_peers_s += used.usage.cpu_seconds;
+        }
+        tracing::debug!(task_id = %used.task_id, cpu_s = used.usage.cpu_seconds, "compute metered");
+    }
+}
+
+impl Handler<GetResources> for ResourceAccounting {
+    type Result = MessageResult<GetResources>;
+
+    fn handle(&mut self, _request: GetResources, _ctx: &mut Self::Context) -> Self::Result {
+        self.roll_day();
+        MessageResult(self.snapshot())
+    }
 }
 
 impl Handler<Inbound> for ResourceAccounting {
     type Result = ();
 
     fn handle(&mut self, inbound: Inbound, _ctx: &mut Self::Context) {
-        self.received += 1;
-        tracing::debug!(kind = inbound.envelope.message.kind(), from = %inbound.envelope.from_node, "received");
+        tracing::debug!(kind = inbound.envelope.message.kind(), from = %inbound.envelope.from_node, "contribution record");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_prices() {
+        assert_eq!(mbps(1_000_000, 8.0), 1.0);
+        assert_eq!(mbps(5, 0.0), 0.0);
+        assert_eq!(
+            bandwidth_value(2_000_000_000, Vibe::from_whole(1)),
+            Vibe::from_whole(2)
+        );
+        assert_eq!(
+            compute_value(1800.0, Vibe::from_whole(10)),
+            Vibe::from_whole(5)
+        );
     }
 }

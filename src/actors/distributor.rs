@@ -1,18 +1,72 @@
-//! `TaskDistributor`: task attempts this node originated or bid on.
+//! `TaskDistributor`: the task market, both sides.
 //!
-//! The full market (bids, scoring, escrow, assignment, reassignment) lands with the task
-//! market issue; until then it keeps the task table the API shows and refuses to create
-//! attempts with `MarketError::Unavailable`, so callers see a clear reason.
+//! Originating side: `CreateTaskAttempt` runs locally when a slot is free, the profile is
+//! here and the caller allows it; otherwise the distributor bundles the base commit,
+//! broadcasts a `TaskDistributionRequest` (metadata only), collects `TaskBid`s for the bid
+//! window, ranks them (`market::rank_bids`), escrows the agreed price (no escrow, no
+//! assignment) and sends `TaskAssigned` with the task sealed to the winner's Noise key.
+//! It decrypts the execution stream, hands it to the `ExecutionRelay`, verifies the result
+//! (signature, hash, paths, `git apply --check`, optional verify command), releases escrow
+//! with a signed `VibeTransaction` and records the executor's reputation. On failure,
+//! silence past the heartbeat timeout or a bad result it refunds, lowers the reputation
+//! and moves to the next bid, up to `market.reassignments_max` times.
+//!
+//! Bidding side: a `TaskDistributionRequest` from an allowed peer, for a profile this node
+//! has, at a price within the reward, gets a `TaskBid` once the executor reserved a slot.
+//! Requests are rate limited per peer.
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::peer_manager::Inbound;
-use crate::messages::{ExecutionStage, TaskRequirements, Vibe};
+use super::executor::{ReserveSlot, RunLocal, TaskExecutor, available_profiles};
+use super::executor_run::{ExecutionUpdate, LocalExecution};
+use super::peer_manager::{Broadcast, GetPeerNoiseKey, GetPeers, Inbound, PeerManager, SendTo};
+use super::relay::{ExecutionEvent, ExecutionRelay, RecordUpdate};
+use super::settler::{
+    GetReputation, HoldEscrow, Outcome, RecordOutcome, RefundEscrow, ReleaseEscrow,
+    SettlementEngine,
+};
+use crate::config::Config;
+use crate::identity::{self, Identity};
+use crate::market::{
+    self, BidFacts, BidderState, ExecutionResult, LogLine, ProgressAction, RepoDelivery,
+    TaskPayload,
+};
+use crate::mesh::e2e::{self, E2eSession, PendingInitiator};
+use crate::messages::{
+    APNMessage, DropReason, ExecutionStage, RepoChunk, TaskAssigned, TaskBid, TaskCancelled,
+    TaskDistributionRequest, TaskRequirements, Topic, VerifiedEnvelope, Vibe,
+};
+use crate::metrics::NetMetrics;
+use crate::workspace;
+
+/// Task attempts kept in memory; the oldest finished ones are forgotten first.
+pub const TASKS_KEPT_MAX: usize = 10_000;
+/// Requests this node bid on that it still remembers (for duplicate detection).
+const BIDS_REMEMBERED_MAX: usize = 10_000;
+/// Peers tracked by the request rate limiter.
+const RATE_LIMITED_PEERS_MAX: usize = 4_096;
+/// Plaintext bytes per repository chunk (a sealed chunk stays well under the frame limit).
+pub const REPO_CHUNK_BYTES: usize = 192 * 1024;
+/// How often assignments are checked for silence.
+const HEARTBEAT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest prompt accepted (it travels in one Noise handshake message with the task).
+pub const PROMPT_BYTES_MAX: usize = 32 * 1024;
+/// Longest title accepted.
+pub const TITLE_CHARS_MAX: usize = 200;
+/// Longest verify command.
+const VERIFY_COMMAND_BYTES_MAX: usize = 4 * 1024;
+/// How long a verify command may run.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where the caller wants a task to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -27,7 +81,9 @@ pub enum Prefer {
 /// Create a task attempt (from HTTP, CLI or tests).
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<Uuid, MarketError>")]
+#[serde(deny_unknown_fields)]
 pub struct CreateTaskAttempt {
+    #[serde(default)]
     pub title: String,
     pub prompt: String,
     pub executor_profile: String,
@@ -41,7 +97,8 @@ pub struct CreateTaskAttempt {
     pub reward: Vibe,
     #[serde(default)]
     pub prefer: Prefer,
-    /// Optional command run on the diff applied to a scratch checkout.
+    /// Optional command (run with `sh -c`) on the diff applied to a scratch checkout; a
+    /// non-zero exit rejects the result.
     #[serde(default)]
     pub verify_command: Option<String>,
 }
@@ -54,7 +111,7 @@ fn default_base() -> String {
 #[derive(Debug, Clone, thiserror::Error, Serialize)]
 #[serde(tag = "error", content = "detail", rename_all = "snake_case")]
 pub enum MarketError {
-    #[error("the task market is not available on this node yet")]
+    #[error("the task market is not available on this node")]
     Unavailable,
     #[error("no task with id {0}")]
     NotFound(Uuid),
@@ -62,6 +119,10 @@ pub enum MarketError {
     Invalid(String),
     #[error("balance too low: {needed} VIBE needed, {available} available")]
     InsufficientBalance { needed: Vibe, available: Vibe },
+    #[error("cannot run locally: {0}")]
+    NoLocalCapacity(String),
+    #[error("the task already finished")]
+    AlreadyFinished,
 }
 
 /// Lifecycle of a task attempt.
@@ -77,6 +138,27 @@ pub enum TaskStatus {
     Cancelled,
 }
 
+impl TaskStatus {
+    /// Every status, for metrics.
+    pub const ALL: [TaskStatus; 7] = [
+        TaskStatus::Pending,
+        TaskStatus::Bidding,
+        TaskStatus::Assigned,
+        TaskStatus::Running,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    /// True once nothing more will happen.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
 /// A task attempt as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView {
@@ -85,13 +167,21 @@ pub struct TaskView {
     pub executor_profile: String,
     pub status: TaskStatus,
     pub reward: Vibe,
+    /// What the executor is paid (the winning bid), once assigned.
+    pub price: Option<Vibe>,
     /// Node id of the executor, `local` when it runs here.
     pub assigned_node: Option<String>,
     pub stage: Option<ExecutionStage>,
     pub progress_percent: u8,
+    pub current_action: Option<String>,
+    pub bids_received: usize,
+    pub attempts: u32,
     pub summary: Option<String>,
+    pub files_modified: Vec<String>,
     pub diff: Option<String>,
     pub error: Option<String>,
+    /// VIBE paid to the executor.
+    pub paid: Option<Vibe>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -111,31 +201,1107 @@ pub struct GetTask(pub Uuid);
 #[rtype(result = "Result<TaskView, MarketError>")]
 pub struct CancelTask(pub Uuid);
 
+struct Assignment {
+    peer: PeerId,
+    node_id: String,
+    price: Vibe,
+    escrow_id: Uuid,
+    pending: Option<PendingInitiator>,
+    session: Option<E2eSession>,
+    last_heartbeat: Instant,
+}
+
+struct OriginTask {
+    view: TaskView,
+    request: CreateTaskAttempt,
+    base_commit: String,
+    bundle: Option<(PathBuf, u64)>,
+    bids: Vec<(PeerId, TaskBid)>,
+    ranked: VecDeque<PeerId>,
+    assignment: Option<Assignment>,
+    local: bool,
+    last_failure: Option<String>,
+}
+
 /// The `TaskDistributor` role.
-#[derive(Debug, Default)]
 pub struct TaskDistributor {
-    tasks: BTreeMap<Uuid, TaskView>,
-    received: u64,
+    identity: Identity,
+    config: Arc<Config>,
+    metrics: Arc<NetMetrics>,
+    peer_manager: Addr<PeerManager>,
+    executor: Addr<TaskExecutor>,
+    settler: Addr<SettlementEngine>,
+    relay: Addr<ExecutionRelay>,
+    tasks: HashMap<Uuid, OriginTask>,
+    order: VecDeque<Uuid>,
+    bid_on: HashMap<Uuid, Instant>,
+    request_counts: HashMap<PeerId, (Instant, u32)>,
+    profiles: Vec<String>,
+}
+
+impl TaskDistributor {
+    /// A distributor for this node.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        identity: Identity,
+        config: Arc<Config>,
+        metrics: Arc<NetMetrics>,
+        peer_manager: Addr<PeerManager>,
+        executor: Addr<TaskExecutor>,
+        settler: Addr<SettlementEngine>,
+        relay: Addr<ExecutionRelay>,
+    ) -> Self {
+        TaskDistributor {
+            profiles: available_profiles(&config.executor),
+            identity,
+            config,
+            metrics,
+            peer_manager,
+            executor,
+            settler,
+            relay,
+            tasks: HashMap::new(),
+            order: VecDeque::new(),
+            bid_on: HashMap::new(),
+            request_counts: HashMap::new(),
+        }
+    }
+
+    fn validate(&self, request: &CreateTaskAttempt) -> Result<String, MarketError> {
+        let invalid = |reason: String| MarketError::Invalid(reason);
+        if request.prompt.trim().is_empty() {
+            return Err(invalid("prompt is empty".into()));
+        }
+        if request.prompt.len() > PROMPT_BYTES_MAX {
+            return Err(invalid(format!("prompt is over {PROMPT_BYTES_MAX} bytes")));
+        }
+        if request.title.chars().count() > TITLE_CHARS_MAX {
+            return Err(invalid(format!(
+                "title is over {TITLE_CHARS_MAX} characters"
+            )));
+        }
+        if request.executor_profile.is_empty()
+            || request.executor_profile.len() > 64
+            || !request
+                .executor_profile
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(invalid(
+                "executor_profile must be 1-64 letters, digits or _".into(),
+            ));
+        }
+        if request.reward == Vibe::ZERO {
+            return Err(invalid("reward must be above zero".into()));
+        }
+        if request
+            .verify_command
+            .as_ref()
+            .is_some_and(|c| c.len() > VERIFY_COMMAND_BYTES_MAX)
+        {
+            return Err(invalid(format!(
+                "verify_command is over {VERIFY_COMMAND_BYTES_MAX} bytes"
+            )));
+        }
+        let repo = PathBuf::from(&request.repo_path);
+        if !repo.is_dir() {
+            return Err(invalid(format!(
+                "repo_path {} is not a directory",
+                request.repo_path
+            )));
+        }
+        workspace::resolve_commit(&repo, &request.base)
+            .map_err(|e| invalid(format!("base {}: {e}", request.base)))
+    }
+
+    fn remember(&mut self, id: Uuid, task: OriginTask) {
+        if self.order.len() >= TASKS_KEPT_MAX {
+            if let Some(position) = self
+                .order
+                .iter()
+                .position(|t| self.tasks.get(t).is_none_or(|t| t.view.status.is_final()))
+            {
+                if let Some(old) = self.order.remove(position) {
+                    self.tasks.remove(&old);
+                }
+            }
+        }
+        self.order.push_back(id);
+        self.tasks.insert(id, task);
+    }
+
+    fn touch(&mut self, id: Uuid, change: impl FnOnce(&mut TaskView)) {
+        if let Some(task) = self.tasks.get_mut(&id) {
+            change(&mut task.view);
+            task.view.updated_at = Utc::now();
+        }
+    }
+
+    fn event(&self, event: ExecutionEvent) {
+        self.relay.do_send(RecordUpdate(event));
+    }
+
+    fn payload(task: &OriginTask) -> TaskPayload {
+        TaskPayload {
+            title: task.request.title.clone(),
+            prompt: task.request.prompt.clone(),
+            executor_profile: task.request.executor_profile.clone(),
+            base_commit: task.base_commit.clone(),
+            repo: match &task.bundle {
+                Some((_, bytes)) => RepoDelivery::Bundle {
+                    bytes: *bytes,
+                    total_chunks: (*bytes as usize).div_ceil(REPO_CHUNK_BYTES).max(1) as u32,
+                },
+                None => RepoDelivery::LocalPath(task.request.repo_path.clone()),
+            },
+            timeout_s: task.request.requirements.timeout_s,
+        }
+    }
+
+    /// Fail the attempt for good, with a reason a user can read.
+    fn fail(&mut self, id: Uuid, reason: String) {
+        tracing::warn!(task_id = %id, %reason, "task attempt failed");
+        if let Some(task) = self.tasks.get_mut(&id) {
+            if let Some((path, _)) = task.bundle.take() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        self.touch(id, |view| {
+            view.status = TaskStatus::Failed;
+            view.error = Some(reason.clone());
+        });
+        self.event(ExecutionEvent::Finished {
+            task_id: id,
+            succeeded: false,
+            detail: reason,
+        });
+    }
+
+    fn start_mesh(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let repo = PathBuf::from(&task.request.repo_path);
+        let commit = task.base_commit.clone();
+        let bundle_path = self
+            .config
+            .node
+            .data_dir
+            .join("bundles")
+            .join(format!("{id}.bundle"));
+        let work = async move {
+            tokio::task::spawn_blocking(move || {
+                if let Some(parent) = bundle_path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                let bytes = workspace::create_bundle(&repo, &commit, &bundle_path)
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((bundle_path, bytes))
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|result| result)
+        };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |bundle, actor, ctx| match bundle {
+                    Ok(bundle) => {
+                        if let Some(task) = actor.tasks.get_mut(&id) {
+                            task.bundle = Some(bundle);
+                        }
+                        actor.broadcast_request(id, ctx);
+                    }
+                    Err(e) => actor.fail(id, format!("cannot bundle the repository: {e}")),
+                }),
+        );
+    }
+
+    fn broadcast_request(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let window = Duration::from_millis(self.config.market.bid_window_ms);
+        let mut hasher = Sha256::new();
+        hasher.update(task.request.prompt.as_bytes());
+        hasher.update([0]);
+        hasher.update(task.base_commit.as_bytes());
+        let request = TaskDistributionRequest {
+            task_id: id,
+            executor_profile: task.request.executor_profile.clone(),
+            requirements: task.request.requirements.clone(),
+            reward: task.request.reward,
+            content_hash: hex::encode(hasher.finalize()),
+            bid_deadline: Utc::now() + chrono::Duration::from_std(window).unwrap_or_default(),
+        };
+        task.view.status = TaskStatus::Bidding;
+        task.view.updated_at = Utc::now();
+        let peer_manager = self.peer_manager.clone();
+        let message = APNMessage::TaskDistributionRequest(request);
+        ctx.spawn(
+            async move {
+                peer_manager
+                    .send(Broadcast {
+                        topic: Topic::Tasks,
+                        message,
+                    })
+                    .await
+            }
+            .into_actor(self)
+            .map(move |result, actor, ctx| match result {
+                Ok(Ok(())) => {
+                    ctx.run_later(window, move |actor, ctx| actor.close_bidding(id, ctx));
+                }
+                Ok(Err(e)) => actor.fail(id, format!("cannot offer the task to the mesh: {e}")),
+                Err(e) => actor.fail(id, format!("peer manager gone: {e}")),
+            }),
+        );
+    }
+
+    fn close_bidding(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        if task.view.status != TaskStatus::Bidding {
+            return;
+        }
+        let bids = task.bids.clone();
+        let reward = task.request.reward;
+        let profile = task.request.executor_profile.clone();
+        let peer_manager = self.peer_manager.clone();
+        let settler = self.settler.clone();
+        let metrics = self.metrics.clone();
+        let work = async move {
+            let peers = peer_manager.send(GetPeers).await.unwrap_or_default();
+            let mut judged = Vec::new();
+            for (peer, bid) in bids {
+                let info = peers.iter().find(|p| p.peer_id == peer.to_string());
+                let profiles = info
+                    .map(|p| p.executor_profiles.clone())
+                    .unwrap_or_default();
+                if let Err(reason) = market::check_bid(bid.price, reward, &profile, &profiles) {
+                    metrics.count_drop(DropReason::Unauthorized);
+                    tracing::warn!(%peer, %reason, "bid refused");
+                    continue;
+                }
+                let reputation = match identity::public_key_of(&peer) {
+                    Some(key) => settler
+                        .send(GetReputation { peer: key })
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .unwrap_or(0.5),
+                    None => 0.0,
+                };
+                judged.push((
+                    peer,
+                    BidFacts {
+                        price: bid.price,
+                        estimated_duration_s: bid.estimated_duration_s,
+                        reputation,
+                        latency_ms: info.and_then(|p| p.latency_ms),
+                    },
+                ));
+            }
+            market::rank_bids(&judged, reward)
+        };
+        ctx.spawn(work.into_actor(self).map(move |ranked, actor, ctx| {
+            let Some(task) = actor.tasks.get_mut(&id) else {
+                return;
+            };
+            if task.view.status != TaskStatus::Bidding {
+                return;
+            }
+            task.view.bids_received = task.bids.len();
+            if ranked.is_empty() {
+                let reason = format!(
+                    "no node bid: nobody on the mesh runs profile {} for {} VIBE or less",
+                    task.request.executor_profile, task.request.reward
+                );
+                actor.fail(id, reason);
+                return;
+            }
+            task.ranked = ranked.into();
+            actor.assign_next(id, ctx);
+        }));
+    }
+
+    /// Give the task to the best remaining bidder: escrow, seal, send.
+    fn assign_next(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let reassignments_max = self.config.market.reassignments_max;
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if task.view.status.is_final() {
+            return;
+        }
+        let next = if task.view.attempts > reassignments_max {
+            None
+        } else {
+            task.ranked.pop_front()
+        };
+        let Some(peer) = next else {
+            let reason = match &task.last_failure {
+                Some(last) => format!(
+                    "gave up after {} attempt(s); last: {last}",
+                    task.view.attempts
+                ),
+                None => "no bidder left".to_string(),
+            };
+            self.fail(id, reason);
+            return;
+        };
+        let Some((_, bid)) = task.bids.iter().find(|(p, _)| *p == peer) else {
+            return;
+        };
+        let price = bid.price;
+        let node_id = bid.bidder.to_string();
+        task.view.attempts += 1;
+        task.view.status = TaskStatus::Assigned;
+        task.view.assigned_node = Some(node_id.clone());
+        task.view.price = Some(price);
+        task.view.updated_at = Utc::now();
+        let escrow_id = Uuid::new_v4();
+        let payload = Self::payload(task);
+        let settler = self.settler.clone();
+        let peer_manager = self.peer_manager.clone();
+        let identity = self.identity.clone();
+        let deadline =
+            Utc::now() + chrono::Duration::seconds(self.config.market.heartbeat_timeout_s as i64);
+        let executor_node = bid.bidder.clone();
+        let work = async move {
+            settler
+                .send(HoldEscrow {
+                    transfer_id: escrow_id,
+                    task_id: escrow_id,
+                    amount: price,
+                })
+                .await
+                .map_err(|e| (false, format!("ledger unavailable: {e}")))?
+                .map_err(|e| (false, format!("cannot escrow {price} VIBE: {e}")))?;
+            let key = peer_manager
+                .send(GetPeerNoiseKey(peer))
+                .await
+                .ok()
+                .flatten()
+                .ok_or((
+                    true,
+                    format!("{node_id} never announced its encryption key"),
+                ))?;
+            let plaintext =
+                crate::messages::codec::encode(&payload).map_err(|e| (true, e.to_string()))?;
+            let (pending, handshake) =
+                e2e::initiate(&identity, &key, &plaintext).map_err(|e| (true, e.to_string()))?;
+            let message = APNMessage::TaskAssigned(TaskAssigned {
+                task_id: id,
+                executor: executor_node,
+                agreed_price: price,
+                escrow_id,
+                deadline,
+                noise_handshake: handshake.into(),
+            });
+            peer_manager
+                .send(SendTo { peer, message })
+                .await
+                .map_err(|e| (true, e.to_string()))?
+                .map_err(|e| (true, format!("cannot reach {node_id}: {e}")))?;
+            Ok::<_, (bool, String)>(pending)
+        };
+        let node_id = self
+            .tasks
+            .get(&id)
+            .and_then(|t| t.view.assigned_node.clone())
+            .unwrap_or_default();
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |result, actor, ctx| match result {
+                    Ok(pending) => {
+                        tracing::info!(task_id = %id, executor = %node_id, %price, "task assigned");
+                        if let Some(task) = actor.tasks.get_mut(&id) {
+                            task.assignment = Some(Assignment {
+                                peer,
+                                node_id,
+                                price,
+                                escrow_id,
+                                pending: Some(pending),
+                                session: None,
+                                last_heartbeat: Instant::now(),
+                            });
+                        }
+                    }
+                    // Escrow failed: nothing is held, and no other bidder would change that.
+                    Err((false, reason)) => actor.fail(id, reason),
+                    Err((true, reason)) => {
+                        actor.settler.do_send(RefundEscrow { task_id: escrow_id });
+                        if let Some(task) = actor.tasks.get_mut(&id) {
+                            task.last_failure = Some(reason);
+                        }
+                        actor.assign_next(id, ctx);
+                    }
+                }),
+        );
+    }
+
+    /// The assigned executor failed, went silent or returned a bad result: refund, lower
+    /// its reputation, try the next bid.
+    fn reassign(&mut self, id: Uuid, outcome: Outcome, reason: String, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some(assignment) = task.assignment.take() else {
+            return;
+        };
+        tracing::warn!(task_id = %id, executor = %assignment.node_id, %reason, "execution failed; refunding and reassigning");
+        self.settler.do_send(RefundEscrow {
+            task_id: assignment.escrow_id,
+        });
+        if let Some(key) = identity::public_key_of(&assignment.peer) {
+            self.settler.do_send(RecordOutcome { peer: key, outcome });
+        }
+        let cancel = APNMessage::TaskCancelled(TaskCancelled {
+            task_id: id,
+            reason: reason.clone(),
+        });
+        self.peer_manager.do_send(SendTo {
+            peer: assignment.peer,
+            message: cancel,
+        });
+        task.last_failure = Some(format!("{}: {reason}", assignment.node_id));
+        task.view.error = task.last_failure.clone();
+        self.event(ExecutionEvent::Progress {
+            task_id: id,
+            stage: ExecutionStage::Setup,
+            percent: 0,
+            action: format!("reassigning: {reason}"),
+        });
+        self.assign_next(id, ctx);
+    }
+
+    fn check_heartbeats(&mut self, ctx: &mut Context<Self>) {
+        let timeout = Duration::from_secs(self.config.market.heartbeat_timeout_s);
+        let silent: Vec<Uuid> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| !task.view.status.is_final())
+            .filter(|(_, task)| {
+                task.assignment
+                    .as_ref()
+                    .is_some_and(|a| a.last_heartbeat.elapsed() > timeout)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            self.reassign(
+                id,
+                Outcome::TimedOut,
+                format!("no heartbeat for {} s", timeout.as_secs()),
+                ctx,
+            );
+        }
+    }
+
+    /// An execution message from the mesh: only the assigned executor may send it.
+    fn on_execution_message(&mut self, envelope: &VerifiedEnvelope, ctx: &mut Context<Self>) {
+        let task_id = match &envelope.message {
+            APNMessage::ExecutionStarted(m) => m.task_id,
+            APNMessage::ExecutionProgress(m) => m.task_id,
+            APNMessage::ExecutionLogs(m) => m.task_id,
+            APNMessage::ExecutionCompleted(m) => m.task_id,
+            APNMessage::ExecutionFailed(m) => m.task_id,
+            _ => return,
+        };
+        let authorised = self
+            .tasks
+            .get(&task_id)
+            .and_then(|t| t.assignment.as_ref())
+            .is_some_and(|a| a.peer == envelope.from_peer);
+        if !authorised {
+            self.metrics.count_drop(DropReason::Unauthorized);
+            tracing::warn!(%task_id, from = %envelope.from_node, kind = envelope.message.kind(), "execution message from a node not assigned the task");
+            return;
+        }
+        let Some(task) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        let Some(assignment) = task.assignment.as_mut() else {
+            return;
+        };
+        assignment.last_heartbeat = Instant::now();
+        let decrypt_failed = |metrics: &NetMetrics| metrics.count_drop(DropReason::DecryptFailed);
+        match &envelope.message {
+            APNMessage::ExecutionStarted(started) => {
+                let Some(pending) = assignment.pending.take() else {
+                    return;
+                };
+                match pending.complete(&started.noise_handshake) {
+                    Ok(session) => assignment.session = Some(session),
+                    Err(e) => {
+                        decrypt_failed(&self.metrics);
+                        self.reassign(
+                            task_id,
+                            Outcome::BadResult,
+                            format!("handshake failed: {e}"),
+                            ctx,
+                        );
+                        return;
+                    }
+                }
+                let executor = assignment.node_id.clone();
+                task.view.status = TaskStatus::Running;
+                task.view.updated_at = Utc::now();
+                self.event(ExecutionEvent::Started { task_id, executor });
+                self.send_bundle(task_id, ctx);
+            }
+            APNMessage::ExecutionProgress(progress) => {
+                let action = match (&progress.current_action, &assignment.session) {
+                    (Some(sealed), Some(session)) => match session.open(sealed) {
+                        Ok(plain) => {
+                            crate::messages::codec::decode::<ProgressAction>(&plain, plain.len())
+                                .map(|a| a.action)
+                                .ok()
+                        }
+                        Err(_) => {
+                            decrypt_failed(&self.metrics);
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                self.on_update(
+                    task_id,
+                    ExecutionUpdate::Progress {
+                        stage: progress.stage,
+                        percent: progress.percent.min(100),
+                        action: action.unwrap_or_default(),
+                    },
+                    ctx,
+                );
+            }
+            APNMessage::ExecutionLogs(logs) => {
+                let Some(session) = &assignment.session else {
+                    return decrypt_failed(&self.metrics);
+                };
+                match session.open(&logs.lines).ok().and_then(|plain| {
+                    crate::messages::codec::decode::<Vec<LogLine>>(&plain, plain.len()).ok()
+                }) {
+                    Some(lines) => self.on_update(task_id, ExecutionUpdate::Logs(lines), ctx),
+                    None => decrypt_failed(&self.metrics),
+                }
+            }
+            APNMessage::ExecutionCompleted(completed) => {
+                let Some(session) = &assignment.session else {
+                    return decrypt_failed(&self.metrics);
+                };
+                let result = session.open(&completed.result).ok().and_then(|plain| {
+                    crate::messages::codec::decode::<ExecutionResult>(&plain, plain.len()).ok()
+                });
+                let Some(result) = result else {
+                    decrypt_failed(&self.metrics);
+                    self.reassign(
+                        task_id,
+                        Outcome::BadResult,
+                        "result does not decrypt".into(),
+                        ctx,
+                    );
+                    return;
+                };
+                let hash =
+                    workspace::result_hash(&result.diff, &result.summary, &result.files_modified);
+                let signed = identity::verify_signature(
+                    &envelope.from_key,
+                    completed.result_hash.as_bytes(),
+                    &completed.result_signature,
+                );
+                if hash != completed.result_hash || !signed {
+                    self.reassign(
+                        task_id,
+                        Outcome::BadResult,
+                        "result hash or signature does not verify".into(),
+                        ctx,
+                    );
+                    return;
+                }
+                self.verify_and_settle(task_id, result, ctx);
+            }
+            APNMessage::ExecutionFailed(failed) => {
+                let reason = format!("failed at {:?}: {}", failed.stage, failed.error);
+                self.event(ExecutionEvent::Log {
+                    task_id,
+                    line: LogLine {
+                        stream: "apn".into(),
+                        line: reason.clone(),
+                        at_ms: Utc::now().timestamp_millis(),
+                    },
+                });
+                self.reassign(task_id, Outcome::Failed, reason, ctx);
+            }
+            _ => {}
+        }
+    }
+
+    fn send_bundle(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some((path, _)) = task.bundle.clone() else {
+            return;
+        };
+        let Some(assignment) = task.assignment.as_mut() else {
+            return;
+        };
+        let Some(session) = assignment.session.as_mut() else {
+            return;
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.fail(id, format!("cannot read the bundle: {e}"));
+                return;
+            }
+        };
+        let total = bytes.len().div_ceil(REPO_CHUNK_BYTES).max(1) as u32;
+        let mut chunks = Vec::with_capacity(total as usize);
+        for (index, part) in bytes.chunks(REPO_CHUNK_BYTES).enumerate() {
+            match session.seal(part) {
+                Ok(data) => chunks.push(APNMessage::RepoChunk(RepoChunk {
+                    task_id: id,
+                    index: index as u32,
+                    total,
+                    data,
+                })),
+                Err(e) => {
+                    self.fail(id, format!("cannot encrypt the bundle: {e}"));
+                    return;
+                }
+            }
+        }
+        let peer = assignment.peer;
+        let peer_manager = self.peer_manager.clone();
+        // Sent one after another: each waits for the previous one's acknowledgement.
+        let work = async move {
+            for message in chunks {
+                peer_manager
+                    .send(SendTo { peer, message })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        };
+        ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| {
+            if let Err(e) = result {
+                actor.reassign(
+                    id,
+                    Outcome::Failed,
+                    format!("repository transfer failed: {e}"),
+                    ctx,
+                );
+            }
+        }));
+    }
+
+    fn verify_and_settle(&mut self, id: Uuid, result: ExecutionResult, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let repo = PathBuf::from(&task.request.repo_path);
+        let base = task.base_commit.clone();
+        let verify = task.request.verify_command.clone();
+        let diff = result.diff.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            workspace::apply_check(&repo, &base, &diff)
+                .map_err(|e| format!("diff does not apply: {e}"))?;
+            if let Some(command) = verify {
+                let passed =
+                    workspace::apply_and_verify(&repo, &base, &diff, &command, VERIFY_TIMEOUT)
+                        .map_err(|e| format!("verify command could not run: {e}"))?;
+                if !passed {
+                    return Err("verify command failed on the result".to_string());
+                }
+            }
+            Ok(())
+        });
+        ctx.spawn(check.into_actor(self).map(move |checked, actor, ctx| {
+            let checked = checked.map_err(|e| e.to_string()).and_then(|r| r);
+            match checked {
+                Ok(()) => actor.settle(id, result, ctx),
+                Err(reason) => actor.reassign(id, Outcome::BadResult, reason, ctx),
+            }
+        }));
+    }
+
+    fn settle(&mut self, id: Uuid, result: ExecutionResult, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some(assignment) = task.assignment.take() else {
+            return;
+        };
+        let Some(payee) = identity::public_key_of(&assignment.peer) else {
+            return;
+        };
+        let settler = self.settler.clone();
+        let peer_manager = self.peer_manager.clone();
+        let (peer, price, escrow_id) = (assignment.peer, assignment.price, assignment.escrow_id);
+        let work = async move {
+            let transaction = settler
+                .send(ReleaseEscrow {
+                    task_id: escrow_id,
+                    payee,
+                    amount: price,
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            settler.do_send(RecordOutcome {
+                peer: payee,
+                outcome: Outcome::Completed,
+            });
+            if let Err(e) = peer_manager
+                .send(SendTo {
+                    peer,
+                    message: APNMessage::VibeTransaction(transaction),
+                })
+                .await
+            {
+                tracing::warn!(task_id = %id, error = %e, "payment record not delivered; the ledger entry stands");
+            }
+            Ok::<_, String>(())
+        };
+        task.view.summary = Some(result.summary.clone());
+        task.view.files_modified = result.files_modified.clone();
+        task.view.diff = Some(result.diff.clone());
+        ctx.spawn(work.into_actor(self).map(move |paid, actor, _| {
+            match paid {
+                Ok(()) => {
+                    if let Some(task) = actor.tasks.get_mut(&id) {
+                        if let Some((path, _)) = task.bundle.take() {
+                            let _ = std::fs::remove_file(path);
+                        }
+                        task.view.status = TaskStatus::Completed;
+                        task.view.stage = Some(ExecutionStage::Done);
+                        task.view.progress_percent = 100;
+                        task.view.paid = Some(price);
+                        task.view.error = None;
+                        task.view.updated_at = Utc::now();
+                        tracing::info!(task_id = %id, executor = %task.view.assigned_node.clone().unwrap_or_default(), %price, "task completed and paid");
+                    }
+                    actor.event(ExecutionEvent::Finished { task_id: id, succeeded: true, detail: result.summary });
+                }
+                Err(e) => actor.fail(id, format!("escrow release failed: {e}")),
+            }
+        }));
+    }
+
+    /// A decrypted (remote) or plaintext (local) update.
+    fn on_update(&mut self, id: Uuid, update: ExecutionUpdate, ctx: &mut Context<Self>) {
+        match update {
+            ExecutionUpdate::Started { .. } => {
+                self.touch(id, |view| view.status = TaskStatus::Running);
+                self.event(ExecutionEvent::Started {
+                    task_id: id,
+                    executor: "local".into(),
+                });
+            }
+            ExecutionUpdate::Progress {
+                stage,
+                percent,
+                action,
+            } => {
+                let shown = action.clone();
+                self.touch(id, |view| {
+                    view.stage = Some(stage);
+                    view.progress_percent = percent;
+                    if !shown.is_empty() {
+                        view.current_action = Some(shown);
+                    }
+                });
+                self.event(ExecutionEvent::Progress {
+                    task_id: id,
+                    stage,
+                    percent,
+                    action,
+                });
+            }
+            ExecutionUpdate::Logs(lines) => {
+                for line in lines {
+                    self.event(ExecutionEvent::Log { task_id: id, line });
+                }
+            }
+            ExecutionUpdate::Completed { result, .. } => {
+                // Only local runs arrive here complete; remote results go through
+                // verification and settlement first.
+                let summary = result.summary.clone();
+                self.touch(id, |view| {
+                    view.status = TaskStatus::Completed;
+                    view.stage = Some(ExecutionStage::Done);
+                    view.progress_percent = 100;
+                    view.summary = Some(result.summary);
+                    view.files_modified = result.files_modified;
+                    view.diff = Some(result.diff);
+                });
+                self.event(ExecutionEvent::Finished {
+                    task_id: id,
+                    succeeded: true,
+                    detail: summary,
+                });
+            }
+            ExecutionUpdate::Failed { stage, error, .. } => {
+                let _ = ctx;
+                self.fail(id, format!("failed at {stage:?}: {error}"));
+            }
+        }
+    }
+
+    /// Bidding side: answer a request if this node can and wants to run it.
+    fn on_request(
+        &mut self,
+        envelope: &VerifiedEnvelope,
+        request: &TaskDistributionRequest,
+        ctx: &mut Context<Self>,
+    ) {
+        let origin = envelope.from_peer;
+        if !self.allow_request(origin) {
+            self.metrics.count_drop(DropReason::RateLimited);
+            return;
+        }
+        if self.bid_on.contains_key(&request.task_id) {
+            return;
+        }
+        let state = BidderState {
+            profiles: &self.profiles,
+            capabilities: &self.config.node.capabilities,
+            free_slots: 1,
+            compute_rate_per_cpu_hour: self.config.economics.compute_rate_per_cpu_hour,
+            min_task_reward: self.config.economics.min_task_reward,
+            accept: &self.config.accept,
+            memory_mb: self.config.resources.max_memory_mb,
+        };
+        let price = match market::decide_bid(request, &origin.to_string(), &state) {
+            Ok(price) => price,
+            Err(reason) => {
+                tracing::debug!(task_id = %request.task_id, %reason, "not bidding");
+                return;
+            }
+        };
+        if self.bid_on.len() >= BIDS_REMEMBERED_MAX {
+            let now = Instant::now();
+            self.bid_on.retain(|_, until| *until > now);
+        }
+        let grace = super::executor::RESERVATION_GRACE;
+        let until =
+            Instant::now() + Duration::from_millis(self.config.market.bid_window_ms) + grace;
+        self.bid_on.insert(request.task_id, until);
+        let bid = TaskBid {
+            task_id: request.task_id,
+            bidder: self.identity.node_id().clone(),
+            price,
+            estimated_duration_s: market::estimate_duration_s(request),
+            capabilities: self.config.node.capabilities.clone(),
+            valid_until: Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default(),
+        };
+        let executor = self.executor.clone();
+        let peer_manager = self.peer_manager.clone();
+        let task_id = request.task_id;
+        ctx.spawn(
+            async move {
+                if executor
+                    .send(ReserveSlot { task_id, until })
+                    .await
+                    .unwrap_or(false)
+                {
+                    let message = APNMessage::TaskBid(bid);
+                    if let Ok(Err(e)) = peer_manager
+                        .send(SendTo {
+                            peer: origin,
+                            message,
+                        })
+                        .await
+                    {
+                        tracing::debug!(%task_id, error = %e, "bid not delivered");
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn allow_request(&mut self, peer: PeerId) -> bool {
+        let limit = self.config.market.requests_per_peer_per_minute;
+        let now = Instant::now();
+        if self.request_counts.len() >= RATE_LIMITED_PEERS_MAX
+            && !self.request_counts.contains_key(&peer)
+        {
+            self.request_counts
+                .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
+            if self.request_counts.len() >= RATE_LIMITED_PEERS_MAX {
+                return false;
+            }
+        }
+        let (start, count) = self.request_counts.entry(peer).or_insert((now, 0));
+        if now.duration_since(*start) >= Duration::from_secs(60) {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count <= limit
+    }
+
+    fn on_bid(&mut self, envelope: &VerifiedEnvelope, bid: &TaskBid) {
+        let bids_max = self.config.market.bids_per_task_max;
+        let Some(task) = self.tasks.get_mut(&bid.task_id) else {
+            self.metrics.count_drop(DropReason::Unauthorized);
+            return;
+        };
+        if bid.bidder != envelope.from_node {
+            // A bid naming another node than its signer.
+            self.metrics.count_drop(DropReason::Unauthorized);
+            return;
+        }
+        if task.view.status != TaskStatus::Bidding
+            || task.bids.iter().any(|(p, _)| *p == envelope.from_peer)
+        {
+            return;
+        }
+        if task.bids.len() >= bids_max {
+            self.metrics.count_drop(DropReason::RateLimited);
+            return;
+        }
+        task.bids.push((envelope.from_peer, bid.clone()));
+        task.view.bids_received = task.bids.len();
+    }
 }
 
 impl Actor for TaskDistributor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(HEARTBEAT_CHECK_INTERVAL, |actor, ctx| {
+            actor.check_heartbeats(ctx)
+        });
+    }
 }
 
 impl Handler<Inbound> for TaskDistributor {
     type Result = ();
 
-    fn handle(&mut self, inbound: Inbound, _ctx: &mut Self::Context) {
-        self.received += 1;
-        tracing::debug!(kind = inbound.envelope.message.kind(), from = %inbound.envelope.from_node, "received");
+    fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) {
+        let envelope = inbound.envelope;
+        match &envelope.message {
+            APNMessage::TaskDistributionRequest(request) => {
+                self.on_request(&envelope, request, ctx)
+            }
+            APNMessage::TaskBid(bid) => self.on_bid(&envelope, bid),
+            _ => self.on_execution_message(&envelope, ctx),
+        }
+    }
+}
+
+impl Handler<LocalExecution> for TaskDistributor {
+    type Result = ();
+
+    fn handle(&mut self, local: LocalExecution, ctx: &mut Self::Context) {
+        if self
+            .tasks
+            .get(&local.task_id)
+            .is_some_and(|t| t.local && !t.view.status.is_final())
+        {
+            self.on_update(local.task_id, local.update, ctx);
+        }
     }
 }
 
 impl Handler<CreateTaskAttempt> for TaskDistributor {
-    type Result = Result<Uuid, MarketError>;
+    type Result = ResponseActFuture<Self, Result<Uuid, MarketError>>;
 
-    fn handle(&mut self, _request: CreateTaskAttempt, _ctx: &mut Self::Context) -> Self::Result {
-        Err(MarketError::Unavailable)
+    fn handle(&mut self, request: CreateTaskAttempt, _ctx: &mut Self::Context) -> Self::Result {
+        let base_commit = match self.validate(&request) {
+            Ok(commit) => commit,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let id = Uuid::new_v4();
+        let now = Utc::now();
+        let profile_here = self.profiles.contains(&request.executor_profile);
+        let prefer = request.prefer;
+        if prefer == Prefer::Local && !profile_here {
+            return Box::pin(fut::ready(Err(MarketError::NoLocalCapacity(format!(
+                "profile {} is not available on this node",
+                request.executor_profile
+            )))));
+        }
+        let view = TaskView {
+            id,
+            title: if request.title.is_empty() {
+                request.prompt.chars().take(60).collect()
+            } else {
+                request.title.clone()
+            },
+            executor_profile: request.executor_profile.clone(),
+            status: TaskStatus::Pending,
+            reward: request.reward,
+            price: None,
+            assigned_node: None,
+            stage: None,
+            progress_percent: 0,
+            current_action: None,
+            bids_received: 0,
+            attempts: 0,
+            summary: None,
+            files_modified: Vec::new(),
+            diff: None,
+            error: None,
+            paid: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let task = OriginTask {
+            view,
+            request,
+            base_commit,
+            bundle: None,
+            bids: Vec::new(),
+            ranked: VecDeque::new(),
+            assignment: None,
+            local: false,
+            last_failure: None,
+        };
+        let payload = Self::payload(&task);
+        tracing::info!(task_id = %id, profile = %task.request.executor_profile, reward = %task.request.reward, ?prefer, "task attempt created");
+        self.remember(id, task);
+        let executor = self.executor.clone();
+        let try_local = prefer != Prefer::Mesh && profile_here;
+        let work = async move {
+            if try_local {
+                executor
+                    .send(RunLocal {
+                        task_id: id,
+                        payload,
+                    })
+                    .await
+                    .unwrap_or(false)
+            } else {
+                false
+            }
+        };
+        Box::pin(work.into_actor(self).map(move |ran_locally, actor, ctx| {
+            if ran_locally {
+                actor.touch(id, |view| {
+                    view.assigned_node = Some("local".into());
+                    view.attempts = 1;
+                });
+                if let Some(task) = actor.tasks.get_mut(&id) {
+                    task.local = true;
+                }
+                return Ok(id);
+            }
+            if prefer == Prefer::Local {
+                actor.tasks.remove(&id);
+                return Err(MarketError::NoLocalCapacity(
+                    "no free slot on this node".into(),
+                ));
+            }
+            actor.start_mesh(id, ctx);
+            Ok(id)
+        }))
     }
 }
 
@@ -143,7 +1309,7 @@ impl Handler<ListTasks> for TaskDistributor {
     type Result = MessageResult<ListTasks>;
 
     fn handle(&mut self, _request: ListTasks, _ctx: &mut Self::Context) -> Self::Result {
-        let mut tasks: Vec<TaskView> = self.tasks.values().cloned().collect();
+        let mut tasks: Vec<TaskView> = self.tasks.values().map(|t| t.view.clone()).collect();
         tasks.sort_by(|a, b| b.created_at.cmp(&a.created_at));
         MessageResult(tasks)
     }
@@ -153,7 +1319,7 @@ impl Handler<GetTask> for TaskDistributor {
     type Result = Option<TaskView>;
 
     fn handle(&mut self, request: GetTask, _ctx: &mut Self::Context) -> Self::Result {
-        self.tasks.get(&request.0).cloned()
+        self.tasks.get(&request.0).map(|t| t.view.clone())
     }
 }
 
@@ -161,6 +1327,39 @@ impl Handler<CancelTask> for TaskDistributor {
     type Result = Result<TaskView, MarketError>;
 
     fn handle(&mut self, request: CancelTask, _ctx: &mut Self::Context) -> Self::Result {
-        Err(MarketError::NotFound(request.0))
+        let id = request.0;
+        let task = self.tasks.get_mut(&id).ok_or(MarketError::NotFound(id))?;
+        if task.view.status.is_final() {
+            return Err(MarketError::AlreadyFinished);
+        }
+        if task.local {
+            self.executor.do_send(super::executor::CancelRun(id));
+        }
+        if let Some(assignment) = task.assignment.take() {
+            self.settler.do_send(RefundEscrow {
+                task_id: assignment.escrow_id,
+            });
+            let message = APNMessage::TaskCancelled(TaskCancelled {
+                task_id: id,
+                reason: "cancelled by the user".into(),
+            });
+            self.peer_manager.do_send(SendTo {
+                peer: assignment.peer,
+                message,
+            });
+        }
+        if let Some((path, _)) = task.bundle.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        task.view.status = TaskStatus::Cancelled;
+        task.view.error = Some("cancelled by the user".into());
+        task.view.updated_at = Utc::now();
+        let view = task.view.clone();
+        self.event(ExecutionEvent::Finished {
+            task_id: id,
+            succeeded: false,
+            detail: "cancelled".into(),
+        });
+        Ok(view)
     }
 }

@@ -1,26 +1,362 @@
-//! `TaskExecutor`: started by the node; for now it receives the verified inbound messages of its
-//! variants and records them. Its full behaviour lands with the task market.
+//! `TaskExecutor`: runs agent processes, for peers that assigned this node a task and for
+//! this node's own tasks when it has a free slot.
+//!
+//! It owns the slots (`resources.max_concurrent_tasks`): a bid reserves one until the bid
+//! expires, an assignment or a local run takes one until the run ends. Each run is a task of
+//! its own (`executor_run.rs`) that checks the repository out into a fresh workspace, runs
+//! the profile's command, streams progress and logs, and ends with the result or a failure.
+//!
+//! In: `Inbound` (`TaskAssigned`, `RepoChunk`, `TaskCancelled`), `ReserveSlot`, `RunLocal`,
+//! `CancelLocal`, `GetExecutorStatus`. Out: `SendTo` through the peer manager (remote runs),
+//! `LocalExecution` to the distributor (local runs), `SetFreeSlots` to the peer manager.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use super::peer_manager::Inbound;
+use super::executor_run::{self, LocalExecution, RunContext, RunOrigin};
+use super::peer_manager::{GetPeerNoiseKey, Inbound, PeerManager, SetFreeSlots};
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::market::TaskPayload;
+use crate::messages::{APNMessage, DropReason, RepoChunk};
+use crate::metrics::NetMetrics;
+
+/// Repository chunks buffered per run before the sender is slowed down.
+const CHUNKS_QUEUED_MAX: usize = 64;
+/// How long a bid's slot stays reserved after the bid window, for the assignment to arrive.
+pub const RESERVATION_GRACE: Duration = Duration::from_secs(10);
+
+struct Running {
+    origin: Option<PeerId>,
+    chunks: Option<mpsc::Sender<RepoChunk>>,
+    cancel: CancellationToken,
+}
 
 /// The `TaskExecutor` role.
-#[derive(Debug, Default)]
 pub struct TaskExecutor {
-    received: u64,
+    identity: Identity,
+    config: Arc<Config>,
+    metrics: Arc<NetMetrics>,
+    peer_manager: Addr<PeerManager>,
+    distributor: Recipient<LocalExecution>,
+    compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
+    slots_max: u32,
+    reservations: HashMap<Uuid, Instant>,
+    running: HashMap<Uuid, Running>,
+    completed_today: u64,
+    day: chrono::NaiveDate,
+}
+
+impl TaskExecutor {
+    /// An executor sending through `peer_manager` and reporting local runs to `distributor`.
+    pub fn new(
+        identity: Identity,
+        config: Arc<Config>,
+        metrics: Arc<NetMetrics>,
+        peer_manager: Addr<PeerManager>,
+        distributor: Recipient<LocalExecution>,
+        compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
+    ) -> Self {
+        TaskExecutor {
+            slots_max: config.resources.max_concurrent_tasks,
+            identity,
+            config,
+            metrics,
+            peer_manager,
+            distributor,
+            compute,
+            reservations: HashMap::new(),
+            running: HashMap::new(),
+            completed_today: 0,
+            day: chrono::Utc::now().date_naive(),
+        }
+    }
+
+    fn free_slots(&mut self, excluding_reservation: Option<Uuid>) -> u32 {
+        let now = Instant::now();
+        self.reservations.retain(|_, until| *until > now);
+        let reserved = self
+            .reservations
+            .keys()
+            .filter(|task| Some(**task) != excluding_reservation)
+            .count() as u32;
+        self.slots_max
+            .saturating_sub(self.running.len() as u32)
+            .saturating_sub(reserved)
+    }
+
+    fn announce_slots(&mut self) {
+        let free = self.free_slots(None);
+        self.peer_manager.do_send(SetFreeSlots(free));
+    }
+
+    fn start_run(
+        &mut self,
+        task_id: Uuid,
+        origin: RunOrigin,
+        payload: TaskPayload,
+        ctx: &mut Context<Self>,
+    ) {
+        let cancel = CancellationToken::new();
+        let (chunk_sender, chunk_receiver) = mpsc::channel(CHUNKS_QUEUED_MAX);
+        let origin_peer = match &origin {
+            RunOrigin::Remote { origin, .. } => Some(*origin),
+            RunOrigin::Local { .. } => None,
+        };
+        self.reservations.remove(&task_id);
+        self.running.insert(
+            task_id,
+            Running {
+                origin: origin_peer,
+                chunks: origin_peer.map(|_| chunk_sender),
+                cancel: cancel.clone(),
+            },
+        );
+        self.announce_slots();
+        let run = RunContext {
+            task_id,
+            identity: self.identity.clone(),
+            config: self.config.clone(),
+            peer_manager: self.peer_manager.clone(),
+            compute: self.compute.clone(),
+            origin,
+            payload,
+            chunks: chunk_receiver,
+            cancel,
+        };
+        let address = ctx.address();
+        actix::spawn(async move {
+            let succeeded = executor_run::run(run).await;
+            address.do_send(RunFinished { task_id, succeeded });
+        });
+    }
+
+    fn on_assigned(
+        &mut self,
+        inbound: &Inbound,
+        assigned: &crate::messages::TaskAssigned,
+        ctx: &mut Context<Self>,
+    ) {
+        let origin = inbound.envelope.from_peer;
+        let task_id = assigned.task_id;
+        if assigned.executor != *self.identity.node_id() {
+            self.metrics.count_drop(DropReason::Unauthorized);
+            tracing::warn!(%task_id, %origin, "assignment for another node ignored");
+            return;
+        }
+        if self.running.contains_key(&task_id) {
+            tracing::debug!(%task_id, "duplicate assignment ignored");
+            return;
+        }
+        if !self.config.accept.allows(&origin.to_string()) {
+            self.metrics.count_drop(DropReason::Unauthorized);
+            tracing::warn!(%task_id, %origin, "assignment refused by the accept policy");
+            return;
+        }
+        let reserved = self.reservations.contains_key(&task_id);
+        if !reserved && self.free_slots(None) == 0 {
+            tracing::warn!(%task_id, %origin, "assignment refused: no free slot");
+            return;
+        }
+        let handshake = assigned.noise_handshake.to_vec();
+        let deadline = assigned.deadline;
+        let peer_manager = self.peer_manager.clone();
+        let identity = self.identity.clone();
+        let metrics = self.metrics.clone();
+        // The originator's Noise key comes from its signed announcement.
+        let work = async move {
+            peer_manager
+                .send(GetPeerNoiseKey(origin))
+                .await
+                .ok()
+                .flatten()
+        };
+        ctx.spawn(work.into_actor(self).map(move |key, actor, ctx| {
+            let Some(key) = key else {
+                metrics.count_drop(DropReason::Unauthorized);
+                tracing::warn!(%task_id, %origin, "assignment from a peer that never announced its key");
+                return;
+            };
+            let (plaintext, answer, session) = match crate::mesh::e2e::respond(&identity, &key, &handshake) {
+                Ok(parts) => parts,
+                Err(e) => {
+                    metrics.count_drop(DropReason::DecryptFailed);
+                    tracing::warn!(%task_id, %origin, error = %e, "assignment does not decrypt");
+                    return;
+                }
+            };
+            let payload: TaskPayload = match crate::messages::codec::decode(&plaintext, plaintext.len()) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    metrics.count_drop(DropReason::Malformed);
+                    tracing::warn!(%task_id, %origin, error = %e, "assignment payload malformed");
+                    return;
+                }
+            };
+            tracing::info!(%task_id, %origin, profile = %payload.executor_profile, %deadline, "running a task for a peer");
+            let origin = RunOrigin::Remote {
+                origin,
+                session,
+                handshake_answer: answer,
+            };
+            actor.start_run(task_id, origin, payload, ctx);
+        }));
+    }
 }
 
 impl Actor for TaskExecutor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(Duration::from_secs(5), |actor, _| {
+            // Expired reservations free their slots.
+            actor.announce_slots();
+        });
+    }
+
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running_ {
+        for running in self.running.values() {
+            running.cancel.cancel();
+        }
+        Running_::Stop
+    }
 }
+
+use actix::Running as Running_;
 
 impl Handler<Inbound> for TaskExecutor {
     type Result = ();
 
-    fn handle(&mut self, inbound: Inbound, _ctx: &mut Self::Context) {
-        self.received += 1;
-        tracing::debug!(kind = inbound.envelope.message.kind(), from = %inbound.envelope.from_node, "received");
+    fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) {
+        match &inbound.envelope.message {
+            APNMessage::TaskAssigned(assigned) => {
+                let assigned = assigned.clone();
+                self.on_assigned(&inbound, &assigned, ctx);
+            }
+            APNMessage::RepoChunk(chunk) => {
+                let from = inbound.envelope.from_peer;
+                match self.running.get(&chunk.task_id) {
+                    Some(Running {
+                        origin: Some(origin),
+                        chunks: Some(chunks),
+                        ..
+                    }) if *origin == from => {
+                        if chunks.try_send(chunk.clone()).is_err() {
+                            self.metrics.count_drop(DropReason::RateLimited);
+                        }
+                    }
+                    _ => self.metrics.count_drop(DropReason::Unauthorized),
+                }
+            }
+            APNMessage::TaskCancelled(cancelled) => {
+                let from = inbound.envelope.from_peer;
+                match self.running.get(&cancelled.task_id) {
+                    Some(running) if running.origin == Some(from) => {
+                        tracing::info!(task_id = %cancelled.task_id, reason = %cancelled.reason, "originator cancelled the run");
+                        running.cancel.cancel();
+                    }
+                    _ => self.metrics.count_drop(DropReason::Unauthorized),
+                }
+            }
+            other => tracing::debug!(kind = other.kind(), "executor ignores this message"),
+        }
+    }
+}
+
+/// Reserve a slot for a bid until `until`; false when no slot is free.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "bool")]
+pub struct ReserveSlot {
+    pub task_id: Uuid,
+    pub until: Instant,
+}
+
+impl Handler<ReserveSlot> for TaskExecutor {
+    type Result = bool;
+
+    fn handle(&mut self, request: ReserveSlot, _ctx: &mut Self::Context) -> bool {
+        if self.reservations.contains_key(&request.task_id) {
+            return true;
+        }
+        if self.free_slots(None) == 0 {
+            return false;
+        }
+        self.reservations.insert(request.task_id, request.until);
+        self.announce_slots();
+        true
+    }
+}
+
+/// Run one of this node's own tasks here. False when no slot is free.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "bool")]
+pub struct RunLocal {
+    pub task_id: Uuid,
+    pub payload: TaskPayload,
+}
+
+impl Handler<RunLocal> for TaskExecutor {
+    type Result = bool;
+
+    fn handle(&mut self, request: RunLocal, ctx: &mut Self::Context) -> bool {
+        if self.free_slots(Some(request.task_id)) == 0 {
+            return false;
+        }
+        let origin = RunOrigin::Local {
+            distributor: self.distributor.clone(),
+        };
+        self.start_run(request.task_id, origin, request.payload, ctx);
+        true
+    }
+}
+
+/// Stop a run (local cancel, or the originator gave up).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "bool")]
+pub struct CancelRun(pub Uuid);
+
+impl Handler<CancelRun> for TaskExecutor {
+    type Result = bool;
+
+    fn handle(&mut self, request: CancelRun, _ctx: &mut Self::Context) -> bool {
+        match self.running.get(&request.0) {
+            Some(running) => {
+                running.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+struct RunFinished {
+    task_id: Uuid,
+    succeeded: bool,
+}
+
+impl Handler<RunFinished> for TaskExecutor {
+    type Result = ();
+
+    fn handle(&mut self, finished: RunFinished, _ctx: &mut Self::Context) {
+        self.running.remove(&finished.task_id);
+        let today = chrono::Utc::now().date_naive();
+        if today != self.day {
+            self.day = today;
+            self.completed_today = 0;
+        }
+        if finished.succeeded {
+            self.completed_today += 1;
+        }
+        self.announce_slots();
     }
 }
 
@@ -41,7 +377,11 @@ impl Handler<GetExecutorStatus> for TaskExecutor {
     type Result = MessageResult<GetExecutorStatus>;
 
     fn handle(&mut self, _request: GetExecutorStatus, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(ExecutorStatus::default())
+        MessageResult(ExecutorStatus {
+            active: self.running.len() as u32,
+            max: self.slots_max,
+            completed_today: self.completed_today,
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `PeerManager` | `peer_manager.rs` | swarm + relay client, peer table, envelope checks, routing |
 //! | `TaskDistributor` | `distributor.rs` | task attempts, bids, assignment |
-//! | `TaskExecutor` | `executor.rs` | runs agent processes for peers |
+//! | `TaskExecutor` | `executor.rs`, `executor_run.rs` | runs agent processes (one run task each) |
 //! | `ExecutionRelay` | `relay.rs` | log and progress streams |
 //! | `ResourceAccounting` | `accountant.rs` | bandwidth and compute metering |
 //! | `SettlementEngine` | `settler.rs` | the SQLite ledger (SyncArbiter) |
@@ -14,6 +14,7 @@
 pub mod accountant;
 pub mod distributor;
 pub mod executor;
+pub mod executor_run;
 pub mod node;
 pub mod panel_hub;
 pub mod peer_manager;

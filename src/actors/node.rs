@@ -26,7 +26,7 @@ use super::executor::TaskExecutor;
 use super::panel_hub::PanelHub;
 use super::peer_manager::{self, PeerManager, Routes, Transports};
 use super::relay::ExecutionRelay;
-use super::settler::SettlementEngine;
+use super::settler::{SettlementEngine, start_settlement_engine};
 use crate::config::{Config, ConfigError};
 use crate::identity::{Identity, IdentityError};
 use crate::mesh::relay::{RelaySettings, spawn_relay};
@@ -115,12 +115,47 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     let identity = Identity::load_or_create(&data_dir)?;
     let metrics = Arc::new(NetMetrics::default());
 
-    let settler = SettlementEngine::default().start();
-    let accountant = ResourceAccounting::default().start();
-    let panel_hub = PanelHub::default().start();
+    // The peer manager and the distributor are addressed before they start: the roles they
+    // serve need their addresses, and they need the roles'.
+    let peer_manager_context = Context::<PeerManager>::new();
+    let peer_manager_address = peer_manager_context.address();
+    let distributor_context = Context::<TaskDistributor>::new();
+    let distributor_address = distributor_context.address();
+
+    let ledger_path = data_dir.join(crate::ledger::LEDGER_FILE);
+    let settler = start_settlement_engine(
+        &ledger_path,
+        identity.clone(),
+        config.economics.initial_balance,
+    )
+    .map_err(|e| NodeError::Ledger(e.to_string()))?;
+    let accountant = ResourceAccounting::new(
+        identity.clone(),
+        config.economics.clone(),
+        config.resources.clone(),
+        Some(settler.clone()),
+    )
+    .start();
+    let panel_hub = PanelHub::new(config.http.websocket_clients_max).start();
     let relay_role = ExecutionRelay::default().start();
-    let executor = TaskExecutor::default().start();
-    let distributor = TaskDistributor::default().start();
+    let executor = TaskExecutor::new(
+        identity.clone(),
+        config.clone(),
+        metrics.clone(),
+        peer_manager_address.clone(),
+        distributor_address.clone().recipient(),
+        Some(accountant.clone().recipient()),
+    )
+    .start();
+    let distributor = distributor_context.run(TaskDistributor::new(
+        identity.clone(),
+        config.clone(),
+        metrics.clone(),
+        peer_manager_address,
+        executor.clone(),
+        settler.clone(),
+        relay_role.clone(),
+    ));
 
     let transports = start_transports(&identity, &config).await?;
     let listen_addrs = transports.listen_addrs.clone();
@@ -131,14 +166,13 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         accountant: accountant.clone().recipient(),
         panel: panel_hub.clone().recipient(),
     };
-    let peer_manager = PeerManager::new(
+    let peer_manager = peer_manager_context.run(PeerManager::new(
         identity.clone(),
         config.clone(),
         metrics.clone(),
         transports,
         routes,
-    )
-    .start();
+    ));
 
     let handle = NodeHandle {
         identity,

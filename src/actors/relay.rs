@@ -1,25 +1,164 @@
-//! `ExecutionRelay`: started by the node; for now it receives the verified inbound messages of its
-//! variants and records them. Its full behaviour lands with the task market.
+//! `ExecutionRelay`: the origin side of execution streams. The distributor hands it every
+//! decrypted update of this node's tasks (remote or local); it keeps a bounded history per
+//! task (for the panel, the API and late subscribers) and fans updates out to subscribers
+//! (the SSE endpoint, tests, the CLI's follow mode).
+//!
+//! The executor side of streaming (batching logs, sending with backpressure) lives in the
+//! run task (`executor_run.rs`), one per execution, which owns the execution's Noise
+//! session; keeping it there avoids sharing the session between actors.
+//!
+//! In: `RecordUpdate`, `SubscribeExecution`, `GetExecutionLogs`. Out: `ExecutionEvent` to
+//! subscribers (try_send: a full subscriber loses events, never stalls the relay).
+
+use std::collections::{HashMap, VecDeque};
 
 use actix::prelude::*;
+use serde::Serialize;
+use uuid::Uuid;
 
-use super::peer_manager::Inbound;
+use crate::market::LogLine;
+use crate::messages::ExecutionStage;
+
+/// Log lines kept per task; older lines are dropped (the count is kept).
+pub const LOG_LINES_PER_TASK_MAX: usize = 10_000;
+/// Tasks whose history is kept; the oldest is forgotten first.
+pub const TASKS_KEPT_MAX: usize = 1_000;
+/// Subscribers per task.
+pub const SUBSCRIBERS_PER_TASK_MAX: usize = 64;
+
+/// One event of a task's execution, as subscribers see it.
+#[derive(Debug, Clone, Serialize, Message)]
+#[rtype(result = "()")]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExecutionEvent {
+    Started {
+        task_id: Uuid,
+        executor: String,
+    },
+    Progress {
+        task_id: Uuid,
+        stage: ExecutionStage,
+        percent: u8,
+        action: String,
+    },
+    Log {
+        task_id: Uuid,
+        line: LogLine,
+    },
+    Finished {
+        task_id: Uuid,
+        succeeded: bool,
+        detail: String,
+    },
+}
+
+/// Store and fan out an event.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RecordUpdate(pub ExecutionEvent);
+
+/// Receive a task's history, then its live events.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<ExecutionEvent>")]
+pub struct SubscribeExecution {
+    pub task_id: Uuid,
+    pub subscriber: Recipient<ExecutionEvent>,
+}
+
+/// A task's stored log lines (oldest first).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<LogLine>")]
+pub struct GetExecutionLogs(pub Uuid);
+
+#[derive(Default)]
+struct TaskStream {
+    history: VecDeque<ExecutionEvent>,
+    dropped_lines: u64,
+    subscribers: Vec<Recipient<ExecutionEvent>>,
+}
 
 /// The `ExecutionRelay` role.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ExecutionRelay {
-    received: u64,
+    streams: HashMap<Uuid, TaskStream>,
+    order: VecDeque<Uuid>,
 }
 
 impl Actor for ExecutionRelay {
     type Context = Context<Self>;
 }
 
-impl Handler<Inbound> for ExecutionRelay {
+fn task_of(event: &ExecutionEvent) -> Uuid {
+    match event {
+        ExecutionEvent::Started { task_id, .. }
+        | ExecutionEvent::Progress { task_id, .. }
+        | ExecutionEvent::Log { task_id, .. }
+        | ExecutionEvent::Finished { task_id, .. } => *task_id,
+    }
+}
+
+impl ExecutionRelay {
+    fn stream(&mut self, task_id: Uuid) -> &mut TaskStream {
+        if !self.streams.contains_key(&task_id) {
+            if self.order.len() >= TASKS_KEPT_MAX {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.streams.remove(&oldest);
+                }
+            }
+            self.order.push_back(task_id);
+        }
+        self.streams.entry(task_id).or_default()
+    }
+}
+
+impl Handler<RecordUpdate> for ExecutionRelay {
     type Result = ();
 
-    fn handle(&mut self, inbound: Inbound, _ctx: &mut Self::Context) {
-        self.received += 1;
-        tracing::debug!(kind = inbound.envelope.message.kind(), from = %inbound.envelope.from_node, "received");
+    fn handle(&mut self, RecordUpdate(event): RecordUpdate, _ctx: &mut Self::Context) {
+        let stream = self.stream(task_of(&event));
+        stream.subscribers.retain(|s| s.connected());
+        for subscriber in &stream.subscribers {
+            let _ = subscriber.try_send(event.clone());
+        }
+        if stream.history.len() >= LOG_LINES_PER_TASK_MAX {
+            stream.history.pop_front();
+            stream.dropped_lines += 1;
+        }
+        stream.history.push_back(event);
+    }
+}
+
+impl Handler<SubscribeExecution> for ExecutionRelay {
+    type Result = MessageResult<SubscribeExecution>;
+
+    fn handle(&mut self, request: SubscribeExecution, _ctx: &mut Self::Context) -> Self::Result {
+        let stream = self.stream(request.task_id);
+        stream.subscribers.retain(|s| s.connected());
+        if stream.subscribers.len() < SUBSCRIBERS_PER_TASK_MAX {
+            stream.subscribers.push(request.subscriber);
+        }
+        MessageResult(stream.history.iter().cloned().collect())
+    }
+}
+
+impl Handler<GetExecutionLogs> for ExecutionRelay {
+    type Result = MessageResult<GetExecutionLogs>;
+
+    fn handle(&mut self, request: GetExecutionLogs, _ctx: &mut Self::Context) -> Self::Result {
+        let lines = self
+            .streams
+            .get(&request.0)
+            .map(|stream| {
+                stream
+                    .history
+                    .iter()
+                    .filter_map(|event| match event {
+                        ExecutionEvent::Log { line, .. } => Some(line.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        MessageResult(lines)
     }
 }

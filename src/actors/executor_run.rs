@@ -1,0 +1,613 @@
+//! One execution, from repository to result: the task a `TaskExecutor` spawns per run.
+//!
+//! Remote runs talk to their originator through the peer manager, every payload sealed
+//! with the run's Noise session: `ExecutionStarted` (handshake answer), then the git bundle
+//! arrives in `RepoChunk`s, then `ExecutionProgress` (stages setup → coding → testing →
+//! done, or what the agent reports with `APN_PROGRESS` lines, plus a heartbeat), batched
+//! `ExecutionLogs`, and `ExecutionCompleted` (result hash signed by this node) or
+//! `ExecutionFailed`. Each send waits for the previous one (backpressure, and order).
+//!
+//! Local runs report the same updates, in plaintext, to the distributor.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use libp2p::PeerId;
+use serde_bytes::ByteBuf;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::peer_manager::{PeerManager, SendTo};
+use crate::agent_process::{self, AgentEvent, AgentOutcome, AgentSpec};
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::market::{ExecutionResult, LogLine, ProgressAction, RepoDelivery, TaskPayload};
+use crate::mesh::e2e::E2eSession;
+use crate::messages::{
+    APNMessage, ComputeUsage, ExecutionCompleted, ExecutionFailed, ExecutionLogs,
+    ExecutionProgress, ExecutionStage, ExecutionStarted, RepoChunk,
+};
+use crate::workspace;
+
+/// Log lines are sent at least this often while a run produces output.
+const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// A log batch is sent once it holds this many lines…
+const LOG_BATCH_LINES_MAX: usize = 200;
+/// …or this many bytes.
+const LOG_BATCH_BYTES_MAX: usize = 48 * 1024;
+/// Agent events buffered between the process reader and this task.
+const AGENT_EVENTS_QUEUED_MAX: usize = 1024;
+/// How long the executor waits for the repository bundle.
+const BUNDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest repository bundle accepted, in bytes.
+pub const BUNDLE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// What a run reports, in plaintext (sealed on the way for remote runs).
+#[derive(Debug, Clone)]
+pub enum ExecutionUpdate {
+    Started {
+        execution_id: Uuid,
+    },
+    Progress {
+        stage: ExecutionStage,
+        percent: u8,
+        action: String,
+    },
+    Logs(Vec<LogLine>),
+    Completed {
+        result: ExecutionResult,
+        usage: ComputeUsage,
+    },
+    Failed {
+        stage: ExecutionStage,
+        error: String,
+        usage: ComputeUsage,
+    },
+}
+
+/// An update of one of this node's own tasks running here.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct LocalExecution {
+    pub task_id: Uuid,
+    pub update: ExecutionUpdate,
+}
+
+/// Who the run reports to.
+pub enum RunOrigin {
+    Remote {
+        origin: PeerId,
+        session: E2eSession,
+        handshake_answer: Vec<u8>,
+    },
+    Local {
+        distributor: Recipient<LocalExecution>,
+    },
+}
+
+/// Everything a run needs.
+pub struct RunContext {
+    pub task_id: Uuid,
+    pub identity: Identity,
+    pub config: Arc<Config>,
+    pub peer_manager: Addr<PeerManager>,
+    pub compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
+    pub origin: RunOrigin,
+    pub payload: TaskPayload,
+    pub chunks: mpsc::Receiver<RepoChunk>,
+    pub cancel: CancellationToken,
+}
+
+/// Where updates go.
+struct Reporter {
+    task_id: Uuid,
+    execution_id: Uuid,
+    identity: Identity,
+    peer_manager: Addr<PeerManager>,
+    origin: RunOrigin,
+}
+
+impl Reporter {
+    async fn send(&mut self, update: ExecutionUpdate) {
+        let (origin, session) = match &mut self.origin {
+            RunOrigin::Local { distributor } => {
+                if let Err(e) = distributor
+                    .send(LocalExecution {
+                        task_id: self.task_id,
+                        update,
+                    })
+                    .await
+                {
+                    tracing::warn!(task_id = %self.task_id, error = %e, "distributor gone");
+                }
+                return;
+            }
+            RunOrigin::Remote {
+                origin, session, ..
+            } => (*origin, session),
+        };
+        let message = match seal_update(
+            self.task_id,
+            self.execution_id,
+            &self.identity,
+            session,
+            update,
+        ) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(task_id = %self.task_id, error = %e, "cannot seal an update");
+                return;
+            }
+        };
+        match self
+            .peer_manager
+            .send(SendTo {
+                peer: origin,
+                message,
+            })
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(task_id = %self.task_id, error = %e, "update not delivered")
+            }
+            Err(e) => tracing::warn!(task_id = %self.task_id, error = %e, "peer manager gone"),
+        }
+    }
+}
+
+fn seal_update(
+    task_id: Uuid,
+    execution_id: Uuid,
+    identity: &Identity,
+    session: &mut E2eSession,
+    update: ExecutionUpdate,
+) -> Result<APNMessage, String> {
+    fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
+        crate::messages::codec::encode(value).map_err(|e| e.to_string())
+    }
+    Ok(match update {
+        // A remote start is `ExecutionStarted` with the handshake answer, sent by `run`.
+        ExecutionUpdate::Started { .. } => return Err("start is not sealed".into()),
+        ExecutionUpdate::Progress {
+            stage,
+            percent,
+            action,
+        } => {
+            let plaintext = encode(&ProgressAction { stage, action })?;
+            APNMessage::ExecutionProgress(ExecutionProgress {
+                task_id,
+                execution_id,
+                stage,
+                percent,
+                current_action: Some(session.seal(&plaintext).map_err(|e| e.to_string())?),
+            })
+        }
+        ExecutionUpdate::Logs(lines) => {
+            let plaintext = encode(&lines)?;
+            APNMessage::ExecutionLogs(ExecutionLogs {
+                task_id,
+                execution_id,
+                sequence: 0,
+                lines: session.seal(&plaintext).map_err(|e| e.to_string())?,
+            })
+        }
+        ExecutionUpdate::Completed { result, usage } => {
+            let result_hash =
+                workspace::result_hash(&result.diff, &result.summary, &result.files_modified);
+            let result_signature = ByteBuf::from(identity.sign(result_hash.as_bytes()));
+            let plaintext = encode(&result)?;
+            APNMessage::ExecutionCompleted(ExecutionCompleted {
+                task_id,
+                execution_id,
+                result_hash,
+                result_signature,
+                result: session.seal(&plaintext).map_err(|e| e.to_string())?,
+                usage,
+            })
+        }
+        ExecutionUpdate::Failed {
+            stage,
+            error,
+            usage,
+        } => APNMessage::ExecutionFailed(ExecutionFailed {
+            task_id,
+            execution_id,
+            stage,
+            error,
+            usage,
+        }),
+    })
+}
+
+/// Run one execution to its end. Returns whether it completed.
+pub async fn run(mut run: RunContext) -> bool {
+    let execution_id = Uuid::new_v4();
+    let task_id = run.task_id;
+    let started_at = Instant::now();
+    // The handshake answer goes first, in ExecutionStarted; after it every update is sealed.
+    let mut handshake_answer = Vec::new();
+    if let RunOrigin::Remote {
+        handshake_answer: answer,
+        ..
+    } = &mut run.origin
+    {
+        handshake_answer = std::mem::take(answer);
+    }
+    let mut reporter = Reporter {
+        task_id,
+        execution_id,
+        identity: run.identity.clone(),
+        peer_manager: run.peer_manager.clone(),
+        origin: run.origin,
+    };
+    match &reporter.origin {
+        RunOrigin::Remote { origin, .. } => {
+            let message = APNMessage::ExecutionStarted(ExecutionStarted {
+                task_id,
+                execution_id,
+                executor: run.identity.node_id().clone(),
+                started_at: Utc::now(),
+                noise_handshake: ByteBuf::from(handshake_answer),
+            });
+            if let Err(e) = run
+                .peer_manager
+                .send(SendTo {
+                    peer: *origin,
+                    message,
+                })
+                .await
+            {
+                tracing::warn!(%task_id, error = %e, "cannot announce the start");
+            }
+        }
+        RunOrigin::Local { .. } => {
+            reporter
+                .send(ExecutionUpdate::Started { execution_id })
+                .await
+        }
+    }
+    reporter
+        .send(ExecutionUpdate::Progress {
+            stage: ExecutionStage::Setup,
+            percent: 0,
+            action: "preparing the workspace".into(),
+        })
+        .await;
+
+    let workspace_dir = run
+        .config
+        .node
+        .data_dir
+        .join("workspaces")
+        .join(execution_id.to_string());
+    let outcome = execute(
+        &mut run.chunks,
+        &run.config,
+        &run.payload,
+        &workspace_dir,
+        &mut reporter,
+        &run.cancel,
+    )
+    .await;
+    let succeeded = matches!(outcome, ExecutionUpdate::Completed { .. });
+    let usage = match &outcome {
+        ExecutionUpdate::Completed { usage, .. } | ExecutionUpdate::Failed { usage, .. } => *usage,
+        _ => ComputeUsage::default(),
+    };
+    if succeeded {
+        reporter
+            .send(ExecutionUpdate::Progress {
+                stage: ExecutionStage::Done,
+                percent: 100,
+                action: "done".into(),
+            })
+            .await;
+    }
+    reporter.send(outcome).await;
+    if let Some(compute) = &run.compute {
+        let peer = match &reporter.origin {
+            RunOrigin::Remote { origin, .. } => Some(*origin),
+            RunOrigin::Local { .. } => None,
+        };
+        compute.do_send(crate::actors::accountant::ComputeUsed {
+            task_id,
+            peer,
+            usage,
+        });
+    }
+    if !run.config.executor.keep_workspaces {
+        workspace::remove_workspace(&workspace_dir);
+        workspace::remove_workspace(&workspace_dir.with_extension("bundle"));
+    }
+    tracing::info!(%task_id, %execution_id, succeeded, seconds = started_at.elapsed().as_secs_f64(), "run finished");
+    succeeded
+}
+
+fn failed(stage: ExecutionStage, error: impl Into<String>, usage: ComputeUsage) -> ExecutionUpdate {
+    ExecutionUpdate::Failed {
+        stage,
+        error: error.into(),
+        usage,
+    }
+}
+
+async fn execute(
+    chunks: &mut mpsc::Receiver<RepoChunk>,
+    config: &Config,
+    payload: &TaskPayload,
+    workspace_dir: &std::path::Path,
+    reporter: &mut Reporter,
+    cancel: &CancellationToken,
+) -> ExecutionUpdate {
+    let Some(profile) = config
+        .executor
+        .profiles
+        .get(&payload.executor_profile)
+        .filter(|p| p.enabled)
+    else {
+        return failed(
+            ExecutionStage::Setup,
+            format!("profile {} is not enabled here", payload.executor_profile),
+            ComputeUsage::default(),
+        );
+    };
+    // 1. The repository.
+    let source_path: PathBuf;
+    let bundle_path = workspace_dir.with_extension("bundle");
+    match &payload.repo {
+        RepoDelivery::LocalPath(path) => source_path = PathBuf::from(path),
+        RepoDelivery::Bundle {
+            bytes,
+            total_chunks,
+        } => {
+            if *bytes > BUNDLE_BYTES_MAX {
+                return failed(
+                    ExecutionStage::Setup,
+                    format!("bundle of {bytes} bytes is over the {BUNDLE_BYTES_MAX} byte limit"),
+                    ComputeUsage::default(),
+                );
+            }
+            let received = tokio::select! {
+                _ = cancel.cancelled() => return failed(ExecutionStage::Setup, "cancelled", ComputeUsage::default()),
+                received = receive_bundle(chunks, reporter, *total_chunks, *bytes, &bundle_path) => received,
+            };
+            if let Err(e) = received {
+                return failed(ExecutionStage::Setup, e, ComputeUsage::default());
+            }
+            source_path = bundle_path.clone();
+        }
+    }
+    let commit = payload.base_commit.clone();
+    let target = workspace_dir.to_path_buf();
+    let is_bundle = matches!(payload.repo, RepoDelivery::Bundle { .. });
+    let checkout = tokio::task::spawn_blocking(move || {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        let source = if is_bundle {
+            workspace::RepoSource::Bundle(&source_path)
+        } else {
+            workspace::RepoSource::LocalPath(&source_path)
+        };
+        workspace::checkout_workspace(source, &commit, &target).map_err(|e| e.to_string())
+    })
+    .await;
+    match checkout {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return failed(
+                ExecutionStage::Setup,
+                format!("checkout failed: {e}"),
+                ComputeUsage::default(),
+            );
+        }
+        Err(e) => {
+            return failed(
+                ExecutionStage::Setup,
+                format!("checkout task failed: {e}"),
+                ComputeUsage::default(),
+            );
+        }
+    }
+    reporter
+        .send(ExecutionUpdate::Progress {
+            stage: ExecutionStage::Coding,
+            percent: 10,
+            action: "agent started".into(),
+        })
+        .await;
+
+    // 2. The agent.
+    let timeout_s = match payload.timeout_s {
+        0 => config.executor.timeout_s,
+        requested => requested.min(config.executor.timeout_s),
+    };
+    let spec = AgentSpec {
+        argv: agent_process::build_argv(profile, &payload.prompt),
+        workspace: workspace_dir.to_path_buf(),
+        pass_env: config.executor.pass_env.clone(),
+        extra_env: Vec::new(),
+        timeout: Duration::from_secs(timeout_s),
+        output_bytes_max: config.executor.output_bytes_max,
+    };
+    let (events, mut agent_events) = mpsc::channel(AGENT_EVENTS_QUEUED_MAX);
+    let agent_cancel = cancel.clone();
+    let agent = tokio::spawn(agent_process::run_agent(spec, events, agent_cancel));
+    let heartbeat_every = Duration::from_secs((config.market.heartbeat_timeout_s / 3).max(1));
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    let mut flush = tokio::time::interval(LOG_FLUSH_INTERVAL);
+    let mut batch: Vec<LogLine> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let (mut stage, mut percent) = (ExecutionStage::Coding, 10u8);
+    loop {
+        tokio::select! {
+            event = agent_events.recv() => match event {
+                Some(AgentEvent::Log { stream, line }) => {
+                    batch_bytes += line.len();
+                    batch.push(LogLine { stream: format!("{stream:?}").to_lowercase(), line, at_ms: Utc::now().timestamp_millis() });
+                    if batch.len() >= LOG_BATCH_LINES_MAX || batch_bytes >= LOG_BATCH_BYTES_MAX {
+                        reporter.send(ExecutionUpdate::Logs(std::mem::take(&mut batch))).await;
+                        batch_bytes = 0;
+                    }
+                }
+                Some(AgentEvent::Progress { stage: new_stage, percent: new_percent, action }) => {
+                    (stage, percent) = (new_stage, new_percent);
+                    reporter.send(ExecutionUpdate::Progress { stage, percent, action }).await;
+                }
+                Some(AgentEvent::OutputCapped { dropped_bytes }) => {
+                    batch.push(LogLine { stream: "apn".into(), line: format!("output cap reached; {dropped_bytes} bytes not forwarded"), at_ms: Utc::now().timestamp_millis() });
+                }
+                None => break,
+            },
+            _ = flush.tick() => {
+                if !batch.is_empty() {
+                    reporter.send(ExecutionUpdate::Logs(std::mem::take(&mut batch))).await;
+                    batch_bytes = 0;
+                }
+            }
+            _ = heartbeat.tick() => {
+                reporter.send(ExecutionUpdate::Progress { stage, percent, action: "running".into() }).await;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        reporter.send(ExecutionUpdate::Logs(batch)).await;
+    }
+    let outcome: AgentOutcome = match agent.await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => {
+            return failed(
+                ExecutionStage::Coding,
+                format!("agent could not run: {e}"),
+                ComputeUsage::default(),
+            );
+        }
+        Err(e) => {
+            return failed(
+                ExecutionStage::Coding,
+                format!("agent task failed: {e}"),
+                ComputeUsage::default(),
+            );
+        }
+    };
+    let usage = outcome.usage;
+    if outcome.cancelled {
+        return failed(stage, "cancelled", usage);
+    }
+    if outcome.timed_out {
+        return failed(
+            stage,
+            format!("timed out after {timeout_s} s; the process group was killed"),
+            usage,
+        );
+    }
+    if outcome.exit_code != Some(0) {
+        let status = match (outcome.exit_code, outcome.signal) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            _ => "unknown exit status".to_string(),
+        };
+        return failed(stage, format!("agent failed: {status}"), usage);
+    }
+
+    // 3. The result.
+    reporter
+        .send(ExecutionUpdate::Progress {
+            stage: ExecutionStage::Testing,
+            percent: 90,
+            action: "collecting the diff".into(),
+        })
+        .await;
+    let base = payload.base_commit.clone();
+    let dir = workspace_dir.to_path_buf();
+    let diff_limit = config.executor.diff_bytes_max as usize;
+    let diff =
+        tokio::task::spawn_blocking(move || workspace::diff_against_base(&dir, &base, diff_limit))
+            .await;
+    match diff {
+        Ok(Ok(diff)) => {
+            let summary = format!(
+                "{} file(s) changed, {} bytes of diff, {:.2} cpu s",
+                diff.files_modified.len(),
+                diff.bytes,
+                usage.cpu_seconds
+            );
+            ExecutionUpdate::Completed {
+                result: ExecutionResult {
+                    summary,
+                    files_modified: diff.files_modified,
+                    diff: diff.diff,
+                },
+                usage,
+            }
+        }
+        Ok(Err(e)) => failed(
+            ExecutionStage::Testing,
+            format!("cannot produce the diff: {e}"),
+            usage,
+        ),
+        Err(e) => failed(
+            ExecutionStage::Testing,
+            format!("diff task failed: {e}"),
+            usage,
+        ),
+    }
+}
+
+async fn receive_bundle(
+    chunks: &mut mpsc::Receiver<RepoChunk>,
+    reporter: &Reporter,
+    total_chunks: u32,
+    bytes: u64,
+    bundle_path: &std::path::Path,
+) -> Result<(), String> {
+    let RunOrigin::Remote { session, .. } = &reporter.origin else {
+        return Err("a bundle can only come from a remote originator".into());
+    };
+    let mut parts: Vec<Option<Vec<u8>>> = vec![None; total_chunks as usize];
+    let mut received = 0u32;
+    let mut received_bytes = 0u64;
+    let deadline = tokio::time::Instant::now() + BUNDLE_TIMEOUT;
+    while received < total_chunks {
+        let chunk = tokio::time::timeout_at(deadline, chunks.recv())
+            .await
+            .map_err(|_| format!("repository bundle incomplete after {BUNDLE_TIMEOUT:?}: {received}/{total_chunks} chunks"))?
+            .ok_or("repository transfer stopped")?;
+        if chunk.total != total_chunks || chunk.index >= total_chunks {
+            return Err(format!(
+                "chunk {}/{} does not fit {total_chunks} chunks",
+                chunk.index, chunk.total
+            ));
+        }
+        let data = session
+            .open(&chunk.data)
+            .map_err(|e| format!("chunk does not decrypt: {e}"))?;
+        received_bytes += data.len() as u64;
+        if received_bytes > bytes || received_bytes > BUNDLE_BYTES_MAX {
+            return Err(format!("bundle larger than announced ({bytes} bytes)"));
+        }
+        let slot = &mut parts[chunk.index as usize];
+        if slot.is_none() {
+            *slot = Some(data);
+            received += 1;
+        }
+    }
+    if received_bytes != bytes {
+        return Err(format!(
+            "bundle has {received_bytes} bytes, {bytes} announced"
+        ));
+    }
+    if let Some(parent) = bundle_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    let mut contents = Vec::with_capacity(bytes as usize);
+    for part in parts.into_iter().flatten() {
+        contents.extend_from_slice(&part);
+    }
+    std::fs::write(bundle_path, contents).map_err(|e| format!("cannot write the bundle: {e}"))
+}

@@ -1,0 +1,190 @@
+//! Ledger rules as plain functions: which accounts may go negative, debit checks, transfer
+//! identity, escrow state transitions, settlement ids and the reputation score.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::messages::Vibe;
+
+/// True for accounts allowed below zero: the mint (it balances grants) and mirrors of remote
+/// nodes (a mirror is debited when that node pays us). This node's own account and every
+/// escrow never go negative.
+pub fn may_go_negative(account: &str, own_account: &str) -> bool {
+    account == super::MINT || (account.starts_with("node:") && account != own_account)
+}
+
+/// Refuse a debit that would take a non-negative account below zero.
+pub fn check_debit(available_micros: i64, amount: Vibe, may_go_negative: bool) -> Result<(), ()> {
+    let amount = i64::try_from(amount.micros()).map_err(|_| ())?;
+    if may_go_negative {
+        return available_micros.checked_sub(amount).map(|_| ()).ok_or(());
+    }
+    if available_micros < amount {
+        Err(())
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether a stored transfer and a new one with the same id are the same transfer.
+pub fn same_transfer(existing: (&str, &str, i64, &str), new: (&str, &str, i64, &str)) -> bool {
+    existing == new
+}
+
+/// Where an escrow is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EscrowState {
+    Held,
+    Released,
+    Refunded,
+}
+
+impl EscrowState {
+    /// The stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EscrowState::Held => "held",
+            EscrowState::Released => "released",
+            EscrowState::Refunded => "refunded",
+        }
+    }
+
+    /// From the stored name (unknown names read as settled, never as held).
+    pub fn from_name(name: &str) -> EscrowState {
+        match name {
+            "held" => EscrowState::Held,
+            "released" => EscrowState::Released,
+            _ => EscrowState::Refunded,
+        }
+    }
+}
+
+/// Held → released or refunded, once. Anything else returns the current state as the error.
+pub fn escrow_transition(
+    current: EscrowState,
+    to: EscrowState,
+) -> Result<EscrowState, EscrowState> {
+    match (current, to) {
+        (EscrowState::Held, EscrowState::Released | EscrowState::Refunded) => Ok(to),
+        _ => Err(current),
+    }
+}
+
+/// The id of an escrow's settlement transfer: derived, so a retry is the same transfer.
+pub fn settlement_id(escrow_id: &Uuid, kind: &str) -> Uuid {
+    Uuid::new_v5(escrow_id, kind.as_bytes())
+}
+
+/// What happened when a peer ran a task for this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    Completed,
+    Failed,
+    TimedOut,
+    BadResult,
+}
+
+/// A peer's record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReputationCounts {
+    pub completed: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub bad_results: u64,
+}
+
+/// Reputation in [0, 1]: `(completed + 1) / (completed + failed + 2·timed_out +
+/// 3·bad_results + 2)`. A peer never seen scores 0.5; silence costs twice a failure and a
+/// bad result (a lie) three times, because they waste more of the originator's time.
+pub fn reputation_score(counts: &ReputationCounts) -> f64 {
+    let good = counts.completed as f64 + 1.0;
+    let weighted = counts.completed as f64
+        + counts.failed as f64
+        + 2.0 * counts.timed_out as f64
+        + 3.0 * counts.bad_results as f64
+        + 2.0;
+    (good / weighted).clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mint_and_remote_mirrors_may_go_negative() {
+        assert!(may_go_negative("mint", "node:aa"));
+        assert!(may_go_negative("node:bb", "node:aa"));
+        assert!(!may_go_negative("node:aa", "node:aa"));
+        assert!(!may_go_negative("escrow:x", "node:aa"));
+    }
+
+    #[test]
+    fn overdrafts_are_refused() {
+        assert!(check_debit(5, Vibe::from_micros(5), false).is_ok());
+        assert!(check_debit(4, Vibe::from_micros(5), false).is_err());
+        assert!(check_debit(-10, Vibe::from_micros(5), true).is_ok());
+    }
+
+    #[test]
+    fn escrow_settles_exactly_once() {
+        assert_eq!(
+            escrow_transition(EscrowState::Held, EscrowState::Released),
+            Ok(EscrowState::Released)
+        );
+        assert_eq!(
+            escrow_transition(EscrowState::Held, EscrowState::Refunded),
+            Ok(EscrowState::Refunded)
+        );
+        assert_eq!(
+            escrow_transition(EscrowState::Released, EscrowState::Refunded),
+            Err(EscrowState::Released)
+        );
+        assert_eq!(
+            escrow_transition(EscrowState::Refunded, EscrowState::Released),
+            Err(EscrowState::Refunded)
+        );
+        assert_eq!(
+            escrow_transition(EscrowState::Held, EscrowState::Held),
+            Err(EscrowState::Held)
+        );
+    }
+
+    #[test]
+    fn reputation_starts_neutral_and_punishes_lies_most() {
+        assert_eq!(reputation_score(&ReputationCounts::default()), 0.5);
+        let good = ReputationCounts {
+            completed: 8,
+            ..Default::default()
+        };
+        assert!(reputation_score(&good) > 0.9);
+        let failed = ReputationCounts {
+            failed: 1,
+            ..Default::default()
+        };
+        let silent = ReputationCounts {
+            timed_out: 1,
+            ..Default::default()
+        };
+        let liar = ReputationCounts {
+            bad_results: 1,
+            ..Default::default()
+        };
+        assert!(reputation_score(&failed) > reputation_score(&silent));
+        assert!(reputation_score(&silent) > reputation_score(&liar));
+        assert!(reputation_score(&silent) < 0.5);
+    }
+
+    #[test]
+    fn settlement_ids_are_stable() {
+        let escrow = Uuid::new_v4();
+        assert_eq!(
+            settlement_id(&escrow, "release"),
+            settlement_id(&escrow, "release")
+        );
+        assert_ne!(
+            settlement_id(&escrow, "release"),
+            settlement_id(&escrow, "refund")
+        );
+    }
+}

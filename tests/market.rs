@@ -1,0 +1,480 @@
+//! Task market and remote execution with real nodes, real git repositories and real
+//! processes: request, bid, assign, run remotely, stream back, verify, pay.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use apn::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus, TaskView};
+use apn::actors::node::NodeHandle;
+use apn::actors::relay::{ExecutionEvent, SubscribeExecution};
+use apn::actors::settler::{GetBalance, GetReputation};
+use apn::config::{Config, ProfileConfig};
+use apn::messages::Vibe;
+use common::*;
+use uuid::Uuid;
+
+const TASK_TIMEOUT: Duration = Duration::from_secs(60);
+const INITIAL: u64 = 1000;
+
+fn git(repo: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(repo)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+/// A small real repository: a.txt, b.txt, one commit.
+fn sample_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.path().join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(dir.path().join("b.txt"), "old value\n").unwrap();
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-q", "-m", "initial"]);
+    dir
+}
+
+/// Edits two files and adds one, reporting progress and some logs.
+const EDIT_SCRIPT: &str = "echo starting; echo 'APN_PROGRESS coding 40 editing files'; \
+    printf 'beta\\n' >> a.txt; sed -i 's/old/new/' b.txt; echo 'fresh file' > c.txt; \
+    for i in 1 2 3 4 5; do echo line $i; done; echo 'APN_PROGRESS testing 80 checking'; echo finished";
+
+fn shell_profile(args_before: &[&str]) -> ProfileConfig {
+    let mut args: Vec<String> = args_before.iter().map(|a| a.to_string()).collect();
+    args.push("{prompt}".into());
+    ProfileConfig {
+        program: "sh".into(),
+        args,
+        enabled: true,
+    }
+}
+
+fn market_config(dir: &Path, rate: u64, shell: bool) -> Config {
+    let mut config = test_config(dir);
+    config.economics.compute_rate_per_cpu_hour = Vibe::from_whole(rate);
+    config.economics.initial_balance = Vibe::from_whole(INITIAL);
+    config.market.bid_window_ms = 400;
+    config.market.heartbeat_timeout_s = 3;
+    if shell {
+        config
+            .executor
+            .profiles
+            .insert("SHELL".into(), shell_profile(&["-c"]));
+    } else {
+        config.executor.profiles.get_mut("SHELL").unwrap().enabled = false;
+    }
+    config
+}
+
+fn task(repo: &Path, prompt: &str, reward: u64) -> CreateTaskAttempt {
+    CreateTaskAttempt {
+        title: "edit files".into(),
+        prompt: prompt.into(),
+        executor_profile: "SHELL".into(),
+        repo_path: repo.display().to_string(),
+        base: "main".into(),
+        requirements: Default::default(),
+        reward: Vibe::from_whole(reward),
+        prefer: Prefer::Mesh,
+        verify_command: None,
+    }
+}
+
+async fn wait_final(node: &NodeHandle, id: Uuid) -> TaskView {
+    let deadline = tokio::time::Instant::now() + TASK_TIMEOUT;
+    loop {
+        let view = node
+            .distributor
+            .send(GetTask(id))
+            .await
+            .ok()
+            .flatten()
+            .expect("task exists");
+        if view.status.is_final() {
+            return view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task did not finish: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn balance(node: &NodeHandle) -> (Vibe, Vibe) {
+    let summary = node.settler.send(GetBalance).await.unwrap().unwrap();
+    (summary.balance, summary.escrowed)
+}
+
+async fn mesh(configs: Vec<Config>) -> Vec<NodeHandle> {
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for mut config in configs {
+        if let Some(first) = nodes.first() {
+            if !config.node.relay_only {
+                config.node.bootstrap = vec![first.dial_address().unwrap().to_string()];
+            }
+        }
+        nodes.push(node(config).await);
+    }
+    for (index, node) in nodes.iter().enumerate() {
+        let others: Vec<&NodeHandle> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, n)| n)
+            .collect();
+        assert!(
+            wait_until(EVENT_TIMEOUT, || knows_all(node, &others)).await,
+            "discovery incomplete"
+        );
+    }
+    nodes
+}
+
+fn applies_cleanly(repo: &Path, diff: &str) {
+    let mut child = Command::new("git")
+        .args(["apply", "--check", "-"])
+        .current_dir(repo)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(diff.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "diff does not apply:\n{diff}"
+    );
+}
+
+#[actix_rt::test]
+async fn best_bid_runs_the_task_streams_it_back_and_is_paid() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    let nodes = mesh(vec![
+        market_config(dirs[0].path(), 10, false),
+        market_config(dirs[1].path(), 6, true), // cheaper: 1 VIBE for 10 minutes
+        market_config(dirs[2].path(), 30, true), // dearer: 5 VIBE
+    ])
+    .await;
+    let (origin, cheap, dear) = (&nodes[0], &nodes[1], &nodes[2]);
+    let id = origin
+        .distributor
+        .send(task(repo.path(), EDIT_SCRIPT, 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let (events_sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let _history = origin
+        .relay
+        .send(SubscribeExecution {
+            task_id: id,
+            subscriber: event_recipient(events_sender),
+        })
+        .await
+        .unwrap();
+    let view = wait_final(origin, id).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(view.bids_received, 2, "both executors bid");
+    assert_eq!(
+        view.assigned_node.as_deref(),
+        Some(cheap.identity.node_id().as_str())
+    );
+    let diff = view.diff.clone().expect("a diff");
+    let mut files = view.files_modified.clone();
+    files.sort();
+    assert_eq!(files, vec!["a.txt", "b.txt", "c.txt"]);
+    applies_cleanly(repo.path(), &diff);
+    assert!(
+        diff.contains("+fresh file") && diff.contains("+new value"),
+        "{diff}"
+    );
+
+    // Progress and logs arrived, logs in order.
+    let mut lines = Vec::new();
+    let mut stages = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            ExecutionEvent::Log { line, .. } if line.stream == "stdout" => lines.push(line.line),
+            ExecutionEvent::Progress { percent, .. } => stages.push(percent),
+            _ => {}
+        }
+    }
+    let expected: Vec<String> = std::iter::once("starting".to_string())
+        .chain((1..=5).map(|i| format!("line {i}")))
+        .chain(std::iter::once("finished".to_string()))
+        .collect();
+    let got: Vec<String> = lines
+        .into_iter()
+        .filter(|l| !l.starts_with("APN_PROGRESS"))
+        .collect();
+    assert_eq!(got, expected);
+    assert!(
+        stages.contains(&40) && stages.contains(&80) && stages.contains(&100),
+        "{stages:?}"
+    );
+
+    // Escrow went to the winner; balances add up.
+    let price = view.paid.expect("paid");
+    assert_eq!(price, Vibe::from_whole(1));
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            balance(cheap).await.0 == Vibe::from_whole(INITIAL + 1)
+        })
+        .await,
+        "winner not credited: {:?}",
+        balance(cheap).await
+    );
+    assert_eq!(
+        balance(origin).await,
+        (Vibe::from_whole(INITIAL - 1), Vibe::ZERO)
+    );
+    assert_eq!(balance(dear).await.0, Vibe::from_whole(INITIAL));
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+struct EventForwarder(tokio::sync::mpsc::UnboundedSender<ExecutionEvent>);
+impl actix::Actor for EventForwarder {
+    type Context = actix::Context<Self>;
+}
+impl actix::Handler<ExecutionEvent> for EventForwarder {
+    type Result = ();
+    fn handle(&mut self, event: ExecutionEvent, _ctx: &mut Self::Context) {
+        let _ = self.0.send(event);
+    }
+}
+fn event_recipient(
+    sender: tokio::sync::mpsc::UnboundedSender<ExecutionEvent>,
+) -> actix::Recipient<ExecutionEvent> {
+    use actix::Actor;
+    EventForwarder(sender).start().recipient()
+}
+
+#[actix_rt::test]
+async fn through_the_relay_nothing_private_is_seen_in_plaintext() {
+    let nats = nats();
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut everything = watcher.subscribe(">").await.unwrap();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    let secret_file = "TOP-SECRET-CONTENT-41";
+    std::fs::write(repo.path().join("secret.txt"), format!("{secret_file}\n")).unwrap();
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "secret"]);
+    let prompt = "echo PROMPT-MARKER-97 > /dev/null; echo 'DIFF-MARKER-53' >> secret.txt";
+    let configs = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| {
+            let mut config = market_config(dir.path(), 6, index == 1);
+            config.node.relay_only = true;
+            config.relay.url = nats.url();
+            config
+        })
+        .collect();
+    let nodes = mesh(configs).await;
+    let id = nodes[0]
+        .distributor
+        .send(task(repo.path(), prompt, 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = wait_final(&nodes[0], id).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert!(
+        view.diff
+            .as_deref()
+            .unwrap_or("")
+            .contains("DIFF-MARKER-53")
+    );
+    // Everything the relay carried during the task.
+    let mut payloads = 0;
+    while let Ok(Some(message)) = tokio::time::timeout(
+        Duration::from_millis(300),
+        futures::StreamExt::next(&mut everything),
+    )
+    .await
+    {
+        payloads += 1;
+        let bytes = &message.payload;
+        for secret in ["PROMPT-MARKER-97", "DIFF-MARKER-53", secret_file] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} seen in plaintext on {}",
+                message.subject
+            );
+        }
+    }
+    assert!(
+        payloads > 5,
+        "the watcher saw the task's traffic ({payloads} messages)"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_dead_executor_is_not_paid_and_the_task_moves_to_the_next_bidder() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    let mut slow = market_config(dirs[1].path(), 6, true);
+    // The cheaper node is slow: its SHELL profile sleeps before running the prompt.
+    slow.executor.profiles.insert(
+        "SHELL".into(),
+        shell_profile(&["-c", "echo slow; sleep 30; sh -c \"$0\""]),
+    );
+    let nodes = mesh(vec![
+        market_config(dirs[0].path(), 10, false),
+        slow,
+        market_config(dirs[2].path(), 30, true),
+    ])
+    .await;
+    let mut nodes = nodes.into_iter();
+    let (origin, winner, second) = (
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+    );
+    let id = origin
+        .distributor
+        .send(task(repo.path(), EDIT_SCRIPT, 10))
+        .await
+        .unwrap()
+        .unwrap();
+    // Wait until the cheap node runs it, then stop that node.
+    assert!(
+        wait_until(TASK_TIMEOUT, || async {
+            origin
+                .distributor
+                .send(GetTask(id))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.status == TaskStatus::Running)
+        })
+        .await
+    );
+    let winner_node = winner.identity.node_id().to_string();
+    let winner_key = winner.identity.public_key();
+    winner.shutdown().await;
+    let view = wait_final(&origin, id).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(
+        view.assigned_node.as_deref(),
+        Some(second.identity.node_id().as_str())
+    );
+    assert_eq!(view.attempts, 2);
+    assert_eq!(view.paid, Some(Vibe::from_whole(5)));
+    assert_eq!(
+        balance(&origin).await,
+        (Vibe::from_whole(INITIAL - 5), Vibe::ZERO),
+        "only the second executor was paid"
+    );
+    let reputation = origin
+        .settler
+        .send(GetReputation { peer: winner_key })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        reputation < 0.5,
+        "{winner_node}'s reputation did not fall: {reputation}"
+    );
+    origin.shutdown().await;
+    second.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_task_nobody_can_run_fails_with_a_reason_and_holds_nothing() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    let nodes = mesh(vec![
+        market_config(dirs[0].path(), 10, false),
+        market_config(dirs[1].path(), 600, true),
+    ])
+    .await;
+    let mut unknown = task(repo.path(), "true", 10);
+    unknown.executor_profile = "NO_SUCH_AGENT".into();
+    let id = nodes[0].distributor.send(unknown).await.unwrap().unwrap();
+    let view = wait_final(&nodes[0], id).await;
+    assert_eq!(view.status, TaskStatus::Failed);
+    assert!(
+        view.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("NO_SUCH_AGENT"),
+        "{view:?}"
+    );
+    // Reward below every node's minimum price (600 VIBE/hour = 100 VIBE for 10 minutes).
+    let id = nodes[0]
+        .distributor
+        .send(task(repo.path(), "true", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = wait_final(&nodes[0], id).await;
+    assert_eq!(view.status, TaskStatus::Failed);
+    assert!(
+        view.error.as_deref().unwrap_or("").contains("no node bid"),
+        "{view:?}"
+    );
+    assert_eq!(
+        balance(&nodes[0]).await,
+        (Vibe::from_whole(INITIAL), Vibe::ZERO)
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[actix_rt::test]
+async fn local_runs_need_no_payment_and_timeouts_kill_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = sample_repo();
+    let node = node(market_config(dir.path(), 10, true)).await;
+    let mut local = task(repo.path(), EDIT_SCRIPT, 10);
+    local.prefer = Prefer::Auto;
+    let id = node.distributor.send(local).await.unwrap().unwrap();
+    let view = wait_final(&node, id).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(view.assigned_node.as_deref(), Some("local"));
+    assert_eq!(view.paid, None);
+    assert_eq!(
+        balance(&node).await,
+        (Vibe::from_whole(INITIAL), Vibe::ZERO)
+    );
+    applies_cleanly(repo.path(), view.diff.as_deref().unwrap());
+
+    let marker = dir.path().join("background-still-alive");
+    let mut slow = task(
+        repo.path(),
+        &format!("(sleep 3; touch {}) & sleep 30", marker.display()),
+        10,
+    );
+    slow.prefer = Prefer::Local;
+    slow.requirements.timeout_s = 1;
+    let id = node.distributor.send(slow).await.unwrap().unwrap();
+    let view = wait_final(&node, id).await;
+    assert_eq!(view.status, TaskStatus::Failed);
+    assert!(
+        view.error.as_deref().unwrap_or("").contains("timed out"),
+        "{view:?}"
+    );
+    // The background child was in the killed group: it never gets to touch the marker.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!marker.exists(), "a process of the timed-out run survived");
+    node.shutdown().await;
+}
