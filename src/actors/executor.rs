@@ -336,6 +336,21 @@ impl Handler<CancelRun> for TaskExecutor {
     }
 }
 
+/// Stop every run (the node is shutting down).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct CancelAllRuns;
+
+impl Handler<CancelAllRuns> for TaskExecutor {
+    type Result = ();
+
+    fn handle(&mut self, _request: CancelAllRuns, _ctx: &mut Self::Context) {
+        for running in self.running.values() {
+            running.cancel.cancel();
+        }
+    }
+}
+
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 struct RunFinished {

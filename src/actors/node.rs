@@ -100,6 +100,8 @@ impl NodeHandle {
         if let Some(server) = &self.http_server {
             server.stop(true).await;
         }
+        // Runs for peers stop with the node (their process groups are killed).
+        let _ = self.executor.send(super::executor::CancelAllRuns).await;
         if let Err(e) = self.peer_manager.send(peer_manager::Shutdown).await {
             tracing::debug!(error = %e, "peer manager already stopped");
         }
@@ -165,6 +167,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         settler: settler.clone().recipient(),
         accountant: accountant.clone().recipient(),
         panel: panel_hub.clone().recipient(),
+        bytes: accountant.clone().recipient(),
     };
     let peer_manager = peer_manager_context.run(PeerManager::new(
         identity.clone(),

@@ -22,6 +22,7 @@ use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::actors::accountant::{BytesTransferred, Direction};
 use crate::actors::panel_hub::PanelEvent;
 use crate::config::Config;
 use crate::identity::{self, Identity, NOISE_KEY_BYTES, NodeId};
@@ -30,8 +31,8 @@ use crate::mesh::swarm::SwarmClient;
 use crate::mesh::{FrameVia, MeshError, MeshEvent};
 use crate::messages::envelope::verify_frame;
 use crate::messages::{
-    APNMessage, DropReason, Envelope, EnvelopeLimits, NodeAnnouncement, PingReply, PingRequest,
-    ReplayCache, Topic, VerifiedEnvelope, Vibe,
+    APNMessage, BandwidthPurpose, DropReason, Envelope, EnvelopeLimits, NodeAnnouncement,
+    PingReply, PingRequest, ReplayCache, Topic, VerifiedEnvelope, Vibe,
 };
 use crate::metrics::NetMetrics;
 
@@ -159,6 +160,19 @@ pub struct Routes {
     pub accountant: Recipient<Inbound>,
     /// Panel deltas.
     pub panel: Recipient<PanelEvent>,
+    /// Byte counts per peer and purpose, for resource accounting.
+    pub bytes: Recipient<BytesTransferred>,
+}
+
+/// What a message's bytes count as in bandwidth accounting.
+pub fn purpose_of(message: &APNMessage) -> BandwidthPurpose {
+    match message {
+        APNMessage::RepoChunk(_) => BandwidthPurpose::GitSync,
+        APNMessage::ExecutionLogs(_) | APNMessage::ExecutionProgress(_) => {
+            BandwidthPurpose::LogStream
+        }
+        _ => BandwidthPurpose::TaskRelay,
+    }
 }
 
 /// Transports handed to the peer manager by the node (already started).
@@ -460,6 +474,12 @@ impl PeerManager {
             PeerPath::Direct
         };
         let frame_bytes = frame.len() as u64;
+        let _ = self.routes.bytes.try_send(BytesTransferred {
+            peer: transport_peer.unwrap_or(author),
+            purpose: purpose_of(&verified.message),
+            direction: Direction::In,
+            bytes: frame_bytes,
+        });
         let is_new = !self.peers.contains_key(&author);
         let Some(entry) = self.entry(author) else {
             return;
@@ -597,7 +617,13 @@ impl PeerManager {
         }
     }
 
-    fn record_sent(&mut self, peer: PeerId, path: PeerPath, bytes: u64) {
+    fn record_sent(&mut self, peer: PeerId, path: PeerPath, bytes: u64, purpose: BandwidthPurpose) {
+        let _ = self.routes.bytes.try_send(BytesTransferred {
+            peer,
+            purpose,
+            direction: Direction::Out,
+            bytes,
+        });
         NetMetrics::add(&self.metrics.messages_out, 1);
         NetMetrics::add(&self.metrics.bytes_out, bytes);
         if let Some(entry) = self.peers.get_mut(&peer) {
@@ -780,6 +806,7 @@ impl Handler<SendTo> for PeerManager {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let peer = request.peer;
+        let purpose = purpose_of(&request.message);
         let direct = if self.connected.contains(&peer) {
             self.swarm.clone()
         } else {
@@ -803,7 +830,7 @@ impl Handler<SendTo> for PeerManager {
         };
         Box::pin(work.into_actor(self).map(move |result, actor, _| {
             match &result {
-                Ok(path) => actor.record_sent(peer, *path, bytes),
+                Ok(path) => actor.record_sent(peer, *path, bytes, purpose),
                 Err(e) => {
                     NetMetrics::add(&actor.metrics.send_failures, 1);
                     tracing::debug!(%peer, error = %e, "send failed");

@@ -429,6 +429,14 @@ async fn actors(quick: bool) -> anyhow::Result<()> {
         settler: sink.clone().recipient(),
         accountant: sink.recipient(),
         panel: hub.recipient(),
+        bytes: apn::actors::accountant::ResourceAccounting::new(
+            apn::identity::Identity::ephemeral(),
+            Default::default(),
+            Default::default(),
+            None,
+        )
+        .start()
+        .recipient(),
     };
     let mut transports = apn::actors::peer_manager::Transports::none();
     transports.injected = Some(injected);
