@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use super::executor::{ReserveSlot, RunLocal, TaskExecutor, available_profiles};
 use super::executor_run::{ExecutionUpdate, LocalExecution};
+use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
 use super::peer_manager::{Broadcast, GetPeerNoiseKey, GetPeers, Inbound, PeerManager, SendTo};
 use super::relay::{ExecutionEvent, ExecutionRelay, RecordUpdate};
 use super::settler::{
@@ -232,6 +233,7 @@ pub struct TaskDistributor {
     executor: Addr<TaskExecutor>,
     settler: Addr<SettlementEngine>,
     relay: Addr<ExecutionRelay>,
+    panel: Recipient<PanelEvent>,
     tasks: HashMap<Uuid, OriginTask>,
     order: VecDeque<Uuid>,
     bid_on: HashMap<Uuid, Instant>,
@@ -250,8 +252,10 @@ impl TaskDistributor {
         executor: Addr<TaskExecutor>,
         settler: Addr<SettlementEngine>,
         relay: Addr<ExecutionRelay>,
+        panel: Recipient<PanelEvent>,
     ) -> Self {
         TaskDistributor {
+            panel,
             profiles: available_profiles(&config.executor),
             identity,
             config,
@@ -337,6 +341,32 @@ impl TaskDistributor {
         }
     }
 
+    fn log(
+        &self,
+        kind: TransactionType,
+        id: Uuid,
+        peer: Option<String>,
+        amount: Option<Vibe>,
+        detail: String,
+    ) {
+        let _ = self
+            .panel
+            .try_send(PanelEvent::Transaction(TransactionLogEntry::new(
+                kind,
+                Some(id),
+                peer,
+                amount,
+                detail,
+            )));
+    }
+
+    fn title(&self, id: Uuid) -> String {
+        self.tasks
+            .get(&id)
+            .map(|t| t.view.title.clone())
+            .unwrap_or_default()
+    }
+
     fn event(&self, event: ExecutionEvent) {
         self.relay.do_send(RecordUpdate(event));
     }
@@ -370,6 +400,17 @@ impl TaskDistributor {
             view.status = TaskStatus::Failed;
             view.error = Some(reason.clone());
         });
+        let executor = self
+            .tasks
+            .get(&id)
+            .and_then(|t| t.view.assigned_node.clone());
+        self.log(
+            TransactionType::ExecutionFailed,
+            id,
+            executor,
+            None,
+            format!("{}: {reason}", self.title(id)),
+        );
         self.event(ExecutionEvent::Finished {
             task_id: id,
             succeeded: false,
@@ -449,6 +490,14 @@ impl TaskDistributor {
             .into_actor(self)
             .map(move |result, actor, ctx| match result {
                 Ok(Ok(())) => {
+                    let reward = actor.tasks.get(&id).map(|t| t.request.reward);
+                    actor.log(
+                        TransactionType::TaskDistributed,
+                        id,
+                        None,
+                        reward,
+                        format!("{} offered to the mesh", actor.title(id)),
+                    );
                     ctx.run_later(window, move |actor, ctx| actor.close_bidding(id, ctx));
                 }
                 Ok(Err(e)) => actor.fail(id, format!("cannot offer the task to the mesh: {e}")),
@@ -748,6 +797,13 @@ impl TaskDistributor {
                 let executor = assignment.node_id.clone();
                 task.view.status = TaskStatus::Running;
                 task.view.updated_at = Utc::now();
+                self.log(
+                    TransactionType::ExecutionStarted,
+                    task_id,
+                    Some(executor.clone()),
+                    None,
+                    format!("{} running on {executor}", self.title(task_id)),
+                );
                 self.event(ExecutionEvent::Started { task_id, executor });
                 self.send_bundle(task_id, ctx);
             }
@@ -985,6 +1041,9 @@ impl TaskDistributor {
                         task.view.updated_at = Utc::now();
                         tracing::info!(task_id = %id, executor = %task.view.assigned_node.clone().unwrap_or_default(), %price, "task completed and paid");
                     }
+                                        let executor = actor.tasks.get(&id).and_then(|t| t.view.assigned_node.clone());
+                    actor.log(TransactionType::ExecutionCompleted, id, executor.clone(), None, format!("{}: {}", actor.title(id), result.summary));
+                    actor.log(TransactionType::VibeSpent, id, executor.clone(), Some(price), format!("paid {} for {}", executor.unwrap_or_default(), actor.title(id)));
                     actor.event(ExecutionEvent::Finished { task_id: id, succeeded: true, detail: result.summary });
                 }
                 Err(e) => actor.fail(id, format!("escrow release failed: {e}")),
@@ -997,6 +1056,13 @@ impl TaskDistributor {
         match update {
             ExecutionUpdate::Started { .. } => {
                 self.touch(id, |view| view.status = TaskStatus::Running);
+                self.log(
+                    TransactionType::ExecutionStarted,
+                    id,
+                    Some("local".into()),
+                    None,
+                    format!("{} running on this node", self.title(id)),
+                );
                 self.event(ExecutionEvent::Started {
                     task_id: id,
                     executor: "local".into(),
@@ -1031,6 +1097,13 @@ impl TaskDistributor {
                 // Only local runs arrive here complete; remote results go through
                 // verification and settlement first.
                 let summary = result.summary.clone();
+                self.log(
+                    TransactionType::ExecutionCompleted,
+                    id,
+                    Some("local".into()),
+                    None,
+                    format!("{}: {summary}", self.title(id)),
+                );
                 self.touch(id, |view| {
                     view.status = TaskStatus::Completed;
                     view.stage = Some(ExecutionStage::Done);

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::executor_run::{self, LocalExecution, RunContext, RunOrigin};
+use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
 use super::peer_manager::{GetPeerNoiseKey, Inbound, PeerManager, SetFreeSlots};
 use crate::config::Config;
 use crate::identity::Identity;
@@ -47,6 +48,7 @@ pub struct TaskExecutor {
     peer_manager: Addr<PeerManager>,
     distributor: Recipient<LocalExecution>,
     compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
+    panel: Option<Recipient<PanelEvent>>,
     slots_max: u32,
     reservations: HashMap<Uuid, Instant>,
     running: HashMap<Uuid, Running>,
@@ -63,8 +65,10 @@ impl TaskExecutor {
         peer_manager: Addr<PeerManager>,
         distributor: Recipient<LocalExecution>,
         compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
+        panel: Option<Recipient<PanelEvent>>,
     ) -> Self {
         TaskExecutor {
+            panel,
             slots_max: config.resources.max_concurrent_tasks,
             identity,
             config,
@@ -126,6 +130,7 @@ impl TaskExecutor {
             config: self.config.clone(),
             peer_manager: self.peer_manager.clone(),
             compute: self.compute.clone(),
+            panel: self.panel.clone(),
             origin,
             payload,
             chunks: chunk_receiver,
@@ -206,6 +211,14 @@ impl TaskExecutor {
                 session,
                 handshake_answer: answer,
             };
+                        if let Some(panel) = &actor.panel {
+                let origin_node = match &origin {
+                    RunOrigin::Remote { origin, .. } => crate::identity::public_key_of(origin).map(|k| crate::identity::NodeId::from_public_key(&k).to_string()),
+                    RunOrigin::Local { .. } => None,
+                };
+                let entry = TransactionLogEntry::new(TransactionType::TaskReceived, Some(task_id), origin_node, None, format!("{} from a peer", payload.title));
+                let _ = panel.try_send(PanelEvent::Transaction(entry));
+            }
             actor.start_run(task_id, origin, payload, ctx);
         }));
     }

@@ -96,6 +96,7 @@ pub struct RunContext {
     pub config: Arc<Config>,
     pub peer_manager: Addr<PeerManager>,
     pub compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
+    pub panel: Option<Recipient<crate::actors::panel_hub::PanelEvent>>,
     pub origin: RunOrigin,
     pub payload: TaskPayload,
     pub chunks: mpsc::Receiver<RepoChunk>,
@@ -309,6 +310,25 @@ pub async fn run(mut run: RunContext) -> bool {
             .await;
     }
     reporter.send(outcome).await;
+    if let (Some(panel), RunOrigin::Remote { origin, .. }) = (&run.panel, &reporter.origin) {
+        let value = crate::actors::accountant::compute_value(
+            usage.cpu_seconds,
+            run.config.economics.compute_rate_per_cpu_hour,
+        );
+        let origin_node = crate::identity::public_key_of(origin)
+            .map(|k| crate::identity::NodeId::from_public_key(&k).to_string());
+        let entry = crate::actors::panel_hub::TransactionLogEntry::new(
+            crate::actors::panel_hub::TransactionType::ComputeContributed,
+            Some(task_id),
+            origin_node,
+            Some(value),
+            format!(
+                "{:.2} cpu s, {:.3} GB·s for {}",
+                usage.cpu_seconds, usage.memory_gb_seconds, run.payload.title
+            ),
+        );
+        let _ = panel.try_send(crate::actors::panel_hub::PanelEvent::Transaction(entry));
+    }
     if let Some(compute) = &run.compute {
         let peer = match &reporter.origin {
             RunOrigin::Remote { origin, .. } => Some(*origin),

@@ -125,10 +125,12 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     let distributor_address = distributor_context.address();
 
     let ledger_path = data_dir.join(crate::ledger::LEDGER_FILE);
+    let panel_hub = PanelHub::new(config.http.websocket_clients_max).start();
     let settler = start_settlement_engine(
         &ledger_path,
         identity.clone(),
         config.economics.initial_balance,
+        Some(panel_hub.clone().recipient()),
     )
     .map_err(|e| NodeError::Ledger(e.to_string()))?;
     let accountant = ResourceAccounting::new(
@@ -138,8 +140,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         Some(settler.clone()),
     )
     .start();
-    let panel_hub = PanelHub::new(config.http.websocket_clients_max).start();
-    let relay_role = ExecutionRelay::default().start();
+    let relay_role = ExecutionRelay::new(Some(panel_hub.clone().recipient())).start();
     let executor = TaskExecutor::new(
         identity.clone(),
         config.clone(),
@@ -147,6 +148,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         peer_manager_address.clone(),
         distributor_address.clone().recipient(),
         Some(accountant.clone().recipient()),
+        Some(panel_hub.clone().recipient()),
     )
     .start();
     let distributor = distributor_context.run(TaskDistributor::new(
@@ -157,6 +159,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         executor.clone(),
         settler.clone(),
         relay_role.clone(),
+        panel_hub.clone().recipient(),
     ));
 
     let transports = start_transports(&identity, &config).await?;

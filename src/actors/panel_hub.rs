@@ -1,8 +1,103 @@
-//! `PanelHub`: placeholder until the panel issue lands. Receives `PanelEvent`s.
+//! `PanelHub`: the Mesh Panel's live side. Every role pushes `PanelEvent`s here; the hub
+//! turns them into typed deltas for websocket sessions and keeps the transaction log (a
+//! bounded ring of meaningful entries, never raw messages) for `/api/transactions` and
+//! for the snapshot a new session gets.
+//!
+//! Sessions register with `Connect` and get a bounded queue of JSON deltas. A queue that is
+//! full means the client does not keep up: the hub drops that session (its socket closes and
+//! the page reconnects and starts from a fresh snapshot) instead of growing memory. The
+//! number of sessions is limited.
+//!
+//! Who sends what: the peer manager `PeerUpdated`, `PeerRemoved`, `RelayState`,
+//! `MessageReceived`; the distributor, executor, settler and accountant `Transaction`; the
+//! execution relay `Execution`.
+
+use std::collections::{HashMap, VecDeque};
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use crate::actors::peer_manager::{PeerInfo, RelayState};
+use crate::actors::relay::ExecutionEvent;
+use crate::messages::Vibe;
+
+/// Transaction log entries kept.
+pub const TRANSACTION_LOG_MAX: usize = 1000;
+/// Deltas queued per websocket session before it counts as too slow.
+pub const SESSION_QUEUE_MAX: usize = 256;
+
+/// The typed entries of the transaction log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionType {
+    TaskDistributed,
+    TaskReceived,
+    ExecutionStarted,
+    ExecutionCompleted,
+    ExecutionFailed,
+    BandwidthContributed,
+    ComputeContributed,
+    VibeEarned,
+    VibeSpent,
+}
+
+impl TransactionType {
+    /// The name used in the API's `type=` filter.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransactionType::TaskDistributed => "task_distributed",
+            TransactionType::TaskReceived => "task_received",
+            TransactionType::ExecutionStarted => "execution_started",
+            TransactionType::ExecutionCompleted => "execution_completed",
+            TransactionType::ExecutionFailed => "execution_failed",
+            TransactionType::BandwidthContributed => "bandwidth_contributed",
+            TransactionType::ComputeContributed => "compute_contributed",
+            TransactionType::VibeEarned => "vibe_earned",
+            TransactionType::VibeSpent => "vibe_spent",
+        }
+    }
+}
+
+/// One line of the transaction log.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransactionLogEntry {
+    /// Increasing; `before=` pages by it.
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: TransactionType,
+    pub at: DateTime<Utc>,
+    pub task_id: Option<Uuid>,
+    /// The other node, when there is one.
+    pub peer: Option<String>,
+    pub amount: Option<Vibe>,
+    /// A sentence for people ("Fix the login bug → apn_1a2b3c4d").
+    pub detail: String,
+}
+
+impl TransactionLogEntry {
+    /// An entry; `seq` is set by the hub.
+    pub fn new(
+        kind: TransactionType,
+        task_id: Option<Uuid>,
+        peer: Option<String>,
+        amount: Option<Vibe>,
+        detail: impl Into<String>,
+    ) -> Self {
+        TransactionLogEntry {
+            seq: 0,
+            kind,
+            at: Utc::now(),
+            task_id,
+            peer,
+            amount,
+            detail: detail.into(),
+        }
+    }
+}
 
 /// Something the panel shows changed.
 #[derive(Debug, Clone, Message)]
@@ -14,22 +109,86 @@ pub enum PanelEvent {
     PeerRemoved(String),
     /// The relay connection changed state.
     RelayState(RelayState),
-    /// A verified message arrived (kind, sender node id); the hub turns meaningful ones into
-    /// transaction log entries.
+    /// A verified message arrived (kind, sender node id). Counted, not logged: the roles
+    /// report what it meant as `Transaction`s.
     MessageReceived { kind: &'static str, from: String },
+    /// A transaction log entry.
+    Transaction(TransactionLogEntry),
+    /// Progress, a log line, start or end of one of this node's tasks.
+    Execution(ExecutionEvent),
 }
+
+/// Register a websocket session: its id and its queue of JSON deltas.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<(u64, mpsc::Receiver<String>)>")]
+pub struct Connect;
+
+/// A session ended.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Disconnect(pub u64);
+
+/// Log entries, newest first.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<TransactionLogEntry>")]
+pub struct GetTransactions {
+    pub limit: usize,
+    /// Only entries with `seq` below this.
+    pub before: Option<u64>,
+    pub kind: Option<String>,
+}
+
+/// Hub figures for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct HubStats {
+    pub clients: usize,
+    pub deltas_sent: u64,
+    pub slow_clients_dropped: u64,
+    pub messages_seen: u64,
+}
+
+/// Ask for [`HubStats`].
+#[derive(Debug, Message)]
+#[rtype(result = "HubStats")]
+pub struct GetHubStats;
 
 /// The `PanelHub` role.
 #[derive(Debug, Default)]
 pub struct PanelHub {
-    events: u64,
+    clients_max: usize,
+    sessions: HashMap<u64, mpsc::Sender<String>>,
+    next_session: u64,
+    log: VecDeque<TransactionLogEntry>,
+    next_seq: u64,
+    stats: HubStats,
 }
 
 impl PanelHub {
     /// A hub serving at most `websocket_clients_max` websocket clients.
     pub fn new(websocket_clients_max: usize) -> Self {
-        let _ = websocket_clients_max;
-        PanelHub::default()
+        PanelHub {
+            clients_max: websocket_clients_max,
+            ..PanelHub::default()
+        }
+    }
+
+    fn push(&mut self, delta: serde_json::Value) {
+        let text = delta.to_string();
+        let mut slow = Vec::new();
+        for (id, sender) in &self.sessions {
+            match sender.try_send(text.clone()) {
+                Ok(()) => self.stats.deltas_sent += 1,
+                Err(_) => slow.push(*id),
+            }
+        }
+        for id in slow {
+            // Dropping the sender closes the session's queue: it closes the socket and the
+            // page reconnects to a fresh snapshot.
+            self.sessions.remove(&id);
+            self.stats.slow_clients_dropped += 1;
+            tracing::debug!(session = id, "slow panel client dropped");
+        }
+        self.stats.clients = self.sessions.len();
     }
 }
 
@@ -40,7 +199,85 @@ impl Actor for PanelHub {
 impl Handler<PanelEvent> for PanelHub {
     type Result = ();
 
-    fn handle(&mut self, _event: PanelEvent, _ctx: &mut Self::Context) {
-        self.events += 1;
+    fn handle(&mut self, event: PanelEvent, _ctx: &mut Self::Context) {
+        let delta = match event {
+            PanelEvent::PeerUpdated(peer) => json!({ "type": "peer_updated", "peer": peer }),
+            PanelEvent::PeerRemoved(peer_id) => {
+                json!({ "type": "peer_removed", "peer_id": peer_id })
+            }
+            PanelEvent::RelayState(state) => json!({ "type": "relay", "state": state }),
+            PanelEvent::MessageReceived { .. } => {
+                self.stats.messages_seen += 1;
+                return;
+            }
+            PanelEvent::Transaction(mut entry) => {
+                self.next_seq += 1;
+                entry.seq = self.next_seq;
+                if self.log.len() >= TRANSACTION_LOG_MAX {
+                    self.log.pop_front();
+                }
+                self.log.push_back(entry.clone());
+                json!({ "type": "transaction", "entry": entry })
+            }
+            PanelEvent::Execution(event) => json!({ "type": "execution", "event": event }),
+        };
+        self.push(delta);
+    }
+}
+
+impl Handler<Connect> for PanelHub {
+    type Result = Option<(u64, mpsc::Receiver<String>)>;
+
+    fn handle(&mut self, _request: Connect, _ctx: &mut Self::Context) -> Self::Result {
+        self.sessions.retain(|_, sender| !sender.is_closed());
+        if self.sessions.len() >= self.clients_max.max(1) {
+            return None;
+        }
+        self.next_session += 1;
+        let (sender, receiver) = mpsc::channel(SESSION_QUEUE_MAX);
+        self.sessions.insert(self.next_session, sender);
+        self.stats.clients = self.sessions.len();
+        Some((self.next_session, receiver))
+    }
+}
+
+impl Handler<Disconnect> for PanelHub {
+    type Result = ();
+
+    fn handle(&mut self, request: Disconnect, _ctx: &mut Self::Context) {
+        self.sessions.remove(&request.0);
+        self.stats.clients = self.sessions.len();
+    }
+}
+
+impl Handler<GetTransactions> for PanelHub {
+    type Result = MessageResult<GetTransactions>;
+
+    fn handle(&mut self, request: GetTransactions, _ctx: &mut Self::Context) -> Self::Result {
+        let entries = self
+            .log
+            .iter()
+            .rev()
+            .filter(|entry| request.before.is_none_or(|before| entry.seq < before))
+            .filter(|entry| {
+                request
+                    .kind
+                    .as_deref()
+                    .is_none_or(|kind| entry.kind.name() == kind)
+            })
+            .take(request.limit.clamp(1, TRANSACTION_LOG_MAX))
+            .cloned()
+            .collect();
+        MessageResult(entries)
+    }
+}
+
+impl Handler<GetHubStats> for PanelHub {
+    type Result = MessageResult<GetHubStats>;
+
+    fn handle(&mut self, _request: GetHubStats, _ctx: &mut Self::Context) -> Self::Result {
+        self.sessions.retain(|_, sender| !sender.is_closed());
+        self.stats.clients = self.sessions.len();
+        MessageResult(self.stats)
     }
 }

@@ -16,6 +16,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::actors::panel_hub::PanelEvent;
 use crate::market::LogLine;
 use crate::messages::ExecutionStage;
 
@@ -82,6 +83,17 @@ struct TaskStream {
 pub struct ExecutionRelay {
     streams: HashMap<Uuid, TaskStream>,
     order: VecDeque<Uuid>,
+    panel: Option<Recipient<PanelEvent>>,
+}
+
+impl ExecutionRelay {
+    /// A relay that also feeds the panel.
+    pub fn new(panel: Option<Recipient<PanelEvent>>) -> Self {
+        ExecutionRelay {
+            panel,
+            ..ExecutionRelay::default()
+        }
+    }
 }
 
 impl Actor for ExecutionRelay {
@@ -115,6 +127,9 @@ impl Handler<RecordUpdate> for ExecutionRelay {
     type Result = ();
 
     fn handle(&mut self, RecordUpdate(event): RecordUpdate, _ctx: &mut Self::Context) {
+        if let Some(panel) = &self.panel {
+            let _ = panel.try_send(PanelEvent::Execution(event.clone()));
+        }
         let stream = self.stream(task_of(&event));
         stream.subscribers.retain(|s| s.connected());
         for subscriber in &stream.subscribers {

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
 use super::peer_manager::Inbound;
 use crate::identity::{Identity, PUBLIC_KEY_BYTES};
 use crate::ledger::{HistoryQuery, Ledger, LedgerError, TransferRecord};
@@ -23,6 +24,7 @@ pub use crate::ledger::Outcome;
 pub struct SettlementEngine {
     ledger: Ledger,
     identity: Identity,
+    panel: Option<Recipient<PanelEvent>>,
 }
 
 impl Actor for SettlementEngine {
@@ -35,6 +37,7 @@ pub fn start_settlement_engine(
     db_path: &Path,
     identity: Identity,
     initial_balance: Vibe,
+    panel: Option<Recipient<PanelEvent>>,
 ) -> Result<Addr<SettlementEngine>, LedgerError> {
     if let Some(parent) = db_path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| {
@@ -67,6 +70,7 @@ pub fn start_settlement_engine(
         SettlementEngine {
             ledger,
             identity: identity.clone(),
+            panel: panel.clone(),
         }
     }))
 }
@@ -236,6 +240,16 @@ impl Handler<Inbound> for SettlementEngine {
                 .record_incoming(transaction, &self.identity.public_key())
             {
                 Ok(true) => {
+                    if let Some(panel) = &self.panel {
+                        let entry = TransactionLogEntry::new(
+                            TransactionType::VibeEarned,
+                            transaction.task_id,
+                            Some(inbound.envelope.from_node.to_string()),
+                            Some(transaction.amount),
+                            format!("earned from {}", inbound.envelope.from_node),
+                        );
+                        let _ = panel.try_send(PanelEvent::Transaction(entry));
+                    }
                     tracing::info!(amount = %transaction.amount, from = %inbound.envelope.from_node, "payment received")
                 }
                 Ok(false) => tracing::debug!(tx = %transaction.tx_id, "payment already recorded"),
