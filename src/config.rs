@@ -189,6 +189,9 @@ pub struct HttpConfig {
     pub body_bytes_max: usize,
     /// Most websocket clients at once.
     pub websocket_clients_max: usize,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy;
+    /// off by default, since anyone can send the header).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for HttpConfig {
@@ -198,6 +201,7 @@ impl Default for HttpConfig {
             allow_remote_reads: true,
             body_bytes_max: 256 * 1024,
             websocket_clients_max: 256,
+            trust_forwarded_for: false,
         }
     }
 }

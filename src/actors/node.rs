@@ -180,7 +180,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         routes,
     ));
 
-    let handle = NodeHandle {
+    let mut handle = NodeHandle {
         identity,
         config,
         metrics,
@@ -197,10 +197,17 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         data_dir,
         http_server: None,
     };
+    if let Some(bind) = handle.config.http.bind_addr()? {
+        let (server, address) = crate::web::start_http(handle.clone(), bind)
+            .map_err(|e| NodeError::Http(e.to_string()))?;
+        handle.http_server = Some(server);
+        handle.http_addr = Some(address);
+    }
     tracing::info!(
         node_id = %handle.identity.node_id(),
         peer_id = %handle.identity.peer_id(),
         listen = ?handle.listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        http = ?handle.http_addr,
         "node started"
     );
     Ok(handle)

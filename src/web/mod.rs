@@ -1,1 +1,184 @@
-//! The Mesh Panel and the HTTP API.
+//! The Mesh Panel and the HTTP API (actix-web), served by every node.
+//!
+//! - `GET /` and the panel's files (compiled into the binary from `static/`), `GET /ws`
+//!   (live state: a snapshot, then typed deltas; see `ws.rs`).
+//! - JSON: `/api/status`, `/api/peers`, `/api/resources`, `/api/transactions`,
+//!   `/api/tasks` (GET, POST), `/api/tasks/{id}`, `POST /api/tasks/{id}/cancel`,
+//!   `/api/events/execution-processes/{id}/logs` (SSE: history, then live).
+//! - `GET /metrics` (Prometheus text), `GET /healthz`.
+//!
+//! Errors are JSON `{error, detail}` with the matching status. Mutations from anything but
+//! loopback need `Authorization: Bearer <token>` (the token is `api.token` in the data dir,
+//! mode 0600); reads from other hosts can be switched off. Bodies over
+//! `http.body_bytes_max` get 413, malformed JSON 400 with the reason.
+
+mod access;
+mod api;
+mod ws;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
+use serde::Serialize;
+
+use crate::actors::node::NodeHandle;
+
+pub use access::{client_is_loopback, is_mutation, token_matches};
+
+/// The file in the data dir that holds the API token.
+pub const TOKEN_FILE: &str = crate::client::TOKEN_FILE;
+/// HTTP worker threads (the API is light; actors do the work).
+const HTTP_WORKERS: usize = 2;
+
+/// An HTTP-layer error, rendered as JSON `{error, detail}`.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("{detail}")]
+    BadRequest { detail: String },
+    #[error("a token is required for this call from {client}")]
+    Unauthorized { client: String },
+    #[error("{detail}")]
+    Forbidden { detail: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("request body over {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{detail}")]
+    Unavailable { detail: String },
+    #[error("{detail}")]
+    Conflict { detail: String },
+    #[error("internal error: {detail}")]
+    Internal { detail: String },
+    #[error("cannot start the HTTP server on {address}: {reason}")]
+    Bind { address: SocketAddr, reason: String },
+    #[error("cannot create the API token: {0}")]
+    Token(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    detail: String,
+}
+
+impl WebError {
+    fn code(&self) -> &'static str {
+        match self {
+            WebError::BadRequest { .. } => "bad_request",
+            WebError::Unauthorized { .. } => "unauthorized",
+            WebError::Forbidden { .. } => "forbidden",
+            WebError::NotFound { .. } => "not_found",
+            WebError::TooLarge { .. } => "payload_too_large",
+            WebError::Unavailable { .. } => "unavailable",
+            WebError::Conflict { .. } => "conflict",
+            WebError::Internal { .. } | WebError::Bind { .. } | WebError::Token(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for WebError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            WebError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            WebError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            WebError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            WebError::NotFound { .. } => StatusCode::NOT_FOUND,
+            WebError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            WebError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Conflict { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: self.code(),
+            detail: self.to_string(),
+        })
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct WebState {
+    pub node: NodeHandle,
+    pub token: String,
+}
+
+/// Read the API token from the data dir, creating it (mode 0600) on first start.
+pub fn load_or_create_token(data_dir: &Path) -> Result<String, WebError> {
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if token.trim().len() >= 32 => return Ok(token.trim().to_string()),
+        Ok(_) => {
+            return Err(WebError::Token(format!(
+                "{} is too short to be a token",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(WebError::Token(format!("{}: {e}", path.display()))),
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    crate::identity::write_private_file(&path, token.as_bytes())
+        .map_err(|e| WebError::Token(e.to_string()))?;
+    Ok(token)
+}
+
+/// Start the server on the current actix System. Returns its handle and the bound address
+/// (bind port 0 for an ephemeral port).
+pub fn start_http(
+    node: NodeHandle,
+    bind: SocketAddr,
+) -> Result<(actix_web::dev::ServerHandle, SocketAddr), WebError> {
+    let token = load_or_create_token(&node.data_dir)?;
+    let body_limit = node.config.http.body_bytes_max;
+    let state = WebState { node, token };
+    let server = HttpServer::new(move || {
+        let json_config =
+            web::JsonConfig::default()
+                .limit(body_limit)
+                .error_handler(move |error, _request| {
+                    let web_error = match &error {
+                        actix_web::error::JsonPayloadError::Overflow { .. }
+                        | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+                            WebError::TooLarge { limit: body_limit }
+                        }
+                        other => WebError::BadRequest {
+                            detail: format!("invalid JSON body: {other}"),
+                        },
+                    };
+                    actix_web::error::InternalError::from_response(
+                        error,
+                        web_error.error_response(),
+                    )
+                    .into()
+                });
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(json_config)
+            .app_data(web::PayloadConfig::new(body_limit))
+            .wrap(actix_web::middleware::from_fn(access::guard))
+            .configure(api::routes)
+            .route("/ws", web::get().to(ws::websocket))
+    })
+    .workers(HTTP_WORKERS)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .bind(bind)
+    .map_err(|e| WebError::Bind {
+        address: bind,
+        reason: e.to_string(),
+    })?;
+    let address = server.addrs().first().copied().ok_or(WebError::Bind {
+        address: bind,
+        reason: "no address bound".into(),
+    })?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    tracing::info!(%address, "Mesh Panel listening");
+    Ok((handle, address))
+}

@@ -1,0 +1,517 @@
+//! The JSON API, the metrics and health endpoints, SSE execution logs and the panel files.
+
+use actix::prelude::*;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpResponse, web};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{WebError, WebState};
+use crate::actors::accountant::GetResources;
+use crate::actors::distributor::{
+    CancelTask, CreateTaskAttempt, GetTask, ListTasks, MarketError, TaskStatus,
+};
+use crate::actors::executor::GetExecutorStatus;
+use crate::actors::panel_hub::{
+    GetHubStats, GetTransactions, TRANSACTION_LOG_MAX, TransactionType,
+};
+use crate::actors::peer_manager::{GetMeshStatus, GetPeers, RelayState};
+use crate::actors::relay::{ExecutionEvent, SubscribeExecution};
+use crate::actors::settler::GetBalance;
+use crate::messages::DropReason;
+use crate::metrics::NetMetrics;
+
+/// Events queued per SSE client before it is cut off.
+const SSE_QUEUE_MAX: usize = 1024;
+const INDEX_HTML: &str = include_str!("../../static/index.html");
+const APP_JS: &str = include_str!("../../static/app.js");
+const STYLE_CSS: &str = include_str!("../../static/style.css");
+
+pub(super) fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/", web::get().to(index))
+        .route("/app.js", web::get().to(app_js))
+        .route("/style.css", web::get().to(style_css))
+        .route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/api/status", web::get().to(status))
+        .route("/api/peers", web::get().to(peers))
+        .route("/api/resources", web::get().to(resources))
+        .route("/api/transactions", web::get().to(transactions))
+        .route("/api/tasks", web::get().to(list_tasks))
+        .route("/api/tasks", web::post().to(create_task))
+        .route("/api/tasks/{id}", web::get().to(get_task))
+        .route("/api/tasks/{id}/cancel", web::post().to(cancel_task))
+        .route(
+            "/api/events/execution-processes/{id}/logs",
+            web::get().to(execution_logs),
+        )
+        .default_service(web::to(not_found));
+}
+
+fn gone<E: std::fmt::Display>(error: E) -> WebError {
+    WebError::Unavailable {
+        detail: format!("the node is shutting down: {error}"),
+    }
+}
+
+async fn not_found(request: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    WebError::NotFound {
+        what: format!("{} {}", request.method(), request.path()),
+    }
+    .error_response()
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .body(INDEX_HTML)
+}
+
+async fn app_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/javascript; charset=utf-8")
+        .body(APP_JS)
+}
+
+async fn style_css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .body(STYLE_CSS)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// The status document (also part of the websocket snapshot).
+pub(super) async fn status_value(state: &WebState) -> Result<Value, WebError> {
+    let node = &state.node;
+    let mesh = node.peer_manager.send(GetMeshStatus).await.map_err(gone)?;
+    let balance = node
+        .settler
+        .send(GetBalance)
+        .await
+        .map_err(gone)?
+        .map_err(|e| WebError::Internal {
+            detail: e.to_string(),
+        })?;
+    Ok(json!({
+        "node_id": mesh.node_id,
+        "peer_id": mesh.peer_id,
+        "uptime_s": (chrono::Utc::now() - node.started_at).num_seconds().max(0),
+        "peers": mesh.peers,
+        "relay": mesh.relay,
+        "relay_only": mesh.relay_only,
+        "balance": balance.balance,
+        "escrowed": balance.escrowed,
+        "listen_addrs": mesh.listen_addrs,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn status(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
+    Ok(HttpResponse::Ok().json(status_value(&state).await?))
+}
+
+pub(super) async fn peers_value(state: &WebState) -> Result<Value, WebError> {
+    let peers = state.node.peer_manager.send(GetPeers).await.map_err(gone)?;
+    serde_json::to_value(peers).map_err(|e| WebError::Internal {
+        detail: e.to_string(),
+    })
+}
+
+async fn peers(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
+    Ok(HttpResponse::Ok().json(peers_value(&state).await?))
+}
+
+pub(super) async fn resources_value(state: &WebState) -> Result<Value, WebError> {
+    let snapshot = state
+        .node
+        .accountant
+        .send(GetResources)
+        .await
+        .map_err(gone)?;
+    let compute = state
+        .node
+        .executor
+        .send(GetExecutorStatus)
+        .await
+        .map_err(gone)?;
+    Ok(json!({
+        "bandwidth": {
+            "upload_mbps": snapshot.upload_mbps,
+            "download_mbps": snapshot.download_mbps,
+            "limit_mbps": snapshot.bandwidth_limit_mbps,
+            "bytes_in_today": snapshot.bytes_in_today,
+            "bytes_out_today": snapshot.bytes_out_today,
+            "by_purpose": snapshot.bytes_by_purpose,
+            "value_today": snapshot.bandwidth_value_today,
+            "history": snapshot.history,
+        },
+        "compute": {
+            "active": compute.active,
+            "max": compute.max,
+            "completed_today": compute.completed_today,
+            "cpu_seconds_today": snapshot.cpu_seconds_today,
+            "memory_gb_seconds_today": snapshot.memory_gb_seconds_today,
+            "value_today": snapshot.compute_value_today,
+        },
+    }))
+}
+
+async fn resources(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
+    Ok(HttpResponse::Ok().json(resources_value(&state).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransactionQuery {
+    limit: Option<usize>,
+    before: Option<u64>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+const TRANSACTION_TYPES: [TransactionType; 9] = [
+    TransactionType::TaskDistributed,
+    TransactionType::TaskReceived,
+    TransactionType::ExecutionStarted,
+    TransactionType::ExecutionCompleted,
+    TransactionType::ExecutionFailed,
+    TransactionType::BandwidthContributed,
+    TransactionType::ComputeContributed,
+    TransactionType::VibeEarned,
+    TransactionType::VibeSpent,
+];
+
+pub(super) async fn transactions_value(
+    state: &WebState,
+    limit: usize,
+    before: Option<u64>,
+    kind: Option<String>,
+) -> Result<Value, WebError> {
+    let entries = state
+        .node
+        .panel_hub
+        .send(GetTransactions {
+            limit,
+            before,
+            kind,
+        })
+        .await
+        .map_err(gone)?;
+    serde_json::to_value(entries).map_err(|e| WebError::Internal {
+        detail: e.to_string(),
+    })
+}
+
+async fn transactions(
+    state: web::Data<WebState>,
+    query: Result<web::Query<TransactionQuery>, actix_web::Error>,
+) -> Result<HttpResponse, WebError> {
+    let query = query.map_err(|e| WebError::BadRequest {
+        detail: e.to_string(),
+    })?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > TRANSACTION_LOG_MAX {
+        return Err(WebError::BadRequest {
+            detail: format!("limit must be between 1 and {TRANSACTION_LOG_MAX}"),
+        });
+    }
+    if let Some(kind) = &query.kind {
+        if !TRANSACTION_TYPES.iter().any(|t| t.name() == kind) {
+            let names: Vec<&str> = TRANSACTION_TYPES.iter().map(|t| t.name()).collect();
+            return Err(WebError::BadRequest {
+                detail: format!("unknown type {kind:?}; one of {}", names.join(", ")),
+            });
+        }
+    }
+    Ok(HttpResponse::Ok()
+        .json(transactions_value(&state, limit, query.before, query.kind.clone()).await?))
+}
+
+pub(super) async fn tasks_value(state: &WebState) -> Result<Value, WebError> {
+    let tasks = state.node.distributor.send(ListTasks).await.map_err(gone)?;
+    serde_json::to_value(tasks).map_err(|e| WebError::Internal {
+        detail: e.to_string(),
+    })
+}
+
+async fn list_tasks(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
+    Ok(HttpResponse::Ok().json(tasks_value(&state).await?))
+}
+
+fn parse_id(text: &str) -> Result<Uuid, WebError> {
+    text.parse().map_err(|_| WebError::BadRequest {
+        detail: format!("{text:?} is not a task id"),
+    })
+}
+
+fn market_error(error: MarketError) -> WebError {
+    match error {
+        MarketError::NotFound(id) => WebError::NotFound {
+            what: format!("task {id}"),
+        },
+        MarketError::Invalid(detail) => WebError::BadRequest { detail },
+        MarketError::AlreadyFinished => WebError::Conflict {
+            detail: error.to_string(),
+        },
+        MarketError::InsufficientBalance { .. } => WebError::Conflict {
+            detail: error.to_string(),
+        },
+        MarketError::NoLocalCapacity(_) | MarketError::Unavailable => WebError::Unavailable {
+            detail: error.to_string(),
+        },
+    }
+}
+
+async fn create_task(
+    state: web::Data<WebState>,
+    body: web::Json<CreateTaskAttempt>,
+) -> Result<HttpResponse, WebError> {
+    let id = state
+        .node
+        .distributor
+        .send(body.into_inner())
+        .await
+        .map_err(gone)?
+        .map_err(market_error)?;
+    let view = state
+        .node
+        .distributor
+        .send(GetTask(id))
+        .await
+        .map_err(gone)?;
+    Ok(HttpResponse::Created().json(json!({ "id": id, "task": view })))
+}
+
+async fn get_task(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let id = parse_id(&id)?;
+    let view = state
+        .node
+        .distributor
+        .send(GetTask(id))
+        .await
+        .map_err(gone)?;
+    view.map(|v| HttpResponse::Ok().json(v))
+        .ok_or(WebError::NotFound {
+            what: format!("task {id}"),
+        })
+}
+
+async fn cancel_task(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let id = parse_id(&id)?;
+    let view = state
+        .node
+        .distributor
+        .send(CancelTask(id))
+        .await
+        .map_err(gone)?
+        .map_err(market_error)?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Forwards a task's execution events to one SSE client.
+struct SseForwarder(tokio::sync::mpsc::Sender<ExecutionEvent>);
+
+impl Actor for SseForwarder {
+    type Context = Context<Self>;
+}
+
+impl Handler<ExecutionEvent> for SseForwarder {
+    type Result = ();
+    fn handle(&mut self, event: ExecutionEvent, ctx: &mut Self::Context) {
+        // A client that does not keep up, or is gone, ends its stream.
+        if self.0.try_send(event).is_err() {
+            ctx.stop();
+        }
+    }
+}
+
+fn sse_frame(event: &ExecutionEvent) -> web::Bytes {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    web::Bytes::from(format!("data: {data}\n\n"))
+}
+
+async fn execution_logs(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let id = parse_id(&id)?;
+    if state
+        .node
+        .distributor
+        .send(GetTask(id))
+        .await
+        .map_err(gone)?
+        .is_none()
+    {
+        return Err(WebError::NotFound {
+            what: format!("task {id}"),
+        });
+    }
+    let (sender, receiver) = tokio::sync::mpsc::channel(SSE_QUEUE_MAX);
+    let forwarder = SseForwarder(sender).start();
+    let history = state
+        .node
+        .relay
+        .send(SubscribeExecution {
+            task_id: id,
+            subscriber: forwarder.recipient(),
+        })
+        .await
+        .map_err(gone)?;
+    let history = futures::stream::iter(
+        history
+            .into_iter()
+            .map(|e| Ok::<_, actix_web::Error>(sse_frame(&e))),
+    );
+    let live = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|e| Ok(sse_frame(&e)));
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(history.chain(live)))
+}
+
+async fn metrics(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
+    let node = &state.node;
+    let mesh = node.peer_manager.send(GetMeshStatus).await.map_err(gone)?;
+    let balance = node
+        .settler
+        .send(GetBalance)
+        .await
+        .map_err(gone)?
+        .map_err(|e| WebError::Internal {
+            detail: e.to_string(),
+        })?;
+    let tasks = node.distributor.send(ListTasks).await.map_err(gone)?;
+    let hub = node.panel_hub.send(GetHubStats).await.map_err(gone)?;
+    let net = &node.metrics;
+    let mut text = String::new();
+    let mut line = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            text.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    line(
+        "apn_peers",
+        "Peers in the peer table.",
+        "gauge",
+        vec![(String::new(), mesh.peers as f64)],
+    );
+    line(
+        "apn_messages_in_total",
+        "Verified inbound envelopes.",
+        "counter",
+        vec![(String::new(), NetMetrics::get(&net.messages_in) as f64)],
+    );
+    line(
+        "apn_messages_out_total",
+        "Envelopes sent (per path).",
+        "counter",
+        vec![(String::new(), NetMetrics::get(&net.messages_out) as f64)],
+    );
+    line(
+        "apn_messages_dropped_total",
+        "Inbound frames dropped, by reason.",
+        "counter",
+        DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.label()),
+                    net.dropped(*r) as f64,
+                )
+            })
+            .collect(),
+    );
+    line(
+        "apn_bytes_in_total",
+        "Frame bytes received.",
+        "counter",
+        vec![(String::new(), NetMetrics::get(&net.bytes_in) as f64)],
+    );
+    line(
+        "apn_bytes_out_total",
+        "Frame bytes sent.",
+        "counter",
+        vec![(String::new(), NetMetrics::get(&net.bytes_out) as f64)],
+    );
+    line(
+        "apn_relay_state",
+        "Relay connection state (1 for the current one).",
+        "gauge",
+        [
+            RelayState::Disabled,
+            RelayState::Connecting,
+            RelayState::Connected,
+        ]
+        .iter()
+        .map(|s| {
+            (
+                format!("{{state=\"{}\"}}", format!("{s:?}").to_lowercase()),
+                f64::from(u8::from(*s == mesh.relay)),
+            )
+        })
+        .collect(),
+    );
+    line(
+        "apn_tasks",
+        "Task attempts by state.",
+        "gauge",
+        TaskStatus::ALL
+            .iter()
+            .map(|s| {
+                let count = tasks.iter().filter(|t| t.status == *s).count();
+                (
+                    format!("{{state=\"{}\"}}", format!("{s:?}").to_lowercase()),
+                    count as f64,
+                )
+            })
+            .collect(),
+    );
+    line(
+        "apn_balance_vibe",
+        "This node's balance.",
+        "gauge",
+        vec![(String::new(), balance.balance.as_f64())],
+    );
+    line(
+        "apn_escrowed_vibe",
+        "VIBE held in escrow.",
+        "gauge",
+        vec![(String::new(), balance.escrowed.as_f64())],
+    );
+    line(
+        "apn_websocket_clients",
+        "Connected panel clients.",
+        "gauge",
+        vec![(String::new(), hub.clients as f64)],
+    );
+    line(
+        "apn_websocket_deltas_total",
+        "Deltas queued to panel clients.",
+        "counter",
+        vec![(String::new(), hub.deltas_sent as f64)],
+    );
+    line(
+        "apn_websocket_slow_clients_dropped_total",
+        "Panel clients dropped for not keeping up.",
+        "counter",
+        vec![(String::new(), hub.slow_clients_dropped as f64)],
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text))
+}
