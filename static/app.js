@@ -1,1 +1,197 @@
+// Mesh Panel: one websocket, a snapshot then deltas; no libraries, works offline.
+"use strict";
 
+const state = { status: null, peers: new Map(), tasks: new Map(), tx: [], resources: null, logs: new Map(), selected: null, history: [] };
+const $ = (id) => document.getElementById(id);
+const TX_MAX = 200, LOG_LINES_MAX = 500;
+
+const vibe = (value) => {
+  const n = Number(value || 0);
+  return n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }) + " VIBE";
+};
+const bytes = (n) => {
+  n = Number(n || 0);
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  return n.toFixed(i ? 1 : 0) + " " + units[i];
+};
+const relative = (iso) => {
+  const seconds = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+  if (seconds < 5) return "just now";
+  if (seconds < 60) return Math.floor(seconds) + " s ago";
+  if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
+  return Math.floor(seconds / 3600) + " h ago";
+};
+const duration = (s) => {
+  s = Math.floor(s || 0);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  return h ? `${h}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
+};
+const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
+
+function renderStatus() {
+  const s = state.status; if (!s) return;
+  $("node-id").textContent = s.node_id;
+  $("peer-count").textContent = state.peers.size;
+  $("uptime").textContent = duration(s.uptime_s);
+  $("relay-state").textContent = s.relay;
+  $("balance").textContent = vibe(s.balance);
+  $("escrowed").textContent = vibe(s.escrowed);
+  document.title = `APN ${s.node_id}`;
+}
+
+function renderPeers() {
+  const body = $("peers-list");
+  body.replaceChildren();
+  const peers = [...state.peers.values()].sort((a, b) => a.node_id.localeCompare(b.node_id));
+  for (const p of peers) {
+    const row = el("tr"); row.dataset.peerId = p.peer_id;
+    row.append(el("td", "mono", p.node_id));
+    const path = el("td"); path.append(el("span", "pill " + p.path, p.connected ? "direct" : p.path)); row.append(path);
+    row.append(el("td", "", p.latency_ms == null ? "–" : p.latency_ms.toFixed(1) + " ms"));
+    row.append(el("td", "", (p.executor_profiles || []).join(", ") || "–"));
+    row.append(el("td", "", (p.capabilities || []).join(", ") || "–"));
+    row.append(el("td", "", bytes(p.bytes_in) + " / " + bytes(p.bytes_out)));
+    const seen = el("td", "", relative(p.last_seen)); seen.title = new Date(p.last_seen).toLocaleString(); row.append(seen);
+    body.append(row);
+  }
+  if (!peers.length) { const row = el("tr"); const cell = el("td", "empty", "No peers yet."); cell.colSpan = 7; row.append(cell); body.append(row); }
+  $("peer-count").textContent = state.peers.size;
+}
+
+const TX_STYLE = {
+  task_distributed: ["📤", "t-distributed", "Task distributed"], task_received: ["📥", "t-received", "Task received"],
+  execution_started: ["▶", "t-started", "Execution started"], execution_completed: ["✔", "t-completed", "Execution completed"],
+  execution_failed: ["✖", "t-failed", "Execution failed"], bandwidth_contributed: ["⇅", "t-contributed", "Bandwidth contributed"],
+  compute_contributed: ["⚙", "t-contributed", "Compute contributed"], vibe_earned: ["＋", "t-earned", "VIBE earned"], vibe_spent: ["−", "t-spent", "VIBE spent"],
+};
+
+function txItem(entry) {
+  const [icon, cls, label] = TX_STYLE[entry.type] || ["•", "", entry.type];
+  const li = el("li", cls); li.dataset.type = entry.type; li.dataset.seq = entry.seq;
+  li.append(el("span", "tx-icon", icon), el("span", "tx-type", label));
+  const detail = el("span", "tx-detail", entry.detail + (entry.peer ? ` · ${entry.peer}` : "")); detail.title = detail.textContent;
+  const amount = el("span", "tx-amount", entry.amount == null ? "" : (entry.type === "vibe_spent" ? "−" : entry.type === "vibe_earned" ? "+" : "") + vibe(entry.amount));
+  const time = el("span", "tx-time", relative(entry.at)); time.title = new Date(entry.at).toLocaleString(); time.dataset.at = entry.at;
+  li.append(detail, amount, time);
+  return li;
+}
+
+function renderTransactions() {
+  const list = $("tx-log");
+  list.replaceChildren(...state.tx.map(txItem));
+  if (!state.tx.length) list.append(el("li", "empty", "Nothing yet: entries appear as tasks and credits move."));
+}
+
+function renderResources() {
+  const r = state.resources; if (!r) return;
+  const limit = r.bandwidth.limit_mbps || 1;
+  $("bw-up-text").textContent = r.bandwidth.upload_mbps.toFixed(2) + " Mbps";
+  $("bw-down-text").textContent = r.bandwidth.download_mbps.toFixed(2) + " Mbps";
+  $("bw-up-bar").style.width = Math.min(100, r.bandwidth.upload_mbps / limit * 100) + "%";
+  $("bw-down-bar").style.width = Math.min(100, r.bandwidth.download_mbps / limit * 100) + "%";
+  $("compute-text").textContent = `${r.compute.active} / ${r.compute.max} · ${r.compute.completed_today} done today`;
+  $("compute-bar").style.width = (r.compute.max ? r.compute.active / r.compute.max * 100 : 0) + "%";
+  $("resource-totals").textContent = `today: ${bytes(r.bandwidth.bytes_out_today)} up, ${bytes(r.bandwidth.bytes_in_today)} down, ${Number(r.compute.cpu_seconds_today).toFixed(1)} cpu s given`;
+  state.history = r.bandwidth.history || [];
+  drawChart();
+}
+
+function drawChart() {
+  const canvas = $("bw-chart"); const ctx = canvas.getContext("2d");
+  const w = canvas.width = canvas.clientWidth * devicePixelRatio || 600, h = canvas.height = 120 * devicePixelRatio;
+  ctx.clearRect(0, 0, w, h);
+  const points = state.history; if (points.length < 2) { ctx.fillStyle = "#8b949e"; ctx.font = `${12 * devicePixelRatio}px system-ui`; ctx.fillText("collecting bandwidth samples…", 10, h / 2); return; }
+  const max = Math.max(0.01, ...points.map((p) => Math.max(p.upload_mbps, p.download_mbps)));
+  const line = (key, color) => {
+    ctx.strokeStyle = color; ctx.lineWidth = 2 * devicePixelRatio; ctx.beginPath();
+    points.forEach((p, i) => { const x = i / (points.length - 1) * w, y = h - (p[key] / max) * (h - 10) - 5; i ? ctx.lineTo(x, y) : ctx.moveTo(x, y); });
+    ctx.stroke();
+  };
+  line("upload_mbps", "#58a6ff"); line("download_mbps", "#bc8cff");
+}
+
+function renderExecutions() {
+  const box = $("executions");
+  const tasks = [...state.tasks.values()].sort((a, b) => b.created_at.localeCompare(a.created_at)).slice(0, 8);
+  box.replaceChildren();
+  if (!tasks.length) { box.append(el("p", "empty", "No executions yet.")); return; }
+  for (const t of tasks) {
+    const card = el("div", "exec " + t.status + (state.selected === t.id ? " selected" : "")); card.dataset.taskId = t.id;
+    const head = el("div", "exec-head");
+    head.append(el("span", "exec-title", t.title), el("span", "exec-meta", t.status + (t.assigned_node ? " on " + t.assigned_node : "")));
+    const meta = el("div", "exec-meta", `${t.stage || "pending"} · ${t.progress_percent}% · reward ${vibe(t.reward)}${t.current_action ? " · " + t.current_action : ""}${t.error ? " · " + t.error : ""}`);
+    const bar = el("div", "bar"); const fill = el("div", "fill"); fill.style.width = (t.status === "completed" ? 100 : t.progress_percent) + "%"; bar.append(fill);
+    card.append(head, meta, bar);
+    card.onclick = () => { state.selected = t.id; renderExecutions(); renderLog(); };
+    box.append(card);
+  }
+  if (!state.selected && tasks.length) { state.selected = tasks[0].id; renderLog(); }
+}
+
+function renderLog() {
+  const lines = state.logs.get(state.selected) || [];
+  const view = $("log-view");
+  view.textContent = lines.join("\n");
+  view.scrollTop = view.scrollHeight;
+}
+
+function onExecution(event) {
+  const task = state.tasks.get(event.task_id);
+  if (event.type === "log") {
+    const lines = state.logs.get(event.task_id) || [];
+    lines.push((event.line.stream === "stderr" ? "! " : "") + event.line.line);
+    if (lines.length > LOG_LINES_MAX) lines.splice(0, lines.length - LOG_LINES_MAX);
+    state.logs.set(event.task_id, lines);
+    if (state.selected === event.task_id) renderLog();
+    return;
+  }
+  if (task && event.type === "progress") { task.stage = event.stage; task.progress_percent = event.percent; if (event.action) task.current_action = event.action; }
+  if (task && event.type === "started") { task.status = "running"; task.assigned_node = event.executor; }
+  if (task && event.type === "finished") { task.status = event.succeeded ? "completed" : "failed"; }
+  renderExecutions();
+}
+
+function apply(message) {
+  switch (message.type) {
+    case "snapshot":
+      state.status = message.status;
+      state.peers = new Map(message.peers.map((p) => [p.peer_id, p]));
+      state.tx = message.transactions;
+      state.resources = message.resources;
+      state.tasks = new Map(message.tasks.map((t) => [t.id, t]));
+      renderStatus(); renderPeers(); renderTransactions(); renderResources(); renderExecutions();
+      break;
+    case "refresh":
+      state.status = message.status; state.resources = message.resources;
+      for (const t of message.tasks) state.tasks.set(t.id, t);
+      renderStatus(); renderResources(); renderExecutions();
+      break;
+    case "peer_updated": state.peers.set(message.peer.peer_id, message.peer); renderPeers(); break;
+    case "peer_removed": state.peers.delete(message.peer_id); renderPeers(); break;
+    case "relay": if (state.status) { state.status.relay = message.state; renderStatus(); } break;
+    case "transaction":
+      state.tx.unshift(message.entry); if (state.tx.length > TX_MAX) state.tx.length = TX_MAX; renderTransactions(); break;
+    case "execution": onExecution(message.event); break;
+  }
+}
+
+let socket = null, backoff = 500;
+function connect() {
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  socket = new WebSocket(url);
+  socket.onopen = () => { backoff = 500; const b = $("conn-badge"); b.textContent = "ONLINE"; b.className = "badge online"; };
+  socket.onmessage = (event) => { try { apply(JSON.parse(event.data)); } catch (e) { console.warn("bad message", e); } };
+  socket.onclose = () => {
+    const b = $("conn-badge"); b.textContent = "OFFLINE"; b.className = "badge offline";
+    setTimeout(connect, backoff); backoff = Math.min(backoff * 2, 10000);
+  };
+}
+
+setInterval(() => {
+  for (const t of document.querySelectorAll(".tx-time")) t.textContent = relative(t.dataset.at);
+  if (state.status) { state.status.uptime_s += 1; $("uptime").textContent = duration(state.status.uptime_s); }
+}, 1000);
+window.addEventListener("resize", drawChart);
+connect();
