@@ -1,0 +1,160 @@
+//! The HTTP API of a real node on an ephemeral port: every endpoint's shape, access control,
+//! bad JSON, oversized bodies.
+
+mod common;
+
+use std::time::Duration;
+
+use apn::actors::node::NodeHandle;
+use apn::client::ApiClient;
+use common::*;
+use serde_json::{Value, json};
+
+async fn web_node(dir: &std::path::Path) -> NodeHandle {
+    let mut config = test_config(dir);
+    config.http.bind = "127.0.0.1:0".into();
+    config.http.body_bytes_max = 4096;
+    config.http.trust_forwarded_for = true;
+    node(config).await
+}
+
+/// Blocking HTTP calls run off the actix thread.
+async fn call<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.unwrap()
+}
+
+fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build().into();
+    let response = match method {
+        "GET" => {
+            let mut request = agent.get(url);
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            request.call()
+        }
+        _ => {
+            let mut request = agent.post(url).header("content-type", "application/json");
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            request.send(body.unwrap_or(""))
+        }
+    };
+    let mut response = response.expect("HTTP call");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[actix_rt::test]
+async fn every_endpoint_answers_with_its_shape() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let first = web_node(dirs[0].path()).await;
+    let mut config = test_config(dirs[1].path());
+    config.node.bootstrap = vec![first.dial_address().unwrap().to_string()];
+    let second = node(config).await;
+    let only_second = [&second];
+    assert!(wait_until(EVENT_TIMEOUT, || knows_all(&first, &only_second)).await);
+    let base = format!("http://{}", first.http_addr.unwrap());
+    let client_base = base.clone();
+    let (status, peers, resources, transactions, tasks, health, metrics, index) = call(move || {
+        let client = ApiClient::new(&client_base, None);
+        let metrics = ureq::get(&format!("{client_base}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+        let index = ureq::get(&format!("{client_base}/")).call().unwrap().body_mut().read_to_string().unwrap();
+        (
+            client.get("/api/status").unwrap(),
+            client.get("/api/peers").unwrap(),
+            client.get("/api/resources").unwrap(),
+            client.get("/api/transactions?limit=10").unwrap(),
+            client.get("/api/tasks").unwrap(),
+            client.get("/healthz").unwrap(),
+            metrics,
+            index,
+        )
+    })
+    .await;
+    assert_eq!(status["node_id"], first.identity.node_id().as_str());
+    assert_eq!(status["peer_id"], first.identity.peer_id().to_string());
+    assert_eq!(status["peers"], 1);
+    assert_eq!(status["relay"], "disabled");
+    assert_eq!(status["balance"], "1000");
+    assert_eq!(status["escrowed"], "0");
+    assert!(status["uptime_s"].is_i64() && status["version"].is_string() && status["listen_addrs"].is_array());
+    assert_eq!(peers[0]["node_id"], second.identity.node_id().as_str());
+    assert!(peers[0]["capabilities"].is_array() && peers[0]["path"] == "direct");
+    assert!(resources["bandwidth"]["upload_mbps"].is_number() && resources["compute"]["max"] == 2);
+    assert!(transactions.is_array() && tasks.is_array());
+    assert_eq!(health["status"], "ok");
+    assert!(metrics.contains("apn_peers 1"), "{metrics}");
+    assert!(metrics.contains("apn_messages_dropped_total{reason=\"bad_signature\"} 0"));
+    assert!(metrics.contains("apn_relay_state{state=\"disabled\"} 1"));
+    assert!(metrics.contains("apn_websocket_clients"));
+    assert!(index.contains("APN Mesh Panel"));
+
+    // Errors are JSON with the right status.
+    let url = base.clone();
+    let (missing, bad_id, bad_type, unknown) = call(move || {
+        (
+            raw("GET", &format!("{url}/api/tasks/00000000-0000-0000-0000-000000000000"), &[], None),
+            raw("GET", &format!("{url}/api/tasks/not-a-uuid"), &[], None),
+            raw("GET", &format!("{url}/api/transactions?type=nonsense"), &[], None),
+            raw("GET", &format!("{url}/api/nothing-here"), &[], None),
+        )
+    })
+    .await;
+    assert_eq!(missing.0, 404);
+    assert_eq!(missing.1["error"], "not_found");
+    assert_eq!(bad_id.0, 400);
+    assert_eq!(bad_type.0, 400);
+    assert!(bad_type.1["detail"].as_str().unwrap().contains("task_distributed"));
+    assert_eq!(unknown.0, 404);
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn mutations_need_the_token_from_other_hosts_and_bodies_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = web_node(dir.path()).await;
+    let token = std::fs::read_to_string(dir.path().join(apn::web::TOKEN_FILE)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(apn::web::TOKEN_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let url = format!("http://{}/api/tasks", node.http_addr.unwrap());
+    let repo = dir.path().display().to_string();
+    let results = call(move || {
+        let body = json!({"prompt": "x", "executor_profile": "SHELL", "repo_path": repo, "reward": "1"}).to_string();
+        let remote = [("x-forwarded-for", "203.0.113.9")];
+        let bearer = format!("Bearer {token}");
+        let remote_with_token = [("x-forwarded-for", "203.0.113.9"), ("authorization", bearer.as_str())];
+        let wrong = [("x-forwarded-for", "203.0.113.9"), ("authorization", "Bearer wrong")];
+        vec![
+            raw("POST", &url, &remote, Some(&body)),
+            raw("POST", &url, &wrong, Some(&body)),
+            raw("POST", &url, &remote_with_token, Some(&body)),
+            raw("GET", &url, &remote, None),
+            raw("POST", &url, &[], Some("{not json")),
+            raw("POST", &url, &[], Some(&format!("{{\"prompt\": \"{}\"}}", "x".repeat(10_000)))),
+            raw("POST", &url, &[], Some(r#"{"prompt":"x","executor_profile":"SHELL","repo_path":"/","reward":"-1"}"#)),
+        ]
+    })
+    .await;
+    assert_eq!(results[0].0, 401, "{:?}", results[0].1);
+    assert_eq!(results[0].1["error"], "unauthorized");
+    assert_eq!(results[1].0, 401);
+    // With the token the request reaches the market (which refuses the non-repository).
+    assert_eq!(results[2].0, 400, "{:?}", results[2].1);
+    assert!(results[2].1["detail"].as_str().unwrap().contains("base"), "{:?}", results[2].1);
+    // Reads from other hosts are allowed by default.
+    assert_eq!(results[3].0, 200);
+    assert_eq!(results[4].0, 400);
+    assert!(results[4].1["detail"].as_str().unwrap().contains("JSON"), "{:?}", results[4].1);
+    assert_eq!(results[5].0, 413, "{:?}", results[5].1);
+    assert_eq!(results[6].0, 400);
+    assert!(results[6].1["detail"].as_str().unwrap().contains("negative"), "{:?}", results[6].1);
+    node.shutdown().await;
+}
