@@ -1,0 +1,108 @@
+//! The panel websocket with a real client: snapshot on connect, a delta after a message
+//! exchange between two real nodes, and a client that never reads is cut off instead of
+//! growing the node's memory.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use apn::actors::panel_hub::{GetHubStats, PanelEvent, SESSION_QUEUE_MAX, TransactionLogEntry, TransactionType};
+use common::*;
+use serde_json::Value;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+fn connect(address: std::net::SocketAddr) -> Socket {
+    let (socket, _) = tungstenite::connect(format!("ws://{address}/ws")).expect("websocket connects");
+    if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    }
+    socket
+}
+
+/// Read messages until one satisfies `want` or the timeout passes.
+fn read_until(socket: &mut Socket, timeout: Duration, want: impl Fn(&Value) -> bool) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match socket.read() {
+            Ok(Message::Text(text)) => {
+                if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                    if want(&value) {
+                        return Some(value);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+#[actix_rt::test]
+async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut config = test_config(dirs[0].path());
+    config.http.bind = "127.0.0.1:0".into();
+    let first = node(config).await;
+    let address = first.http_addr.unwrap();
+    let first_node_id = first.identity.node_id().to_string();
+
+    // A client connects before the second node exists: snapshot, then the peer delta.
+    let (snapshot_sender, snapshot_done) = tokio::sync::oneshot::channel();
+    let (go_sender, go) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let mut socket = connect(address);
+        let snapshot = read_until(&mut socket, Duration::from_secs(10), |v| v["type"] == "snapshot");
+        let _ = snapshot_sender.send(snapshot);
+        let _ = go.recv_timeout(Duration::from_secs(30));
+        read_until(&mut socket, Duration::from_secs(20), |v| v["type"] == "peer_updated" && v["peer"]["announced"] == true)
+    });
+    let snapshot = tokio::time::timeout(Duration::from_secs(15), snapshot_done).await.unwrap().unwrap().expect("a snapshot");
+    assert_eq!(snapshot["status"]["node_id"], first_node_id.as_str());
+    assert!(snapshot["peers"].as_array().unwrap().is_empty());
+    assert!(snapshot["transactions"].is_array() && snapshot["resources"]["bandwidth"].is_object());
+
+    let mut second_config = test_config(dirs[1].path());
+    second_config.node.bootstrap = vec![first.dial_address().unwrap().to_string()];
+    let second = node(second_config).await;
+    go_sender.send(()).unwrap();
+    let delta = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap().expect("a peer delta");
+    assert_eq!(delta["peer"]["node_id"], second.identity.node_id().as_str());
+
+    // A client that never reads: the hub drops it once its queue is full; memory stays bounded.
+    let lazy = std::thread::spawn(move || {
+        let socket = connect(address);
+        std::thread::sleep(Duration::from_secs(8));
+        drop(socket);
+    });
+    assert!(wait_until(EVENT_TIMEOUT, || async { first.panel_hub.send(GetHubStats).await.map(|s| s.clients >= 1).unwrap_or(false) }).await);
+    let big_detail = "x".repeat(16 * 1024);
+    // Far more (and larger) deltas than a queue holds, faster than the socket drains them.
+    for _ in 0..(SESSION_QUEUE_MAX * 8) {
+        let entry = TransactionLogEntry::new(TransactionType::BandwidthContributed, None, None, None, big_detail.clone());
+        first.panel_hub.do_send(PanelEvent::Transaction(entry));
+    }
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            first.panel_hub.send(GetHubStats).await.map(|s| s.slow_clients_dropped >= 1).unwrap_or(false)
+        })
+        .await,
+        "the slow client was never dropped"
+    );
+    // The node still serves: a new client gets a snapshot.
+    let fresh = tokio::task::spawn_blocking(move || {
+        let mut socket = connect(address);
+        read_until(&mut socket, Duration::from_secs(10), |v| v["type"] == "snapshot")
+    })
+    .await
+    .unwrap();
+    assert!(fresh.is_some());
+    let _ = tokio::task::spawn_blocking(move || lazy.join()).await;
+    first.shutdown().await;
+    second.shutdown().await;
+}
