@@ -61,10 +61,10 @@ function renderPeers() {
 }
 
 const TX_STYLE = {
-  task_distributed: ["📤", "t-distributed", "Task distributed"], task_received: ["📥", "t-received", "Task received"],
-  execution_started: ["▶", "t-started", "Execution started"], execution_completed: ["✔", "t-completed", "Execution completed"],
-  execution_failed: ["✖", "t-failed", "Execution failed"], bandwidth_contributed: ["⇅", "t-contributed", "Bandwidth contributed"],
-  compute_contributed: ["⚙", "t-contributed", "Compute contributed"], vibe_earned: ["＋", "t-earned", "VIBE earned"], vibe_spent: ["−", "t-spent", "VIBE spent"],
+  task_distributed: ["↗", "t-distributed", "Task distributed"], task_received: ["↘", "t-received", "Task received"],
+  execution_started: ["▶", "t-started", "Execution started"], execution_completed: ["✓", "t-completed", "Execution completed"],
+  execution_failed: ["✗", "t-failed", "Execution failed"], bandwidth_contributed: ["⇅", "t-contributed", "Bandwidth contributed"],
+  compute_contributed: ["⚙", "t-contributed", "Compute contributed"], vibe_earned: ["+", "t-earned", "VIBE earned"], vibe_spent: ["−", "t-spent", "VIBE spent"],
 };
 
 function txItem(entry) {

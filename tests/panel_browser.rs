@@ -1,0 +1,199 @@
+//! The Mesh Panel in a real browser: headless Chromium driven over the DevTools protocol.
+//! Two real nodes; the header shows the node id and 1 peer, the peers list shows the other
+//! node, and a transaction log entry appears live (no reload) after an event. Screenshots
+//! at 1280 px and phone width are saved under target/.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apn::actors::distributor::{CreateTaskAttempt, Prefer};
+use apn::messages::Vibe;
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Browser {
+    child: Child,
+    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|p| apn::actors::executor::program_exists(p)).map(String::from)
+}
+
+impl Browser {
+    fn open(program: &str, url: &str) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(program)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,900",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chromium starts");
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…" on stderr.
+        let stderr = child.stderr.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("ws://") {
+                    let _ = sender.send(line[at..].trim().to_string());
+                }
+            }
+        });
+        let browser_url = receiver.recv_timeout(BROWSER_TIMEOUT).expect("DevTools address");
+        let port = browser_url.trim_start_matches("ws://127.0.0.1:").split('/').next().unwrap().to_string();
+        let deadline = Instant::now() + BROWSER_TIMEOUT;
+        let page_url = loop {
+            let list: Value = ureq::get(&format!("http://127.0.0.1:{port}/json/list"))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json().ok())
+                .unwrap_or(Value::Null);
+            if let Some(page) = list.as_array().and_then(|l| l.iter().find(|t| t["type"] == "page")) {
+                break page["webSocketDebuggerUrl"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "no page target");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (socket, _) = tungstenite::connect(page_url).expect("CDP connects");
+        Browser { child, socket, next_id: 0, _profile: profile }
+    }
+
+    fn command(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.socket.send(Message::Text(json!({"id": id, "method": method, "params": params}).to_string().into())).unwrap();
+        loop {
+            let message = self.socket.read().expect("CDP reply");
+            if let Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["id"] == id {
+                    return value["result"].clone();
+                }
+            }
+        }
+    }
+
+    fn evaluate(&mut self, expression: &str) -> Value {
+        self.command("Runtime.evaluate", json!({"expression": expression, "returnByValue": true}))["result"]["value"].clone()
+    }
+
+    fn wait_for(&mut self, what: &str, expression: &str) {
+        let deadline = Instant::now() + BROWSER_TIMEOUT;
+        while self.evaluate(expression) != Value::Bool(true) {
+            assert!(Instant::now() < deadline, "the panel never showed {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&mut self, path: &std::path::Path) {
+        let data = self.command("Page.captureScreenshot", json!({"format": "png"}))["data"].as_str().unwrap().to_string();
+        let png = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+#[actix_rt::test]
+async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
+    let Some(program) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "chromium is required under CI (scripts/test.sh installs it)");
+        eprintln!("skipped: chromium is not installed (scripts/test.sh installs it)");
+        return;
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut config = test_config(dirs[0].path());
+    config.http.bind = "127.0.0.1:0".into();
+    let first = node(config).await;
+    let mut second_config = test_config(dirs[1].path());
+    second_config.node.bootstrap = vec![first.dial_address().unwrap().to_string()];
+    let second = node(second_config).await;
+    let only_second = [&second];
+    assert!(wait_until(EVENT_TIMEOUT, || knows_all(&first, &only_second)).await);
+
+    let url = format!("http://{}/", first.http_addr.unwrap());
+    let node_id = first.identity.node_id().to_string();
+    let peer_id = second.identity.peer_id().to_string();
+    let target = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    let (browser_sender, browser_receiver) = tokio::sync::oneshot::channel();
+    let (event_sender, event_receiver) = std::sync::mpsc::channel::<()>();
+    let screenshots = target.clone();
+    let driver = std::thread::spawn(move || {
+        let mut browser = Browser::open(&program, &url);
+        browser.wait_for("ONLINE", "document.getElementById('conn-badge').textContent === 'ONLINE'");
+        browser.wait_for("the node id", &format!("document.getElementById('node-id').textContent === '{node_id}'"));
+        browser.wait_for("1 peer", "document.getElementById('peer-count').textContent === '1'");
+        browser.wait_for("the other node", &format!("!!document.querySelector('#peers-list tr[data-peer-id=\"{peer_id}\"]')"));
+        // Marks this page load: a reload would clear it.
+        browser.evaluate("window.__apnLoad = 'first'; document.querySelectorAll('#tx-log li[data-type]').length");
+        let _ = browser_sender.send(());
+        event_receiver.recv_timeout(BROWSER_TIMEOUT).unwrap();
+        browser.wait_for("a live transaction entry", "document.querySelectorAll('#tx-log li[data-type=\"task_distributed\"]').length > 0");
+        assert_eq!(browser.evaluate("window.__apnLoad"), json!("first"), "the page reloaded");
+        browser.screenshot(&screenshots.join("panel-screenshot.png"));
+        browser.command("Emulation.setDeviceMetricsOverride", json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}));
+        std::thread::sleep(Duration::from_millis(300));
+        let overflow = browser.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1");
+        browser.screenshot(&screenshots.join("panel-screenshot-phone.png"));
+        overflow
+    });
+    tokio::time::timeout(Duration::from_secs(60), browser_receiver).await.expect("browser ready").unwrap();
+    // The event: a task offered to the mesh (nobody runs SHELL here, so it fails after the
+    // bid window: two entries, task_distributed then execution_failed).
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        assert!(Command::new("git").args(["-c", "user.name=t", "-c", "user.email=t@e"]).args(args).current_dir(repo.path()).status().unwrap().success())
+    };
+    git(&["init", "-q"]);
+    std::fs::write(repo.path().join("f"), "x").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "x"]);
+    let task = CreateTaskAttempt {
+        title: "Panel test task".into(),
+        prompt: "true".into(),
+        executor_profile: "SHELL".into(),
+        repo_path: repo.path().display().to_string(),
+        base: "HEAD".into(),
+        requirements: Default::default(),
+        reward: Vibe::from_whole(2),
+        prefer: Prefer::Mesh,
+        verify_command: None,
+    };
+    first.distributor.send(task).await.unwrap().unwrap();
+    event_sender.send(()).unwrap();
+    let phone_fits = tokio::task::spawn_blocking(move || driver.join().expect("browser checks pass")).await.unwrap();
+    assert_eq!(phone_fits, json!(true), "the page overflows a phone-width screen");
+    assert!(target.join("panel-screenshot.png").exists());
+    first.shutdown().await;
+    second.shutdown().await;
+}
