@@ -14,6 +14,7 @@
 //! - [`market`]: bid, scoring and assignment rules (pure) and the encrypted payload types.
 //! - [`ledger`]: SQLite double-entry ledger (no actix).
 //! - [`metrics`]: counters shared by the roles, exported by the HTTP layer.
+//! - [`demo`]: `apn demo`, several nodes and a stream of tasks in one process.
 //! - [`harness`]: a real nats-server child for tests and benchmarks.
 //! - [`workspace`]: git operations for runs (bundle, checkout, diff, apply check).
 //! - [`agent_process`]: running an agent command (process group, limits, metering).
@@ -23,6 +24,7 @@ pub mod actors;
 pub mod agent_process;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod harness;
 pub mod identity;
 pub mod ledger;

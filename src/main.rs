@@ -31,6 +31,14 @@ enum Command {
     ///
     /// Example: apn node --data-dir /var/lib/apn --listen /ip4/0.0.0.0/tcp/4001 --relay nats://relay:4222
     Node(NodeArgs),
+    /// Run several nodes on loopback with their panels and a stream of small tasks.
+    ///
+    /// Example: apn demo --nodes 3 --tasks 10
+    Demo(DemoArgs),
+    /// Show this node's ledger: balance, escrow, last transfers (reads the data dir).
+    ///
+    /// Example: apn ledger --data-dir data/apn --last 20 --json
+    Ledger(LedgerArgs),
     /// Show a running node's status.
     ///
     /// Example: apn status --node http://127.0.0.1:8080
@@ -42,6 +50,41 @@ enum Command {
     /// Create, follow, list, show and cancel task attempts on a running node.
     #[command(subcommand)]
     Task(TaskCommand),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Nodes to start (the first submits tasks, the others execute them).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Tasks to submit before stopping.
+    #[arg(long, default_value_t = 10, conflicts_with = "forever")]
+    tasks: usize,
+    /// Keep submitting until Ctrl-C.
+    #[arg(long)]
+    forever: bool,
+    /// Panel port of the first node; the others count up from it.
+    #[arg(long, default_value_t = 8080)]
+    http_base_port: u16,
+    /// A NATS relay for the nodes (none by default).
+    #[arg(long, value_name = "URL")]
+    relay: Option<String>,
+    /// Keep the temporary data dirs.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Args)]
+struct LedgerArgs {
+    /// The node's data dir.
+    #[arg(long, value_name = "DIR", default_value = "data/apn")]
+    data_dir: PathBuf,
+    /// Transfers to show.
+    #[arg(long, default_value_t = 20)]
+    last: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -206,7 +249,8 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
         .init();
 }
 
@@ -215,6 +259,8 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Node(args) => run_node(args),
+        Command::Demo(args) => run_demo(args),
+        Command::Ledger(args) => commands::ledger(&args),
         Command::Status(args) => commands::status(&args),
         Command::Peers(args) => commands::peers(&args),
         Command::Task(TaskCommand::Submit(args)) => commands::submit(&args),
@@ -254,6 +300,33 @@ fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let options = apn::demo::DemoOptions {
+        nodes: args.nodes.max(2),
+        tasks: if args.forever { None } else { Some(args.tasks) },
+        http_base_port: args.http_base_port,
+        relay: args.relay,
+        keep: args.keep,
+    };
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let demo = apn::demo::run_demo(options, |line| println!("{line}"));
+        tokio::select! {
+            result = demo => {
+                let outcomes = result.context("running the demo")?;
+                let completed = outcomes.iter().filter(|o| o.view.status == apn::actors::distributor::TaskStatus::Completed).count();
+                println!("demo finished: {completed} of {} tasks completed", outcomes.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            signal = wait_for_shutdown_signal() => {
+                signal?;
+                println!("demo stopped");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
 /// Ctrl-C or SIGTERM.
 async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -289,6 +362,16 @@ mod commands {
     fn print_json(value: &Value) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(value)?);
         Ok(())
+    }
+
+    pub fn ledger(args: &super::LedgerArgs) -> anyhow::Result<ExitCode> {
+        let report = apn::ledger::report(&args.data_dir, args.last)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{report}");
+        }
+        Ok(ExitCode::SUCCESS)
     }
 
     pub fn status(args: &ApiArgs) -> anyhow::Result<ExitCode> {

@@ -35,7 +35,10 @@ impl Drop for Browser {
 }
 
 fn chromium() -> Option<String> {
-    ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|p| apn::actors::executor::program_exists(p)).map(String::from)
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|p| apn::actors::executor::program_exists(p))
+        .map(String::from)
 }
 
 impl Browser {
@@ -70,8 +73,15 @@ impl Browser {
                 }
             }
         });
-        let browser_url = receiver.recv_timeout(BROWSER_TIMEOUT).expect("DevTools address");
-        let port = browser_url.trim_start_matches("ws://127.0.0.1:").split('/').next().unwrap().to_string();
+        let browser_url = receiver
+            .recv_timeout(BROWSER_TIMEOUT)
+            .expect("DevTools address");
+        let port = browser_url
+            .trim_start_matches("ws://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
         let deadline = Instant::now() + BROWSER_TIMEOUT;
         let page_url = loop {
             let list: Value = ureq::get(&format!("http://127.0.0.1:{port}/json/list"))
@@ -79,20 +89,34 @@ impl Browser {
                 .ok()
                 .and_then(|mut r| r.body_mut().read_json().ok())
                 .unwrap_or(Value::Null);
-            if let Some(page) = list.as_array().and_then(|l| l.iter().find(|t| t["type"] == "page")) {
+            if let Some(page) = list
+                .as_array()
+                .and_then(|l| l.iter().find(|t| t["type"] == "page"))
+            {
                 break page["webSocketDebuggerUrl"].as_str().unwrap().to_string();
             }
             assert!(Instant::now() < deadline, "no page target");
             std::thread::sleep(Duration::from_millis(100));
         };
         let (socket, _) = tungstenite::connect(page_url).expect("CDP connects");
-        Browser { child, socket, next_id: 0, _profile: profile }
+        Browser {
+            child,
+            socket,
+            next_id: 0,
+            _profile: profile,
+        }
     }
 
     fn command(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
-        self.socket.send(Message::Text(json!({"id": id, "method": method, "params": params}).to_string().into())).unwrap();
+        self.socket
+            .send(Message::Text(
+                json!({"id": id, "method": method, "params": params})
+                    .to_string()
+                    .into(),
+            ))
+            .unwrap();
         loop {
             let message = self.socket.read().expect("CDP reply");
             if let Message::Text(text) = message {
@@ -105,7 +129,11 @@ impl Browser {
     }
 
     fn evaluate(&mut self, expression: &str) -> Value {
-        self.command("Runtime.evaluate", json!({"expression": expression, "returnByValue": true}))["result"]["value"].clone()
+        self.command(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+        )["result"]["value"]
+            .clone()
     }
 
     fn wait_for(&mut self, what: &str, expression: &str) {
@@ -117,8 +145,13 @@ impl Browser {
     }
 
     fn screenshot(&mut self, path: &std::path::Path) {
-        let data = self.command("Page.captureScreenshot", json!({"format": "png"}))["data"].as_str().unwrap().to_string();
-        let png = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
+        let data = self.command("Page.captureScreenshot", json!({"format": "png"}))["data"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
     }
@@ -127,7 +160,10 @@ impl Browser {
 #[actix_rt::test]
 async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     let Some(program) = chromium() else {
-        assert!(std::env::var_os("CI").is_none(), "chromium is required under CI (scripts/test.sh installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is required under CI (scripts/test.sh installs it)"
+        );
         eprintln!("skipped: chromium is not installed (scripts/test.sh installs it)");
         return;
     };
@@ -150,29 +186,65 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     let screenshots = target.clone();
     let driver = std::thread::spawn(move || {
         let mut browser = Browser::open(&program, &url);
-        browser.wait_for("ONLINE", "document.getElementById('conn-badge').textContent === 'ONLINE'");
-        browser.wait_for("the node id", &format!("document.getElementById('node-id').textContent === '{node_id}'"));
-        browser.wait_for("1 peer", "document.getElementById('peer-count').textContent === '1'");
-        browser.wait_for("the other node", &format!("!!document.querySelector('#peers-list tr[data-peer-id=\"{peer_id}\"]')"));
+        browser.wait_for(
+            "ONLINE",
+            "document.getElementById('conn-badge').textContent === 'ONLINE'",
+        );
+        browser.wait_for(
+            "the node id",
+            &format!("document.getElementById('node-id').textContent === '{node_id}'"),
+        );
+        browser.wait_for(
+            "1 peer",
+            "document.getElementById('peer-count').textContent === '1'",
+        );
+        browser.wait_for(
+            "the other node",
+            &format!("!!document.querySelector('#peers-list tr[data-peer-id=\"{peer_id}\"]')"),
+        );
         // Marks this page load: a reload would clear it.
-        browser.evaluate("window.__apnLoad = 'first'; document.querySelectorAll('#tx-log li[data-type]').length");
+        browser.evaluate(
+            "window.__apnLoad = 'first'; document.querySelectorAll('#tx-log li[data-type]').length",
+        );
         let _ = browser_sender.send(());
         event_receiver.recv_timeout(BROWSER_TIMEOUT).unwrap();
-        browser.wait_for("a live transaction entry", "document.querySelectorAll('#tx-log li[data-type=\"task_distributed\"]').length > 0");
-        assert_eq!(browser.evaluate("window.__apnLoad"), json!("first"), "the page reloaded");
+        browser.wait_for(
+            "a live transaction entry",
+            "document.querySelectorAll('#tx-log li[data-type=\"task_distributed\"]').length > 0",
+        );
+        assert_eq!(
+            browser.evaluate("window.__apnLoad"),
+            json!("first"),
+            "the page reloaded"
+        );
         browser.screenshot(&screenshots.join("panel-screenshot.png"));
-        browser.command("Emulation.setDeviceMetricsOverride", json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}));
+        browser.command(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}),
+        );
         std::thread::sleep(Duration::from_millis(300));
-        let overflow = browser.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1");
+        let overflow =
+            browser.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1");
         browser.screenshot(&screenshots.join("panel-screenshot-phone.png"));
         overflow
     });
-    tokio::time::timeout(Duration::from_secs(60), browser_receiver).await.expect("browser ready").unwrap();
+    tokio::time::timeout(Duration::from_secs(60), browser_receiver)
+        .await
+        .expect("browser ready")
+        .unwrap();
     // The event: a task offered to the mesh (nobody runs SHELL here, so it fails after the
     // bid window: two entries, task_distributed then execution_failed).
     let repo = tempfile::tempdir().unwrap();
     let git = |args: &[&str]| {
-        assert!(Command::new("git").args(["-c", "user.name=t", "-c", "user.email=t@e"]).args(args).current_dir(repo.path()).status().unwrap().success())
+        assert!(
+            Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@e"])
+                .args(args)
+                .current_dir(repo.path())
+                .status()
+                .unwrap()
+                .success()
+        )
     };
     git(&["init", "-q"]);
     std::fs::write(repo.path().join("f"), "x").unwrap();
@@ -191,8 +263,15 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     };
     first.distributor.send(task).await.unwrap().unwrap();
     event_sender.send(()).unwrap();
-    let phone_fits = tokio::task::spawn_blocking(move || driver.join().expect("browser checks pass")).await.unwrap();
-    assert_eq!(phone_fits, json!(true), "the page overflows a phone-width screen");
+    let phone_fits =
+        tokio::task::spawn_blocking(move || driver.join().expect("browser checks pass"))
+            .await
+            .unwrap();
+    assert_eq!(
+        phone_fits,
+        json!(true),
+        "the page overflows a phone-width screen"
+    );
     assert!(target.join("panel-screenshot.png").exists());
     first.shutdown().await;
     second.shutdown().await;

@@ -24,7 +24,11 @@ async fn call<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T
 }
 
 fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
     let response = match method {
         "GET" => {
             let mut request = agent.get(url);
@@ -44,7 +48,10 @@ fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) ->
     let mut response = response.expect("HTTP call");
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[actix_rt::test]
@@ -60,8 +67,18 @@ async fn every_endpoint_answers_with_its_shape() {
     let client_base = base.clone();
     let (status, peers, resources, transactions, tasks, health, metrics, index) = call(move || {
         let client = ApiClient::new(&client_base, None);
-        let metrics = ureq::get(&format!("{client_base}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
-        let index = ureq::get(&format!("{client_base}/")).call().unwrap().body_mut().read_to_string().unwrap();
+        let metrics = ureq::get(&format!("{client_base}/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let index = ureq::get(&format!("{client_base}/"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
         (
             client.get("/api/status").unwrap(),
             client.get("/api/peers").unwrap(),
@@ -80,7 +97,11 @@ async fn every_endpoint_answers_with_its_shape() {
     assert_eq!(status["relay"], "disabled");
     assert_eq!(status["balance"], "1000");
     assert_eq!(status["escrowed"], "0");
-    assert!(status["uptime_s"].is_i64() && status["version"].is_string() && status["listen_addrs"].is_array());
+    assert!(
+        status["uptime_s"].is_i64()
+            && status["version"].is_string()
+            && status["listen_addrs"].is_array()
+    );
     assert_eq!(peers[0]["node_id"], second.identity.node_id().as_str());
     assert!(peers[0]["capabilities"].is_array() && peers[0]["path"] == "direct");
     assert!(resources["bandwidth"]["upload_mbps"].is_number() && resources["compute"]["max"] == 2);
@@ -96,9 +117,19 @@ async fn every_endpoint_answers_with_its_shape() {
     let url = base.clone();
     let (missing, bad_id, bad_type, unknown) = call(move || {
         (
-            raw("GET", &format!("{url}/api/tasks/00000000-0000-0000-0000-000000000000"), &[], None),
+            raw(
+                "GET",
+                &format!("{url}/api/tasks/00000000-0000-0000-0000-000000000000"),
+                &[],
+                None,
+            ),
             raw("GET", &format!("{url}/api/tasks/not-a-uuid"), &[], None),
-            raw("GET", &format!("{url}/api/transactions?type=nonsense"), &[], None),
+            raw(
+                "GET",
+                &format!("{url}/api/transactions?type=nonsense"),
+                &[],
+                None,
+            ),
             raw("GET", &format!("{url}/api/nothing-here"), &[], None),
         )
     })
@@ -107,7 +138,12 @@ async fn every_endpoint_answers_with_its_shape() {
     assert_eq!(missing.1["error"], "not_found");
     assert_eq!(bad_id.0, 400);
     assert_eq!(bad_type.0, 400);
-    assert!(bad_type.1["detail"].as_str().unwrap().contains("task_distributed"));
+    assert!(
+        bad_type.1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("task_distributed")
+    );
     assert_eq!(unknown.0, 404);
     first.shutdown().await;
     second.shutdown().await;
@@ -121,25 +157,46 @@ async fn mutations_need_the_token_from_other_hosts_and_bodies_are_checked() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(apn::web::TOKEN_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(apn::web::TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let url = format!("http://{}/api/tasks", node.http_addr.unwrap());
     let repo = dir.path().display().to_string();
     let results = call(move || {
-        let body = json!({"prompt": "x", "executor_profile": "SHELL", "repo_path": repo, "reward": "1"}).to_string();
+        let body =
+            json!({"prompt": "x", "executor_profile": "SHELL", "repo_path": repo, "reward": "1"})
+                .to_string();
         let remote = [("x-forwarded-for", "203.0.113.9")];
         let bearer = format!("Bearer {token}");
-        let remote_with_token = [("x-forwarded-for", "203.0.113.9"), ("authorization", bearer.as_str())];
-        let wrong = [("x-forwarded-for", "203.0.113.9"), ("authorization", "Bearer wrong")];
+        let remote_with_token = [
+            ("x-forwarded-for", "203.0.113.9"),
+            ("authorization", bearer.as_str()),
+        ];
+        let wrong = [
+            ("x-forwarded-for", "203.0.113.9"),
+            ("authorization", "Bearer wrong"),
+        ];
         vec![
             raw("POST", &url, &remote, Some(&body)),
             raw("POST", &url, &wrong, Some(&body)),
             raw("POST", &url, &remote_with_token, Some(&body)),
             raw("GET", &url, &remote, None),
             raw("POST", &url, &[], Some("{not json")),
-            raw("POST", &url, &[], Some(&format!("{{\"prompt\": \"{}\"}}", "x".repeat(10_000)))),
-            raw("POST", &url, &[], Some(r#"{"prompt":"x","executor_profile":"SHELL","repo_path":"/","reward":"-1"}"#)),
+            raw(
+                "POST",
+                &url,
+                &[],
+                Some(&format!("{{\"prompt\": \"{}\"}}", "x".repeat(10_000))),
+            ),
+            raw(
+                "POST",
+                &url,
+                &[],
+                Some(r#"{"prompt":"x","executor_profile":"SHELL","repo_path":"/","reward":"-1"}"#),
+            ),
         ]
     })
     .await;
@@ -148,13 +205,28 @@ async fn mutations_need_the_token_from_other_hosts_and_bodies_are_checked() {
     assert_eq!(results[1].0, 401);
     // With the token the request reaches the market (which refuses the non-repository).
     assert_eq!(results[2].0, 400, "{:?}", results[2].1);
-    assert!(results[2].1["detail"].as_str().unwrap().contains("base"), "{:?}", results[2].1);
+    assert!(
+        results[2].1["detail"].as_str().unwrap().contains("base"),
+        "{:?}",
+        results[2].1
+    );
     // Reads from other hosts are allowed by default.
     assert_eq!(results[3].0, 200);
     assert_eq!(results[4].0, 400);
-    assert!(results[4].1["detail"].as_str().unwrap().contains("JSON"), "{:?}", results[4].1);
+    assert!(
+        results[4].1["detail"].as_str().unwrap().contains("JSON"),
+        "{:?}",
+        results[4].1
+    );
     assert_eq!(results[5].0, 413, "{:?}", results[5].1);
     assert_eq!(results[6].0, 400);
-    assert!(results[6].1["detail"].as_str().unwrap().contains("negative"), "{:?}", results[6].1);
+    assert!(
+        results[6].1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("negative"),
+        "{:?}",
+        results[6].1
+    );
     node.shutdown().await;
 }

@@ -7,7 +7,9 @@ mod common;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use apn::actors::panel_hub::{GetHubStats, PanelEvent, SESSION_QUEUE_MAX, TransactionLogEntry, TransactionType};
+use apn::actors::panel_hub::{
+    GetHubStats, PanelEvent, SESSION_QUEUE_MAX, TransactionLogEntry, TransactionType,
+};
 use common::*;
 use serde_json::Value;
 use tungstenite::stream::MaybeTlsStream;
@@ -16,15 +18,22 @@ use tungstenite::{Message, WebSocket};
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
 fn connect(address: std::net::SocketAddr) -> Socket {
-    let (socket, _) = tungstenite::connect(format!("ws://{address}/ws")).expect("websocket connects");
+    let (socket, _) =
+        tungstenite::connect(format!("ws://{address}/ws")).expect("websocket connects");
     if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
-        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
     }
     socket
 }
 
 /// Read messages until one satisfies `want` or the timeout passes.
-fn read_until(socket: &mut Socket, timeout: Duration, want: impl Fn(&Value) -> bool) -> Option<Value> {
+fn read_until(
+    socket: &mut Socket,
+    timeout: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Option<Value> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match socket.read() {
@@ -36,7 +45,9 @@ fn read_until(socket: &mut Socket, timeout: Duration, want: impl Fn(&Value) -> b
                 }
             }
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(tungstenite::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => return None,
         }
     }
@@ -57,12 +68,20 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
     let (go_sender, go) = std::sync::mpsc::channel::<()>();
     let reader = std::thread::spawn(move || {
         let mut socket = connect(address);
-        let snapshot = read_until(&mut socket, Duration::from_secs(10), |v| v["type"] == "snapshot");
+        let snapshot = read_until(&mut socket, Duration::from_secs(10), |v| {
+            v["type"] == "snapshot"
+        });
         let _ = snapshot_sender.send(snapshot);
         let _ = go.recv_timeout(Duration::from_secs(30));
-        read_until(&mut socket, Duration::from_secs(20), |v| v["type"] == "peer_updated" && v["peer"]["announced"] == true)
+        read_until(&mut socket, Duration::from_secs(20), |v| {
+            v["type"] == "peer_updated" && v["peer"]["announced"] == true
+        })
     });
-    let snapshot = tokio::time::timeout(Duration::from_secs(15), snapshot_done).await.unwrap().unwrap().expect("a snapshot");
+    let snapshot = tokio::time::timeout(Duration::from_secs(15), snapshot_done)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a snapshot");
     assert_eq!(snapshot["status"]["node_id"], first_node_id.as_str());
     assert!(snapshot["peers"].as_array().unwrap().is_empty());
     assert!(snapshot["transactions"].is_array() && snapshot["resources"]["bandwidth"].is_object());
@@ -71,7 +90,10 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
     second_config.node.bootstrap = vec![first.dial_address().unwrap().to_string()];
     let second = node(second_config).await;
     go_sender.send(()).unwrap();
-    let delta = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap().expect("a peer delta");
+    let delta = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap()
+        .expect("a peer delta");
     assert_eq!(delta["peer"]["node_id"], second.identity.node_id().as_str());
 
     // A client that never reads: the hub drops it once its queue is full; memory stays bounded.
@@ -80,16 +102,37 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
         std::thread::sleep(Duration::from_secs(8));
         drop(socket);
     });
-    assert!(wait_until(EVENT_TIMEOUT, || async { first.panel_hub.send(GetHubStats).await.map(|s| s.clients >= 1).unwrap_or(false) }).await);
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            first
+                .panel_hub
+                .send(GetHubStats)
+                .await
+                .map(|s| s.clients >= 1)
+                .unwrap_or(false)
+        })
+        .await
+    );
     let big_detail = "x".repeat(16 * 1024);
     // Far more (and larger) deltas than a queue holds, faster than the socket drains them.
     for _ in 0..(SESSION_QUEUE_MAX * 8) {
-        let entry = TransactionLogEntry::new(TransactionType::BandwidthContributed, None, None, None, big_detail.clone());
+        let entry = TransactionLogEntry::new(
+            TransactionType::BandwidthContributed,
+            None,
+            None,
+            None,
+            big_detail.clone(),
+        );
         first.panel_hub.do_send(PanelEvent::Transaction(entry));
     }
     assert!(
         wait_until(EVENT_TIMEOUT, || async {
-            first.panel_hub.send(GetHubStats).await.map(|s| s.slow_clients_dropped >= 1).unwrap_or(false)
+            first
+                .panel_hub
+                .send(GetHubStats)
+                .await
+                .map(|s| s.slow_clients_dropped >= 1)
+                .unwrap_or(false)
         })
         .await,
         "the slow client was never dropped"
@@ -97,7 +140,9 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
     // The node still serves: a new client gets a snapshot.
     let fresh = tokio::task::spawn_blocking(move || {
         let mut socket = connect(address);
-        read_until(&mut socket, Duration::from_secs(10), |v| v["type"] == "snapshot")
+        read_until(&mut socket, Duration::from_secs(10), |v| {
+            v["type"] == "snapshot"
+        })
     })
     .await
     .unwrap();

@@ -1,0 +1,286 @@
+//! `apn demo`: several nodes on loopback in one process, a sample git repository, the
+//! SHELL profile enabled (for the demo only), and a stream of small realistic tasks, some
+//! of which fail on purpose so the failure path shows. Prints the panel URLs and one line
+//! per finished task.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus, TaskView};
+use crate::actors::node::{NodeHandle, start_node};
+use crate::actors::peer_manager::GetPeers;
+use crate::config::{Config, ProfileConfig};
+use crate::messages::Vibe;
+
+/// How long the demo waits for one task.
+const TASK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the nodes get to find each other.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Demo settings from the command line.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub nodes: usize,
+    /// `None`: run forever (until Ctrl-C).
+    pub tasks: Option<usize>,
+    pub http_base_port: u16,
+    pub relay: Option<String>,
+    pub keep: bool,
+}
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo set-up failed: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Node(#[from] crate::actors::node::NodeError),
+}
+
+/// One finished task, for the summary line and for tests.
+#[derive(Debug, Clone)]
+pub struct DemoOutcome {
+    pub title: String,
+    pub view: TaskView,
+    pub seconds: f64,
+}
+
+/// The little tasks the demo hands out: (title, shell script, reward, should fail).
+const TASKS: &[(&str, &str, u64, bool)] = &[
+    (
+        "Fix a typo in the README",
+        "sed -i 's/Teh /The /' README.md; echo 'APN_PROGRESS testing 80 checking spelling'",
+        3,
+        false,
+    ),
+    (
+        "Add a test for add()",
+        "mkdir -p tests; printf 'from calc import add\\n\\ndef test_add():\\n    assert add(2, 3) == 5\\n' > tests/test_add.py; echo 'APN_PROGRESS testing 70 running tests'",
+        5,
+        false,
+    ),
+    (
+        "Make the build fail on purpose",
+        "echo 'compiling...'; echo 'error: this task fails on purpose' >&2; exit 3",
+        2,
+        true,
+    ),
+    (
+        "Document the add function",
+        "sed -i 's/^def add/# Return the sum of a and b.\\ndef add/' calc.py",
+        4,
+        false,
+    ),
+    (
+        "Bump the version",
+        "sed -i 's/0.1.0/0.2.0/' VERSION; echo bumped",
+        2,
+        false,
+    ),
+];
+
+fn git(repo: &Path, args: &[&str]) -> Result<(), DemoError> {
+    let status = Command::new("git")
+        .args([
+            "-c",
+            "user.name=APN demo",
+            "-c",
+            "user.email=demo@apn.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(repo)
+        .status()
+        .map_err(|e| DemoError::Setup(format!("git: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(DemoError::Setup(format!("git {args:?} failed")))
+    }
+}
+
+/// A small Python project with a typo, in a fresh git repository.
+pub fn create_sample_repo(path: &Path) -> Result<(), DemoError> {
+    let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
+    std::fs::create_dir_all(path).map_err(setup)?;
+    std::fs::write(
+        path.join("README.md"),
+        "# calc\n\nTeh smallest calculator.\n",
+    )
+    .map_err(setup)?;
+    std::fs::write(path.join("calc.py"), "def add(a, b):\n    return a + b\n").map_err(setup)?;
+    std::fs::write(path.join("VERSION"), "0.1.0\n").map_err(setup)?;
+    git(path, &["init", "-q"])?;
+    git(path, &["add", "-A"])?;
+    git(path, &["commit", "-q", "-m", "calc: first version"])
+}
+
+fn demo_config(
+    index: usize,
+    data_dir: PathBuf,
+    options: &DemoOptions,
+    bootstrap: Option<String>,
+) -> Config {
+    let mut config = Config::default();
+    config.node.data_dir = data_dir;
+    config.node.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    config.node.mdns = false;
+    config.node.announce_interval_s = 5;
+    config.node.bootstrap = bootstrap.into_iter().collect();
+    config.http.bind = format!(
+        "127.0.0.1:{}",
+        options.http_base_port.saturating_add(index as u16)
+    );
+    config.relay.url = options.relay.clone().unwrap_or_default();
+    config.market.bid_window_ms = 300;
+    config.market.heartbeat_timeout_s = 15;
+    config.economics.initial_balance = Vibe::from_whole(1000);
+    // Different prices so bidding has something to decide.
+    config.economics.compute_rate_per_cpu_hour = Vibe::from_whole(6 + 6 * index as u64);
+    // The first node originates; the others execute with the SHELL profile (demo only).
+    config.executor.profiles.insert(
+        "SHELL".into(),
+        ProfileConfig {
+            program: "sh".into(),
+            args: vec!["-c".into(), "{prompt}".into()],
+            enabled: index > 0,
+        },
+    );
+    config.executor.timeout_s = 60;
+    config
+}
+
+/// Run the demo until the tasks are done (or forever). `on_line` receives every line the
+/// demo prints, so the binary prints and tests collect.
+pub async fn run_demo(
+    options: DemoOptions,
+    mut on_line: impl FnMut(String),
+) -> Result<Vec<DemoOutcome>, DemoError> {
+    let root = tempfile::Builder::new()
+        .prefix("apn-demo-")
+        .tempdir()
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let repo = root.path().join("sample-repo");
+    create_sample_repo(&repo)?;
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for index in 0..options.nodes.max(2) {
+        let bootstrap = nodes
+            .first()
+            .and_then(|n| n.dial_address())
+            .map(|a| a.to_string());
+        let config = demo_config(
+            index,
+            root.path().join(format!("node{index}")),
+            &options,
+            bootstrap,
+        );
+        nodes.push(start_node(config).await?);
+    }
+    for node in &nodes {
+        let url = node
+            .http_addr
+            .map(|a| format!("http://{a}/"))
+            .unwrap_or_else(|| "(no panel)".into());
+        on_line(format!("node {} panel {url}", node.identity.node_id()));
+    }
+    let deadline = Instant::now() + DISCOVERY_TIMEOUT;
+    loop {
+        let peers = nodes[0]
+            .peer_manager
+            .send(GetPeers)
+            .await
+            .unwrap_or_default();
+        if peers
+            .iter()
+            .filter(|p| p.announced && !p.executor_profiles.is_empty())
+            .count()
+            >= nodes.len() - 1
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(DemoError::Setup(
+                "the demo nodes did not find each other".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    on_line(format!(
+        "{} nodes connected; submitting tasks from {}",
+        nodes.len(),
+        nodes[0].identity.node_id()
+    ));
+    let mut outcomes = Vec::new();
+    let mut submitted = 0usize;
+    while options.tasks.is_none_or(|limit| submitted < limit) {
+        let (title, script, reward, _) = TASKS[submitted % TASKS.len()];
+        submitted += 1;
+        let started = Instant::now();
+        let request = CreateTaskAttempt {
+            title: title.into(),
+            prompt: script.into(),
+            executor_profile: "SHELL".into(),
+            repo_path: repo.display().to_string(),
+            base: "HEAD".into(),
+            requirements: Default::default(),
+            reward: Vibe::from_whole(reward),
+            prefer: Prefer::Mesh,
+            verify_command: None,
+        };
+        let id = match nodes[0].distributor.send(request).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => {
+                on_line(format!("task {title:?} not created: {e}"));
+                continue;
+            }
+            Err(e) => return Err(DemoError::Setup(format!("distributor gone: {e}"))),
+        };
+        let view = loop {
+            match nodes[0].distributor.send(GetTask(id)).await.ok().flatten() {
+                Some(view) if view.status.is_final() => break Some(view),
+                _ if started.elapsed() > TASK_TIMEOUT => break None,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let Some(view) = view else {
+            on_line(format!("task {title:?} did not finish in {TASK_TIMEOUT:?}"));
+            continue;
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        on_line(summary_line(title, &view, seconds));
+        outcomes.push(DemoOutcome {
+            title: title.into(),
+            view,
+            seconds,
+        });
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+    if options.keep {
+        let kept = root.keep();
+        on_line(format!("data kept in {}", kept.display()));
+    }
+    Ok(outcomes)
+}
+
+/// `✓ Fix a typo … → apn_1234abcd in 1.2 s, diff 312 B, paid 1 VIBE`.
+pub fn summary_line(title: &str, view: &TaskView, seconds: f64) -> String {
+    let executor = view.assigned_node.clone().unwrap_or_else(|| "-".into());
+    match view.status {
+        TaskStatus::Completed => format!(
+            "completed  {title} -> {executor} in {seconds:.1} s, diff {} B, paid {} VIBE",
+            view.diff.as_ref().map(|d| d.len()).unwrap_or(0),
+            view.paid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "0".into()),
+        ),
+        _ => format!(
+            "{:<10} {title} -> {executor} in {seconds:.1} s: {}",
+            format!("{:?}", view.status).to_lowercase(),
+            view.error.clone().unwrap_or_default()
+        ),
+    }
+}

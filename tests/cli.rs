@@ -1,0 +1,228 @@
+//! The binary as a user runs it: `apn demo`, and `status`, `peers`, `ledger`, `task submit`
+//! against a real node, with exit codes and `--json` output that parses.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const APN: &str = env!("CARGO_BIN_EXE_apn");
+const WAIT: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    apn::harness::free_port().unwrap()
+}
+
+/// Run to completion with a timeout.
+fn run(command: &mut Command) -> std::process::Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    receiver
+        .recv_timeout(Duration::from_secs(180))
+        .expect("command finishes")
+        .unwrap()
+}
+
+#[test]
+fn demo_runs_tasks_remotely_pays_and_reports_the_failure() {
+    let output = run(Command::new(APN).args([
+        "demo",
+        "--nodes",
+        "3",
+        "--tasks",
+        "5",
+        "--http-base-port",
+        &free_port().to_string(),
+    ]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.matches(" panel http://127.0.0.1:").count(),
+        3,
+        "{stdout}"
+    );
+    let paid = stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("completed") && l.contains("-> apn_") && !l.contains("paid 0 VIBE")
+        })
+        .count();
+    assert!(paid >= 1, "no task ran remotely and was paid:\n{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("failed") && l.contains("fail on purpose")),
+        "{stdout}"
+    );
+}
+
+struct RunningNode {
+    child: Child,
+    url: String,
+    data_dir: tempfile::TempDir,
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(shell: bool) -> RunningNode {
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut command = Command::new(APN);
+    command
+        .args([
+            "node",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if shell {
+        command.env(
+            "APN_EXECUTOR_PROFILES",
+            "{ SHELL = { program = \"sh\", args = [\"-c\", \"{prompt}\"] } }",
+        );
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("node started") {
+                let _ = sender.send(());
+            }
+        }
+    });
+    receiver.recv_timeout(WAIT).expect("node starts");
+    RunningNode {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        data_dir,
+    }
+}
+
+fn json_of(output: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[test]
+fn status_peers_ledger_and_task_submit_against_a_running_node() {
+    let node = start_node(true);
+    let status = run(Command::new(APN).args(["status", "--json", "--node", &node.url]));
+    assert!(status.status.success());
+    let value = json_of(&status);
+    assert!(value["node_id"].as_str().unwrap().starts_with("apn_"));
+    let human = run(Command::new(APN).args(["status", "--node", &node.url]));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("balance   1000 VIBE"));
+
+    let peers = run(Command::new(APN).args(["peers", "--json", "--node", &node.url]));
+    assert!(peers.status.success());
+    assert!(json_of(&peers).is_array());
+
+    // A repository and a task the node runs itself (it has the SHELL profile).
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        assert!(
+            Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@e"])
+                .args(args)
+                .current_dir(repo.path())
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    git(&["init", "-q"]);
+    std::fs::write(repo.path().join("notes.txt"), "one\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "x"]);
+    let submit = run(Command::new(APN)
+        .args([
+            "task",
+            "submit",
+            "--json",
+            "--node",
+            &node.url,
+            "--profile",
+            "SHELL",
+            "--reward",
+            "3",
+            "--prompt",
+            "echo two >> notes.txt",
+            "--repo",
+        ])
+        .arg(repo.path()));
+    assert!(
+        submit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submit.stderr)
+    );
+    let task = json_of(&submit);
+    assert_eq!(task["status"], "completed");
+    assert!(task["diff"].as_str().unwrap().contains("+two"));
+    let failing = run(Command::new(APN)
+        .args([
+            "task",
+            "submit",
+            "--node",
+            &node.url,
+            "--profile",
+            "SHELL",
+            "--reward",
+            "3",
+            "--prompt",
+            "exit 7",
+            "--repo",
+        ])
+        .arg(repo.path()));
+    assert_eq!(failing.status.code(), Some(1), "a failed task exits 1");
+    let list = run(Command::new(APN).args(["task", "list", "--json", "--node", &node.url]));
+    assert_eq!(json_of(&list).as_array().unwrap().len(), 2);
+
+    let ledger = run(Command::new(APN)
+        .args(["ledger", "--json", "--data-dir"])
+        .arg(node.data_dir.path()));
+    assert!(
+        ledger.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ledger.stderr)
+    );
+    let report = json_of(&ledger);
+    assert_eq!(report["balance"], "1000");
+    assert_eq!(report["escrowed"], "0");
+
+    // Usage errors exit 2; a node that is not there exits 1.
+    let usage = run(Command::new(APN).args(["task", "submit", "--node", &node.url]));
+    assert_eq!(usage.status.code(), Some(2));
+    let unreachable = run(Command::new(APN).args([
+        "status",
+        "--node",
+        &format!("http://127.0.0.1:{}", free_port()),
+    ]));
+    assert_eq!(unreachable.status.code(), Some(1));
+}
