@@ -623,7 +623,7 @@ fn check_header_paths(line: &str, text: &str) -> Result<(), WorkspaceError> {
             rest = after;
         } else {
             let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            token = rest[..end].as_bytes().to_vec();
+            token = rest.as_bytes()[..end].to_vec();
             rest = &rest[end..];
         }
         if let Some(reason) = unsafe_path_reason(&token) {
@@ -704,11 +704,10 @@ fn check_header_line(line: &str) -> Result<(), WorkspaceError> {
         if special_mode(mode.trim()) {
             return refuse("creates a symbolic link or submodule");
         }
-    } else if let Some(index) = trimmed.strip_prefix("index ") {
-        if index.split_whitespace().nth(1).is_some_and(special_mode) {
+    } else if let Some(index) = trimmed.strip_prefix("index ")
+        && index.split_whitespace().nth(1).is_some_and(special_mode) {
             return refuse("changes a symbolic link or submodule");
         }
-    }
     Ok(())
 }
 
