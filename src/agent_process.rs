@@ -297,16 +297,16 @@ pub async fn run_agent(
                 .await;
         }
         for (stream, line) in lines {
-            if stream == LogStream::Stdout {
-                if let Some((stage, percent, action)) = parse_progress_line(&line) {
-                    let _ = events
-                        .send(AgentEvent::Progress {
-                            stage,
-                            percent,
-                            action,
-                        })
-                        .await;
-                }
+            if stream == LogStream::Stdout
+                && let Some((stage, percent, action)) = parse_progress_line(&line)
+            {
+                let _ = events
+                    .send(AgentEvent::Progress {
+                        stage,
+                        percent,
+                        action,
+                    })
+                    .await;
             }
             let _ = events.send(AgentEvent::Log { stream, line }).await;
         }

@@ -53,10 +53,10 @@ impl ApiClient {
     /// The token from `APN_TOKEN`, else from `<data_dir>/api.token`, else none (loopback
     /// calls need none).
     pub fn token_from(data_dir: Option<&Path>) -> Option<String> {
-        if let Ok(token) = std::env::var("APN_TOKEN") {
-            if !token.trim().is_empty() {
-                return Some(token.trim().to_string());
-            }
+        if let Ok(token) = std::env::var("APN_TOKEN")
+            && !token.trim().is_empty()
+        {
+            return Some(token.trim().to_string());
         }
         let path = data_dir?.join(TOKEN_FILE);
         std::fs::read_to_string(path)

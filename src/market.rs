@@ -64,11 +64,7 @@ pub fn decide_bid(
     origin_peer: &str,
     state: &BidderState<'_>,
 ) -> Result<Vibe, NoBid> {
-    if !state
-        .profiles
-        .iter()
-        .any(|p| *p == request.executor_profile)
-    {
+    if !state.profiles.contains(&request.executor_profile) {
         return Err(NoBid::Profile(request.executor_profile.clone()));
     }
     if !state.accept.allows(origin_peer) {

@@ -705,9 +705,10 @@ fn check_header_line(line: &str) -> Result<(), WorkspaceError> {
             return refuse("creates a symbolic link or submodule");
         }
     } else if let Some(index) = trimmed.strip_prefix("index ")
-        && index.split_whitespace().nth(1).is_some_and(special_mode) {
-            return refuse("changes a symbolic link or submodule");
-        }
+        && index.split_whitespace().nth(1).is_some_and(special_mode)
+    {
+        return refuse("changes a symbolic link or submodule");
+    }
     Ok(())
 }
 

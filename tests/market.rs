@@ -115,10 +115,10 @@ async fn balance(node: &NodeHandle) -> (Vibe, Vibe) {
 async fn mesh(configs: Vec<Config>) -> Vec<NodeHandle> {
     let mut nodes: Vec<NodeHandle> = Vec::new();
     for mut config in configs {
-        if let Some(first) = nodes.first() {
-            if !config.node.relay_only {
-                config.node.bootstrap = vec![first.dial_address().unwrap().to_string()];
-            }
+        if let Some(first) = nodes.first()
+            && !config.node.relay_only
+        {
+            config.node.bootstrap = vec![first.dial_address().unwrap().to_string()];
         }
         nodes.push(node(config).await);
     }

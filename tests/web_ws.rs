@@ -38,10 +38,10 @@ fn read_until(
     while Instant::now() < deadline {
         match socket.read() {
             Ok(Message::Text(text)) => {
-                if let Ok(value) = serde_json::from_str::<Value>(&text) {
-                    if want(&value) {
-                        return Some(value);
-                    }
+                if let Ok(value) = serde_json::from_str::<Value>(&text)
+                    && want(&value)
+                {
+                    return Some(value);
                 }
             }
             Ok(_) => {}

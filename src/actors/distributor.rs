@@ -319,16 +319,14 @@ impl TaskDistributor {
     }
 
     fn remember(&mut self, id: Uuid, task: OriginTask) {
-        if self.order.len() >= TASKS_KEPT_MAX {
-            if let Some(position) = self
+        if self.order.len() >= TASKS_KEPT_MAX
+            && let Some(position) = self
                 .order
                 .iter()
                 .position(|t| self.tasks.get(t).is_none_or(|t| t.view.status.is_final()))
-            {
-                if let Some(old) = self.order.remove(position) {
-                    self.tasks.remove(&old);
-                }
-            }
+            && let Some(old) = self.order.remove(position)
+        {
+            self.tasks.remove(&old);
         }
         self.order.push_back(id);
         self.tasks.insert(id, task);
@@ -391,10 +389,10 @@ impl TaskDistributor {
     /// Fail the attempt for good, with a reason a user can read.
     fn fail(&mut self, id: Uuid, reason: String) {
         tracing::warn!(task_id = %id, %reason, "task attempt failed");
-        if let Some(task) = self.tasks.get_mut(&id) {
-            if let Some((path, _)) = task.bundle.take() {
-                let _ = std::fs::remove_file(path);
-            }
+        if let Some(task) = self.tasks.get_mut(&id)
+            && let Some((path, _)) = task.bundle.take()
+        {
+            let _ = std::fs::remove_file(path);
         }
         self.touch(id, |view| {
             view.status = TaskStatus::Failed;
@@ -1383,7 +1381,7 @@ impl Handler<ListTasks> for TaskDistributor {
 
     fn handle(&mut self, _request: ListTasks, _ctx: &mut Self::Context) -> Self::Result {
         let mut tasks: Vec<TaskView> = self.tasks.values().map(|t| t.view.clone()).collect();
-        tasks.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        tasks.sort_by_key(|task| std::cmp::Reverse(task.created_at));
         MessageResult(tasks)
     }
 }

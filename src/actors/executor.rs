@@ -208,7 +208,7 @@ impl TaskExecutor {
             tracing::info!(%task_id, %origin, profile = %payload.executor_profile, %deadline, "running a task for a peer");
             let origin = RunOrigin::Remote {
                 origin,
-                session,
+                session: Box::new(session),
                 handshake_answer: answer,
             };
                         if let Some(panel) = &actor.panel {

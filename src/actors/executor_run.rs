@@ -81,7 +81,7 @@ pub struct LocalExecution {
 pub enum RunOrigin {
     Remote {
         origin: PeerId,
-        session: E2eSession,
+        session: Box<E2eSession>,
         handshake_answer: Vec<u8>,
     },
     Local {

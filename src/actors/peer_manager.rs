@@ -589,11 +589,12 @@ impl PeerManager {
                 .is_none_or(|at| at.elapsed() >= ANNOUNCE_REPLY_INTERVAL);
         }
         self.publish_peer(&author);
-        if !self.connected.contains(&author) && !announcement.relay_only && !listen_addrs.is_empty()
+        if !self.connected.contains(&author)
+            && !announcement.relay_only
+            && !listen_addrs.is_empty()
+            && let Some(swarm) = &self.swarm
         {
-            if let Some(swarm) = &self.swarm {
-                swarm.dial(author, listen_addrs);
-            }
+            swarm.dial(author, listen_addrs);
         }
         if reply_due {
             self.send_announcement_to(author, ctx);
@@ -709,10 +710,10 @@ impl StreamHandler<MeshEvent> for PeerManager {
                 self.publish_peer(&peer);
             }
             MeshEvent::PeerAddrs(peer, addresses) => {
-                if let Some(entry) = self.peers.get_mut(&peer) {
-                    if entry.info.listen_addrs.is_empty() {
-                        entry.info.listen_addrs = addresses.iter().map(|a| a.to_string()).collect();
-                    }
+                if let Some(entry) = self.peers.get_mut(&peer)
+                    && entry.info.listen_addrs.is_empty()
+                {
+                    entry.info.listen_addrs = addresses.iter().map(|a| a.to_string()).collect();
                 }
             }
             MeshEvent::Relay(state) => {

@@ -112,10 +112,10 @@ fn task_of(event: &ExecutionEvent) -> Uuid {
 impl ExecutionRelay {
     fn stream(&mut self, task_id: Uuid) -> &mut TaskStream {
         if !self.streams.contains_key(&task_id) {
-            if self.order.len() >= TASKS_KEPT_MAX {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.streams.remove(&oldest);
-                }
+            if self.order.len() >= TASKS_KEPT_MAX
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.streams.remove(&oldest);
             }
             self.order.push_back(task_id);
         }

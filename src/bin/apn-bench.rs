@@ -355,10 +355,10 @@ impl actix::Actor for Counter {
 impl Counter {
     fn bump(&mut self) {
         self.count += 1;
-        if self.count == self.target {
-            if let Some(done) = self.done.take() {
-                let _ = done.send(());
-            }
+        if self.count == self.target
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(());
         }
     }
 }

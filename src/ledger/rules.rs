@@ -13,14 +13,25 @@ pub fn may_go_negative(account: &str, own_account: &str) -> bool {
     account == super::MINT || (account.starts_with("node:") && account != own_account)
 }
 
-/// Refuse a debit that would take a non-negative account below zero.
-pub fn check_debit(available_micros: i64, amount: Vibe, may_go_negative: bool) -> Result<(), ()> {
-    let amount = i64::try_from(amount.micros()).map_err(|_| ())?;
+/// A debit the account cannot cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overdraft;
+
+/// Refuse a debit that would take a non-negative account below zero (or overflow).
+pub fn check_debit(
+    available_micros: i64,
+    amount: Vibe,
+    may_go_negative: bool,
+) -> Result<(), Overdraft> {
+    let amount = i64::try_from(amount.micros()).map_err(|_| Overdraft)?;
     if may_go_negative {
-        return available_micros.checked_sub(amount).map(|_| ()).ok_or(());
+        return available_micros
+            .checked_sub(amount)
+            .map(|_| ())
+            .ok_or(Overdraft);
     }
     if available_micros < amount {
-        Err(())
+        Err(Overdraft)
     } else {
         Ok(())
     }

@@ -409,25 +409,21 @@ impl EventLoop {
                 endpoint,
                 num_established,
                 ..
-            } => {
-                if num_established.get() == 1 {
-                    self.connected.insert(peer_id);
-                    self.swarm
-                        .behaviour_mut()
-                        .kademlia
-                        .add_address(&peer_id, endpoint.get_remote_address().clone());
-                    self.emit(MeshEvent::Connected(peer_id));
-                }
+            } if num_established.get() == 1 => {
+                self.connected.insert(peer_id);
+                self.swarm
+                    .behaviour_mut()
+                    .kademlia
+                    .add_address(&peer_id, endpoint.get_remote_address().clone());
+                self.emit(MeshEvent::Connected(peer_id));
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    self.connected.remove(&peer_id);
-                    self.emit(MeshEvent::Disconnected(peer_id));
-                }
+                self.connected.remove(&peer_id);
+                self.emit(MeshEvent::Disconnected(peer_id));
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "outgoing connection failed");
@@ -520,13 +516,11 @@ impl EventLoop {
             }
             ApnBehaviourEvent::Kademlia(kad::Event::RoutingUpdated {
                 peer, addresses, ..
-            }) => {
-                if !self.connected.contains(&peer) && peer != *self.swarm.local_peer_id() {
-                    let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                        .addresses(addresses.into_vec())
-                        .build();
-                    let _ = self.swarm.dial(options);
-                }
+            }) if !self.connected.contains(&peer) && peer != *self.swarm.local_peer_id() => {
+                let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(addresses.into_vec())
+                    .build();
+                let _ = self.swarm.dial(options);
             }
             _ => {}
         }

@@ -247,10 +247,10 @@ impl ReplayCache {
         if self.expiry_by_id.contains_key(&msg_id) {
             return false;
         }
-        if self.order.len() >= self.capacity {
-            if let Some((_, oldest)) = self.order.pop_front() {
-                self.expiry_by_id.remove(&oldest);
-            }
+        if self.order.len() >= self.capacity
+            && let Some((_, oldest)) = self.order.pop_front()
+        {
+            self.expiry_by_id.remove(&oldest);
         }
         let expires_at = now_ms.saturating_add(skew_ms_max.saturating_mul(2));
         self.expiry_by_id.insert(msg_id, expires_at);

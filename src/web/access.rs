@@ -32,17 +32,16 @@ pub fn token_matches(header: Option<&str>, token: &str) -> bool {
 }
 
 fn client_address(request: &ServiceRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for {
-        if let Some(forwarded) = request
+    if trust_forwarded_for
+        && let Some(forwarded) = request
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-        {
-            return forwarded
-                .split(',')
-                .next()
-                .and_then(|first| first.trim().parse().ok());
-        }
+    {
+        return forwarded
+            .split(',')
+            .next()
+            .and_then(|first| first.trim().parse().ok());
     }
     request.peer_addr().map(|a| a.ip())
 }

@@ -222,13 +222,13 @@ async fn transactions(
             detail: format!("limit must be between 1 and {TRANSACTION_LOG_MAX}"),
         });
     }
-    if let Some(kind) = &query.kind {
-        if !TRANSACTION_TYPES.iter().any(|t| t.name() == kind) {
-            let names: Vec<&str> = TRANSACTION_TYPES.iter().map(|t| t.name()).collect();
-            return Err(WebError::BadRequest {
-                detail: format!("unknown type {kind:?}; one of {}", names.join(", ")),
-            });
-        }
+    if let Some(kind) = &query.kind
+        && !TRANSACTION_TYPES.iter().any(|t| t.name() == kind)
+    {
+        let names: Vec<&str> = TRANSACTION_TYPES.iter().map(|t| t.name()).collect();
+        return Err(WebError::BadRequest {
+            detail: format!("unknown type {kind:?}; one of {}", names.join(", ")),
+        });
     }
     Ok(HttpResponse::Ok()
         .json(transactions_value(&state, limit, query.before, query.kind.clone()).await?))

@@ -96,9 +96,8 @@ pub(super) async fn websocket(
                     if session.ping(b"").await.is_err() { break None }
                 }
                 _ = refresher.tick() => {
-                    if let Ok(text) = refresh(&state).await {
-                        if session.text(text).await.is_err() { break None }
-                    }
+                    if let Ok(text) = refresh(&state).await
+                        && session.text(text).await.is_err() { break None }
                 }
             }
         };
