@@ -20,4 +20,4 @@ fi
 # Debian puts nats-server in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin"
 
-cargo test --all-targets "$@"
+cargo test --all-targets --no-fail-fast "$@"
