@@ -1,16 +1,26 @@
 //! Agent processes for real: argv without a shell, a cleared environment, the process group
-//! killed on timeout and cancel, the output cap, progress lines, CPU metering.
+//! killed on timeout, cancel, normal exit and drop; the output cap; progress lines; a
+//! consumer that stops reading; CPU and memory metering. Every run is bounded by
+//! `RUN_TIMEOUT`, so a regression fails instead of hanging.
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use apn::agent_process::{AgentEvent, AgentOutcome, AgentSpec, LogStream, build_argv, run_agent};
+use apn::agent_process::{
+    AgentError, AgentEvent, AgentOutcome, AgentSpec, LINE_BYTES_MAX, LogStream, build_argv,
+    run_agent,
+};
 use apn::config::ProfileConfig;
+use apn::messages::ExecutionStage;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// No run in these tests should take this long; one that does has hung.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Room in the event channel, as the executor has.
+const EVENTS_QUEUED_MAX: usize = 64;
 
-fn spec(argv: Vec<String>, dir: &std::path::Path) -> AgentSpec {
+fn spec(argv: Vec<String>, dir: &Path) -> AgentSpec {
     AgentSpec {
         argv,
         workspace: dir.to_path_buf(),
@@ -21,13 +31,19 @@ fn spec(argv: Vec<String>, dir: &std::path::Path) -> AgentSpec {
     }
 }
 
+/// The SHELL profile's shape: the prompt is the script.
 fn sh(script: &str) -> Vec<String> {
-    vec!["sh".into(), "-c".into(), script.into()]
+    let shell = ProfileConfig {
+        program: "sh".into(),
+        args: vec!["-c".into(), "{prompt}".into()],
+        enabled: true,
+    };
+    build_argv(&shell, script)
 }
 
 /// Run and collect every event (the receiver is drained concurrently, as the executor does).
 async fn run(spec: AgentSpec, cancel: CancellationToken) -> (AgentOutcome, Vec<AgentEvent>) {
-    let (sender, mut receiver) = mpsc::channel(64);
+    let (sender, mut receiver) = mpsc::channel(EVENTS_QUEUED_MAX);
     let collector = tokio::spawn(async move {
         let mut events = Vec::new();
         while let Some(event) = receiver.recv().await {
@@ -37,9 +53,13 @@ async fn run(spec: AgentSpec, cancel: CancellationToken) -> (AgentOutcome, Vec<A
     });
     let outcome = tokio::time::timeout(RUN_TIMEOUT, run_agent(spec, sender, cancel))
         .await
-        .expect("run ends")
-        .expect("run starts");
-    (outcome, collector.await.unwrap())
+        .expect("the run ends in time")
+        .expect("the run starts");
+    let events = tokio::time::timeout(RUN_TIMEOUT, collector)
+        .await
+        .expect("the event stream ends")
+        .unwrap();
+    (outcome, events)
 }
 
 fn stdout_lines(events: &[AgentEvent]) -> Vec<String> {
@@ -55,22 +75,105 @@ fn stdout_lines(events: &[AgentEvent]) -> Vec<String> {
         .collect()
 }
 
+/// Alive by `kill(pid, 0)`, and not a zombie (a killed child whose parent is gone may wait
+/// a moment for init to reap it; it runs nothing).
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// The pid a script wrote to `file`.
+fn read_pid(file: &Path) -> i32 {
+    std::fs::read_to_string(file)
+        .expect("the script wrote its background pid")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Wait (briefly) for `pid` to be gone; false if it is still running after two seconds.
+async fn gone(pid: i32) -> bool {
+    for _ in 0..40 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test]
-async fn lines_progress_and_exit_codes_are_reported_in_order() {
+async fn lines_and_progress_arrive_in_order_with_the_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let script =
         "echo one; echo 'APN_PROGRESS coding 40 editing files'; echo two >&2; echo three; exit 4";
     let (outcome, events) = run(spec(sh(script), dir.path()), CancellationToken::new()).await;
     assert_eq!(outcome.exit_code, Some(4));
-    assert!(!outcome.timed_out);
+    assert_eq!(outcome.signal, None);
+    assert!(!outcome.timed_out && !outcome.cancelled && !outcome.output_capped);
+    let stdout_events: Vec<&AgentEvent> = events
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e,
+                AgentEvent::Log {
+                    stream: LogStream::Stderr,
+                    ..
+                }
+            )
+        })
+        .collect();
+    let log = |line: &str| AgentEvent::Log {
+        stream: LogStream::Stdout,
+        line: line.into(),
+    };
     assert_eq!(
-        stdout_lines(&events),
-        vec!["one", "APN_PROGRESS coding 40 editing files", "three"]
+        stdout_events,
+        vec![
+            &log("one"),
+            &log("APN_PROGRESS coding 40 editing files"),
+            &AgentEvent::Progress {
+                stage: ExecutionStage::Coding,
+                percent: 40,
+                action: "editing files".into()
+            },
+            &log("three"),
+        ]
     );
-    assert!(events.iter().any(|e| matches!(e, AgentEvent::Progress { percent: 40, action, .. } if action == "editing files")));
-    assert!(events.iter().any(
-        |e| matches!(e, AgentEvent::Log { stream: LogStream::Stderr, line } if line == "two")
-    ));
+    assert!(events.contains(&AgentEvent::Log {
+        stream: LogStream::Stderr,
+        line: "two".into()
+    }));
+    assert_eq!(outcome.output_bytes, 51);
+}
+
+#[tokio::test]
+async fn a_clean_exit_and_a_last_line_without_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outcome, events) = run(
+        spec(sh("printf 'a\\nno newline'; pwd >&2"), dir.path()),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(outcome.exit_code, Some(0));
+    assert_eq!(stdout_lines(&events), vec!["a", "no newline"]);
+    // The workspace is the working directory.
+    let cwd = std::fs::canonicalize(dir.path()).unwrap();
+    assert!(events.contains(&AgentEvent::Log {
+        stream: LogStream::Stderr,
+        line: cwd.display().to_string()
+    }));
 }
 
 #[tokio::test]
@@ -83,11 +186,9 @@ async fn the_prompt_is_one_argument_and_runs_nothing() {
         args: vec!["%s\\n".into(), "{prompt}".into()],
         enabled: true,
     };
-    let (outcome, events) = run(
-        spec(build_argv(&profile, &prompt), dir.path()),
-        CancellationToken::new(),
-    )
-    .await;
+    let argv = build_argv(&profile, &prompt);
+    assert_eq!(argv.len(), 3);
+    let (outcome, events) = run(spec(argv, dir.path()), CancellationToken::new()).await;
     assert_eq!(outcome.exit_code, Some(0));
     assert_eq!(stdout_lines(&events), vec![prompt]);
     assert!(!marker.exists(), "the prompt was interpreted by a shell");
@@ -97,28 +198,20 @@ async fn the_prompt_is_one_argument_and_runs_nothing() {
 async fn node_secrets_are_not_passed_unless_configured() {
     let dir = tempfile::tempdir().unwrap();
     // SAFETY: the test sets a variable no other test reads.
-    unsafe { std::env::set_var("APN_SECRET_TOKEN_FOR_TEST", "hunter2") };
-    let script = "echo token=${APN_SECRET_TOKEN_FOR_TEST:-unset}";
+    unsafe { std::env::set_var("APN_SECRET_TOKEN", "hunter2") };
+    let script = "echo token=${APN_SECRET_TOKEN:-unset} extra=${APN_TASK:-unset}; env | wc -l";
     let (_, events) = run(spec(sh(script), dir.path()), CancellationToken::new()).await;
-    assert_eq!(stdout_lines(&events), vec!["token=unset"]);
-    let mut passing = spec(sh(script), dir.path());
-    passing.pass_env.push("APN_SECRET_TOKEN_FOR_TEST".into());
-    let (_, events) = run(passing, CancellationToken::new()).await;
-    assert_eq!(stdout_lines(&events), vec!["token=hunter2"]);
-}
+    let lines = stdout_lines(&events);
+    assert_eq!(lines[0], "token=unset extra=unset");
+    // PATH, and what sh itself sets (PWD, SHLVL, _): nothing of the node's environment.
+    let count: usize = lines[1].trim().parse().unwrap();
+    assert!(count <= 5, "{count} variables reached the agent");
 
-/// Running (a killed child whose parent died may stay a zombie until init reaps it: that
-/// is not running).
-fn running(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                != Some("Z")
-        }
-        Err(_) => false,
-    }
+    let mut passing = spec(sh(script), dir.path());
+    passing.pass_env.push("APN_SECRET_TOKEN".into());
+    passing.extra_env.push(("APN_TASK".into(), "t1".into()));
+    let (_, events) = run(passing, CancellationToken::new()).await;
+    assert_eq!(stdout_lines(&events)[0], "token=hunter2 extra=t1");
 }
 
 #[tokio::test]
@@ -128,70 +221,247 @@ async fn a_timeout_kills_the_whole_process_group() {
     let script = format!("sleep 300 & echo $! > {}; sleep 300", pid_file.display());
     let mut limited = spec(sh(&script), dir.path());
     limited.timeout = Duration::from_secs(1);
+    let started = Instant::now();
     let (outcome, _) = run(limited, CancellationToken::new()).await;
-    assert!(outcome.timed_out);
-    assert_eq!(outcome.signal, Some(9));
-    let background = std::fs::read_to_string(&pid_file).unwrap();
     assert!(
-        !running(background.trim()),
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(outcome.timed_out && !outcome.cancelled);
+    assert_eq!(outcome.signal, Some(libc::SIGKILL));
+    assert_eq!(outcome.exit_code, None);
+    assert!(outcome.usage.wall_seconds >= 1.0);
+    assert!(
+        gone(read_pid(&pid_file)).await,
         "the background child survived the timeout"
     );
 }
 
 #[tokio::test]
-async fn cancel_kills_the_run() {
+async fn a_normal_exit_kills_stray_children_and_does_not_wait_for_their_pipes() {
     let dir = tempfile::tempdir().unwrap();
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        trigger.cancel();
-    });
-    let (outcome, _) = run(spec(sh("sleep 300"), dir.path()), cancel).await;
-    assert!(outcome.cancelled && !outcome.timed_out);
+    let pid_file = dir.path().join("background.pid");
+    // The background sleep inherits stdout: the pipe stays open after the script exits.
+    let script = format!("sleep 300 & echo $! > {}; echo done", pid_file.display());
+    let started = Instant::now();
+    let (outcome, events) = run(spec(sh(&script), dir.path()), CancellationToken::new()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.exit_code, Some(0));
+    assert!(!outcome.timed_out);
+    assert_eq!(stdout_lines(&events), vec!["done"]);
+    assert!(
+        gone(read_pid(&pid_file)).await,
+        "a background child outlived the run"
+    );
 }
 
 #[tokio::test]
-async fn a_flood_of_output_is_capped() {
+async fn cancel_kills_the_whole_group() {
     let dir = tempfile::tempdir().unwrap();
-    // About 50 MB of output against a 1 MiB cap.
+    let pid_file = dir.path().join("background.pid");
+    let script = format!(
+        "sleep 300 & echo $! > {}; echo started; sleep 300",
+        pid_file.display()
+    );
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+    });
+    let (outcome, events) = run(spec(sh(&script), dir.path()), cancel).await;
+    assert!(outcome.cancelled && !outcome.timed_out);
+    assert_eq!(outcome.signal, Some(libc::SIGKILL));
+    assert_eq!(stdout_lines(&events), vec!["started"]);
+    assert!(
+        gone(read_pid(&pid_file)).await,
+        "the background child survived the cancel"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_run_kills_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("background.pid");
+    let script = format!("sleep 300 & echo $! > {}; sleep 300", pid_file.display());
+    let (sender, _receiver) = mpsc::channel(EVENTS_QUEUED_MAX);
+    let task = tokio::spawn(run_agent(
+        spec(sh(&script), dir.path()),
+        sender,
+        CancellationToken::new(),
+    ));
+    for _ in 0..100 {
+        if pid_file.exists() && !std::fs::read_to_string(&pid_file).unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(
+        gone(read_pid(&pid_file)).await,
+        "the group outlived the dropped run"
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_does_not_stop_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sender, receiver) = mpsc::channel(1);
+    let mut limited = spec(sh("while true; do echo line; done"), dir.path());
+    limited.timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        RUN_TIMEOUT,
+        run_agent(limited, sender, CancellationToken::new()),
+    )
+    .await
+    .expect("the run ends although nobody reads its events")
+    .unwrap();
+    assert!(outcome.timed_out);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(receiver);
+}
+
+#[tokio::test]
+async fn a_run_whose_receiver_is_gone_still_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sender, receiver) = mpsc::channel(1);
+    drop(receiver);
+    let outcome = tokio::time::timeout(
+        RUN_TIMEOUT,
+        run_agent(
+            spec(sh("seq 1 10000; exit 3"), dir.path()),
+            sender,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(outcome.exit_code, Some(3));
+    assert_eq!(outcome.output_bytes, 48894);
+}
+
+/// Bytes of output forwarded as log lines (each with its newline).
+fn forwarded_bytes(events: &[AgentEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| match e {
+            AgentEvent::Log { line, .. } => line.len() + 1,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn capped_events(events: &[AgentEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::OutputCapped { .. }))
+        .count()
+}
+
+#[tokio::test]
+async fn a_flood_of_output_is_capped_and_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 50 MB of output against a 1 MiB cap; the agent still finishes normally.
     let (outcome, events) = run(
         spec(sh("yes 'flood line' | head -c 50000000"), dir.path()),
         CancellationToken::new(),
     )
     .await;
     assert_eq!(outcome.exit_code, Some(0));
-    assert!(outcome.output_capped);
-    assert!(outcome.output_bytes >= 50_000_000);
-    let forwarded: usize = events
-        .iter()
-        .map(|e| match e {
-            AgentEvent::Log { line, .. } => line.len() + 1,
-            _ => 0,
-        })
-        .sum();
+    assert!(outcome.output_capped && !outcome.timed_out);
+    assert_eq!(outcome.output_bytes, 50_000_000);
     assert!(
-        forwarded <= 1024 * 1024 + apn::agent_process::LINE_BYTES_MAX,
-        "{forwarded} bytes forwarded"
+        forwarded_bytes(&events) <= 1024 * 1024,
+        "{}",
+        forwarded_bytes(&events)
     );
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| matches!(e, AgentEvent::OutputCapped { .. }))
-            .count(),
-        1
+    // 1 MiB of 11-byte lines, and nothing after the cap.
+    assert!(
+        events.len() <= 1024 * 1024 / 11 + 2,
+        "{} events",
+        events.len()
     );
+    assert_eq!(capped_events(&events), 1);
 }
 
 #[tokio::test]
-async fn cpu_time_is_measured_from_the_child() {
+async fn an_endless_flood_ends_at_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    // Burn about one CPU second, measured by the child itself.
-    let burn = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 1.0:\n    pass\n";
-    let argv = vec!["python3".into(), "-c".into(), burn.into()];
+    let mut limited = spec(vec!["yes".into(), "endless".into()], dir.path());
+    limited.timeout = Duration::from_secs(2);
+    limited.output_bytes_max = 64 * 1024;
+    let (outcome, events) = run(limited, CancellationToken::new()).await;
+    assert!(outcome.timed_out && outcome.output_capped);
+    assert!(outcome.output_bytes > 64 * 1024);
+    assert!(forwarded_bytes(&events) <= 64 * 1024);
+    assert_eq!(capped_events(&events), 1);
+}
+
+#[tokio::test]
+async fn long_lines_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "head -c 100000 /dev/zero | tr '\\0' x; echo; echo short";
+    let (outcome, events) = run(spec(sh(script), dir.path()), CancellationToken::new()).await;
+    assert_eq!(outcome.exit_code, Some(0));
+    let lines = stdout_lines(&events);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0].len(), LINE_BYTES_MAX);
+    assert_eq!(lines[1], "short");
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_spawn_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sender, _receiver) = mpsc::channel(EVENTS_QUEUED_MAX);
+    let error = run_agent(
+        spec(vec!["apn-no-such-agent-program".into()], dir.path()),
+        sender,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, AgentError::Spawn { ref program, .. } if program == "apn-no-such-agent-program")
+    );
+    let (sender, _receiver) = mpsc::channel(EVENTS_QUEUED_MAX);
+    let error = run_agent(
+        spec(Vec::new(), dir.path()),
+        sender,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, AgentError::EmptyCommand));
+}
+
+#[tokio::test]
+async fn cpu_and_memory_are_measured_from_the_child() {
+    let dir = tempfile::tempdir().unwrap();
+    // Burn about one CPU second in a grandchild (sh waits for it, so its rusage counts),
+    // holding about 50 MB resident.
+    let burn = "import time\nblock = bytearray(50_000_000)\nstart = time.process_time()\nwhile time.process_time() - start < 1.0:\n    pass\n";
+    let argv = sh(&format!("python3 -c '{burn}'; true"));
     let (outcome, _) = run(spec(argv, dir.path()), CancellationToken::new()).await;
     assert_eq!(outcome.exit_code, Some(0));
     let cpu = outcome.usage.cpu_seconds;
-    assert!((0.7..=1.5).contains(&cpu), "metered {cpu} cpu seconds");
-    assert!(outcome.usage.memory_gb_seconds > 0.0);
+    assert!((0.7..=1.8).contains(&cpu), "metered {cpu} cpu seconds");
+    // Around 0.05 GB for about a second, sampled.
+    let memory = outcome.usage.memory_gb_seconds;
+    assert!(
+        (0.02..=0.2).contains(&memory),
+        "metered {memory} GB-seconds"
+    );
+    assert!(outcome.usage.wall_seconds >= cpu * 0.9);
 }
