@@ -242,6 +242,37 @@ impl Ledger {
         Ok(Vibe::from_micros(total.max(0) as u64))
     }
 
+    /// Every account with its balance in micro-VIBE.
+    pub fn balances(&self) -> Result<std::collections::BTreeMap<String, i64>, LedgerError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name, balance FROM accounts")?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Transfers of a kind (`mint`, `hold`, `release`, `refund`, `incoming`).
+    pub fn transfer_count(&self, kind: &str) -> Result<u64, LedgerError> {
+        let count: i64 = self.connection.query_row(
+            "SELECT COUNT(*) FROM transfers WHERE kind = ?1",
+            [kind],
+            |row| row.get(0),
+        )?;
+        Ok(count as u64)
+    }
+
+    /// Escrows in a state.
+    pub fn escrow_count(&self, state: EscrowState) -> Result<u64, LedgerError> {
+        let count: i64 = self.connection.query_row(
+            "SELECT COUNT(*) FROM escrows WHERE state = ?1",
+            [state.name()],
+            |row| row.get(0),
+        )?;
+        Ok(count as u64)
+    }
+
     /// Sum over every account (zero while the books balance).
     pub fn total_micros(&self) -> Result<i128, LedgerError> {
         let mut statement = self.connection.prepare("SELECT balance FROM accounts")?;

@@ -1,0 +1,201 @@
+//! Property tests of the ledger over random sequences of mints, holds, releases, refunds,
+//! incoming payments, duplicate ids and overdrafts; and refusal of forged or mis-addressed
+//! payments.
+
+use std::collections::BTreeMap;
+
+use apn::identity::Identity;
+use apn::ledger::{EscrowState, Ledger, LedgerError, node_account};
+use apn::messages::{TransactionReason, Vibe, VibeTransaction};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Mint { id: u8, amount: u64 },
+    Hold { escrow: u8, amount: u64 },
+    Release { escrow: u8, payee: u8 },
+    Refund { escrow: u8 },
+    Incoming { id: u8, amount: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..6, 1u64..5_000).prop_map(|(id, amount)| Op::Mint { id, amount }),
+        (0u8..8, 1u64..8_000).prop_map(|(escrow, amount)| Op::Hold { escrow, amount }),
+        (0u8..8, 0u8..3).prop_map(|(escrow, payee)| Op::Release { escrow, payee }),
+        (0u8..8).prop_map(|escrow| Op::Refund { escrow }),
+        (0u8..6, 1u64..3_000).prop_map(|(id, amount)| Op::Incoming { id, amount }),
+    ]
+}
+
+struct World {
+    own: Identity,
+    payees: Vec<Identity>,
+    payer: Identity,
+}
+
+fn id(tag: &str, n: u8) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{tag}-{n}").as_bytes())
+}
+
+/// Apply one op; returns whether the ledger accepted it.
+fn apply(ledger: &mut Ledger, world: &World, op: &Op) -> Result<bool, LedgerError> {
+    let own = ledger.own_account().to_string();
+    match op {
+        Op::Mint { id: n, amount } => ledger.mint(id("mint", *n), &own, Vibe::from_micros(*amount)),
+        Op::Hold { escrow, amount } => {
+            ledger.hold(id("escrow", *escrow), None, Vibe::from_micros(*amount))
+        }
+        Op::Release { escrow, payee } => ledger
+            .release(
+                id("escrow", *escrow),
+                &world.payees[*payee as usize].public_key(),
+            )
+            .map(|_| true),
+        Op::Refund { escrow } => ledger.refund(id("escrow", *escrow)).map(|_| true),
+        Op::Incoming { id: n, amount } => {
+            let transaction = VibeTransaction::signed_with_id(
+                &world.payer,
+                id("incoming", *n),
+                world.own.public_key(),
+                Vibe::from_micros(*amount),
+                TransactionReason::BandwidthShare,
+                None,
+                chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            );
+            ledger.record_incoming(&transaction, &world.own.public_key())
+        }
+    }
+}
+
+fn state(ledger: &Ledger) -> BTreeMap<String, i64> {
+    ledger.balances().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn invariants_hold_after_every_step_and_replay_gives_the_same_state(ops in proptest::collection::vec(op(), 1..60)) {
+        let world = World { own: Identity::ephemeral(), payees: (0..3).map(|_| Identity::ephemeral()).collect(), payer: Identity::ephemeral() };
+        let mut ledger = Ledger::open_in_memory(&world.own.public_key()).unwrap();
+        let mut settled: BTreeMap<u8, EscrowState> = BTreeMap::new();
+        let mut accepted = Vec::new();
+        for op in &ops {
+            let before = state(&ledger);
+            let result = apply(&mut ledger, &world, op);
+            if result.is_ok() {
+                accepted.push(op.clone());
+            }
+            // Conservation and no negative own/escrow balance, after every step.
+            ledger.check_invariants().unwrap();
+            let after = state(&ledger);
+            match (&result, op) {
+                // A refused operation writes nothing.
+                (Err(_), _) => prop_assert_eq!(&before, &after),
+                (Ok(_), Op::Release { escrow, .. }) | (Ok(_), Op::Refund { escrow }) => {
+                    // Released or refunded at most once.
+                    prop_assert!(!settled.contains_key(escrow), "escrow {} settled twice", escrow);
+                    let state = if matches!(op, Op::Release { .. }) { EscrowState::Released } else { EscrowState::Refunded };
+                    settled.insert(*escrow, state);
+                }
+                _ => {}
+            }
+            if let (Err(LedgerError::Overdraft { .. }), Op::Hold { amount, .. }) = (&result, op) {
+                let own = before.get(ledger.own_account()).copied().unwrap_or(0);
+                prop_assert!(own < *amount as i64, "an affordable hold was refused");
+            }
+        }
+        for (escrow, state) in &settled {
+            prop_assert_eq!(ledger.escrow_state(id("escrow", *escrow)).unwrap(), Some(*state));
+        }
+        // Replaying the whole sequence on a fresh ledger gives the same state.
+        let mut replay = Ledger::open_in_memory(&world.own.public_key()).unwrap();
+        for op in &ops {
+            let _ = apply(&mut replay, &world, op);
+        }
+        prop_assert_eq!(state(&ledger), state(&replay));
+        // Retrying every accepted operation changes nothing: ids are idempotent, settled
+        // escrows stay settled (no double pay).
+        let final_state = state(&ledger);
+        for op in &accepted {
+            let _ = apply(&mut ledger, &world, op);
+        }
+        prop_assert_eq!(state(&ledger), final_state);
+    }
+}
+
+#[test]
+fn same_id_with_other_content_is_an_error() {
+    let own = Identity::ephemeral();
+    let mut ledger = Ledger::open_in_memory(&own.public_key()).unwrap();
+    let account = ledger.own_account().to_string();
+    let mint = Uuid::new_v4();
+    assert!(ledger.mint(mint, &account, Vibe::from_whole(5)).unwrap());
+    assert!(
+        !ledger.mint(mint, &account, Vibe::from_whole(5)).unwrap(),
+        "a retry is a no-op"
+    );
+    assert!(matches!(
+        ledger.mint(mint, &account, Vibe::from_whole(6)),
+        Err(LedgerError::TransferConflict(_))
+    ));
+    assert!(matches!(
+        ledger.hold(Uuid::new_v4(), None, Vibe::from_whole(6)),
+        Err(LedgerError::Overdraft { .. })
+    ));
+    assert_eq!(ledger.own_balance().unwrap(), Vibe::from_whole(5));
+}
+
+#[test]
+fn forged_or_misaddressed_payments_are_refused_and_nothing_is_written() {
+    let own = Identity::ephemeral();
+    let payer = Identity::ephemeral();
+    let mut ledger = Ledger::open_in_memory(&own.public_key()).unwrap();
+    let before = ledger.balances().unwrap();
+    let good = VibeTransaction::new_signed(
+        &payer,
+        own.public_key(),
+        Vibe::from_whole(3),
+        TransactionReason::TaskExecution,
+        None,
+    );
+    let mut inflated = good.clone();
+    inflated.amount = Vibe::from_whole(300);
+    assert!(matches!(
+        ledger.record_incoming(&inflated, &own.public_key()),
+        Err(LedgerError::Forged)
+    ));
+    let mut stolen_signature = good.clone();
+    stolen_signature.from = serde_bytes::ByteBuf::from(Identity::ephemeral().public_key().to_vec());
+    assert!(matches!(
+        ledger.record_incoming(&stolen_signature, &own.public_key()),
+        Err(LedgerError::Forged)
+    ));
+    let elsewhere = VibeTransaction::new_signed(
+        &payer,
+        Identity::ephemeral().public_key(),
+        Vibe::from_whole(3),
+        TransactionReason::Relay,
+        None,
+    );
+    assert!(matches!(
+        ledger.record_incoming(&elsewhere, &own.public_key()),
+        Err(LedgerError::NotPayee)
+    ));
+    assert_eq!(
+        ledger.balances().unwrap(),
+        before,
+        "a refused payment wrote something"
+    );
+    assert_eq!(ledger.transfer_count("incoming").unwrap(), 0);
+    // The genuine one is credited once, even when replayed.
+    assert!(ledger.record_incoming(&good, &own.public_key()).unwrap());
+    assert!(!ledger.record_incoming(&good, &own.public_key()).unwrap());
+    assert_eq!(ledger.own_balance().unwrap(), Vibe::from_whole(3));
+    assert_eq!(
+        ledger.balances().unwrap()[&node_account(&payer.public_key())],
+        -3_000_000
+    );
+}
