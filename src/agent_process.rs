@@ -52,6 +52,8 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// a process that left the group (`setsid`) could hold them open forever. The same bound
 /// applies to delivering the last lines to a slow consumer.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// A longer timeout (e.g. `u64::MAX` seconds from a config) is this one: far enough.
+const TIMEOUT_MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// The line prefix that reports progress.
 const PROGRESS_PREFIX: &str = "APN_PROGRESS";
 
@@ -532,7 +534,7 @@ pub async fn run_agent(
         pid,
         events,
         cancel,
-        deadline: now + spec.timeout,
+        deadline: now.checked_add(spec.timeout).unwrap_or(now + TIMEOUT_MAX),
         output_bytes_max: spec.output_bytes_max,
         outcome: AgentOutcome::default(),
         stopping: false,

@@ -814,11 +814,12 @@ pub fn apply_and_verify(
             libc::killpg(group, libc::SIGKILL);
         }
     };
-    let deadline = Instant::now() + timeout;
+    // A timeout too large for the clock never expires.
+    let deadline = Instant::now().checked_add(timeout);
     let passed = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status.success(),
-            Ok(None) if Instant::now() >= deadline => {
+            Ok(None) if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
                 tracing::info!(?timeout, "verify command timed out");
                 break false;
             }

@@ -161,11 +161,10 @@ async fn lines_and_progress_arrive_in_order_with_the_exit_code() {
 #[tokio::test]
 async fn a_clean_exit_and_a_last_line_without_newline() {
     let dir = tempfile::tempdir().unwrap();
-    let (outcome, events) = run(
-        spec(sh("printf 'a\\nno newline'; pwd >&2"), dir.path()),
-        CancellationToken::new(),
-    )
-    .await;
+    let mut unlimited = spec(sh("printf 'a\\nno newline'; pwd >&2"), dir.path());
+    // A timeout beyond the clock's range (a config's `u64::MAX`) is no limit, not a panic.
+    unlimited.timeout = Duration::MAX;
+    let (outcome, events) = run(unlimited, CancellationToken::new()).await;
     assert_eq!(outcome.exit_code, Some(0));
     assert_eq!(stdout_lines(&events), vec!["a", "no newline"]);
     // The workspace is the working directory.
