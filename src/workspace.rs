@@ -405,6 +405,7 @@ fn staged_diff(workspace: &Path, base: &str, limit: usize) -> Result<Vec<u8>, Wo
             "--no-ext-diff",
             "--no-textconv",
             "--no-renames",
+            "--unified=3",
             "--src-prefix=a/",
             "--dst-prefix=b/",
             base,
@@ -756,7 +757,7 @@ pub fn apply_check(repo: &Path, base_commit: &str, diff: &str) -> Result<(), Wor
     let (_scratch, dir) = scratch_clone(repo, base_commit, false)?;
     run_git_bounded(
         &dir,
-        &["apply", "--check", "--cached", "-"],
+        &["apply", "--check", "--cached", "--whitespace=nowarn", "-"],
         Some(diff.as_bytes()),
         SMALL_OUTPUT_BYTES_MAX,
     )?;
@@ -783,7 +784,7 @@ pub fn apply_and_verify(
     if !diff.trim().is_empty() {
         run_git_bounded(
             &dir,
-            &["apply", "-"],
+            &["apply", "--whitespace=nowarn", "-"],
             Some(diff.as_bytes()),
             SMALL_OUTPUT_BYTES_MAX,
         )?;

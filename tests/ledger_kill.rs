@@ -86,10 +86,9 @@ fn settlements_survive_sigkill() {
                 if let Some(n) = line
                     .strip_prefix("settled ")
                     .and_then(|n| n.parse::<u64>().ok())
+                    && sender.send(n).is_err()
                 {
-                    if sender.send(n).is_err() {
-                        break;
-                    }
+                    break;
                 }
             }
         });
