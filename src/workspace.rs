@@ -427,6 +427,9 @@ fn staged_diff(workspace: &Path, base: &str, limit: usize) -> Result<Vec<u8>, Wo
 /// against `base_commit`. At most `diff_bytes_max` bytes of diff are ever held; a larger
 /// diff is `DiffTooLarge` with its exact size.
 ///
+/// The format does not depend on the user's git config: three lines of context, `a/` and
+/// `b/` prefixes, no colour, no external diff or textconv (and `git apply` here runs with
+/// `--whitespace=nowarn`).
 /// Renames are listed as a deletion and an addition (`--no-renames`), so `files_modified`
 /// names both paths. A text file that is not UTF-8 would not survive the `String`: when
 /// the diff is not UTF-8 it is made again with every file diffed as binary (a
