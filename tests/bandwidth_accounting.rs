@@ -112,3 +112,85 @@ async fn both_sides_account_the_bytes_sent() {
     sender.shutdown().await;
     receiver.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn log_stream_bandwidth_is_paid_in_batches_with_signed_transactions() {
+    use apn::actors::settler::GetBalance;
+    use apn::messages::{ExecutionLogs, Vibe};
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let configure = |dir: &std::path::Path| {
+        let mut config = test_config(dir);
+        config.economics.bandwidth_settle_bytes = 200_000;
+        config.economics.bandwidth_rate_per_gb = Vibe::from_whole(1000);
+        config
+    };
+    let provider = node(configure(dirs[0].path())).await;
+    let mut config = configure(dirs[1].path());
+    config.node.bootstrap = vec![provider.dial_address().unwrap().to_string()];
+    let consumer = node(config).await;
+    let (only_consumer, only_provider) = ([&consumer], [&provider]);
+    assert!(wait_until(EVENT_TIMEOUT, || knows_all(&provider, &only_consumer)).await);
+    assert!(wait_until(EVENT_TIMEOUT, || knows_all(&consumer, &only_provider)).await);
+    // 300 kB of log stream from the provider to the consumer: over the 200 kB threshold.
+    for sequence in 0..3u64 {
+        let message = APNMessage::ExecutionLogs(ExecutionLogs {
+            task_id: Uuid::new_v4(),
+            execution_id: Uuid::new_v4(),
+            sequence,
+            lines: Sealed {
+                nonce: sequence,
+                ciphertext: serde_bytes::ByteBuf::from(vec![1u8; 100_000]),
+            },
+        });
+        provider
+            .peer_manager
+            .send(SendTo {
+                peer: consumer.identity.peer_id(),
+                message,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let initial = Vibe::from_whole(1000);
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            provider
+                .settler
+                .send(GetBalance)
+                .await
+                .unwrap()
+                .unwrap()
+                .balance
+                > initial
+        })
+        .await,
+        "the provider was never paid"
+    );
+    let earned = provider
+        .settler
+        .send(GetBalance)
+        .await
+        .unwrap()
+        .unwrap()
+        .balance
+        .micros()
+        - initial.micros();
+    let spent = initial.micros()
+        - consumer
+            .settler
+            .send(GetBalance)
+            .await
+            .unwrap()
+            .unwrap()
+            .balance
+            .micros();
+    assert_eq!(earned, spent, "one payment, credited once and debited once");
+    // About 300 kB at 1000 VIBE/GB: 0.3 VIBE (frames carry a little overhead).
+    assert!(
+        (300_000..=320_000).contains(&earned),
+        "paid {earned} micro-VIBE"
+    );
+    provider.shutdown().await;
+    consumer.shutdown().await;
+}

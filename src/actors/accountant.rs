@@ -128,6 +128,27 @@ pub struct ResourceAccounting {
     cpu_seconds_today: f64,
     memory_gb_seconds_today: f64,
     compute_for_peers_s: f64,
+    /// Log-stream bytes received from each peer and not paid for yet.
+    unsettled: HashMap<PeerId, u64>,
+    last_settlement: std::time::Instant,
+    reported_out: u64,
+    settler: Option<Addr<super::settler::SettlementEngine>>,
+    peer_manager: Option<Addr<super::peer_manager::PeerManager>>,
+    panel: Option<Recipient<super::panel_hub::PanelEvent>>,
+}
+
+/// How often settlement and contribution reports are considered.
+const SETTLEMENT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether bandwidth owed to a peer should be paid now: enough bytes, or enough time since
+/// the last settlement with something owed. Batching keeps payments (and fsyncs) rare.
+pub fn settlement_due(
+    unsettled_bytes: u64,
+    since_last: std::time::Duration,
+    threshold_bytes: u64,
+    interval: std::time::Duration,
+) -> bool {
+    unsettled_bytes > 0 && (unsettled_bytes >= threshold_bytes || since_last >= interval)
 }
 
 impl ResourceAccounting {
@@ -136,9 +157,17 @@ impl ResourceAccounting {
         _identity: Identity,
         economics: EconomicsConfig,
         resources: ResourcesConfig,
-        _settler: Option<Addr<super::settler::SettlementEngine>>,
+        settler: Option<Addr<super::settler::SettlementEngine>>,
+        peer_manager: Option<Addr<super::peer_manager::PeerManager>>,
+        panel: Option<Recipient<super::panel_hub::PanelEvent>>,
     ) -> Self {
         ResourceAccounting {
+            unsettled: HashMap::new(),
+            last_settlement: std::time::Instant::now(),
+            reported_out: 0,
+            settler,
+            peer_manager,
+            panel,
             economics,
             resources,
             buckets: VecDeque::new(),
@@ -164,6 +193,90 @@ impl ResourceAccounting {
             self.cpu_seconds_today = 0.0;
             self.memory_gb_seconds_today = 0.0;
             self.compute_for_peers_s = 0.0;
+        }
+    }
+
+    /// Pay peers for the log streams they sent this node, in batches, and report this node's
+    /// own upload as a bandwidth contribution.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        let interval = std::time::Duration::from_secs(self.economics.bandwidth_settle_interval_s);
+        let since = self.last_settlement.elapsed();
+        let threshold = self.economics.bandwidth_settle_bytes;
+        let rate = self.economics.bandwidth_rate_per_gb;
+        let due: Vec<(PeerId, u64)> = self
+            .unsettled
+            .iter()
+            .filter(|(_, bytes)| settlement_due(**bytes, since, threshold, interval))
+            .map(|(peer, bytes)| (*peer, *bytes))
+            .collect();
+        if !due.is_empty() {
+            self.last_settlement = std::time::Instant::now();
+        }
+        for (peer, bytes) in due {
+            let amount = bandwidth_value(bytes, rate);
+            let (Some(settler), Some(peer_manager), Some(payee)) = (
+                self.settler.clone(),
+                self.peer_manager.clone(),
+                crate::identity::public_key_of(&peer),
+            ) else {
+                continue;
+            };
+            if amount == Vibe::ZERO {
+                continue;
+            }
+            self.unsettled.remove(&peer);
+            let panel = self.panel.clone();
+            let pay = super::settler::PayPeer {
+                transfer_id: Uuid::new_v4(),
+                payee,
+                amount,
+                reason: crate::messages::TransactionReason::BandwidthShare,
+            };
+            ctx.spawn(
+                async move {
+                    match settler.send(pay).await {
+                        Ok(Ok(transaction)) => {
+                            if let Some(panel) = panel {
+                                let node =
+                                    crate::identity::NodeId::from_public_key(&payee).to_string();
+                                let entry = super::panel_hub::TransactionLogEntry::new(
+                                    super::panel_hub::TransactionType::VibeSpent,
+                                    None,
+                                    Some(node.clone()),
+                                    Some(amount),
+                                    format!("bandwidth: {bytes} bytes of logs from {node}"),
+                                );
+                                let _ = panel
+                                    .try_send(super::panel_hub::PanelEvent::Transaction(entry));
+                            }
+                            let message = crate::messages::APNMessage::VibeTransaction(transaction);
+                            let _ = peer_manager
+                                .send(super::peer_manager::SendTo { peer, message })
+                                .await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "bandwidth settlement refused")
+                        }
+                        Err(e) => tracing::debug!(error = %e, "settler gone"),
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+        let out = self.peers.values().map(|p| p.bytes_out).sum::<u64>();
+        if out > self.reported_out && since >= interval {
+            let bytes = out - self.reported_out;
+            self.reported_out = out;
+            if let Some(panel) = &self.panel {
+                let entry = super::panel_hub::TransactionLogEntry::new(
+                    super::panel_hub::TransactionType::BandwidthContributed,
+                    None,
+                    None,
+                    Some(bandwidth_value(bytes, rate)),
+                    format!("{bytes} bytes sent to peers"),
+                );
+                let _ = panel.try_send(super::panel_hub::PanelEvent::Transaction(entry));
+            }
         }
     }
 
@@ -213,6 +326,7 @@ impl Actor for ResourceAccounting {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(SETTLEMENT_CHECK_INTERVAL, |actor, ctx| actor.settle(ctx));
         ctx.run_interval(
             std::time::Duration::from_secs(HISTORY_STEP_S),
             |actor, _| {
@@ -255,6 +369,9 @@ impl Handler<BytesTransferred> for ResourceAccounting {
         match transfer.direction {
             Direction::In => self.bytes_in_today += transfer.bytes,
             Direction::Out => self.bytes_out_today += transfer.bytes,
+        }
+        if transfer.direction == Direction::In && transfer.purpose == BandwidthPurpose::LogStream {
+            *self.unsettled.entry(transfer.peer).or_default() += transfer.bytes;
         }
         let purpose = format!("{:?}", transfer.purpose).to_lowercase();
         *self.by_purpose.entry(purpose).or_default() += transfer.bytes;
@@ -302,6 +419,36 @@ impl Handler<Inbound> for ResourceAccounting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settlement_is_batched_by_bytes_or_time() {
+        use std::time::Duration;
+        let (threshold, interval) = (1_000, Duration::from_secs(300));
+        assert!(!settlement_due(
+            0,
+            Duration::from_secs(999),
+            threshold,
+            interval
+        ));
+        assert!(!settlement_due(
+            999,
+            Duration::from_secs(10),
+            threshold,
+            interval
+        ));
+        assert!(settlement_due(
+            1_000,
+            Duration::from_secs(10),
+            threshold,
+            interval
+        ));
+        assert!(settlement_due(
+            1,
+            Duration::from_secs(300),
+            threshold,
+            interval
+        ));
+    }
 
     #[test]
     fn rates_and_prices() {

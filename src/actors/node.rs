@@ -138,6 +138,8 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         config.economics.clone(),
         config.resources.clone(),
         Some(settler.clone()),
+        Some(peer_manager_address.clone()),
+        Some(panel_hub.clone().recipient()),
     )
     .start();
     let relay_role = ExecutionRelay::new(Some(panel_hub.clone().recipient())).start();

@@ -158,6 +158,51 @@ impl Handler<ReleaseEscrow> for SettlementEngine {
     }
 }
 
+/// Pay a peer directly (bandwidth shared with this node) and return the signed transaction.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<VibeTransaction, LedgerError>")]
+pub struct PayPeer {
+    pub transfer_id: Uuid,
+    pub payee: [u8; PUBLIC_KEY_BYTES],
+    pub amount: Vibe,
+    pub reason: TransactionReason,
+}
+
+impl Handler<PayPeer> for SettlementEngine {
+    type Result = Result<VibeTransaction, LedgerError>;
+
+    fn handle(&mut self, request: PayPeer, _ctx: &mut Self::Context) -> Self::Result {
+        self.ledger.pay(
+            request.transfer_id,
+            &request.payee,
+            request.amount,
+            request.reason,
+        )?;
+        Ok(VibeTransaction::signed_with_id(
+            &self.identity,
+            request.transfer_id,
+            request.payee,
+            request.amount,
+            request.reason,
+            None,
+            chrono::Utc::now(),
+        ))
+    }
+}
+
+/// Several ledger operations in one SQLite transaction, all or none.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), LedgerError>")]
+pub struct SettleBatch(pub Vec<crate::ledger::LedgerOp>);
+
+impl Handler<SettleBatch> for SettlementEngine {
+    type Result = Result<(), LedgerError>;
+
+    fn handle(&mut self, request: SettleBatch, _ctx: &mut Self::Context) -> Self::Result {
+        self.ledger.apply_batch(&request.0)
+    }
+}
+
 /// Return escrow `task_id` to this node.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), LedgerError>")]

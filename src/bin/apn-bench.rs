@@ -434,6 +434,8 @@ async fn actors(quick: bool) -> anyhow::Result<()> {
             Default::default(),
             Default::default(),
             None,
+            None,
+            None,
         )
         .start()
         .recipient(),

@@ -78,6 +78,15 @@ pub fn escrow_account(id: &Uuid) -> String {
     format!("escrow:{id}")
 }
 
+/// One operation of a batch.
+#[derive(Debug, Clone)]
+pub enum LedgerOp {
+    Mint { id: Uuid, amount: Vibe },
+    Hold { escrow: Uuid, amount: Vibe },
+    Release { escrow: Uuid, payee: [u8; 32] },
+    Refund { escrow: Uuid },
+}
+
 /// One transfer as history shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TransferRecord {
@@ -391,6 +400,84 @@ impl Ledger {
         Ok(result)
     }
 
+    /// Apply several operations in one SQLite transaction: all of them or none. Far fewer
+    /// fsyncs than one transaction each (see the `ledger` benchmark).
+    pub fn apply_batch(&mut self, operations: &[LedgerOp]) -> Result<(), LedgerError> {
+        self.write(|transaction, own| {
+            for operation in operations {
+                Ledger::apply_op(transaction, own, operation)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn apply_op(
+        transaction: &rusqlite::Transaction<'_>,
+        own: &str,
+        operation: &LedgerOp,
+    ) -> Result<(), LedgerError> {
+        match operation {
+            LedgerOp::Mint { id, amount } => {
+                Ledger::apply(
+                    transaction,
+                    own,
+                    &NewTransfer {
+                        id: *id,
+                        from: MINT,
+                        to: own,
+                        amount: *amount,
+                        kind: "mint",
+                        task_id: None,
+                        reason: None,
+                    },
+                )?;
+            }
+            LedgerOp::Hold { escrow, amount } => {
+                Ledger::hold_in(transaction, own, *escrow, None, *amount).map(|_| ())?
+            }
+            LedgerOp::Release { escrow, payee } => Ledger::settle_in(
+                transaction,
+                own,
+                *escrow,
+                EscrowState::Released,
+                Some(&node_account(payee)),
+            )
+            .map(|_| ())?,
+            LedgerOp::Refund { escrow } => {
+                Ledger::settle_in(transaction, own, *escrow, EscrowState::Refunded, None)
+                    .map(|_| ())?
+            }
+        }
+        Ok(())
+    }
+
+    /// Pay `amount` from this node to `payee` directly (bandwidth and relay settlements).
+    pub fn pay(
+        &mut self,
+        id: Uuid,
+        payee: &[u8],
+        amount: Vibe,
+        reason: TransactionReason,
+    ) -> Result<bool, LedgerError> {
+        let to = node_account(payee);
+        let reason = reason_name(reason);
+        self.write(|transaction, own| {
+            Ledger::apply(
+                transaction,
+                own,
+                &NewTransfer {
+                    id,
+                    from: own,
+                    to: &to,
+                    amount,
+                    kind: "payment",
+                    task_id: None,
+                    reason: Some(reason),
+                },
+            )
+        })
+    }
+
     /// Grant `amount` from the mint to `to` (explicit grants only).
     pub fn mint(&mut self, id: Uuid, to: &str, amount: Vibe) -> Result<bool, LedgerError> {
         self.write(|transaction, own| {
@@ -417,29 +504,37 @@ impl Ledger {
         task_id: Option<Uuid>,
         amount: Vibe,
     ) -> Result<bool, LedgerError> {
-        self.write(|transaction, own| {
-            let escrow = escrow_account(&escrow_id);
-            let applied = Ledger::apply(
-                transaction,
-                own,
-                &NewTransfer {
-                    id: escrow_id,
-                    from: own,
-                    to: &escrow,
-                    amount,
-                    kind: "hold",
-                    task_id,
-                    reason: Some("TaskExecution"),
-                },
+        self.write(|transaction, own| Ledger::hold_in(transaction, own, escrow_id, task_id, amount))
+    }
+
+    fn hold_in(
+        transaction: &rusqlite::Transaction<'_>,
+        own: &str,
+        escrow_id: Uuid,
+        task_id: Option<Uuid>,
+        amount: Vibe,
+    ) -> Result<bool, LedgerError> {
+        let escrow = escrow_account(&escrow_id);
+        let applied = Ledger::apply(
+            transaction,
+            own,
+            &NewTransfer {
+                id: escrow_id,
+                from: own,
+                to: &escrow,
+                amount,
+                kind: "hold",
+                task_id,
+                reason: Some("TaskExecution"),
+            },
+        )?;
+        if applied {
+            transaction.execute(
+                "INSERT INTO escrows(id, payer, amount, state) VALUES (?1, ?2, ?3, 'held')",
+                params![escrow_id.to_string(), own, amount.micros() as i64],
             )?;
-            if applied {
-                transaction.execute(
-                    "INSERT INTO escrows(id, payer, amount, state) VALUES (?1, ?2, ?3, 'held')",
-                    params![escrow_id.to_string(), own, amount.micros() as i64],
-                )?;
-            }
-            Ok(applied)
-        })
+        }
+        Ok(applied)
     }
 
     fn settle_escrow(
@@ -449,48 +544,56 @@ impl Ledger {
         payee: Option<&str>,
     ) -> Result<Vibe, LedgerError> {
         self.write(|transaction, own| {
-            let row: Option<(String, i64, String)> = transaction
-                .query_row(
-                    "SELECT payer, amount, state FROM escrows WHERE id = ?1",
-                    [escrow_id.to_string()],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()?;
-            let (payer, amount, state) = row.ok_or(LedgerError::NoEscrow(escrow_id))?;
-            let state = EscrowState::from_name(&state);
-            rules::escrow_transition(state, to_state).map_err(|state| {
-                LedgerError::EscrowSettled {
-                    id: escrow_id,
-                    state,
-                }
-            })?;
-            let amount = Vibe::from_micros(amount as u64);
-            let escrow = escrow_account(&escrow_id);
-            let (to, kind) = match to_state {
-                EscrowState::Released => (payee.unwrap_or(own).to_string(), "release"),
-                _ => (payer, "refund"),
-            };
-            // Settlement ids derive from the escrow: a retried release is the same transfer.
-            let id = rules::settlement_id(&escrow_id, kind);
-            Ledger::apply(
-                transaction,
-                own,
-                &NewTransfer {
-                    id,
-                    from: &escrow,
-                    to: &to,
-                    amount,
-                    kind,
-                    task_id: None,
-                    reason: Some("TaskExecution"),
-                },
-            )?;
-            transaction.execute(
-                "UPDATE escrows SET state = ?2 WHERE id = ?1",
-                params![escrow_id.to_string(), to_state.name()],
-            )?;
-            Ok(amount)
+            Ledger::settle_in(transaction, own, escrow_id, to_state, payee)
         })
+    }
+
+    fn settle_in(
+        transaction: &rusqlite::Transaction<'_>,
+        own: &str,
+        escrow_id: Uuid,
+        to_state: EscrowState,
+        payee: Option<&str>,
+    ) -> Result<Vibe, LedgerError> {
+        let row: Option<(String, i64, String)> = transaction
+            .query_row(
+                "SELECT payer, amount, state FROM escrows WHERE id = ?1",
+                [escrow_id.to_string()],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        let (payer, amount, state) = row.ok_or(LedgerError::NoEscrow(escrow_id))?;
+        let state = EscrowState::from_name(&state);
+        rules::escrow_transition(state, to_state).map_err(|state| LedgerError::EscrowSettled {
+            id: escrow_id,
+            state,
+        })?;
+        let amount = Vibe::from_micros(amount as u64);
+        let escrow = escrow_account(&escrow_id);
+        let (to, kind) = match to_state {
+            EscrowState::Released => (payee.unwrap_or(own).to_string(), "release"),
+            _ => (payer, "refund"),
+        };
+        // Settlement ids derive from the escrow: a retried release is the same transfer.
+        let id = rules::settlement_id(&escrow_id, kind);
+        Ledger::apply(
+            transaction,
+            own,
+            &NewTransfer {
+                id,
+                from: &escrow,
+                to: &to,
+                amount,
+                kind,
+                task_id: None,
+                reason: Some("TaskExecution"),
+            },
+        )?;
+        transaction.execute(
+            "UPDATE escrows SET state = ?2 WHERE id = ?1",
+            params![escrow_id.to_string(), to_state.name()],
+        )?;
+        Ok(amount)
     }
 
     /// Pay escrow `escrow_id` to `payee_key`. Exactly once.
