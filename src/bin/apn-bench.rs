@@ -10,6 +10,13 @@
 //! - `gossip`: time for a broadcast to reach 99% of N nodes (`--nodes`, default 20), against
 //!   a direct one-way send.
 //! - `memory`: resident memory of one idle node, and per node with N nodes in one process.
+//! - `market`: a trivial task (SHELL `true`, one-file repository) from create to settled,
+//!   direct and via the relay, and tasks per second with 4 executors, against spawning the
+//!   same process directly.
+//! - `ledger`: durable settlements (hold + release) per second, one SQLite transaction each
+//!   and batched, against bare SQLite inserts with the same durability; p99 of one
+//!   settlement through the actor.
+//! - `ws`: deltas per second to 100 websocket clients, and memory with them connected.
 //! - `all`: every scenario.
 
 use std::time::{Duration, Instant};
@@ -105,13 +112,19 @@ fn main() -> anyhow::Result<()> {
             "rtt" => rtt(cli.quick).await,
             "gossip" => gossip(cli.quick, cli.nodes).await,
             "memory" => memory(cli.nodes).await,
+            "market" => market(cli.quick).await,
+            "ledger" => ledger(cli.quick).await,
+            "ws" => ws(cli.quick).await,
             "all" => {
                 actors(cli.quick).await?;
                 rtt(cli.quick).await?;
                 gossip(cli.quick, cli.nodes).await?;
-                memory(cli.nodes).await
+                memory(cli.nodes).await?;
+                market(cli.quick).await?;
+                ledger(cli.quick).await?;
+                ws(cli.quick).await
             }
-            other => bail!("unknown scenario {other:?}: actors | rtt | gossip | memory | all"),
+            other => bail!("unknown scenario {other:?}: actors | rtt | gossip | memory | market | ledger | ws | all"),
         }
     })
 }
@@ -670,5 +683,421 @@ async fn memory(nodes: usize) -> anyhow::Result<()> {
     for node in handles {
         node.shutdown().await;
     }
+    Ok(())
+}
+
+fn one_file_repo(dir: &std::path::Path) -> anyhow::Result<()> {
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"][..],
+        &["commit", "-q", "-m", "one file"][..],
+    ] {
+        if args[0] == "add" {
+            std::fs::write(dir.join("README"), "bench\n")?;
+        }
+        let status = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=bench",
+                "-c",
+                "user.email=bench@apn.invalid",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .status()?;
+        if !status.success() {
+            bail!("git {args:?} failed");
+        }
+    }
+    Ok(())
+}
+
+fn market_config(dir: &std::path::Path, executor: bool) -> Config {
+    let mut config = bench_config(dir);
+    config.market.bid_window_ms = 100;
+    config.resources.max_concurrent_tasks = 8;
+    config.economics.initial_balance = apn::messages::Vibe::from_whole(1_000_000);
+    let shell = apn::config::ProfileConfig {
+        program: "sh".into(),
+        args: vec!["-c".into(), "{prompt}".into()],
+        enabled: executor,
+    };
+    config.executor.profiles.insert("SHELL".into(), shell);
+    config
+}
+
+fn trivial_task(repo: &std::path::Path) -> apn::actors::distributor::CreateTaskAttempt {
+    apn::actors::distributor::CreateTaskAttempt {
+        title: "bench".into(),
+        prompt: "true".into(),
+        executor_profile: "SHELL".into(),
+        repo_path: repo.display().to_string(),
+        base: "HEAD".into(),
+        requirements: Default::default(),
+        reward: apn::messages::Vibe::from_whole(5),
+        prefer: apn::actors::distributor::Prefer::Mesh,
+        verify_command: None,
+    }
+}
+
+/// Create a task and wait until it is settled (completed and paid), via the relay's
+/// `Finished` event.
+async fn settle_one(origin: &NodeHandle, repo: &std::path::Path) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let id = origin.distributor.send(trivial_task(repo)).await??;
+    loop {
+        let view = origin
+            .distributor
+            .send(apn::actors::distributor::GetTask(id))
+            .await?
+            .context("task")?;
+        if view.status.is_final() {
+            if view.status != apn::actors::distributor::TaskStatus::Completed {
+                bail!("bench task failed: {:?}", view.error);
+            }
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("bench task stuck");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn market_pair(
+    relay: Option<&str>,
+) -> anyhow::Result<(Vec<NodeHandle>, Vec<tempfile::TempDir>)> {
+    let dirs = vec![tempfile::tempdir()?, tempfile::tempdir()?];
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for (index, dir) in dirs.iter().enumerate() {
+        let mut config = market_config(dir.path(), index == 1);
+        match relay {
+            Some(url) => {
+                config.node.relay_only = true;
+                config.relay.url = url.to_string();
+            }
+            None => {
+                if let Some(first) = nodes.first() {
+                    config.node.bootstrap =
+                        vec![first.dial_address().context("address")?.to_string()];
+                }
+            }
+        }
+        nodes.push(start_node(config).await?);
+    }
+    wait_for_peer(&nodes[0], nodes[1].identity.peer_id(), relay.is_some()).await?;
+    Ok((nodes, dirs))
+}
+
+async fn market(quick: bool) -> anyhow::Result<()> {
+    let samples = if quick { 20 } else { 200 };
+    let repo = tempfile::tempdir()?;
+    one_file_repo(repo.path())?;
+    // Baseline: the same trivial process, spawned directly.
+    let mut spawned = Vec::new();
+    for _ in 0..samples {
+        let started = Instant::now();
+        tokio::process::Command::new("sh")
+            .args(["-c", "true"])
+            .status()
+            .await?;
+        spawned.push(started.elapsed());
+    }
+    let (spawn_median, spawn_p99) = median_p99_ms(&mut spawned);
+
+    let (nodes, _dirs) = market_pair(None).await?;
+    let mut latencies = Vec::new();
+    for _ in 0..samples {
+        latencies.push(settle_one(&nodes[0], repo.path()).await?);
+    }
+    let (median, p99) = median_p99_ms(&mut latencies);
+    emit(
+        "market",
+        "task_create_to_settled_direct_median",
+        median,
+        "ms",
+        "spawn_process_median",
+        spawn_median,
+    );
+    emit(
+        "market",
+        "task_create_to_settled_direct_p99",
+        p99,
+        "ms",
+        "spawn_process_p99",
+        spawn_p99,
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+
+    if let Ok(nats) = apn::harness::NatsServer::start() {
+        let (nodes, _dirs) = market_pair(Some(&nats.url())).await?;
+        let mut latencies = Vec::new();
+        for _ in 0..samples {
+            latencies.push(settle_one(&nodes[0], repo.path()).await?);
+        }
+        let (median, p99) = median_p99_ms(&mut latencies);
+        emit(
+            "market",
+            "task_create_to_settled_relay_median",
+            median,
+            "ms",
+            "spawn_process_median",
+            spawn_median,
+        );
+        emit(
+            "market",
+            "task_create_to_settled_relay_p99",
+            p99,
+            "ms",
+            "spawn_process_p99",
+            spawn_p99,
+        );
+        for node in nodes {
+            node.shutdown().await;
+        }
+    }
+
+    // Throughput: one originator, four executors, many small tasks at once.
+    let tasks = if quick { 16 } else { 100 };
+    let dirs: Vec<tempfile::TempDir> = (0..5)
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<_, _>>()?;
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for (index, dir) in dirs.iter().enumerate() {
+        let mut config = market_config(dir.path(), index > 0);
+        config.resources.max_concurrent_tasks = 4;
+        if let Some(first) = nodes.first() {
+            config.node.bootstrap = vec![first.dial_address().context("address")?.to_string()];
+        }
+        nodes.push(start_node(config).await?);
+    }
+    for executor in &nodes[1..] {
+        wait_for_peer(&nodes[0], executor.identity.peer_id(), false).await?;
+    }
+    let started = Instant::now();
+    let results =
+        futures::future::join_all((0..tasks).map(|_| settle_one(&nodes[0], repo.path()))).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let completed = results.iter().filter(|r| r.is_ok()).count();
+    let started = Instant::now();
+    let spawns = futures::future::join_all((0..tasks).map(|_| {
+        tokio::process::Command::new("sh")
+            .args(["-c", "true"])
+            .status()
+    }))
+    .await;
+    let spawn_rate = spawns.len() as f64 / started.elapsed().as_secs_f64();
+    emit(
+        "market",
+        "tasks_per_s_4_executors",
+        completed as f64 / elapsed,
+        "tasks/s",
+        "spawn_process_per_s",
+        spawn_rate,
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn ledger(quick: bool) -> anyhow::Result<()> {
+    use apn::ledger::{Ledger, LedgerOp};
+    let rounds = if quick { 300 } else { 2000 };
+    let dir = tempfile::tempdir()?;
+    let own = apn::identity::Identity::ephemeral();
+    let payee = apn::identity::Identity::ephemeral().public_key();
+    let mut ledger = Ledger::open(&dir.path().join("single.sqlite3"), &own.public_key())?;
+    let account = ledger.own_account().to_string();
+    ledger.mint(
+        uuid::Uuid::new_v4(),
+        &account,
+        apn::messages::Vibe::from_whole(1_000_000),
+    )?;
+    let amount = apn::messages::Vibe::from_micros(10);
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let escrow = uuid::Uuid::new_v4();
+        ledger.hold(escrow, None, amount)?;
+        ledger.release(escrow, &payee)?;
+    }
+    let single_rate = rounds as f64 / started.elapsed().as_secs_f64();
+
+    let mut batched = Ledger::open(&dir.path().join("batched.sqlite3"), &own.public_key())?;
+    let account = batched.own_account().to_string();
+    batched.mint(
+        uuid::Uuid::new_v4(),
+        &account,
+        apn::messages::Vibe::from_whole(1_000_000),
+    )?;
+    const BATCH: usize = 32;
+    let started = Instant::now();
+    for _ in 0..rounds / BATCH {
+        let mut operations = Vec::with_capacity(BATCH * 2);
+        for _ in 0..BATCH {
+            let escrow = uuid::Uuid::new_v4();
+            operations.push(LedgerOp::Hold { escrow, amount });
+            operations.push(LedgerOp::Release { escrow, payee });
+        }
+        batched.apply_batch(&operations)?;
+    }
+    let batched_rate = (rounds / BATCH * BATCH) as f64 / started.elapsed().as_secs_f64();
+
+    // Baseline: bare SQLite, one row per transaction, same WAL + synchronous=FULL.
+    let bare = rusqlite::Connection::open(dir.path().join("bare.sqlite3"))?;
+    bare.pragma_update(None, "journal_mode", "WAL")?;
+    bare.pragma_update(None, "synchronous", "FULL")?;
+    bare.execute_batch("CREATE TABLE rows (id TEXT PRIMARY KEY, amount INTEGER NOT NULL)")?;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        bare.execute(
+            "INSERT INTO rows (id, amount) VALUES (?1, 10)",
+            [uuid::Uuid::new_v4().to_string()],
+        )?;
+    }
+    let bare_rate = rounds as f64 / started.elapsed().as_secs_f64();
+    emit(
+        "ledger",
+        "settlements_per_s_one_transaction_each",
+        single_rate,
+        "settlements/s",
+        "sqlite_single_row_inserts_per_s",
+        bare_rate,
+    );
+    emit(
+        "ledger",
+        &format!("settlements_per_s_batched_{BATCH}"),
+        batched_rate,
+        "settlements/s",
+        "sqlite_single_row_inserts_per_s",
+        bare_rate,
+    );
+
+    // Through the actor: one hold + release request pair, p99.
+    let engine = apn::actors::settler::start_settlement_engine(
+        &dir.path().join("actor.sqlite3"),
+        own.clone(),
+        apn::messages::Vibe::from_whole(1_000_000),
+        None,
+    )?;
+    let mut latencies = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let escrow = uuid::Uuid::new_v4();
+        let started = Instant::now();
+        engine
+            .send(apn::actors::settler::HoldEscrow {
+                transfer_id: escrow,
+                task_id: escrow,
+                amount,
+            })
+            .await??;
+        engine
+            .send(apn::actors::settler::ReleaseEscrow {
+                task_id: escrow,
+                payee,
+                amount,
+            })
+            .await??;
+        latencies.push(started.elapsed());
+    }
+    let (median, p99) = median_p99_ms(&mut latencies);
+    emit(
+        "ledger",
+        "settlement_through_actor_p99",
+        p99,
+        "ms",
+        "settlement_through_actor_median",
+        median,
+    );
+    Ok(())
+}
+
+async fn ws(quick: bool) -> anyhow::Result<()> {
+    use apn::actors::panel_hub::{GetHubStats, PanelEvent, TransactionLogEntry, TransactionType};
+    let clients = 100;
+    let deltas = if quick { 200 } else { 2000 };
+    let dir = tempfile::tempdir()?;
+    let mut config = bench_config(dir.path());
+    config.http.bind = "127.0.0.1:0".into();
+    let node = start_node(config).await?;
+    let address = node.http_addr.context("http address")?;
+    let before = resident_bytes()?;
+    let (ready_sender, mut ready) = tokio::sync::mpsc::unbounded_channel();
+    let (done_sender, mut done) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..clients {
+        let (ready_sender, done_sender) = (ready_sender.clone(), done_sender.clone());
+        std::thread::spawn(move || {
+            let Ok((mut socket, _)) = tungstenite::connect(format!("ws://{address}/ws")) else {
+                let _ = ready_sender.send(false);
+                return;
+            };
+            let mut received = 0usize;
+            let mut announced = false;
+            while received < deltas {
+                match socket.read() {
+                    Ok(tungstenite::Message::Text(text)) => {
+                        if text.starts_with("{\"type\":\"snapshot\"")
+                            || text.contains("\"type\":\"snapshot\"")
+                        {
+                            if !announced {
+                                announced = true;
+                                let _ = ready_sender.send(true);
+                            }
+                        } else if text.contains("\"type\":\"transaction\"") {
+                            received += 1;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = done_sender.send(received);
+        });
+    }
+    for _ in 0..clients {
+        if !ready.recv().await.unwrap_or(false) {
+            bail!("a websocket client could not connect");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_clients = resident_bytes()?;
+    let started = Instant::now();
+    for n in 0..deltas {
+        let entry = TransactionLogEntry::new(
+            TransactionType::BandwidthContributed,
+            None,
+            None,
+            None,
+            format!("bench delta {n}"),
+        );
+        node.panel_hub.send(PanelEvent::Transaction(entry)).await?;
+    }
+    let mut delivered = 0usize;
+    for _ in 0..clients {
+        delivered += tokio::time::timeout(Duration::from_secs(120), done.recv())
+            .await?
+            .unwrap_or(0);
+    }
+    let rate = delivered as f64 / started.elapsed().as_secs_f64();
+    let stats = node.panel_hub.send(GetHubStats).await?;
+    emit(
+        "ws",
+        "deltas_per_s_to_100_clients",
+        rate,
+        "deltas/s",
+        "deltas_queued_per_client",
+        (stats.deltas_sent / clients as u64) as f64,
+    );
+    emit(
+        "ws",
+        "rss_with_100_clients",
+        (with_clients - before) / (1024.0 * 1024.0),
+        "MiB",
+        "process_rss_before_clients",
+        before / (1024.0 * 1024.0),
+    );
+    node.shutdown().await;
     Ok(())
 }
