@@ -48,6 +48,8 @@ pub enum NodeError {
     Mesh(#[from] MeshError),
     #[error("the ledger cannot start: {0}")]
     Ledger(String),
+    #[error("the execution log store cannot open: {0}")]
+    LogStore(String),
     #[error("the HTTP server cannot start: {0}")]
     Http(String),
     #[error("the swarm reported no listen address within {0:?}")]
@@ -142,7 +144,12 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         Some(panel_hub.clone().recipient()),
     )
     .start();
-    let relay_role = ExecutionRelay::new(Some(panel_hub.clone().recipient())).start();
+    let relay_role = ExecutionRelay::with_store(
+        Some(panel_hub.clone().recipient()),
+        &data_dir.join(super::relay::LOG_STORE_FILE),
+    )
+    .map_err(|e| NodeError::LogStore(e.to_string()))?
+    .start();
     let executor = TaskExecutor::new(
         identity.clone(),
         config.clone(),

@@ -7,6 +7,9 @@
 //! run task (`executor_run.rs`), one per execution, which owns the execution's Noise
 //! session; keeping it there avoids sharing the session between actors.
 //!
+//! Log lines are also written to SQLite (`executions.sqlite3` in the data dir, bounded per
+//! task, flushed in batches) so a task's logs outlive the node process.
+//!
 //! In: `RecordUpdate`, `SubscribeExecution`, `GetExecutionLogs`. Out: `ExecutionEvent` to
 //! subscribers (try_send: a full subscriber loses events, never stalls the relay).
 
@@ -78,26 +81,113 @@ struct TaskStream {
     subscribers: Vec<Recipient<ExecutionEvent>>,
 }
 
+/// The file in the data dir that keeps execution logs.
+pub const LOG_STORE_FILE: &str = "executions.sqlite3";
+/// How often buffered log lines are written.
+const LOG_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The `ExecutionRelay` role.
 #[derive(Default)]
 pub struct ExecutionRelay {
     streams: HashMap<Uuid, TaskStream>,
     order: VecDeque<Uuid>,
     panel: Option<Recipient<PanelEvent>>,
+    store: Option<rusqlite::Connection>,
+    pending: Vec<(Uuid, LogLine)>,
+    stored_per_task: HashMap<Uuid, usize>,
 }
 
 impl ExecutionRelay {
-    /// A relay that also feeds the panel.
+    /// A relay that also feeds the panel (no log store).
     pub fn new(panel: Option<Recipient<PanelEvent>>) -> Self {
         ExecutionRelay {
             panel,
             ..ExecutionRelay::default()
         }
     }
+
+    /// A relay that keeps logs in `path` too.
+    pub fn with_store(
+        panel: Option<Recipient<PanelEvent>>,
+        path: &std::path::Path,
+    ) -> Result<Self, rusqlite::Error> {
+        let store = rusqlite::Connection::open(path)?;
+        store.pragma_update(None, "journal_mode", "WAL")?;
+        // Logs are not money: NORMAL durability is enough.
+        store.pragma_update(None, "synchronous", "NORMAL")?;
+        store.execute_batch(
+            "CREATE TABLE IF NOT EXISTS log_lines (
+                 task_id TEXT NOT NULL, at_ms INTEGER NOT NULL, stream TEXT NOT NULL, line TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS log_lines_by_task ON log_lines(task_id);",
+        )?;
+        Ok(ExecutionRelay {
+            panel,
+            store: Some(store),
+            ..ExecutionRelay::default()
+        })
+    }
+
+    fn flush(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            self.pending.clear();
+            return;
+        };
+        if self.pending.is_empty() {
+            return;
+        }
+        let result = (|| -> Result<(), rusqlite::Error> {
+            let transaction = store.transaction()?;
+            {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT INTO log_lines (task_id, at_ms, stream, line) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (task_id, line) in &self.pending {
+                    insert.execute(rusqlite::params![
+                        task_id.to_string(),
+                        line.at_ms,
+                        line.stream,
+                        line.line
+                    ])?;
+                }
+            }
+            transaction.commit()
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, lines = self.pending.len(), "execution logs not stored");
+        }
+        self.pending.clear();
+    }
+
+    fn stored_lines(&self, task_id: Uuid) -> Option<Vec<LogLine>> {
+        let store = self.store.as_ref()?;
+        let mut statement = store
+            .prepare("SELECT at_ms, stream, line FROM log_lines WHERE task_id = ?1 ORDER BY rowid")
+            .ok()?;
+        let rows = statement
+            .query_map([task_id.to_string()], |row| {
+                Ok(LogLine {
+                    at_ms: row.get(0)?,
+                    stream: row.get(1)?,
+                    line: row.get(2)?,
+                })
+            })
+            .ok()?;
+        rows.collect::<Result<Vec<_>, _>>().ok()
+    }
 }
 
 impl Actor for ExecutionRelay {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(LOG_FLUSH_INTERVAL, |actor, _| actor.flush());
+    }
+
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        self.flush();
+        Running::Stop
+    }
 }
 
 fn task_of(event: &ExecutionEvent) -> Uuid {
@@ -127,6 +217,13 @@ impl Handler<RecordUpdate> for ExecutionRelay {
     type Result = ();
 
     fn handle(&mut self, RecordUpdate(event): RecordUpdate, _ctx: &mut Self::Context) {
+        if let ExecutionEvent::Log { task_id, line } = &event {
+            let stored = self.stored_per_task.entry(*task_id).or_default();
+            if *stored < LOG_LINES_PER_TASK_MAX && self.store.is_some() {
+                *stored += 1;
+                self.pending.push((*task_id, line.clone()));
+            }
+        }
         if let Some(panel) = &self.panel {
             let _ = panel.try_send(PanelEvent::Execution(event.clone()));
         }
@@ -160,6 +257,10 @@ impl Handler<GetExecutionLogs> for ExecutionRelay {
     type Result = MessageResult<GetExecutionLogs>;
 
     fn handle(&mut self, request: GetExecutionLogs, _ctx: &mut Self::Context) -> Self::Result {
+        self.flush();
+        if let Some(lines) = self.stored_lines(request.0) {
+            return MessageResult(lines);
+        }
         let lines = self
             .streams
             .get(&request.0)
