@@ -50,6 +50,8 @@ use crate::messages::{
 use crate::metrics::NetMetrics;
 use crate::workspace;
 
+/// Peers a task request is also sent to directly.
+const DIRECT_OFFERS_MAX: usize = 64;
 /// Task attempts kept in memory; the oldest finished ones are forgotten first.
 pub const TASKS_KEPT_MAX: usize = 10_000;
 /// Requests this node bid on that it still remembers (for duplicate detection).
@@ -475,15 +477,47 @@ impl TaskDistributor {
         task.view.status = TaskStatus::Bidding;
         task.view.updated_at = Utc::now();
         let peer_manager = self.peer_manager.clone();
+        let profile = request.executor_profile.clone();
         let message = APNMessage::TaskDistributionRequest(request);
         ctx.spawn(
             async move {
-                peer_manager
+                // Also straight to the peers that announced the profile: gossip alone can
+                // miss a peer whose subscription has not propagated yet (just connected,
+                // or relay-only). Bidders answer a task id once, so the copies cost nothing.
+                let peers = peer_manager.send(GetPeers).await.unwrap_or_default();
+                let direct: Vec<PeerId> = peers
+                    .iter()
+                    .filter(|p| p.announced && p.executor_profiles.contains(&profile))
+                    .filter_map(|p| p.peer_id.parse().ok())
+                    .take(DIRECT_OFFERS_MAX)
+                    .collect();
+                let offered_directly = !direct.is_empty();
+                for peer in direct {
+                    if let Ok(Err(e)) = peer_manager
+                        .send(SendTo {
+                            peer,
+                            message: message.clone(),
+                        })
+                        .await
+                    {
+                        tracing::debug!(%peer, error = %e, "direct offer not delivered");
+                    }
+                }
+                match peer_manager
                     .send(Broadcast {
                         topic: Topic::Tasks,
                         message,
                     })
                     .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) if !offered_directly => return Ok(Err(e)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "gossip offer not sent; direct offers were")
+                    }
+                    Err(e) => return Err(e),
+                }
+                Ok(Ok(()))
             }
             .into_actor(self)
             .map(move |result, actor, ctx| match result {
