@@ -1165,11 +1165,13 @@ impl TaskDistributor {
         ctx: &mut Context<Self>,
     ) {
         let origin = envelope.from_peer;
-        if !self.allow_request(origin) {
-            self.metrics.count_drop(DropReason::RateLimited);
+        // A copy of a request already answered (it comes by gossip and directly) is not a
+        // new request: it neither counts against the rate limit nor gets a second bid.
+        if self.bid_on.contains_key(&request.task_id) {
             return;
         }
-        if self.bid_on.contains_key(&request.task_id) {
+        if !self.allow_request(origin) {
+            self.metrics.count_drop(DropReason::RateLimited);
             return;
         }
         let state = BidderState {

@@ -32,7 +32,8 @@ use crate::metrics::NetMetrics;
 /// Repository chunks buffered per run before the sender is slowed down.
 const CHUNKS_QUEUED_MAX: usize = 64;
 /// How long a bid's slot stays reserved after the bid window, for the assignment to arrive.
-pub const RESERVATION_GRACE: Duration = Duration::from_secs(10);
+/// Short, because a losing bidder is never told: its slot comes back when this runs out.
+pub const RESERVATION_GRACE: Duration = Duration::from_secs(2);
 
 struct Running {
     origin: Option<PeerId>,
