@@ -1,15 +1,19 @@
 //! The binary as a user runs it: `apn demo`, and `status`, `peers`, `ledger`, `task submit`
 //! against a real node, with exit codes and `--json` output that parses.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use common::git_repo;
 
 const APN: &str = env!("CARGO_BIN_EXE_apn");
 const WAIT: Duration = Duration::from_secs(60);
 
 fn free_port() -> u16 {
-    apn::harness::free_port().unwrap()
+    apn::harness::free_port().expect("a free port")
 }
 
 /// Run to completion with a timeout.
@@ -145,22 +149,7 @@ fn status_peers_ledger_and_task_submit_against_a_running_node() {
     assert!(json_of(&peers).is_array());
 
     // A repository and a task the node runs itself (it has the SHELL profile).
-    let repo = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        assert!(
-            Command::new("git")
-                .args(["-c", "user.name=t", "-c", "user.email=t@e"])
-                .args(args)
-                .current_dir(repo.path())
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
-    git(&["init", "-q"]);
-    std::fs::write(repo.path().join("notes.txt"), "one\n").unwrap();
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "x"]);
+    let repo = git_repo(&[("notes.txt", "one\n")]);
     let submit = run(Command::new(APN)
         .args([
             "task",

@@ -234,22 +234,7 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
         .unwrap();
     // The event: a task offered to the mesh (nobody runs SHELL here, so it fails after the
     // bid window: two entries, task_distributed then execution_failed).
-    let repo = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        assert!(
-            Command::new("git")
-                .args(["-c", "user.name=t", "-c", "user.email=t@e"])
-                .args(args)
-                .current_dir(repo.path())
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
-    git(&["init", "-q"]);
-    std::fs::write(repo.path().join("f"), "x").unwrap();
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "x"]);
+    let repo = git_repo(&[("f", "x")]);
     let task = CreateTaskAttempt {
         title: "Panel test task".into(),
         prompt: "true".into(),

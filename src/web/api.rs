@@ -87,9 +87,16 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// The status document (also part of the websocket snapshot).
-pub(super) async fn status_value(state: &WebState) -> Result<Value, WebError> {
-    let node = &state.node;
+/// The node's network status and balance (for the status document and the metrics).
+async fn mesh_and_balance(
+    node: &crate::actors::node::NodeHandle,
+) -> Result<
+    (
+        crate::actors::peer_manager::MeshStatus,
+        crate::actors::settler::BalanceSummary,
+    ),
+    WebError,
+> {
     let mesh = node.peer_manager.send(GetMeshStatus).await.map_err(gone)?;
     let balance = node
         .settler
@@ -99,6 +106,13 @@ pub(super) async fn status_value(state: &WebState) -> Result<Value, WebError> {
         .map_err(|e| WebError::Internal {
             detail: e.to_string(),
         })?;
+    Ok((mesh, balance))
+}
+
+/// The status document (also part of the websocket snapshot).
+pub(super) async fn status_value(state: &WebState) -> Result<Value, WebError> {
+    let node = &state.node;
+    let (mesh, balance) = mesh_and_balance(node).await?;
     Ok(json!({
         "node_id": mesh.node_id,
         "peer_id": mesh.peer_id,
@@ -385,15 +399,7 @@ async fn execution_logs(
 
 async fn metrics(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
     let node = &state.node;
-    let mesh = node.peer_manager.send(GetMeshStatus).await.map_err(gone)?;
-    let balance = node
-        .settler
-        .send(GetBalance)
-        .await
-        .map_err(gone)?
-        .map_err(|e| WebError::Internal {
-            detail: e.to_string(),
-        })?;
+    let (mesh, balance) = mesh_and_balance(node).await?;
     let tasks = node.distributor.send(ListTasks).await.map_err(gone)?;
     let hub = node.panel_hub.send(GetHubStats).await.map_err(gone)?;
     let net = &node.metrics;

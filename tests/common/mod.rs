@@ -125,3 +125,31 @@ impl Tap {
 pub fn nats() -> NatsServer {
     NatsServer::start().unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Run git in `dir` (test identity, no hooks from the user's config), asserting success.
+pub fn git(dir: &Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=apn-test",
+            "-c",
+            "user.email=test@apn.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?} failed in {}", dir.display());
+}
+
+/// A fresh git repository on branch `main` with `files` committed.
+pub fn git_repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("a temp dir");
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    for (name, contents) in files {
+        std::fs::write(repo.path().join(name), contents).expect("write a file");
+    }
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "initial"]);
+    repo
+}
