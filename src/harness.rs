@@ -5,6 +5,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Ports tried before giving up on starting a nats-server.
+const START_ATTEMPTS: usize = 5;
 /// How long to wait for a started nats-server to accept connections.
 const NATS_START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,14 +54,22 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Start on a free port and wait until it accepts connections.
+    /// Start on a free port and wait until it accepts connections. The port is free when
+    /// picked but another process can take it before nats-server binds it, so a server that
+    /// exits at start is retried on another port.
     pub fn start() -> Result<NatsServer, HarnessError> {
-        let mut server = NatsServer {
-            port: free_port()?,
-            child: None,
-        };
-        server.restart()?;
-        Ok(server)
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            let mut server = NatsServer {
+                port: free_port()?,
+                child: None,
+            };
+            match server.restart() {
+                Ok(()) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or(HarnessError::NotReady(0)))
     }
 
     /// The client URL.
@@ -87,13 +97,24 @@ impl NatsServer {
             .map_err(|source| HarnessError::Spawn { program, source })?;
         self.child = Some(child);
         let deadline = Instant::now() + NATS_START_TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // A server that lost the port exits within milliseconds; whoever answers
+                // then is not ours.
+                std::thread::sleep(Duration::from_millis(50));
+                return match self.child.as_mut().map(|child| child.try_wait()) {
+                    Some(Ok(None)) => Ok(()),
+                    _ => {
+                        self.child = None;
+                        Err(HarnessError::NotReady(self.port))
+                    }
+                };
+            }
             if Instant::now() >= deadline {
                 return Err(HarnessError::NotReady(self.port));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
     }
 }
 
