@@ -199,3 +199,66 @@ fn forged_or_misaddressed_payments_are_refused_and_nothing_is_written() {
         -3_000_000
     );
 }
+
+#[test]
+fn a_newer_schema_is_a_clear_error_and_history_filters_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let own = Identity::ephemeral();
+    let payee = Identity::ephemeral();
+    let task = Uuid::new_v4();
+    {
+        let mut ledger = Ledger::open(&path, &own.public_key()).unwrap();
+        let account = ledger.own_account().to_string();
+        ledger
+            .mint(Uuid::new_v4(), &account, Vibe::from_whole(10))
+            .unwrap();
+        ledger.hold(task, Some(task), Vibe::from_whole(2)).unwrap();
+        ledger.release(task, &payee.public_key()).unwrap();
+        let payee_account = node_account(&payee.public_key());
+        let query = |account: Option<String>, reason: Option<&str>| apn::ledger::HistoryQuery {
+            account,
+            reason: reason.map(String::from),
+            limit: 10,
+            ..Default::default()
+        };
+        let to_payee = ledger.history(&query(Some(payee_account), None)).unwrap();
+        assert_eq!(to_payee.len(), 1);
+        assert_eq!(to_payee[0].kind, "release");
+        assert_eq!(
+            ledger
+                .history(&query(None, Some("TaskExecution")))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            ledger.history(&query(None, None)).unwrap()[0].kind,
+            "release",
+            "newest first"
+        );
+        let by_task = apn::ledger::HistoryQuery {
+            task_id: Some(task),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(ledger.history(&by_task).unwrap().len(), 1);
+        let future = apn::ledger::HistoryQuery {
+            since: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(ledger.history(&future).unwrap().is_empty());
+    }
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection.pragma_update(None, "user_version", 99).unwrap();
+    drop(connection);
+    match Ledger::open(&path, &own.public_key()) {
+        Err(LedgerError::SchemaTooNew {
+            found: 99,
+            supported,
+        }) => assert_eq!(supported, apn::ledger::SCHEMA_VERSION),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+}

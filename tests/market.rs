@@ -168,12 +168,10 @@ async fn best_bid_runs_the_task_streams_it_back_and_is_paid() {
     ])
     .await;
     let (origin, cheap, dear) = (&nodes[0], &nodes[1], &nodes[2]);
-    let id = origin
-        .distributor
-        .send(task(repo.path(), EDIT_SCRIPT, 10))
-        .await
-        .unwrap()
-        .unwrap();
+    // The originator checks the result with its own command on a scratch checkout.
+    let mut checked = task(repo.path(), EDIT_SCRIPT, 10);
+    checked.verify_command = Some("grep -q 'new value' b.txt && test -f c.txt".into());
+    let id = origin.distributor.send(checked).await.unwrap().unwrap();
     let (events_sender, mut events) = tokio::sync::mpsc::unbounded_channel();
     let _history = origin
         .relay
