@@ -267,6 +267,10 @@ fn default_true() -> bool {
     true
 }
 
+/// Largest diff a result can carry: the sealed result travels in one frame
+/// (`messages::codec::FRAME_BYTES_MAX`, 512 KiB) with the summary and file list.
+pub const DIFF_BYTES_LIMIT: u64 = 384 * 1024;
+
 /// `[executor]`: running agents for peers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -313,7 +317,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             timeout_s: 1800,
             output_bytes_max: 8 * 1024 * 1024,
-            diff_bytes_max: 4 * 1024 * 1024,
+            diff_bytes_max: DIFF_BYTES_LIMIT,
             keep_workspaces: false,
             pass_env: vec!["PATH".into(), "HOME".into(), "LANG".into()],
             profiles,
@@ -508,6 +512,14 @@ impl Config {
                     "must not be empty",
                 ));
             }
+        }
+        if self.executor.diff_bytes_max == 0 || self.executor.diff_bytes_max > DIFF_BYTES_LIMIT {
+            return Err(invalid(
+                "executor.diff_bytes_max",
+                format!(
+                    "must be between 1 and {DIFF_BYTES_LIMIT} (a result travels in one 512 KiB frame)"
+                ),
+            ));
         }
         if self.market.bid_window_ms == 0 || self.market.bid_window_ms > 60_000 {
             return Err(invalid(
