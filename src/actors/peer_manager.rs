@@ -241,6 +241,8 @@ pub struct PeerManager {
     connected: HashSet<PeerId>,
     listen_addrs: Vec<Multiaddr>,
     relay_state: RelayState,
+    /// The relay was connected at least once (a later connection counts as a reconnect).
+    relay_connected_before: bool,
     swarm: Option<SwarmClient>,
     relay: Option<RelayClient>,
     pending_streams: Vec<mpsc::Receiver<MeshEvent>>,
@@ -292,6 +294,7 @@ impl PeerManager {
             connected: HashSet::new(),
             listen_addrs: transports.listen_addrs,
             relay_state,
+            relay_connected_before: false,
             swarm,
             relay,
             pending_streams,
@@ -718,9 +721,10 @@ impl StreamHandler<MeshEvent> for PeerManager {
             }
             MeshEvent::Relay(state) => {
                 if state == RelayState::Connected && self.relay_state != RelayState::Connected {
-                    if self.relay_state == RelayState::Connecting && self.metrics_relay_seen() {
+                    if self.relay_connected_before {
                         NetMetrics::add(&self.metrics.relay_reconnects, 1);
                     }
+                    self.relay_connected_before = true;
                     self.relay_state = state;
                     // Tell relay peers we are here; they answer with their own announcement.
                     self.broadcast_announcement(ctx);
@@ -735,16 +739,6 @@ impl StreamHandler<MeshEvent> for PeerManager {
     fn finished(&mut self, _ctx: &mut Self::Context) {
         // A transport stream ended (its task stopped); the other may still run.
         tracing::debug!("a transport event stream ended");
-    }
-}
-
-impl PeerManager {
-    fn metrics_relay_seen(&self) -> bool {
-        // A relay that was connected before and is connecting again counts as a reconnect.
-        self.peers
-            .values()
-            .any(|entry| entry.info.path == PeerPath::Relay)
-            || NetMetrics::get(&self.metrics.messages_in) > 0
     }
 }
 
