@@ -261,6 +261,10 @@ async fn relay_only_nodes_talk_through_nats_and_survive_a_relay_restart() {
         }
     }
     assert!(delivered, "no message through the restarted relay");
+    assert!(
+        apn::metrics::NetMetrics::get(&a.metrics.relay_reconnects) >= 1,
+        "reconnect not counted"
+    );
     for node in nodes {
         node.shutdown().await;
     }

@@ -455,6 +455,18 @@ async fn metrics(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
         vec![(String::new(), NetMetrics::get(&net.bytes_out) as f64)],
     );
     line(
+        "apn_relay_reconnects_total",
+        "Times the relay connection came back.",
+        "counter",
+        vec![(String::new(), NetMetrics::get(&net.relay_reconnects) as f64)],
+    );
+    line(
+        "apn_send_failures_total",
+        "Sends that failed on every path.",
+        "counter",
+        vec![(String::new(), NetMetrics::get(&net.send_failures) as f64)],
+    );
+    line(
         "apn_relay_state",
         "Relay connection state (1 for the current one).",
         "gauge",
