@@ -1,0 +1,245 @@
+//! A hostile peer built on the project's own libraries (a raw swarm sending signed frames of
+//! its choosing) against a real node: lies are refused, counted, and cost the victim nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use apn::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus};
+use apn::actors::settler::GetBalance;
+use apn::identity::Identity;
+use apn::mesh::MeshEvent;
+use apn::mesh::swarm::{SwarmSettings, spawn_swarm};
+use apn::messages::envelope::{EnvelopeLimits, ReplayCache, verify_frame};
+use apn::messages::*;
+use common::*;
+use uuid::Uuid;
+
+fn frame(identity: &Identity, message: &APNMessage) -> Vec<u8> {
+    Envelope::seal(identity, message, chrono::Utc::now().timestamp_millis()).unwrap()
+}
+
+#[actix_rt::test]
+async fn lies_are_refused_counted_and_cost_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.market.bid_window_ms = 1500;
+    config.market.requests_per_peer_per_minute = 5;
+    config.executor.profiles.insert(
+        "SHELL".into(),
+        apn::config::ProfileConfig {
+            program: "sh".into(),
+            args: vec!["-c".into(), "{prompt}".into()],
+            enabled: true,
+        },
+    );
+    let victim = node(config).await;
+    let attacker = Identity::ephemeral();
+    let (swarm, mut events) = spawn_swarm(
+        &attacker,
+        SwarmSettings {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap: vec![victim.dial_address().unwrap()],
+            mdns: false,
+        },
+    )
+    .unwrap();
+    let victim_peer = victim.identity.peer_id();
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(&victim)
+                .await
+                .iter()
+                .any(|p| p.peer_id == attacker.peer_id().to_string() && p.connected)
+        })
+        .await
+    );
+    // The attacker announces a profile it will lie about.
+    let announcement = APNMessage::NodeAnnouncement(NodeAnnouncement {
+        node_id: attacker.node_id().clone(),
+        capabilities: vec![],
+        executor_profiles: vec!["CODEX".into()],
+        compute_rate_per_cpu_hour: Vibe::from_whole(1),
+        min_task_reward: Vibe::from_whole(1),
+        max_concurrent_tasks: 1,
+        free_slots: 1,
+        noise_static_key: serde_bytes::ByteBuf::from(attacker.noise_public().to_vec()),
+        noise_key_signature: serde_bytes::ByteBuf::from(attacker.noise_binding().to_vec()),
+        listen_addrs: vec![],
+        relay_only: false,
+        version: "evil".into(),
+    });
+    swarm
+        .send_direct(victim_peer, frame(&attacker, &announcement))
+        .await
+        .unwrap();
+
+    // The victim offers a task for a profile the attacker does not advertise (SHELL runs on
+    // no other node), so only lies could win it.
+    let repo = git_repo(&[("f", "x\n")]);
+    let task = CreateTaskAttempt {
+        title: "target".into(),
+        prompt: "echo hi".into(),
+        executor_profile: "SHELL".into(),
+        repo_path: repo.path().display().to_string(),
+        base: "main".into(),
+        requirements: Default::default(),
+        reward: Vibe::from_whole(3),
+        prefer: Prefer::Mesh,
+        verify_command: None,
+    };
+    let id = victim.distributor.send(task).await.unwrap().unwrap();
+    // The attacker reads the request from gossip (or the direct offer) to learn the task id.
+    let mut cache = ReplayCache::new(1024);
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("request seen")
+            .expect("events");
+        if let MeshEvent::Frame { frame, .. } = event
+            && let Ok(v) = verify_frame(
+                &frame,
+                chrono::Utc::now().timestamp_millis(),
+                &EnvelopeLimits::default(),
+                &mut cache,
+            )
+            && matches!(&v.message, APNMessage::TaskDistributionRequest(r) if r.task_id == id)
+        {
+            break;
+        }
+    }
+    let unauthorized_before = victim.metrics.dropped(DropReason::Unauthorized);
+    let bid = |bidder: apn::identity::NodeId, price: Vibe| {
+        APNMessage::TaskBid(TaskBid {
+            task_id: id,
+            bidder,
+            price,
+            estimated_duration_s: 1,
+            capabilities: vec![],
+            valid_until: chrono::Utc::now(),
+        })
+    };
+    // 1. A bid above the reward, for a profile it lacks. 2. A bid in another node's name.
+    swarm
+        .send_direct(
+            victim_peer,
+            frame(
+                &attacker,
+                &bid(attacker.node_id().clone(), Vibe::from_whole(30)),
+            ),
+        )
+        .await
+        .unwrap();
+    swarm
+        .send_direct(
+            victim_peer,
+            frame(
+                &attacker,
+                &bid(victim.identity.node_id().clone(), Vibe::from_whole(1)),
+            ),
+        )
+        .await
+        .unwrap();
+    // 3. A result for a task it was never assigned.
+    let fake_result = APNMessage::ExecutionCompleted(ExecutionCompleted {
+        task_id: id,
+        execution_id: Uuid::new_v4(),
+        result_hash: "00".repeat(32),
+        result_signature: serde_bytes::ByteBuf::from(vec![0u8; 64]),
+        result: Sealed {
+            nonce: 0,
+            ciphertext: serde_bytes::ByteBuf::from(vec![1u8; 32]),
+        },
+        usage: ComputeUsage::default(),
+    });
+    swarm
+        .send_direct(victim_peer, frame(&attacker, &fake_result))
+        .await
+        .unwrap();
+    // 4. A payment "from" the victim to the attacker, signed by the attacker.
+    let forged = VibeTransaction::signed_with_id(
+        &attacker,
+        Uuid::new_v4(),
+        attacker.public_key(),
+        Vibe::from_whole(50),
+        TransactionReason::TaskExecution,
+        Some(id),
+        chrono::Utc::now(),
+    );
+    let mut claimed = forged.clone();
+    claimed.from = serde_bytes::ByteBuf::from(victim.identity.public_key().to_vec());
+    swarm
+        .send_direct(
+            victim_peer,
+            frame(&attacker, &APNMessage::VibeTransaction(claimed)),
+        )
+        .await
+        .unwrap();
+    // 5. A flood of task requests: past the per-peer limit they are dropped.
+    for _ in 0..20 {
+        let request = APNMessage::TaskDistributionRequest(TaskDistributionRequest {
+            task_id: Uuid::new_v4(),
+            executor_profile: "SHELL".into(),
+            requirements: Default::default(),
+            reward: Vibe::from_whole(100),
+            content_hash: String::new(),
+            bid_deadline: chrono::Utc::now(),
+        });
+        swarm
+            .send_direct(victim_peer, frame(&attacker, &request))
+            .await
+            .unwrap();
+    }
+
+    let view = {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let view = victim.distributor.send(GetTask(id)).await.unwrap().unwrap();
+            if view.status.is_final() {
+                break view;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task never finished: {view:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // Nobody honest bid: the task fails, the liar got nothing.
+    assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
+    assert_eq!(view.assigned_node, None);
+    assert_eq!(
+        victim
+            .settler
+            .send(GetBalance)
+            .await
+            .unwrap()
+            .unwrap()
+            .balance,
+        Vibe::from_whole(1000)
+    );
+    assert_eq!(
+        victim
+            .settler
+            .send(GetBalance)
+            .await
+            .unwrap()
+            .unwrap()
+            .escrowed,
+        Vibe::ZERO
+    );
+    // Each lie was counted: the impersonating bid, the unassigned result, the bad bid.
+    assert!(
+        victim.metrics.dropped(DropReason::Unauthorized) >= unauthorized_before + 3,
+        "{:?}",
+        victim.metrics.dropped_by_reason()
+    );
+    assert!(
+        victim.metrics.dropped(DropReason::RateLimited) >= 10,
+        "{:?}",
+        victim.metrics.dropped_by_reason()
+    );
+    swarm.shutdown(Duration::from_secs(2)).await;
+    victim.shutdown().await;
+}
