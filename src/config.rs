@@ -229,6 +229,8 @@ pub struct MarketConfig {
     pub bid_window_ms: u64,
     /// Bids accepted per task; later ones are dropped.
     pub bids_per_task_max: usize,
+    /// Bid windows held for a task that got no bid before it fails.
+    pub bid_rounds_max: u32,
     /// How often a task moves to the next bidder before it fails.
     pub reassignments_max: u32,
     /// No progress heartbeat for this long and the executor is presumed gone, in seconds.
@@ -242,6 +244,7 @@ impl Default for MarketConfig {
         MarketConfig {
             bid_window_ms: 300,
             bids_per_task_max: 64,
+            bid_rounds_max: 3,
             reassignments_max: 2,
             heartbeat_timeout_s: 30,
             requests_per_peer_per_minute: 120,
@@ -525,6 +528,12 @@ impl Config {
             return Err(invalid(
                 "market.bid_window_ms",
                 "must be between 1 and 60000",
+            ));
+        }
+        if self.market.bid_rounds_max == 0 || self.market.bid_rounds_max > 100 {
+            return Err(invalid(
+                "market.bid_rounds_max",
+                "must be between 1 and 100",
             ));
         }
         if self.market.bids_per_task_max == 0 {

@@ -216,6 +216,8 @@ struct Assignment {
 
 struct OriginTask {
     view: TaskView,
+    /// Bid windows held so far.
+    bid_rounds: u32,
     request: CreateTaskAttempt,
     base_commit: String,
     bundle: Option<(PathBuf, u64)>,
@@ -593,10 +595,18 @@ impl TaskDistributor {
                 return;
             }
             task.view.bids_received = task.bids.len();
-            if ranked.is_empty() {
+                        if ranked.is_empty() {
+                // Free slots come back as runs finish and reservations lapse: offer again a
+                // few times before giving up.
+                if task.bid_rounds < actor.config.market.bid_rounds_max {
+                    task.bid_rounds += 1;
+                    let pause = Duration::from_millis(actor.config.market.bid_window_ms);
+                    ctx.run_later(pause, move |actor, ctx| actor.broadcast_request(id, ctx));
+                    return;
+                }
                 let reason = format!(
-                    "no node bid: nobody on the mesh runs profile {} for {} VIBE or less",
-                    task.request.executor_profile, task.request.reward
+                    "no node bid after {} round(s): nobody on the mesh runs profile {} for {} VIBE or less with a free slot",
+                    task.bid_rounds, task.request.executor_profile, task.request.reward
                 );
                 actor.fail(id, reason);
                 return;
@@ -1226,9 +1236,18 @@ impl TaskDistributor {
                     {
                         tracing::debug!(%task_id, error = %e, "bid not delivered");
                     }
+                    true
+                } else {
+                    false
                 }
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(move |bid_sent, actor, _| {
+                // No slot: forget the request, so a later round of it can be answered.
+                if !bid_sent {
+                    actor.bid_on.remove(&task_id);
+                }
+            }),
         );
     }
 
@@ -1361,6 +1380,7 @@ impl Handler<CreateTaskAttempt> for TaskDistributor {
             updated_at: now,
         };
         let task = OriginTask {
+            bid_rounds: 1,
             view,
             request,
             base_commit,
