@@ -10,6 +10,21 @@ use common::*;
 use uuid::Uuid;
 
 const MESSAGES: usize = 40;
+
+/// What `node`'s accountant counted for `peer`.
+async fn peer_bytes(
+    node: &apn::actors::node::NodeHandle,
+    peer: &str,
+) -> apn::actors::accountant::PeerBytes {
+    node.accountant
+        .send(GetResources)
+        .await
+        .expect("accountant alive")
+        .peers
+        .get(peer)
+        .copied()
+        .unwrap_or_default()
+}
 const PAYLOAD_BYTES: usize = 100_000;
 
 #[actix_rt::test]
@@ -22,24 +37,12 @@ async fn both_sides_account_the_bytes_sent() {
     let (only_receiver, only_sender) = ([&receiver], [&sender]);
     assert!(wait_until(EVENT_TIMEOUT, || knows_all(&sender, &only_receiver)).await);
     assert!(wait_until(EVENT_TIMEOUT, || knows_all(&receiver, &only_sender)).await);
-    let before_out = sender
-        .accountant
-        .send(GetResources)
-        .await
-        .unwrap()
-        .peers
-        .get(&receiver.identity.peer_id().to_string())
-        .map(|p| p.bytes_out)
-        .unwrap_or(0);
-    let before_in = receiver
-        .accountant
-        .send(GetResources)
-        .await
-        .unwrap()
-        .peers
-        .get(&sender.identity.peer_id().to_string())
-        .map(|p| p.bytes_in)
-        .unwrap_or(0);
+    let (receiver_peer, sender_peer) = (
+        receiver.identity.peer_id().to_string(),
+        sender.identity.peer_id().to_string(),
+    );
+    let before_out = peer_bytes(&sender, &receiver_peer).await.bytes_out;
+    let before_in = peer_bytes(&receiver, &sender_peer).await.bytes_in;
     for index in 0..MESSAGES {
         let message = APNMessage::RepoChunk(RepoChunk {
             task_id: Uuid::new_v4(),
@@ -62,20 +65,14 @@ async fn both_sides_account_the_bytes_sent() {
     }
     let sent = (MESSAGES * PAYLOAD_BYTES) as f64;
     let within = |measured: u64| ((measured as f64 - sent) / sent).abs() < 0.05;
-    let receiver_peer = receiver.identity.peer_id().to_string();
-    let sender_peer = sender.identity.peer_id().to_string();
     assert!(
         wait_until(EVENT_TIMEOUT, || async {
-            let out = sender
-                .accountant
-                .send(GetResources)
-                .await
-                .unwrap()
-                .peers
-                .get(&receiver_peer)
-                .map(|p| p.bytes_out)
-                .unwrap_or(0);
-            within(out - before_out)
+            within(
+                peer_bytes(&sender, &receiver_peer)
+                    .await
+                    .bytes_out
+                    .saturating_sub(before_out),
+            )
         })
         .await,
         "sender's account of bytes out is off: {:?}",
@@ -83,16 +80,12 @@ async fn both_sides_account_the_bytes_sent() {
     );
     assert!(
         wait_until(EVENT_TIMEOUT, || async {
-            let incoming = receiver
-                .accountant
-                .send(GetResources)
-                .await
-                .unwrap()
-                .peers
-                .get(&sender_peer)
-                .map(|p| p.bytes_in)
-                .unwrap_or(0);
-            within(incoming - before_in)
+            within(
+                peer_bytes(&receiver, &sender_peer)
+                    .await
+                    .bytes_in
+                    .saturating_sub(before_in),
+            )
         })
         .await,
         "receiver's account of bytes in is off"
