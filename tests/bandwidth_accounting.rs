@@ -30,13 +30,8 @@ const PAYLOAD_BYTES: usize = 100_000;
 #[actix_rt::test]
 async fn both_sides_account_the_bytes_sent() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let sender = node(test_config(dirs[0].path())).await;
-    let mut config = test_config(dirs[1].path());
-    config.node.bootstrap = vec![sender.dial_address().unwrap().to_string()];
-    let receiver = node(config).await;
-    let (only_receiver, only_sender) = ([&receiver], [&sender]);
-    assert!(wait_until(EVENT_TIMEOUT, || knows_all(&sender, &only_receiver)).await);
-    assert!(wait_until(EVENT_TIMEOUT, || knows_all(&receiver, &only_sender)).await);
+    let (sender, receiver) =
+        connected_pair(test_config(dirs[0].path()), test_config(dirs[1].path())).await;
     let (receiver_peer, sender_peer) = (
         receiver.identity.peer_id().to_string(),
         sender.identity.peer_id().to_string(),
@@ -117,13 +112,8 @@ async fn log_stream_bandwidth_is_paid_in_batches_with_signed_transactions() {
         config.economics.bandwidth_rate_per_gb = Vibe::from_whole(1000);
         config
     };
-    let provider = node(configure(dirs[0].path())).await;
-    let mut config = configure(dirs[1].path());
-    config.node.bootstrap = vec![provider.dial_address().unwrap().to_string()];
-    let consumer = node(config).await;
-    let (only_consumer, only_provider) = ([&consumer], [&provider]);
-    assert!(wait_until(EVENT_TIMEOUT, || knows_all(&provider, &only_consumer)).await);
-    assert!(wait_until(EVENT_TIMEOUT, || knows_all(&consumer, &only_provider)).await);
+    let (provider, consumer) =
+        connected_pair(configure(dirs[0].path()), configure(dirs[1].path())).await;
     // 300 kB of log stream from the provider to the consumer: over the 200 kB threshold.
     for sequence in 0..3u64 {
         let message = APNMessage::ExecutionLogs(ExecutionLogs {

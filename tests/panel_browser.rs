@@ -170,12 +170,7 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut config = test_config(dirs[0].path());
     config.http.bind = "127.0.0.1:0".into();
-    let first = node(config).await;
-    let mut second_config = test_config(dirs[1].path());
-    second_config.node.bootstrap = vec![first.dial_address().unwrap().to_string()];
-    let second = node(second_config).await;
-    let only_second = [&second];
-    assert!(wait_until(EVENT_TIMEOUT, || knows_all(&first, &only_second)).await);
+    let (first, second) = connected_pair(config, test_config(dirs[1].path())).await;
 
     let url = format!("http://{}/", first.http_addr.unwrap());
     let node_id = first.identity.node_id().to_string();

@@ -5,17 +5,18 @@ mod common;
 
 use std::time::Duration;
 
-use apn::actors::node::NodeHandle;
 use apn::client::ApiClient;
 use common::*;
 use serde_json::{Value, json};
 
-async fn web_node(dir: &std::path::Path) -> NodeHandle {
+/// A node with its HTTP API on an ephemeral port, a small body limit, and the client
+/// address taken from `X-Forwarded-For` (so a test can act as another host).
+fn web_config(dir: &std::path::Path) -> apn::config::Config {
     let mut config = test_config(dir);
     config.http.bind = "127.0.0.1:0".into();
     config.http.body_bytes_max = 4096;
     config.http.trust_forwarded_for = true;
-    node(config).await
+    config
 }
 
 /// Blocking HTTP calls run off the actix thread.
@@ -57,12 +58,8 @@ fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) ->
 #[actix_rt::test]
 async fn every_endpoint_answers_with_its_shape() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let first = web_node(dirs[0].path()).await;
-    let mut config = test_config(dirs[1].path());
-    config.node.bootstrap = vec![first.dial_address().unwrap().to_string()];
-    let second = node(config).await;
-    let only_second = [&second];
-    assert!(wait_until(EVENT_TIMEOUT, || knows_all(&first, &only_second)).await);
+    let (first, second) =
+        connected_pair(web_config(dirs[0].path()), test_config(dirs[1].path())).await;
     let base = format!("http://{}", first.http_addr.unwrap());
     let client_base = base.clone();
     let (status, peers, resources, transactions, tasks, health, metrics, index) = call(move || {
@@ -152,7 +149,7 @@ async fn every_endpoint_answers_with_its_shape() {
 #[actix_rt::test]
 async fn mutations_need_the_token_from_other_hosts_and_bodies_are_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let node = web_node(dir.path()).await;
+    let node = node(web_config(dir.path())).await;
     let token = std::fs::read_to_string(dir.path().join(apn::web::TOKEN_FILE)).unwrap();
     #[cfg(unix)]
     {

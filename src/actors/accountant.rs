@@ -370,7 +370,11 @@ impl Handler<BytesTransferred> for ResourceAccounting {
             Direction::In => self.bytes_in_today += transfer.bytes,
             Direction::Out => self.bytes_out_today += transfer.bytes,
         }
-        if transfer.direction == Direction::In && transfer.purpose == BandwidthPurpose::LogStream {
+        if transfer.direction == Direction::In
+            && transfer.purpose == BandwidthPurpose::LogStream
+            && (self.unsettled.len() < PEERS_TRACKED_MAX
+                || self.unsettled.contains_key(&transfer.peer))
+        {
             *self.unsettled.entry(transfer.peer).or_default() += transfer.bytes;
         }
         let purpose = format!("{:?}", transfer.purpose).to_lowercase();

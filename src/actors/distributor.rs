@@ -1203,6 +1203,11 @@ impl TaskDistributor {
         if self.bid_on.len() >= BIDS_REMEMBERED_MAX {
             let now = Instant::now();
             self.bid_on.retain(|_, until| *until > now);
+            if self.bid_on.len() >= BIDS_REMEMBERED_MAX {
+                // Every remembered bid is still live: this node is bidding at its limit.
+                self.metrics.count_drop(DropReason::RateLimited);
+                return;
+            }
         }
         let grace = super::executor::RESERVATION_GRACE;
         let until =

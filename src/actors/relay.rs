@@ -206,6 +206,7 @@ impl ExecutionRelay {
                 && let Some(oldest) = self.order.pop_front()
             {
                 self.streams.remove(&oldest);
+                self.stored_per_task.remove(&oldest);
             }
             self.order.push_back(task_id);
         }

@@ -153,3 +153,25 @@ pub fn git_repo(files: &[(&str, &str)]) -> tempfile::TempDir {
     git(repo.path(), &["commit", "-q", "-m", "initial"]);
     repo
 }
+
+/// Start `first`, then `second` bootstrapped from it, and wait until each knows the other
+/// from its announcement.
+pub async fn connected_pair(first: Config, mut second: Config) -> (NodeHandle, NodeHandle) {
+    let a = node(first).await;
+    second.node.bootstrap = vec![
+        a.dial_address()
+            .expect("the first node listens")
+            .to_string(),
+    ];
+    let b = node(second).await;
+    let (only_a, only_b) = ([&a], [&b]);
+    assert!(
+        wait_until(EVENT_TIMEOUT, || knows_all(&a, &only_b)).await,
+        "first never saw second"
+    );
+    assert!(
+        wait_until(EVENT_TIMEOUT, || knows_all(&b, &only_a)).await,
+        "second never saw first"
+    );
+    (a, b)
+}
