@@ -262,3 +262,103 @@ fn a_newer_schema_is_a_clear_error_and_history_filters_work() {
         Ok(_) => panic!("a newer schema was opened"),
     }
 }
+
+#[test]
+fn a_signed_payment_waits_in_the_outbox_until_its_payee_confirms() {
+    let own = Identity::ephemeral();
+    let payee = Identity::ephemeral();
+    let stranger = Identity::ephemeral();
+    let mut ledger = Ledger::open_in_memory(&own.public_key()).unwrap();
+    let own_account = ledger.own_account().to_string();
+    ledger
+        .mint(Uuid::new_v4(), &own_account, Vibe::from_whole(10))
+        .unwrap();
+    let escrow = Uuid::new_v4();
+    ledger
+        .hold(escrow, Some(escrow), Vibe::from_whole(4))
+        .unwrap();
+    let signed = ledger
+        .release_signed(escrow, &payee.public_key(), |amount| {
+            VibeTransaction::signed_with_id(
+                &own,
+                escrow,
+                payee.public_key(),
+                amount,
+                TransactionReason::TaskExecution,
+                Some(escrow),
+                chrono::Utc::now(),
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        signed.amount,
+        Vibe::from_whole(4),
+        "signed for the amount held"
+    );
+    assert_eq!(ledger.undelivered_payments().unwrap(), 1);
+    // Not due yet: the first retry waits for the receipt to have had its chance.
+    assert!(ledger.take_due_payments(10).unwrap().is_empty());
+    // A receipt signed by anyone but the payee changes nothing.
+    assert!(
+        !ledger
+            .confirm_delivery(escrow, &stranger.public_key())
+            .unwrap()
+    );
+    assert_eq!(ledger.undelivered_payments().unwrap(), 1);
+    assert!(
+        ledger
+            .confirm_delivery(escrow, &payee.public_key())
+            .unwrap()
+    );
+    assert_eq!(ledger.undelivered_payments().unwrap(), 0);
+    // A second release of the same escrow is refused and queues nothing.
+    assert!(
+        ledger
+            .release_signed(escrow, &payee.public_key(), |_| signed.clone())
+            .is_err()
+    );
+    assert_eq!(ledger.undelivered_payments().unwrap(), 0);
+    ledger.check_invariants().unwrap();
+}
+
+#[test]
+fn recovery_fails_open_tasks_and_refunds_held_escrow_once() {
+    let own = Identity::ephemeral();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let (open_task, done_task) = (Uuid::new_v4(), Uuid::new_v4());
+    {
+        let mut ledger = Ledger::open(&path, &own.public_key()).unwrap();
+        let own_account = ledger.own_account().to_string();
+        ledger
+            .mint(Uuid::new_v4(), &own_account, Vibe::from_whole(10))
+            .unwrap();
+        ledger
+            .hold(open_task, Some(open_task), Vibe::from_whole(3))
+            .unwrap();
+        ledger.journal_task(open_task, true, "{\"v\":1}").unwrap();
+        ledger.journal_task(done_task, false, "{\"v\":2}").unwrap();
+        assert_eq!(ledger.open_tasks().unwrap(), 1);
+    }
+    let mut ledger = Ledger::open(&path, &own.public_key()).unwrap();
+    let recovery = ledger.recover_after_restart("restarted").unwrap();
+    assert_eq!(recovery.tasks_interrupted, 1);
+    assert_eq!(recovery.escrows_refunded, 1);
+    assert_eq!(ledger.own_balance().unwrap(), Vibe::from_whole(10));
+    assert_eq!(ledger.escrowed().unwrap(), Vibe::ZERO);
+    assert_eq!(
+        ledger.escrow_state(open_task).unwrap(),
+        Some(EscrowState::Refunded)
+    );
+    let open = ledger.journaled_task(open_task).unwrap().unwrap();
+    assert_eq!(open.interrupted.as_deref(), Some("restarted"));
+    assert_eq!(open.view, "{\"v\":1}");
+    let done = ledger.journaled_task(done_task).unwrap().unwrap();
+    assert_eq!(done.interrupted, None, "a finished task is left as it was");
+    // A second recovery finds nothing left to do.
+    assert_eq!(
+        ledger.recover_after_restart("again").unwrap(),
+        apn::ledger::Recovery::default()
+    );
+    ledger.check_invariants().unwrap();
+}

@@ -33,8 +33,8 @@ use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
 use super::peer_manager::{Broadcast, GetPeerNoiseKey, GetPeers, Inbound, PeerManager, SendTo};
 use super::relay::{ExecutionEvent, ExecutionRelay, RecordUpdate};
 use super::settler::{
-    GetReputation, HoldEscrow, Outcome, RecordOutcome, RefundEscrow, ReleaseEscrow,
-    SettlementEngine,
+    GetReputation, HoldEscrow, JournalTask, LookupTask, Outcome, RecordOutcome, RefundEscrow,
+    ReleaseEscrow, SettlementEngine,
 };
 use crate::config::Config;
 use crate::identity::{self, Identity};
@@ -162,8 +162,8 @@ impl TaskStatus {
     }
 }
 
-/// A task attempt as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+/// A task attempt as the API shows it (and as the task journal keeps it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskView {
     pub id: Uuid,
     pub title: String,
@@ -334,12 +334,34 @@ impl TaskDistributor {
         }
         self.order.push_back(id);
         self.tasks.insert(id, task);
+        self.journal(id);
     }
 
     fn touch(&mut self, id: Uuid, change: impl FnOnce(&mut TaskView)) {
-        if let Some(task) = self.tasks.get_mut(&id) {
-            change(&mut task.view);
-            task.view.updated_at = Utc::now();
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let was_final = task.view.status.is_final();
+        change(&mut task.view);
+        task.view.updated_at = Utc::now();
+        if task.view.status.is_final() != was_final {
+            self.journal(id);
+        }
+    }
+
+    /// Write the task's view to the ledger's journal: at creation and at its final state,
+    /// so a restart can say what became of it (see `ledger::journal`).
+    fn journal(&self, id: Uuid) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        match serde_json::to_string(&task.view) {
+            Ok(view) => self.settler.do_send(JournalTask {
+                id,
+                open: !task.view.status.is_final(),
+                view,
+            }),
+            Err(e) => tracing::warn!(task_id = %id, error = %e, "task view not journaled"),
         }
     }
 
@@ -1083,6 +1105,7 @@ impl TaskDistributor {
                         task.view.updated_at = Utc::now();
                         tracing::info!(task_id = %id, executor = %task.view.assigned_node.clone().unwrap_or_default(), %price, "task completed and paid");
                     }
+                    actor.journal(id);
                                         let executor = actor.tasks.get(&id).and_then(|t| t.view.assigned_node.clone());
                     actor.log(TransactionType::ExecutionCompleted, id, executor.clone(), None, format!("{}: {}", actor.title(id), result.summary));
                     actor.log(TransactionType::VibeSpent, id, executor.clone(), Some(price), format!("paid {} for {}", executor.unwrap_or_default(), actor.title(id)));
@@ -1448,11 +1471,32 @@ impl Handler<ListTasks> for TaskDistributor {
 }
 
 impl Handler<GetTask> for TaskDistributor {
-    type Result = Option<TaskView>;
+    type Result = ResponseActFuture<Self, Option<TaskView>>;
 
     fn handle(&mut self, request: GetTask, _ctx: &mut Self::Context) -> Self::Result {
-        self.tasks.get(&request.0).map(|t| t.view.clone())
+        if let Some(task) = self.tasks.get(&request.0) {
+            return Box::pin(fut::ready(Some(task.view.clone())));
+        }
+        // Not in memory: evicted, or from before a restart. The journal has the last view.
+        let settler = self.settler.clone();
+        Box::pin(
+            async move {
+                let journaled = settler.send(LookupTask(request.0)).await.ok()?.ok()??;
+                journaled_view(&journaled)
+            }
+            .into_actor(self),
+        )
     }
+}
+
+/// A journaled task as the API shows it: a task a restart cut short failed, with the reason.
+pub fn journaled_view(journaled: &crate::ledger::JournaledTask) -> Option<TaskView> {
+    let mut view: TaskView = serde_json::from_str(&journaled.view).ok()?;
+    if let Some(reason) = &journaled.interrupted {
+        view.status = TaskStatus::Failed;
+        view.error = Some(reason.clone());
+    }
+    Some(view)
 }
 
 impl Handler<CancelTask> for TaskDistributor {
@@ -1487,6 +1531,7 @@ impl Handler<CancelTask> for TaskDistributor {
         task.view.error = Some("cancelled by the user".into());
         task.view.updated_at = Utc::now();
         let view = task.view.clone();
+        self.journal(id);
         self.event(ExecutionEvent::Finished {
             task_id: id,
             succeeded: false,

@@ -9,9 +9,11 @@
 //! | `ExecutionRelay` | `relay.rs` | log and progress streams |
 //! | `ResourceAccounting` | `accountant.rs` | bandwidth and compute metering |
 //! | `SettlementEngine` | `settler.rs` | the SQLite ledger (SyncArbiter) |
+//! | `PaymentCourier` | `courier.rs` | payments delivered until the payee's receipt |
 //! | `PanelHub` | `panel_hub.rs` | panel state and websocket fan-out |
 
 pub mod accountant;
+pub mod courier;
 pub mod distributor;
 pub mod executor;
 pub mod executor_run;

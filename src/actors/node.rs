@@ -2,8 +2,8 @@
 //! needs. Reads like the diagram in DESIGN.md:
 //!
 //! ```text
-//!  SettlementEngine ◄── ResourceAccounting          PanelHub ◄── every role
-//!        ▲                                              ▲
+//!  PaymentCourier ──► SettlementEngine ◄── ResourceAccounting   PanelHub ◄── every role
+//!        ▲                   ▲                                    ▲
 //!  TaskDistributor ◄─┐   TaskExecutor   ExecutionRelay  │
 //!                    └── PeerManager (swarm task + relay task) ──► Inbound to each role
 //! ```
@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use libp2p::Multiaddr;
 
 use super::accountant::ResourceAccounting;
+use super::courier::PaymentCourier;
 use super::distributor::TaskDistributor;
 use super::executor::TaskExecutor;
 use super::panel_hub::PanelHub;
@@ -164,19 +165,21 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         identity.clone(),
         config.clone(),
         metrics.clone(),
-        peer_manager_address,
+        peer_manager_address.clone(),
         executor.clone(),
         settler.clone(),
         relay_role.clone(),
         panel_hub.clone().recipient(),
     ));
 
+    let courier = PaymentCourier::new(settler.clone(), peer_manager_address.clone()).start();
+
     let transports = start_transports(&identity, &config).await?;
     let listen_addrs = transports.listen_addrs.clone();
     let routes = Routes {
         distributor: distributor.clone().recipient(),
         executor: executor.clone().recipient(),
-        settler: settler.clone().recipient(),
+        payments: courier.recipient(),
         accountant: accountant.clone().recipient(),
         panel: panel_hub.clone().recipient(),
         bytes: accountant.clone().recipient(),

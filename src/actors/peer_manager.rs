@@ -154,8 +154,8 @@ pub struct Routes {
     pub distributor: Recipient<Inbound>,
     /// Assignments, repository chunks, cancellations.
     pub executor: Recipient<Inbound>,
-    /// VIBE transactions.
-    pub settler: Recipient<Inbound>,
+    /// VIBE transactions and their receipts.
+    pub payments: Recipient<Inbound>,
     /// Bandwidth and compute contributions.
     pub accountant: Recipient<Inbound>,
     /// Panel deltas.
@@ -527,7 +527,9 @@ impl PeerManager {
                     | APNMessage::ExecutionLogs(_)
                     | APNMessage::ExecutionCompleted(_)
                     | APNMessage::ExecutionFailed(_) => &self.routes.distributor,
-                    APNMessage::VibeTransaction(_) => &self.routes.settler,
+                    APNMessage::VibeTransaction(_) | APNMessage::PaymentReceipt(_) => {
+                        &self.routes.payments
+                    }
                     _ => &self.routes.accountant,
                 };
                 let inbound = Inbound {

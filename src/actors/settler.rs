@@ -4,7 +4,10 @@
 //!
 //! In: `GetBalance`, `GetHistory`, `HoldEscrow`, `ReleaseEscrow` (returns the signed
 //! `VibeTransaction` for the payee), `RefundEscrow`, `RecordOutcome`, `GetReputation`,
-//! `Inbound` (`VibeTransaction`s paid to this node), `Mint`.
+//! `AcceptPayment` (a `VibeTransaction` paid to this node), the payment outbox
+//! (`TakeDuePayments`, `ConfirmDelivery`, `UndeliveredPayments`) and the task journal
+//! (`JournalTask`, `LookupTask`). On start it recovers what a killed run left: open tasks
+//! fail with a reason and held escrows are refunded.
 
 use std::path::Path;
 
@@ -15,7 +18,9 @@ use uuid::Uuid;
 use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
 use super::peer_manager::Inbound;
 use crate::identity::{Identity, PUBLIC_KEY_BYTES};
-use crate::ledger::{HistoryQuery, Ledger, LedgerError, TransferRecord};
+use crate::ledger::{
+    HistoryQuery, JournaledTask, Ledger, LedgerError, PendingPayment, Recovery, TransferRecord,
+};
 use crate::messages::{APNMessage, TransactionReason, Vibe, VibeTransaction};
 
 pub use crate::ledger::Outcome;
@@ -30,6 +35,10 @@ pub struct SettlementEngine {
 impl Actor for SettlementEngine {
     type Context = SyncContext<Self>;
 }
+
+/// Why a task journaled as open at start-up failed.
+pub const INTERRUPTED_REASON: &str =
+    "the node restarted while the task was open; its escrow was refunded";
 
 /// Open the ledger, mint the initial balance on first creation, start the engine. Must be
 /// called inside a running actix System.
@@ -53,6 +62,14 @@ pub fn start_settlement_engine(
         );
         let own = ledger.own_account().to_string();
         ledger.mint(id, &own, initial_balance)?;
+    }
+    let recovery = ledger.recover_after_restart(INTERRUPTED_REASON)?;
+    if recovery != Recovery::default() {
+        tracing::warn!(
+            tasks = recovery.tasks_interrupted,
+            escrows_refunded = recovery.escrows_refunded,
+            "tasks left open by the previous run failed; their escrow is back"
+        );
     }
     ledger.check_invariants()?;
     let path = db_path.to_path_buf();
@@ -144,17 +161,21 @@ impl Handler<ReleaseEscrow> for SettlementEngine {
     type Result = Result<VibeTransaction, LedgerError>;
 
     fn handle(&mut self, request: ReleaseEscrow, _ctx: &mut Self::Context) -> Self::Result {
-        let amount = self.ledger.release(request.task_id, &request.payee)?;
-        // The payment's id is the escrow's: the payee's ledger dedupes retries by it.
-        Ok(VibeTransaction::signed_with_id(
-            &self.identity,
-            request.task_id,
-            request.payee,
-            amount,
-            TransactionReason::TaskExecution,
-            Some(request.task_id),
-            chrono::Utc::now(),
-        ))
+        // The payment's id is the escrow's: the payee's ledger dedupes retries by it. It is
+        // queued in the outbox with the release, so it is delivered even if we die now.
+        let identity = &self.identity;
+        self.ledger
+            .release_signed(request.task_id, &request.payee, |amount| {
+                VibeTransaction::signed_with_id(
+                    identity,
+                    request.task_id,
+                    request.payee,
+                    amount,
+                    TransactionReason::TaskExecution,
+                    Some(request.task_id),
+                    chrono::Utc::now(),
+                )
+            })
     }
 }
 
@@ -172,21 +193,24 @@ impl Handler<PayPeer> for SettlementEngine {
     type Result = Result<VibeTransaction, LedgerError>;
 
     fn handle(&mut self, request: PayPeer, _ctx: &mut Self::Context) -> Self::Result {
-        self.ledger.pay(
+        let identity = &self.identity;
+        self.ledger.pay_signed(
             request.transfer_id,
             &request.payee,
             request.amount,
             request.reason,
-        )?;
-        Ok(VibeTransaction::signed_with_id(
-            &self.identity,
-            request.transfer_id,
-            request.payee,
-            request.amount,
-            request.reason,
-            None,
-            chrono::Utc::now(),
-        ))
+            || {
+                VibeTransaction::signed_with_id(
+                    identity,
+                    request.transfer_id,
+                    request.payee,
+                    request.amount,
+                    request.reason,
+                    None,
+                    chrono::Utc::now(),
+                )
+            },
+        )
     }
 }
 
@@ -269,39 +293,122 @@ impl Handler<RecordIncoming> for SettlementEngine {
     }
 }
 
-impl Handler<Inbound> for SettlementEngine {
+/// A payment another node delivered (its envelope, as verified). Credited once; a repeat
+/// is `Ok(false)`, which still deserves a receipt.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<bool, LedgerError>")]
+pub struct AcceptPayment(pub Inbound);
+
+impl Handler<AcceptPayment> for SettlementEngine {
+    type Result = Result<bool, LedgerError>;
+
+    fn handle(&mut self, request: AcceptPayment, _ctx: &mut Self::Context) -> Self::Result {
+        let envelope = &request.0.envelope;
+        let APNMessage::VibeTransaction(transaction) = &envelope.message else {
+            return Err(LedgerError::Encoding("not a VibeTransaction".into()));
+        };
+        // The envelope's signer must be the payer: a relayed copy of someone else's payment
+        // is not this sender's to deliver.
+        if transaction.from.as_slice() != envelope.from_key {
+            return Err(LedgerError::Forged);
+        }
+        let credited = self
+            .ledger
+            .record_incoming(transaction, &self.identity.public_key())?;
+        if credited {
+            if let Some(panel) = &self.panel {
+                let entry = TransactionLogEntry::new(
+                    TransactionType::VibeEarned,
+                    transaction.task_id,
+                    Some(envelope.from_node.to_string()),
+                    Some(transaction.amount),
+                    format!("earned from {}", envelope.from_node),
+                );
+                let _ = panel.try_send(PanelEvent::Transaction(entry));
+            }
+            tracing::info!(amount = %transaction.amount, from = %envelope.from_node, "payment received");
+        } else {
+            tracing::debug!(tx = %transaction.tx_id, "payment already recorded");
+        }
+        Ok(credited)
+    }
+}
+
+/// Payments whose next delivery is due (see `ledger::outbox`), at most `limit`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<PendingPayment>, LedgerError>")]
+pub struct TakeDuePayments {
+    pub limit: usize,
+}
+
+impl Handler<TakeDuePayments> for SettlementEngine {
+    type Result = Result<Vec<PendingPayment>, LedgerError>;
+
+    fn handle(&mut self, request: TakeDuePayments, _ctx: &mut Self::Context) -> Self::Result {
+        self.ledger.take_due_payments(request.limit)
+    }
+}
+
+/// The payee `payee` sent a receipt for payment `tx_id`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<bool, LedgerError>")]
+pub struct ConfirmDelivery {
+    pub tx_id: Uuid,
+    pub payee: Vec<u8>,
+}
+
+impl Handler<ConfirmDelivery> for SettlementEngine {
+    type Result = Result<bool, LedgerError>;
+
+    fn handle(&mut self, request: ConfirmDelivery, _ctx: &mut Self::Context) -> Self::Result {
+        self.ledger.confirm_delivery(request.tx_id, &request.payee)
+    }
+}
+
+/// Payments still waiting for a receipt.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<u64, LedgerError>")]
+pub struct UndeliveredPayments;
+
+impl Handler<UndeliveredPayments> for SettlementEngine {
+    type Result = Result<u64, LedgerError>;
+
+    fn handle(&mut self, _request: UndeliveredPayments, _ctx: &mut Self::Context) -> Self::Result {
+        self.ledger.undelivered_payments()
+    }
+}
+
+/// Write a task's view to the journal (`open` until final).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct JournalTask {
+    pub id: Uuid,
+    pub open: bool,
+    pub view: String,
+}
+
+impl Handler<JournalTask> for SettlementEngine {
     type Result = ();
 
-    fn handle(&mut self, inbound: Inbound, _ctx: &mut Self::Context) {
-        if let APNMessage::VibeTransaction(transaction) = &inbound.envelope.message {
-            // The envelope's signer must be the payer: a relayed copy of someone else's
-            // payment is not this sender's to deliver.
-            if transaction.from.as_slice() != inbound.envelope.from_key {
-                tracing::warn!(from = %inbound.envelope.from_node, "payment delivered by a node that is not its payer");
-                return;
-            }
-            match self
-                .ledger
-                .record_incoming(transaction, &self.identity.public_key())
-            {
-                Ok(true) => {
-                    if let Some(panel) = &self.panel {
-                        let entry = TransactionLogEntry::new(
-                            TransactionType::VibeEarned,
-                            transaction.task_id,
-                            Some(inbound.envelope.from_node.to_string()),
-                            Some(transaction.amount),
-                            format!("earned from {}", inbound.envelope.from_node),
-                        );
-                        let _ = panel.try_send(PanelEvent::Transaction(entry));
-                    }
-                    tracing::info!(amount = %transaction.amount, from = %inbound.envelope.from_node, "payment received")
-                }
-                Ok(false) => tracing::debug!(tx = %transaction.tx_id, "payment already recorded"),
-                Err(e) => {
-                    tracing::warn!(from = %inbound.envelope.from_node, error = %e, "payment refused")
-                }
-            }
+    fn handle(&mut self, request: JournalTask, _ctx: &mut Self::Context) {
+        if let Err(e) = self
+            .ledger
+            .journal_task(request.id, request.open, &request.view)
+        {
+            tracing::warn!(task_id = %request.id, error = %e, "task not journaled");
         }
+    }
+}
+
+/// Read task `0` from the journal.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Option<JournaledTask>, LedgerError>")]
+pub struct LookupTask(pub Uuid);
+
+impl Handler<LookupTask> for SettlementEngine {
+    type Result = Result<Option<JournaledTask>, LedgerError>;
+
+    fn handle(&mut self, request: LookupTask, _ctx: &mut Self::Context) -> Self::Result {
+        self.ledger.journaled_task(request.0)
     }
 }

@@ -446,7 +446,7 @@ async fn actors(quick: bool) -> anyhow::Result<()> {
     let routes = apn::actors::peer_manager::Routes {
         distributor: distributor.recipient(),
         executor: sink.clone().recipient(),
-        settler: sink.clone().recipient(),
+        payments: sink.clone().recipient(),
         accountant: sink.recipient(),
         panel: hub.recipient(),
         bytes: apn::actors::accountant::ResourceAccounting::new(

@@ -12,6 +12,8 @@
 //! transfer with a unique id, applied in one SQLite transaction: the same id with the same
 //! content is a no-op, with other content an error. Rules are pure functions in `rules`.
 
+mod journal;
+mod outbox;
 pub mod rules;
 
 use std::path::Path;
@@ -22,12 +24,14 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::messages::{TransactionReason, Vibe, VibeTransaction};
+pub use journal::{JournaledTask, Recovery};
+pub use outbox::PendingPayment;
 pub use rules::{EscrowState, Outcome, ReputationCounts};
 
 /// The ledger file in the data dir.
 pub const LEDGER_FILE: &str = "ledger.sqlite3";
 /// Schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// Most rows a history query returns.
 pub const HISTORY_LIMIT_MAX: usize = 1000;
 /// The mint account.
@@ -66,6 +70,8 @@ pub enum LedgerError {
     NotFound(String),
     #[error("cannot read the node's identity: {0}")]
     Identity(String),
+    #[error("a stored payment cannot be encoded or decoded: {0}")]
+    Encoding(String),
 }
 
 /// The account name of a node key.
@@ -207,6 +213,30 @@ impl Ledger {
                      bad_results INTEGER NOT NULL DEFAULT 0
                  );
                  PRAGMA user_version = 1;",
+            )?;
+            transaction.commit()?;
+        }
+        if version < 2 {
+            // Version 2: payments awaiting the payee's receipt, and the task journal.
+            let transaction = self
+                .connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            transaction.execute_batch(
+                "CREATE TABLE IF NOT EXISTS outbox (
+                     tx_id TEXT PRIMARY KEY,
+                     payee TEXT NOT NULL,
+                     body BLOB NOT NULL,
+                     attempts INTEGER NOT NULL DEFAULT 0,
+                     next_attempt_ms INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS tasks (
+                     id TEXT PRIMARY KEY,
+                     open INTEGER NOT NULL,
+                     view TEXT NOT NULL,
+                     interrupted TEXT,
+                     updated_at TEXT NOT NULL
+                 );
+                 PRAGMA user_version = 2;",
             )?;
             transaction.commit()?;
         }

@@ -202,6 +202,7 @@ mod tests {
                 task_id,
                 reason: "cancelled by the user".into(),
             }),
+            APNMessage::PaymentReceipt(PaymentReceipt { tx_id: task_id }),
             APNMessage::PingRequest(PingRequest { nonce: 42 }),
             APNMessage::PingReply(PingReply { nonce: 42 }),
         ]
@@ -211,7 +212,7 @@ mod tests {
     fn every_variant_round_trips() {
         let messages = every_variant();
         let kinds: HashSet<&str> = messages.iter().map(APNMessage::kind).collect();
-        assert_eq!(kinds.len(), 16, "a variant is missing from this test");
+        assert_eq!(kinds.len(), 17, "a variant is missing from this test");
         for message in messages {
             let bytes = encode_message(&message).unwrap();
             assert_eq!(

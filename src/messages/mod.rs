@@ -72,6 +72,9 @@ pub enum APNMessage {
     BandwidthContribution(BandwidthContribution),
     ComputeContribution(ComputeContribution),
     VibeTransaction(VibeTransaction),
+    /// The payee of a `VibeTransaction` recorded it (or had already): the payer stops
+    /// delivering it.
+    PaymentReceipt(PaymentReceipt),
     /// A chunk of a git bundle of the task's base commit (originator → executor).
     RepoChunk(RepoChunk),
     /// The originator withdrew an assignment (cancel, or it gave up on the executor).
@@ -97,6 +100,7 @@ impl APNMessage {
             APNMessage::BandwidthContribution(_) => "bandwidth_contribution",
             APNMessage::ComputeContribution(_) => "compute_contribution",
             APNMessage::VibeTransaction(_) => "vibe_transaction",
+            APNMessage::PaymentReceipt(_) => "payment_receipt",
             APNMessage::RepoChunk(_) => "repo_chunk",
             APNMessage::TaskCancelled(_) => "task_cancelled",
             APNMessage::PingRequest(_) => "ping_request",
@@ -409,6 +413,13 @@ pub struct RepoChunk {
 pub struct TaskCancelled {
     pub task_id: Uuid,
     pub reason: String,
+}
+
+/// A payee's receipt for payment `tx_id`. Only the payee's receipt counts: the payer
+/// matches the envelope's signer against the payment's `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentReceipt {
+    pub tx_id: Uuid,
 }
 
 /// Round-trip probe.

@@ -1,0 +1,149 @@
+//! `PaymentCourier`: gets every payment to its payee, exactly once on both ledgers.
+//!
+//! Payer side: the settlement engine queues each signed payment in the ledger's outbox in
+//! the same transaction that debits it (see `ledger::outbox`); the role that settled sends
+//! it at once, and the courier sends again whatever is still waiting for a receipt, with
+//! backoff, until the payee confirms. Payee side: an incoming `VibeTransaction` is credited
+//! by the settlement engine (a repeat is a no-op) and answered with a `PaymentReceipt`.
+//!
+//! In: `Inbound` (`VibeTransaction`, `PaymentReceipt`). Out: `SendTo` through the peer
+//! manager; `AcceptPayment`, `TakeDuePayments`, `ConfirmDelivery` to the settlement engine.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::peer_manager::{Inbound, PeerManager, SendTo};
+use super::settler::{AcceptPayment, ConfirmDelivery, SettlementEngine, TakeDuePayments};
+use crate::identity;
+use crate::messages::{APNMessage, PaymentReceipt};
+
+/// How often the outbox is checked for payments due again.
+const OUTBOX_POLL: Duration = Duration::from_secs(1);
+/// Payments resent per poll: a long outage drains over several polls instead of one burst.
+const RESEND_PER_POLL: usize = 64;
+
+/// The courier of one node.
+pub struct PaymentCourier {
+    settler: Addr<SettlementEngine>,
+    peer_manager: Addr<PeerManager>,
+    /// A poll is in flight: the next tick waits for it.
+    polling: bool,
+}
+
+impl PaymentCourier {
+    pub fn new(settler: Addr<SettlementEngine>, peer_manager: Addr<PeerManager>) -> Self {
+        PaymentCourier {
+            settler,
+            peer_manager,
+            polling: false,
+        }
+    }
+
+    fn resend_due(&mut self, ctx: &mut Context<Self>) {
+        if self.polling {
+            return;
+        }
+        self.polling = true;
+        let settler = self.settler.clone();
+        let peer_manager = self.peer_manager.clone();
+        let work = async move {
+            let due = match settler
+                .send(TakeDuePayments {
+                    limit: RESEND_PER_POLL,
+                })
+                .await
+            {
+                Ok(Ok(due)) => due,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "payment outbox unreadable");
+                    return;
+                }
+                Err(_) => return,
+            };
+            for pending in due {
+                let transaction = pending.transaction;
+                let Some(peer) = identity::peer_id_of(&transaction.to) else {
+                    tracing::warn!(tx = %transaction.tx_id, "payee key is not a peer id; payment stays queued");
+                    continue;
+                };
+                tracing::debug!(tx = %transaction.tx_id, %peer, attempts = pending.attempts, "resending payment");
+                let message = APNMessage::VibeTransaction(transaction);
+                let _ = peer_manager.send(SendTo { peer, message }).await;
+            }
+        };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(|(), actor, _| actor.polling = false),
+        );
+    }
+
+    fn on_payment(&mut self, inbound: Inbound, ctx: &mut Context<Self>) {
+        let payer = inbound.envelope.from_peer;
+        let APNMessage::VibeTransaction(transaction) = &inbound.envelope.message else {
+            return;
+        };
+        let tx_id = transaction.tx_id;
+        let settler = self.settler.clone();
+        let peer_manager = self.peer_manager.clone();
+        ctx.spawn(
+            async move {
+                match settler.send(AcceptPayment(inbound)).await {
+                    Ok(Ok(_)) => {
+                        let message = APNMessage::PaymentReceipt(PaymentReceipt { tx_id });
+                        let _ = peer_manager
+                            .send(SendTo {
+                                peer: payer,
+                                message,
+                            })
+                            .await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(tx = %tx_id, from = %payer, error = %e, "payment refused")
+                    }
+                    Err(_) => {}
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn on_receipt(&mut self, inbound: &Inbound, receipt: &PaymentReceipt) {
+        let settler = self.settler.clone();
+        let confirm = ConfirmDelivery {
+            tx_id: receipt.tx_id,
+            payee: inbound.envelope.from_key.to_vec(),
+        };
+        actix::spawn(async move {
+            match settler.send(confirm).await {
+                Ok(Ok(true)) => tracing::debug!("payment receipt recorded"),
+                Ok(Ok(false)) => tracing::debug!("receipt for no waiting payment"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "receipt not recorded"),
+                Err(_) => {}
+            }
+        });
+    }
+}
+
+impl Actor for PaymentCourier {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(OUTBOX_POLL, |actor, ctx| actor.resend_due(ctx));
+    }
+}
+
+impl Handler<Inbound> for PaymentCourier {
+    type Result = ();
+
+    fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) {
+        match &inbound.envelope.message {
+            APNMessage::VibeTransaction(_) => self.on_payment(inbound, ctx),
+            APNMessage::PaymentReceipt(receipt) => {
+                let receipt = receipt.clone();
+                self.on_receipt(&inbound, &receipt);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! What a restart must not lose, with real nodes on real data dirs: a payment whose payee
+//! was down is delivered when it returns (the outbox and receipts), and a task whose
+//! originator restarted mid-run is failed with a reason and its escrow refunded.
+
+mod common;
+
+use std::time::Duration;
+
+use apn::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus};
+use apn::actors::settler::{GetBalance, INTERRUPTED_REASON, PayPeer, UndeliveredPayments};
+use apn::config::{Config, ProfileConfig};
+use apn::messages::{TransactionReason, Vibe};
+use common::*;
+use uuid::Uuid;
+
+fn shell_config(dir: &std::path::Path) -> Config {
+    let mut config = test_config(dir);
+    config.market.bid_window_ms = 300;
+    config.executor.profiles.insert(
+        "SHELL".into(),
+        ProfileConfig {
+            program: "sh".into(),
+            args: vec!["-c".into(), "{prompt}".into()],
+            enabled: true,
+        },
+    );
+    config
+}
+
+async fn balance(node: &apn::actors::node::NodeHandle) -> Vibe {
+    node.settler
+        .send(GetBalance)
+        .await
+        .expect("settler alive")
+        .expect("balance")
+        .balance
+}
+
+#[actix_rt::test]
+async fn a_payment_to_a_node_that_was_down_arrives_once_when_it_returns() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config_b = test_config(dir_b.path());
+    config_b.node.announce_interval_s = 1;
+    let (a, b) = connected_pair(test_config(dir_a.path()), config_b.clone()).await;
+    let payee = b.identity.public_key();
+    b.shutdown().await;
+
+    let amount = Vibe::from_whole(7);
+    a.settler
+        .send(PayPeer {
+            transfer_id: Uuid::new_v4(),
+            payee,
+            amount,
+            reason: TransactionReason::BandwidthShare,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        a.settler.send(UndeliveredPayments).await.unwrap().unwrap(),
+        1,
+        "the payment waits in the outbox while its payee is away"
+    );
+
+    // The payee comes back on the same data dir (same identity, same ledger).
+    config_b.node.bootstrap = vec![a.dial_address().unwrap().to_string()];
+    let b = node(config_b).await;
+    let expected = Vibe::from_whole(1007);
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            balance(&b).await == expected
+                && a.settler.send(UndeliveredPayments).await.unwrap().unwrap() == 0
+        })
+        .await,
+        "payment not delivered and confirmed: payee has {}, outbox {}",
+        balance(&b).await,
+        a.settler.send(UndeliveredPayments).await.unwrap().unwrap()
+    );
+    // Credited once, even though the payer may have sent it more than once.
+    assert_eq!(balance(&b).await, expected);
+    assert_eq!(balance(&a).await, Vibe::from_whole(993));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_task_cut_short_by_a_restart_fails_with_a_reason_and_its_escrow_returns() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config_a = test_config(dir_a.path());
+    config_a.market.bid_window_ms = 300;
+    let (a, b) = connected_pair(config_a.clone(), shell_config(dir_b.path())).await;
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = a
+        .distributor
+        .send(CreateTaskAttempt {
+            title: "long".into(),
+            prompt: "sleep 30".into(),
+            executor_profile: "SHELL".into(),
+            repo_path: repo.path().display().to_string(),
+            base: "main".into(),
+            requirements: Default::default(),
+            reward: Vibe::from_whole(5),
+            prefer: Prefer::Mesh,
+            verify_command: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            a.distributor
+                .send(GetTask(id))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|view| view.status == TaskStatus::Running)
+        })
+        .await,
+        "the task never ran"
+    );
+    let escrowed = a.settler.send(GetBalance).await.unwrap().unwrap().escrowed;
+    assert!(escrowed > Vibe::ZERO, "escrow is held while the task runs");
+
+    // The originator goes away and comes back on the same data dir.
+    a.shutdown().await;
+    b.shutdown().await;
+    let a = node(config_a).await;
+    let view = a
+        .distributor
+        .send(GetTask(id))
+        .await
+        .unwrap()
+        .expect("the journal remembers the task");
+    assert_eq!(view.status, TaskStatus::Failed);
+    assert_eq!(view.error.as_deref(), Some(INTERRUPTED_REASON));
+    assert_eq!(view.title, "long");
+    let summary = a.settler.send(GetBalance).await.unwrap().unwrap();
+    assert_eq!(summary.escrowed, Vibe::ZERO);
+    assert_eq!(summary.balance, Vibe::from_whole(1000));
+    a.shutdown().await;
+}
