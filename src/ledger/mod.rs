@@ -12,6 +12,7 @@
 //! transfer with a unique id, applied in one SQLite transaction: the same id with the same
 //! content is a no-op, with other content an error. Rules are pure functions in `rules`.
 
+pub mod audit;
 mod journal;
 mod outbox;
 pub mod rules;
