@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use actix::Actor;
 use apn::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus};
 use apn::actors::settler::GetBalance;
 use apn::identity::Identity;
@@ -242,4 +243,182 @@ async fn lies_are_refused_counted_and_cost_nothing() {
     );
     swarm.shutdown(Duration::from_secs(2)).await;
     victim.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_replayed_payment_is_credited_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = node(test_config(dir.path())).await;
+    let attacker = Identity::ephemeral();
+    let (swarm, mut events) = spawn_swarm(
+        &attacker,
+        SwarmSettings {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap: vec![victim.dial_address().unwrap()],
+            mdns: false,
+        },
+    )
+    .unwrap();
+    let victim_peer = victim.identity.peer_id();
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(&victim)
+                .await
+                .iter()
+                .any(|p| p.peer_id == attacker.peer_id().to_string() && p.connected)
+        })
+        .await
+    );
+    // A real payment, attacker to victim, then the same frame again, then the same payment
+    // in a fresh envelope (which passes the replay cache and must meet the ledger's dedupe).
+    let payment = VibeTransaction::signed_with_id(
+        &attacker,
+        Uuid::new_v4(),
+        victim.identity.public_key(),
+        Vibe::from_whole(2),
+        TransactionReason::BandwidthShare,
+        None,
+        chrono::Utc::now(),
+    );
+    let message = APNMessage::VibeTransaction(payment.clone());
+    let first = frame(&attacker, &message);
+    let replayed_before = victim.metrics.dropped(DropReason::Replayed);
+    for bytes in [first.clone(), first, frame(&attacker, &message)] {
+        swarm.send_direct(victim_peer, bytes).await.unwrap();
+    }
+    // The victim answers each payment it accepts (new or already recorded) with a receipt:
+    // two receipts mean both distinct envelopes were processed.
+    let mut cache = ReplayCache::new(1024);
+    let mut receipts = 0;
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while receipts < 2 {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("two receipts")
+            .expect("events");
+        if let MeshEvent::Frame { frame, .. } = event
+            && let Ok(v) = verify_frame(
+                &frame,
+                chrono::Utc::now().timestamp_millis(),
+                &EnvelopeLimits::default(),
+                &mut cache,
+            )
+            && matches!(&v.message, APNMessage::PaymentReceipt(r) if r.tx_id == payment.tx_id)
+        {
+            receipts += 1;
+        }
+    }
+    assert_eq!(
+        victim.metrics.dropped(DropReason::Replayed),
+        replayed_before + 1,
+        "the byte-identical frame is dropped as a replay"
+    );
+    let summary = victim.settler.send(GetBalance).await.unwrap().unwrap();
+    assert_eq!(summary.balance, Vibe::from_whole(1002), "credited once");
+    swarm.shutdown(Duration::from_secs(2)).await;
+    victim.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_executors_log_flood_is_capped_at_the_originator() {
+    use apn::actors::relay::{
+        ExecutionEvent, ExecutionRelay, GetExecutionLogs, LOG_LINES_PER_TASK_MAX, RecordUpdate,
+    };
+    use apn::market::LogLine;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = ExecutionRelay::with_store(None, &dir.path().join("logs.sqlite3"))
+        .unwrap()
+        .start();
+    let task_id = Uuid::new_v4();
+    let flood = LOG_LINES_PER_TASK_MAX + 2_500;
+    for n in 0..flood {
+        relay.do_send(RecordUpdate(ExecutionEvent::Log {
+            task_id,
+            line: LogLine {
+                stream: "stdout".into(),
+                line: format!("line {n}"),
+                at_ms: n as i64,
+            },
+        }));
+    }
+    let stored = relay.send(GetExecutionLogs(task_id)).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        LOG_LINES_PER_TASK_MAX,
+        "the store keeps at most the cap"
+    );
+    assert_eq!(
+        stored[0].line, "line 0",
+        "the first lines are kept, the flood's tail is cut"
+    );
+}
+
+/// Results the originator must refuse, produced by a hostile agent on an honest executor:
+/// a symlink out of the tree, and a diff far over the size limit. Neither is paid.
+#[actix_rt::test]
+async fn unsafe_or_oversized_results_are_refused_and_not_paid() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut originator = test_config(dir_a.path());
+    originator.market.bid_window_ms = 300;
+    originator.market.reassignments_max = 0;
+    let mut executor = test_config(dir_b.path());
+    executor.executor.profiles.insert(
+        "SHELL".into(),
+        apn::config::ProfileConfig {
+            program: "sh".into(),
+            args: vec!["-c".into(), "{prompt}".into()],
+            enabled: true,
+        },
+    );
+    let (a, b) = connected_pair(originator, executor).await;
+    let repo = git_repo(&[("f", "x\n")]);
+    for (prompt, expected) in [
+        ("ln -s /etc/passwd leak; echo y >> f", "symbolic link"),
+        (
+            "head -c 700000 /dev/urandom | base64 > big.txt",
+            "byte limit",
+        ),
+    ] {
+        let id = a
+            .distributor
+            .send(CreateTaskAttempt {
+                title: "hostile".into(),
+                prompt: prompt.into(),
+                executor_profile: "SHELL".into(),
+                repo_path: repo.path().display().to_string(),
+                base: "main".into(),
+                requirements: Default::default(),
+                reward: Vibe::from_whole(3),
+                prefer: Prefer::Mesh,
+                verify_command: None,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(60), || async {
+                a.distributor
+                    .send(GetTask(id))
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v.status.is_final())
+            })
+            .await,
+            "{prompt}: never finished"
+        );
+        let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+        assert_eq!(view.status, TaskStatus::Failed, "{prompt}: {view:?}");
+        let error = view.error.clone().unwrap_or_default();
+        assert!(error.contains(expected), "{prompt}: {error}");
+        assert_eq!(view.paid, None);
+    }
+    for (node, name) in [(&a, "originator"), (&b, "executor")] {
+        let summary = node.settler.send(GetBalance).await.unwrap().unwrap();
+        assert_eq!(summary.balance, Vibe::from_whole(1000), "{name} balance");
+        assert_eq!(summary.escrowed, Vibe::ZERO, "{name} escrow");
+    }
+    assert!(!repo.path().join("leak").exists() && !repo.path().join("big.txt").exists());
+    a.shutdown().await;
+    b.shutdown().await;
 }
