@@ -42,7 +42,9 @@ pub const MINT: &str = "mint";
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    #[error("the disk holding the ledger is full; nothing was written: free space and retry")]
+    DiskFull,
     #[error(
         "the ledger has schema version {found}, this build supports up to {supported}: upgrade the node"
     )]
@@ -73,6 +75,16 @@ pub enum LedgerError {
     Identity(String),
     #[error("a stored payment cannot be encoded or decoded: {0}")]
     Encoding(String),
+}
+
+impl From<rusqlite::Error> for LedgerError {
+    fn from(error: rusqlite::Error) -> Self {
+        // SQLite rolls the transaction back on SQLITE_FULL; say so instead of a bare code.
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => LedgerError::DiskFull,
+            _ => LedgerError::Sqlite(error),
+        }
+    }
 }
 
 /// The account name of a node key.
