@@ -53,6 +53,17 @@ pub enum IdentityError {
 #[serde(transparent)]
 pub struct NodeId(String);
 
+impl utoipa::PartialSchema for NodeId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^apn_[0-9a-f]{8}$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for NodeId {}
+
 impl NodeId {
     /// The NodeId of an Ed25519 public key.
     pub fn from_public_key(public_key: &[u8; PUBLIC_KEY_BYTES]) -> Self {

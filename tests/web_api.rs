@@ -227,3 +227,104 @@ async fn mutations_need_the_token_from_other_hosts_and_bodies_are_checked() {
     );
     node.shutdown().await;
 }
+
+/// The `/api/...` and other routes the server has (`src/web/api.rs`), each with its method.
+const ROUTES: [(&str, &str); 12] = [
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/api/openapi.json"),
+    ("get", "/api/status"),
+    ("get", "/api/peers"),
+    ("get", "/api/resources"),
+    ("get", "/api/transactions"),
+    ("get", "/api/tasks"),
+    ("post", "/api/tasks"),
+    ("get", "/api/tasks/{id}"),
+    ("post", "/api/tasks/{id}/cancel"),
+    ("get", "/api/events/execution-processes/{id}/logs"),
+];
+
+#[actix_rt::test]
+async fn the_openapi_description_matches_the_routes_and_the_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(web_config(dir.path())).await;
+    let base = format!("http://{}", node.http_addr.unwrap());
+    let (status, spec) = call({
+        let url = format!("{base}/api/openapi.json");
+        move || raw("GET", &url, &[], None)
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        spec["openapi"].as_str().unwrap_or("").starts_with("3."),
+        "{spec}"
+    );
+    // Both ways: every route is described, every described operation is a route.
+    let mut described = Vec::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            described.push((method.clone(), path.clone()));
+        }
+    }
+    described.sort();
+    let mut routes: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    routes.sort();
+    assert_eq!(described, routes);
+    // Each described path answers with something other than the catch-all 404.
+    let unknown_id = uuid::Uuid::new_v4().to_string();
+    for (method, path) in &routes {
+        if path.starts_with("/api/events") {
+            continue; // an unknown task's stream is a 404 by design; checked below
+        }
+        let concrete = path.replace("{id}", &unknown_id);
+        let url = format!("{base}{concrete}");
+        let method = method.to_uppercase();
+        let catch_all = format!("{method} {concrete} not found");
+        let (status, body) = call(move || raw(&method, &url, &[], Some("{}"))).await;
+        assert_ne!(
+            body["detail"].as_str().unwrap_or(""),
+            catch_all,
+            "{path}: {status} {body}"
+        );
+    }
+    let (status, body) = call({
+        let url = format!("{base}/api/events/execution-processes/{unknown_id}/logs");
+        move || raw("GET", &url, &[], None)
+    })
+    .await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    // The status answer carries exactly the properties the description lists.
+    let (_, answer) = call({
+        let url = format!("{base}/api/status");
+        move || raw("GET", &url, &[], None)
+    })
+    .await;
+    let schema = &spec["components"]["schemas"]["StatusDoc"];
+    let mut listed: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+    let mut answered: Vec<&String> = answer.as_object().unwrap().keys().collect();
+    listed.sort();
+    answered.sort();
+    assert_eq!(listed, answered);
+    for required in schema["required"].as_array().unwrap() {
+        assert!(
+            answer.get(required.as_str().unwrap()).is_some(),
+            "{required}"
+        );
+    }
+    // The documented limit is the real one.
+    let limit = spec["paths"]["/api/transactions"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .expect("limit parameter")["schema"]["maximum"]
+        .as_u64();
+    assert_eq!(
+        limit,
+        Some(apn::actors::panel_hub::TRANSACTION_LOG_MAX as u64)
+    );
+    node.shutdown().await;
+}

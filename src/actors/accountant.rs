@@ -56,7 +56,7 @@ pub struct ComputeUsed {
 }
 
 /// One point of the rate chart.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct RatePoint {
     pub at_s: i64,
     pub upload_mbps: f64,

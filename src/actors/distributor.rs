@@ -72,7 +72,7 @@ const VERIFY_COMMAND_BYTES_MAX: usize = 4 * 1024;
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where the caller wants a task to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Prefer {
     Local,
@@ -82,7 +82,7 @@ pub enum Prefer {
 }
 
 /// Create a task attempt (from HTTP, CLI or tests).
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, utoipa::ToSchema)]
 #[rtype(result = "Result<Uuid, MarketError>")]
 #[serde(deny_unknown_fields)]
 pub struct CreateTaskAttempt {
@@ -129,7 +129,7 @@ pub enum MarketError {
 }
 
 /// Lifecycle of a task attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Pending,
@@ -163,7 +163,7 @@ impl TaskStatus {
 }
 
 /// A task attempt as the API shows it (and as the task journal keeps it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     pub id: Uuid,
     pub title: String,

@@ -31,7 +31,7 @@ pub const TRANSACTION_LOG_MAX: usize = 1000;
 pub const SESSION_QUEUE_MAX: usize = 256;
 
 /// The typed entries of the transaction log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransactionType {
     TaskDistributed,
@@ -63,7 +63,7 @@ impl TransactionType {
 }
 
 /// One line of the transaction log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TransactionLogEntry {
     /// Increasing; `before=` pages by it.
     pub seq: u64,

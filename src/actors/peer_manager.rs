@@ -37,7 +37,7 @@ use crate::messages::{
 use crate::metrics::NetMetrics;
 
 /// How a message reached us, or how we reach a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerPath {
     /// A libp2p connection.
@@ -47,7 +47,7 @@ pub enum PeerPath {
 }
 
 /// State of the relay connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RelayState {
     /// No relay configured.
@@ -58,7 +58,7 @@ pub enum RelayState {
 }
 
 /// One row of the peer table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PeerInfo {
     pub peer_id: String,
     pub node_id: NodeId,

@@ -135,7 +135,7 @@ pub struct NodeAnnouncement {
 }
 
 /// What a task needs from the node that runs it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskRequirements {
     /// Capability tags the executor must have.
     #[serde(default)]
@@ -209,7 +209,7 @@ pub struct ExecutionStarted {
 }
 
 /// Stages of a run, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStage {
     Setup,

@@ -164,6 +164,20 @@ impl fmt::Display for Vibe {
     }
 }
 
+// On the wire and in the API a Vibe is a decimal string.
+impl utoipa::PartialSchema for Vibe {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^[0-9]{1,12}(\.[0-9]{1,6})?$"))
+            .description(Some("VIBE, a decimal with at most 6 places"))
+            .examples(["12.5"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Vibe {}
+
 impl Serialize for Vibe {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.to_string())

@@ -4,20 +4,23 @@ use actix::prelude::*;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
+use super::openapi::{
+    ApiError, BandwidthDoc, ComputeDoc, Health, ResourcesDoc, StatusDoc, TaskCreated,
+};
 use super::{WebError, WebState};
 use crate::actors::accountant::GetResources;
 use crate::actors::distributor::{
-    CancelTask, CreateTaskAttempt, GetTask, ListTasks, MarketError, TaskStatus,
+    CancelTask, CreateTaskAttempt, GetTask, ListTasks, MarketError, TaskStatus, TaskView,
 };
 use crate::actors::executor::GetExecutorStatus;
 use crate::actors::panel_hub::{
-    GetHubStats, GetTransactions, TRANSACTION_LOG_MAX, TransactionType,
+    GetHubStats, GetTransactions, TRANSACTION_LOG_MAX, TransactionLogEntry, TransactionType,
 };
-use crate::actors::peer_manager::{GetMeshStatus, GetPeers, RelayState};
+use crate::actors::peer_manager::{GetMeshStatus, GetPeers, PeerInfo, RelayState};
 use crate::actors::relay::{ExecutionEvent, SubscribeExecution};
 use crate::actors::settler::GetBalance;
 use crate::messages::DropReason;
@@ -36,6 +39,7 @@ pub(super) fn routes(config: &mut web::ServiceConfig) {
         .route("/style.css", web::get().to(style_css))
         .route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics))
+        .route("/api/openapi.json", web::get().to(openapi_json))
         .route("/api/status", web::get().to(status))
         .route("/api/peers", web::get().to(peers))
         .route("/api/resources", web::get().to(resources))
@@ -83,8 +87,18 @@ async fn style_css() -> HttpResponse {
         .body(STYLE_CSS)
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "node",
+    responses((status = 200, description = "The node answers", body = Health)))]
+pub(super) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok".into(),
+    })
+}
+
+#[utoipa::path(get, path = "/api/openapi.json", tag = "node",
+    responses((status = 200, description = "This description (OpenAPI 3.1)", body = Object)))]
+pub(super) async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(super::openapi::document())
 }
 
 /// The node's network status and balance (for the status document and the metrics).
@@ -113,32 +127,42 @@ async fn mesh_and_balance(
 pub(super) async fn status_value(state: &WebState) -> Result<Value, WebError> {
     let node = &state.node;
     let (mesh, balance) = mesh_and_balance(node).await?;
-    Ok(json!({
-        "node_id": mesh.node_id,
-        "peer_id": mesh.peer_id,
-        "uptime_s": (chrono::Utc::now() - node.started_at).num_seconds().max(0),
-        "peers": mesh.peers,
-        "relay": mesh.relay,
-        "relay_only": mesh.relay_only,
-        "balance": balance.balance,
-        "escrowed": balance.escrowed,
-        "listen_addrs": mesh.listen_addrs,
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+    to_value(StatusDoc {
+        node_id: mesh.node_id,
+        peer_id: mesh.peer_id,
+        uptime_s: (chrono::Utc::now() - node.started_at).num_seconds().max(0),
+        peers: mesh.peers,
+        relay: mesh.relay,
+        relay_only: mesh.relay_only,
+        balance: balance.balance,
+        escrowed: balance.escrowed,
+        listen_addrs: mesh.listen_addrs,
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
-async fn status(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
+fn to_value(value: impl Serialize) -> Result<Value, WebError> {
+    serde_json::to_value(value).map_err(|e| WebError::Internal {
+        detail: e.to_string(),
+    })
+}
+
+#[utoipa::path(get, path = "/api/status", tag = "node", responses(
+    (status = 200, description = "Identity, mesh and balance", body = StatusDoc),
+    (status = 503, description = "The node is shutting down", body = ApiError)))]
+pub(super) async fn status(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
     Ok(HttpResponse::Ok().json(status_value(&state).await?))
 }
 
 pub(super) async fn peers_value(state: &WebState) -> Result<Value, WebError> {
     let peers = state.node.peer_manager.send(GetPeers).await.map_err(gone)?;
-    serde_json::to_value(peers).map_err(|e| WebError::Internal {
-        detail: e.to_string(),
-    })
+    to_value(peers)
 }
 
-async fn peers(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
+#[utoipa::path(get, path = "/api/peers", tag = "mesh", responses(
+    (status = 200, description = "The peer table", body = Vec<PeerInfo>),
+    (status = 503, description = "The node is shutting down", body = ApiError)))]
+pub(super) async fn peers(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
     Ok(HttpResponse::Ok().json(peers_value(&state).await?))
 }
 
@@ -155,38 +179,47 @@ pub(super) async fn resources_value(state: &WebState) -> Result<Value, WebError>
         .send(GetExecutorStatus)
         .await
         .map_err(gone)?;
-    Ok(json!({
-        "bandwidth": {
-            "upload_mbps": snapshot.upload_mbps,
-            "download_mbps": snapshot.download_mbps,
-            "limit_mbps": snapshot.bandwidth_limit_mbps,
-            "bytes_in_today": snapshot.bytes_in_today,
-            "bytes_out_today": snapshot.bytes_out_today,
-            "by_purpose": snapshot.bytes_by_purpose,
-            "value_today": snapshot.bandwidth_value_today,
-            "history": snapshot.history,
+    to_value(ResourcesDoc {
+        bandwidth: BandwidthDoc {
+            upload_mbps: snapshot.upload_mbps,
+            download_mbps: snapshot.download_mbps,
+            limit_mbps: snapshot.bandwidth_limit_mbps,
+            bytes_in_today: snapshot.bytes_in_today,
+            bytes_out_today: snapshot.bytes_out_today,
+            by_purpose: snapshot.bytes_by_purpose,
+            value_today: snapshot.bandwidth_value_today,
+            history: snapshot.history,
         },
-        "compute": {
-            "active": compute.active,
-            "max": compute.max,
-            "completed_today": compute.completed_today,
-            "cpu_seconds_today": snapshot.cpu_seconds_today,
-            "memory_gb_seconds_today": snapshot.memory_gb_seconds_today,
-            "value_today": snapshot.compute_value_today,
+        compute: ComputeDoc {
+            active: compute.active,
+            max: compute.max,
+            completed_today: compute.completed_today,
+            cpu_seconds_today: snapshot.cpu_seconds_today,
+            memory_gb_seconds_today: snapshot.memory_gb_seconds_today,
+            value_today: snapshot.compute_value_today,
         },
-    }))
+    })
 }
 
-async fn resources(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
+#[utoipa::path(get, path = "/api/resources", tag = "mesh", responses(
+    (status = 200, description = "Bandwidth and compute metered today", body = ResourcesDoc),
+    (status = 503, description = "The node is shutting down", body = ApiError)))]
+pub(super) async fn resources(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
     Ok(HttpResponse::Ok().json(resources_value(&state).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct TransactionQuery {
+pub(super) struct TransactionQuery {
+    /// Entries to return, newest first.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Only entries with a `seq` below this (paging).
     before: Option<u64>,
+    /// Only entries of this type.
     #[serde(rename = "type")]
+    #[param(value_type = Option<TransactionType>)]
     kind: Option<String>,
 }
 
@@ -218,12 +251,14 @@ pub(super) async fn transactions_value(
         })
         .await
         .map_err(gone)?;
-    serde_json::to_value(entries).map_err(|e| WebError::Internal {
-        detail: e.to_string(),
-    })
+    to_value(entries)
 }
 
-async fn transactions(
+#[utoipa::path(get, path = "/api/transactions", tag = "ledger", params(TransactionQuery), responses(
+    (status = 200, description = "The transaction log, newest first", body = Vec<TransactionLogEntry>),
+    (status = 400, description = "A bad query", body = ApiError),
+    (status = 503, description = "The node is shutting down", body = ApiError)))]
+pub(super) async fn transactions(
     state: web::Data<WebState>,
     query: Result<web::Query<TransactionQuery>, actix_web::Error>,
 ) -> Result<HttpResponse, WebError> {
@@ -250,12 +285,13 @@ async fn transactions(
 
 pub(super) async fn tasks_value(state: &WebState) -> Result<Value, WebError> {
     let tasks = state.node.distributor.send(ListTasks).await.map_err(gone)?;
-    serde_json::to_value(tasks).map_err(|e| WebError::Internal {
-        detail: e.to_string(),
-    })
+    to_value(tasks)
 }
 
-async fn list_tasks(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks", responses(
+    (status = 200, description = "Task attempts of this node, newest first", body = Vec<TaskView>),
+    (status = 503, description = "The node is shutting down", body = ApiError)))]
+pub(super) async fn list_tasks(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
     Ok(HttpResponse::Ok().json(tasks_value(&state).await?))
 }
 
@@ -283,7 +319,14 @@ fn market_error(error: MarketError) -> WebError {
     }
 }
 
-async fn create_task(
+#[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTaskAttempt, responses(
+    (status = 201, description = "The task attempt was created", body = TaskCreated),
+    (status = 400, description = "A bad body or a task that cannot be run", body = ApiError),
+    (status = 401, description = "A client other than loopback without the token", body = ApiError),
+    (status = 409, description = "The balance does not cover the reward", body = ApiError),
+    (status = 413, description = "The body is over `http.body_bytes_max`", body = ApiError),
+    (status = 503, description = "No capacity, or the node is shutting down", body = ApiError)))]
+pub(super) async fn create_task(
     state: web::Data<WebState>,
     body: web::Json<CreateTaskAttempt>,
 ) -> Result<HttpResponse, WebError> {
@@ -300,10 +343,16 @@ async fn create_task(
         .send(GetTask(id))
         .await
         .map_err(gone)?;
-    Ok(HttpResponse::Created().json(json!({ "id": id, "task": view })))
+    Ok(HttpResponse::Created().json(TaskCreated { id, task: view }))
 }
 
-async fn get_task(
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task id")), responses(
+    (status = 200, description = "The task attempt", body = TaskView),
+    (status = 400, description = "Not a task id", body = ApiError),
+    (status = 404, description = "No such task", body = ApiError),
+    (status = 503, description = "The node is shutting down", body = ApiError)))]
+pub(super) async fn get_task(
     state: web::Data<WebState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
@@ -320,7 +369,15 @@ async fn get_task(
         })
 }
 
-async fn cancel_task(
+#[utoipa::path(post, path = "/api/tasks/{id}/cancel", tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task id")), responses(
+    (status = 200, description = "The task attempt, cancelled", body = TaskView),
+    (status = 400, description = "Not a task id", body = ApiError),
+    (status = 401, description = "A client other than loopback without the token", body = ApiError),
+    (status = 404, description = "No such task", body = ApiError),
+    (status = 409, description = "The task already finished", body = ApiError),
+    (status = 503, description = "The node is shutting down", body = ApiError)))]
+pub(super) async fn cancel_task(
     state: web::Data<WebState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
@@ -357,7 +414,13 @@ fn sse_frame(event: &ExecutionEvent) -> web::Bytes {
     web::Bytes::from(format!("data: {data}\n\n"))
 }
 
-async fn execution_logs(
+#[utoipa::path(get, path = "/api/events/execution-processes/{id}/logs", tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task id")), responses(
+    (status = 200, description = "Server-sent events: the history, then live events", content_type = "text/event-stream", body = String),
+    (status = 400, description = "Not a task id", body = ApiError),
+    (status = 404, description = "No such task", body = ApiError),
+    (status = 503, description = "The node is shutting down", body = ApiError)))]
+pub(super) async fn execution_logs(
     state: web::Data<WebState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
@@ -397,7 +460,10 @@ async fn execution_logs(
         .streaming(history.chain(live)))
 }
 
-async fn metrics(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
+#[utoipa::path(get, path = "/metrics", tag = "node", responses(
+    (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+    (status = 503, description = "The node is shutting down", body = ApiError)))]
+pub(super) async fn metrics(state: web::Data<WebState>) -> Result<HttpResponse, WebError> {
     let node = &state.node;
     let (mesh, balance) = mesh_and_balance(node).await?;
     let tasks = node.distributor.send(ListTasks).await.map_err(gone)?;

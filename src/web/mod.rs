@@ -5,7 +5,8 @@
 //! - JSON: `/api/status`, `/api/peers`, `/api/resources`, `/api/transactions`,
 //!   `/api/tasks` (GET, POST), `/api/tasks/{id}`, `POST /api/tasks/{id}/cancel`,
 //!   `/api/events/execution-processes/{id}/logs` (SSE: history, then live).
-//! - `GET /metrics` (Prometheus text), `GET /healthz`.
+//! - `GET /metrics` (Prometheus text), `GET /healthz`, `GET /api/openapi.json` (the
+//!   OpenAPI description, generated from the handlers; see `openapi.rs`).
 //!
 //! Errors are JSON `{error, detail}` with the matching status. Mutations from anything but
 //! loopback need `Authorization: Bearer <token>` (the token is `api.token` in the data dir,
@@ -14,6 +15,7 @@
 
 mod access;
 mod api;
+pub mod openapi;
 mod ws;
 
 use std::net::SocketAddr;
