@@ -314,6 +314,16 @@ async fn the_openapi_description_matches_the_routes_and_the_answers() {
             "{required}"
         );
     }
+    // Another method on a known path is 405, not 404.
+    let (status, body) = call({
+        let url = format!("{base}/api/status");
+        move || raw("POST", &url, &[], Some("{}"))
+    })
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
     // The documented limit is the real one.
     let limit = spec["paths"]["/api/transactions"]["get"]["parameters"]
         .as_array()

@@ -88,9 +88,13 @@ pub enum Prefer {
 pub struct CreateTaskAttempt {
     #[serde(default)]
     pub title: String,
+    /// What the agent is asked to do (not blank).
+    #[schema(min_length = 1, pattern = r"\S")]
     pub prompt: String,
+    #[schema(min_length = 1, max_length = 64)]
     pub executor_profile: String,
     /// Path of the git repository on this node.
+    #[schema(min_length = 1)]
     pub repo_path: String,
     /// Commit or branch the agent starts from.
     #[serde(default = "default_base")]

@@ -34,25 +34,47 @@ const STYLE_CSS: &str = include_str!("../../static/style.css");
 
 pub(super) fn routes(config: &mut web::ServiceConfig) {
     config
-        .route("/", web::get().to(index))
-        .route("/app.js", web::get().to(app_js))
-        .route("/style.css", web::get().to(style_css))
-        .route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/api/openapi.json", web::get().to(openapi_json))
-        .route("/api/status", web::get().to(status))
-        .route("/api/peers", web::get().to(peers))
-        .route("/api/resources", web::get().to(resources))
-        .route("/api/transactions", web::get().to(transactions))
-        .route("/api/tasks", web::get().to(list_tasks))
-        .route("/api/tasks", web::post().to(create_task))
-        .route("/api/tasks/{id}", web::get().to(get_task))
-        .route("/api/tasks/{id}/cancel", web::post().to(cancel_task))
-        .route(
-            "/api/events/execution-processes/{id}/logs",
-            web::get().to(execution_logs),
+        .service(resource("/", "GET").route(web::get().to(index)))
+        .service(resource("/app.js", "GET").route(web::get().to(app_js)))
+        .service(resource("/style.css", "GET").route(web::get().to(style_css)))
+        .service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics)))
+        .service(resource("/api/openapi.json", "GET").route(web::get().to(openapi_json)))
+        .service(resource("/api/status", "GET").route(web::get().to(status)))
+        .service(resource("/api/peers", "GET").route(web::get().to(peers)))
+        .service(resource("/api/resources", "GET").route(web::get().to(resources)))
+        .service(resource("/api/transactions", "GET").route(web::get().to(transactions)))
+        .service(
+            resource("/api/tasks", "GET, POST")
+                .route(web::get().to(list_tasks))
+                .route(web::post().to(create_task)),
+        )
+        .service(resource("/api/tasks/{id}", "GET").route(web::get().to(get_task)))
+        .service(resource("/api/tasks/{id}/cancel", "POST").route(web::post().to(cancel_task)))
+        .service(
+            resource("/api/events/execution-processes/{id}/logs", "GET")
+                .route(web::get().to(execution_logs)),
         )
         .default_service(web::to(not_found));
+}
+
+/// A route whose other methods get 405 with an `Allow` header rather than 404.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(
+        move |request: actix_web::HttpRequest| async move {
+            use actix_web::ResponseError;
+            let mut response = WebError::MethodNotAllowed {
+                method: request.method().to_string(),
+                allow,
+            }
+            .error_response();
+            response.headers_mut().insert(
+                actix_web::http::header::ALLOW,
+                actix_web::http::header::HeaderValue::from_static(allow),
+            );
+            response
+        },
+    ))
 }
 
 fn gone<E: std::fmt::Display>(error: E) -> WebError {
@@ -216,7 +238,8 @@ pub(super) struct TransactionQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Only entries with a `seq` below this (paging).
-    before: Option<u64>,
+    #[param(minimum = 0)]
+    before: Option<i64>,
     /// Only entries of this type.
     #[serde(rename = "type")]
     #[param(value_type = Option<TransactionType>)]
@@ -279,8 +302,14 @@ pub(super) async fn transactions(
             detail: format!("unknown type {kind:?}; one of {}", names.join(", ")),
         });
     }
+    let before = match query.before {
+        Some(before) => Some(u64::try_from(before).map_err(|_| WebError::BadRequest {
+            detail: "before must not be negative".into(),
+        })?),
+        None => None,
+    };
     Ok(HttpResponse::Ok()
-        .json(transactions_value(&state, limit, query.before, query.kind.clone()).await?))
+        .json(transactions_value(&state, limit, before, query.kind.clone()).await?))
 }
 
 pub(super) async fn tasks_value(state: &WebState) -> Result<Value, WebError> {

@@ -51,6 +51,8 @@ pub enum WebError {
     Unavailable { detail: String },
     #[error("{detail}")]
     Conflict { detail: String },
+    #[error("{method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
     #[error("internal error: {detail}")]
     Internal { detail: String },
     #[error("cannot start the HTTP server on {address}: {reason}")]
@@ -75,6 +77,7 @@ impl WebError {
             WebError::TooLarge { .. } => "payload_too_large",
             WebError::Unavailable { .. } => "unavailable",
             WebError::Conflict { .. } => "conflict",
+            WebError::MethodNotAllowed { .. } => "method_not_allowed",
             WebError::Internal { .. } | WebError::Bind { .. } | WebError::Token(_) => "internal",
         }
     }
@@ -90,6 +93,7 @@ impl ResponseError for WebError {
             WebError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Conflict { .. } => StatusCode::CONFLICT,
+            WebError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
