@@ -139,3 +139,31 @@ async fn a_task_cut_short_by_a_restart_fails_with_a_reason_and_its_escrow_return
     assert_eq!(summary.balance, Vibe::from_whole(1000));
     a.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn what_a_killed_run_left_behind_is_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir
+        .path()
+        .join("workspaces")
+        .join(Uuid::new_v4().to_string());
+    std::fs::create_dir_all(workspace.join("src")).unwrap();
+    std::fs::write(workspace.join("src/lib.rs"), "half-written").unwrap();
+    let bundles = dir.path().join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    std::fs::write(bundles.join(format!("{}.bundle", Uuid::new_v4())), b"x").unwrap();
+    // A link out of the tree is removed as a link; its target is left alone.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("keep"), "keep").unwrap();
+    std::os::unix::fs::symlink(outside.path(), bundles.join("link")).unwrap();
+
+    let node = node(test_config(dir.path())).await;
+    for name in apn::actors::node::SCRATCH_DIRS {
+        let left = std::fs::read_dir(dir.path().join(name))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "{name} still has {left} entries");
+    }
+    assert!(outside.path().join("keep").exists());
+    node.shutdown().await;
+}

@@ -91,7 +91,8 @@ pub struct CreateTaskAttempt {
     /// What the agent is asked to do (not blank).
     #[schema(min_length = 1, pattern = r"\S")]
     pub prompt: String,
-    #[schema(min_length = 1, max_length = 64)]
+    /// An executor profile name such as `CLAUDE_CODE`.
+    #[schema(pattern = "^[A-Za-z0-9_]{1,64}$")]
     pub executor_profile: String,
     /// Path of the git repository on this node.
     #[schema(min_length = 1)]

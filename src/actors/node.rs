@@ -119,6 +119,9 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     let data_dir = config.node.data_dir.clone();
     let identity = Identity::load_or_create(&data_dir)?;
     let metrics = Arc::new(NetMetrics::default());
+    if !config.executor.keep_workspaces {
+        remove_leftovers(&data_dir);
+    }
 
     // The peer manager and the distributor are addressed before they start: the roles they
     // serve need their addresses, and they need the roles'.
@@ -223,6 +226,27 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         "node started"
     );
     Ok(handle)
+}
+
+/// Directories a run or a task leaves behind only when the node dies under it: agent
+/// workspaces (executor) and git bundles (originator). Nothing is live before start, so
+/// whatever is there belongs to a previous, killed process.
+pub const SCRATCH_DIRS: [&str; 2] = ["workspaces", "bundles"];
+
+fn remove_leftovers(data_dir: &std::path::Path) {
+    for name in SCRATCH_DIRS {
+        let Ok(entries) = std::fs::read_dir(data_dir.join(name)) else {
+            continue;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            crate::workspace::remove_workspace(&entry.path());
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::warn!(dir = name, removed, "removed what a killed run left behind");
+        }
+    }
 }
 
 /// Start the swarm (unless relay-only) and the relay client (when configured), and wait for
