@@ -235,7 +235,7 @@ fn run_git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
 }
 
 /// Refuse names git could take for an option, and absurd ones.
-fn check_reference(reference: &str) -> Result<(), WorkspaceError> {
+pub fn check_reference(reference: &str) -> Result<(), WorkspaceError> {
     let reason = if reference.is_empty() {
         "empty"
     } else if reference.starts_with('-') {

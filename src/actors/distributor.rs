@@ -111,6 +111,50 @@ pub struct CreateTaskAttempt {
     pub verify_command: Option<String>,
 }
 
+impl CreateTaskAttempt {
+    /// The checks that need nothing but the request: no repository, no node state. Split out
+    /// of the distributor's validation so the HTTP body fuzz target runs exactly what a
+    /// `POST /api/tasks` body goes through before the repository is looked at.
+    pub fn check_fields(&self) -> Result<(), MarketError> {
+        let invalid = |reason: String| MarketError::Invalid(reason);
+        if self.prompt.trim().is_empty() {
+            return Err(invalid("prompt is empty".into()));
+        }
+        if self.prompt.len() > PROMPT_BYTES_MAX {
+            return Err(invalid(format!("prompt is over {PROMPT_BYTES_MAX} bytes")));
+        }
+        if self.title.chars().count() > TITLE_CHARS_MAX {
+            return Err(invalid(format!(
+                "title is over {TITLE_CHARS_MAX} characters"
+            )));
+        }
+        if self.executor_profile.is_empty()
+            || self.executor_profile.len() > 64
+            || !self
+                .executor_profile
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(invalid(
+                "executor_profile must be 1-64 letters, digits or _".into(),
+            ));
+        }
+        if self.reward == Vibe::ZERO {
+            return Err(invalid("reward must be above zero".into()));
+        }
+        if self
+            .verify_command
+            .as_ref()
+            .is_some_and(|c| c.len() > VERIFY_COMMAND_BYTES_MAX)
+        {
+            return Err(invalid(format!(
+                "verify_command is over {VERIFY_COMMAND_BYTES_MAX} bytes"
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn default_base() -> String {
     "HEAD".to_string()
 }
@@ -282,40 +326,7 @@ impl TaskDistributor {
 
     fn validate(&self, request: &CreateTaskAttempt) -> Result<String, MarketError> {
         let invalid = |reason: String| MarketError::Invalid(reason);
-        if request.prompt.trim().is_empty() {
-            return Err(invalid("prompt is empty".into()));
-        }
-        if request.prompt.len() > PROMPT_BYTES_MAX {
-            return Err(invalid(format!("prompt is over {PROMPT_BYTES_MAX} bytes")));
-        }
-        if request.title.chars().count() > TITLE_CHARS_MAX {
-            return Err(invalid(format!(
-                "title is over {TITLE_CHARS_MAX} characters"
-            )));
-        }
-        if request.executor_profile.is_empty()
-            || request.executor_profile.len() > 64
-            || !request
-                .executor_profile
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(invalid(
-                "executor_profile must be 1-64 letters, digits or _".into(),
-            ));
-        }
-        if request.reward == Vibe::ZERO {
-            return Err(invalid("reward must be above zero".into()));
-        }
-        if request
-            .verify_command
-            .as_ref()
-            .is_some_and(|c| c.len() > VERIFY_COMMAND_BYTES_MAX)
-        {
-            return Err(invalid(format!(
-                "verify_command is over {VERIFY_COMMAND_BYTES_MAX} bytes"
-            )));
-        }
+        request.check_fields()?;
         let repo = PathBuf::from(&request.repo_path);
         if !repo.is_dir() {
             return Err(invalid(format!(

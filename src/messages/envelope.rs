@@ -136,16 +136,23 @@ impl Envelope {
         sent_at_ms: i64,
     ) -> Result<Envelope, CodecError> {
         let body = codec::encode_message(message)?;
+        Ok(Envelope::sign_body(identity, body, sent_at_ms))
+    }
+
+    /// Sign body bytes as they are, whether or not they decode to a message. A hostile peer
+    /// can sign garbage too; tests and the fuzz target use this to reach the checks after
+    /// the signature.
+    pub fn sign_body(identity: &Identity, body: Vec<u8>, sent_at_ms: i64) -> Envelope {
         let msg_id = Uuid::new_v4();
         let signature = identity.sign(&signing_input(PROTOCOL_VERSION, &msg_id, sent_at_ms, &body));
-        Ok(Envelope {
+        Envelope {
             version: PROTOCOL_VERSION,
             msg_id,
             from: ByteBuf::from(identity.public_key().to_vec()),
             sent_at_ms,
             body: ByteBuf::from(body),
             signature: ByteBuf::from(signature),
-        })
+        }
     }
 
     /// Sign and encode into a frame ready to send; a frame over the limit is an error here,
