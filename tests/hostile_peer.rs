@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use actix::Actor;
-use apn::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus};
+use apn::actors::distributor::{GetTask, TaskStatus};
 use apn::actors::settler::GetBalance;
 use apn::identity::Identity;
 use apn::mesh::MeshEvent;
@@ -20,23 +20,16 @@ fn frame(identity: &Identity, message: &APNMessage) -> Vec<u8> {
     Envelope::seal(identity, message, chrono::Utc::now().timestamp_millis()).unwrap()
 }
 
-#[actix_rt::test]
-async fn lies_are_refused_counted_and_cost_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.market.bid_window_ms = 1500;
-    config.market.requests_per_peer_per_minute = 5;
-    config.executor.profiles.insert(
-        "SHELL".into(),
-        apn::config::ProfileConfig {
-            program: "sh".into(),
-            args: vec!["-c".into(), "{prompt}".into()],
-            enabled: true,
-        },
-    );
-    let victim = node(config).await;
+/// A raw swarm with a fresh identity, connected to `victim`.
+async fn attach_attacker(
+    victim: &apn::actors::node::NodeHandle,
+) -> (
+    Identity,
+    apn::mesh::swarm::SwarmClient,
+    tokio::sync::mpsc::Receiver<MeshEvent>,
+) {
     let attacker = Identity::ephemeral();
-    let (swarm, mut events) = spawn_swarm(
+    let (swarm, events) = spawn_swarm(
         &attacker,
         SwarmSettings {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
@@ -45,16 +38,58 @@ async fn lies_are_refused_counted_and_cost_nothing() {
         },
     )
     .unwrap();
-    let victim_peer = victim.identity.peer_id();
     assert!(
         wait_until(EVENT_TIMEOUT, || async {
-            peers(&victim)
+            peers(victim)
                 .await
                 .iter()
                 .any(|p| p.peer_id == attacker.peer_id().to_string() && p.connected)
         })
-        .await
+        .await,
+        "the attacker never connected"
     );
+    (attacker, swarm, events)
+}
+
+/// The next verified message from the victim that `wanted` accepts.
+async fn next_message(
+    events: &mut tokio::sync::mpsc::Receiver<MeshEvent>,
+    cache: &mut ReplayCache,
+    wanted: impl Fn(&APNMessage) -> bool,
+) -> APNMessage {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the expected message within the timeout")
+            .expect("events");
+        if let MeshEvent::Frame { frame, .. } = event
+            && let Ok(v) = verify_frame(
+                &frame,
+                chrono::Utc::now().timestamp_millis(),
+                &EnvelopeLimits::default(),
+                cache,
+            )
+            && wanted(&v.message)
+        {
+            return v.message;
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn lies_are_refused_counted_and_cost_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.market.bid_window_ms = 1500;
+    config.market.requests_per_peer_per_minute = 5;
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
+    let victim = node(config).await;
+    let (attacker, swarm, mut events) = attach_attacker(&victim).await;
+    let victim_peer = victim.identity.peer_id();
     // The attacker announces a profile it will lie about.
     let announcement = APNMessage::NodeAnnouncement(NodeAnnouncement {
         node_id: attacker.node_id().clone(),
@@ -78,38 +113,16 @@ async fn lies_are_refused_counted_and_cost_nothing() {
     // The victim offers a task for a profile the attacker does not advertise (SHELL runs on
     // no other node), so only lies could win it.
     let repo = git_repo(&[("f", "x\n")]);
-    let task = CreateTaskAttempt {
-        title: "target".into(),
-        prompt: "echo hi".into(),
-        executor_profile: "SHELL".into(),
-        repo_path: repo.path().display().to_string(),
-        base: "main".into(),
-        requirements: Default::default(),
-        reward: Vibe::from_whole(3),
-        prefer: Prefer::Mesh,
-        verify_command: None,
-    };
+    let task = mesh_shell_task(repo.path(), "target", "echo hi", 3);
     let id = victim.distributor.send(task).await.unwrap().unwrap();
     // The attacker reads the request from gossip (or the direct offer) to learn the task id.
     let mut cache = ReplayCache::new(1024);
-    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("request seen")
-            .expect("events");
-        if let MeshEvent::Frame { frame, .. } = event
-            && let Ok(v) = verify_frame(
-                &frame,
-                chrono::Utc::now().timestamp_millis(),
-                &EnvelopeLimits::default(),
-                &mut cache,
-            )
-            && matches!(&v.message, APNMessage::TaskDistributionRequest(r) if r.task_id == id)
-        {
-            break;
-        }
-    }
+    next_message(
+        &mut events,
+        &mut cache,
+        |m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == id),
+    )
+    .await;
     let unauthorized_before = victim.metrics.dropped(DropReason::Unauthorized);
     let bid = |bidder: apn::identity::NodeId, price: Vibe| {
         APNMessage::TaskBid(TaskBid {
@@ -249,26 +262,8 @@ async fn lies_are_refused_counted_and_cost_nothing() {
 async fn a_replayed_payment_is_credited_once() {
     let dir = tempfile::tempdir().unwrap();
     let victim = node(test_config(dir.path())).await;
-    let attacker = Identity::ephemeral();
-    let (swarm, mut events) = spawn_swarm(
-        &attacker,
-        SwarmSettings {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            bootstrap: vec![victim.dial_address().unwrap()],
-            mdns: false,
-        },
-    )
-    .unwrap();
+    let (attacker, swarm, mut events) = attach_attacker(&victim).await;
     let victim_peer = victim.identity.peer_id();
-    assert!(
-        wait_until(EVENT_TIMEOUT, || async {
-            peers(&victim)
-                .await
-                .iter()
-                .any(|p| p.peer_id == attacker.peer_id().to_string() && p.connected)
-        })
-        .await
-    );
     // A real payment, attacker to victim, then the same frame again, then the same payment
     // in a fresh envelope (which passes the replay cache and must meet the ledger's dedupe).
     let payment = VibeTransaction::signed_with_id(
@@ -289,24 +284,13 @@ async fn a_replayed_payment_is_credited_once() {
     // The victim answers each payment it accepts (new or already recorded) with a receipt:
     // two receipts mean both distinct envelopes were processed.
     let mut cache = ReplayCache::new(1024);
-    let mut receipts = 0;
-    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    while receipts < 2 {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("two receipts")
-            .expect("events");
-        if let MeshEvent::Frame { frame, .. } = event
-            && let Ok(v) = verify_frame(
-                &frame,
-                chrono::Utc::now().timestamp_millis(),
-                &EnvelopeLimits::default(),
-                &mut cache,
-            )
-            && matches!(&v.message, APNMessage::PaymentReceipt(r) if r.tx_id == payment.tx_id)
-        {
-            receipts += 1;
-        }
+    for _ in 0..2 {
+        next_message(
+            &mut events,
+            &mut cache,
+            |m| matches!(m, APNMessage::PaymentReceipt(r) if r.tx_id == payment.tx_id),
+        )
+        .await;
     }
     assert_eq!(
         victim.metrics.dropped(DropReason::Replayed),
@@ -362,14 +346,10 @@ async fn unsafe_or_oversized_results_are_refused_and_not_paid() {
     originator.market.bid_window_ms = 300;
     originator.market.reassignments_max = 0;
     let mut executor = test_config(dir_b.path());
-    executor.executor.profiles.insert(
-        "SHELL".into(),
-        apn::config::ProfileConfig {
-            program: "sh".into(),
-            args: vec!["-c".into(), "{prompt}".into()],
-            enabled: true,
-        },
-    );
+    executor
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
     let (a, b) = connected_pair(originator, executor).await;
     let repo = git_repo(&[("f", "x\n")]);
     for (prompt, expected) in [
@@ -381,17 +361,7 @@ async fn unsafe_or_oversized_results_are_refused_and_not_paid() {
     ] {
         let id = a
             .distributor
-            .send(CreateTaskAttempt {
-                title: "hostile".into(),
-                prompt: prompt.into(),
-                executor_profile: "SHELL".into(),
-                repo_path: repo.path().display().to_string(),
-                base: "main".into(),
-                requirements: Default::default(),
-                reward: Vibe::from_whole(3),
-                prefer: Prefer::Mesh,
-                verify_command: None,
-            })
+            .send(mesh_shell_task(repo.path(), "hostile", prompt, 3))
             .await
             .unwrap()
             .unwrap();

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use apn::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus};
+use apn::actors::distributor::{GetTask, TaskStatus};
 use apn::actors::settler::{GetBalance, INTERRUPTED_REASON, PayPeer, UndeliveredPayments};
-use apn::config::{Config, ProfileConfig};
+use apn::config::Config;
 use apn::messages::{TransactionReason, Vibe};
 use common::*;
 use uuid::Uuid;
@@ -16,14 +16,10 @@ use uuid::Uuid;
 fn shell_config(dir: &std::path::Path) -> Config {
     let mut config = test_config(dir);
     config.market.bid_window_ms = 300;
-    config.executor.profiles.insert(
-        "SHELL".into(),
-        ProfileConfig {
-            program: "sh".into(),
-            args: vec!["-c".into(), "{prompt}".into()],
-            enabled: true,
-        },
-    );
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
     config
 }
 
@@ -92,17 +88,7 @@ async fn a_task_cut_short_by_a_restart_fails_with_a_reason_and_its_escrow_return
     let repo = git_repo(&[("f", "x\n")]);
     let id = a
         .distributor
-        .send(CreateTaskAttempt {
-            title: "long".into(),
-            prompt: "sleep 30".into(),
-            executor_profile: "SHELL".into(),
-            repo_path: repo.path().display().to_string(),
-            base: "main".into(),
-            requirements: Default::default(),
-            reward: Vibe::from_whole(5),
-            prefer: Prefer::Mesh,
-            verify_command: None,
-        })
+        .send(mesh_shell_task(repo.path(), "long", "sleep 30", 5))
         .await
         .unwrap()
         .unwrap();

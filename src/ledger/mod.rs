@@ -503,22 +503,30 @@ impl Ledger {
         reason: TransactionReason,
     ) -> Result<bool, LedgerError> {
         let to = node_account(payee);
-        let reason = reason_name(reason);
-        self.write(|transaction, own| {
-            Ledger::apply(
-                transaction,
-                own,
-                &NewTransfer {
-                    id,
-                    from: own,
-                    to: &to,
-                    amount,
-                    kind: "payment",
-                    task_id: None,
-                    reason: Some(reason),
-                },
-            )
-        })
+        self.write(|transaction, own| Ledger::pay_in(transaction, own, id, &to, amount, reason))
+    }
+
+    fn pay_in(
+        transaction: &rusqlite::Transaction<'_>,
+        own: &str,
+        id: Uuid,
+        to: &str,
+        amount: Vibe,
+        reason: TransactionReason,
+    ) -> Result<bool, LedgerError> {
+        Ledger::apply(
+            transaction,
+            own,
+            &NewTransfer {
+                id,
+                from: own,
+                to,
+                amount,
+                kind: "payment",
+                task_id: None,
+                reason: Some(reason_name(reason)),
+            },
+        )
     }
 
     /// Grant `amount` from the mint to `to` (explicit grants only).

@@ -7,7 +7,7 @@
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
-use super::{EscrowState, Ledger, LedgerError, NewTransfer, node_account, reason_name};
+use super::{EscrowState, Ledger, LedgerError, node_account};
 use crate::identity::PUBLIC_KEY_BYTES;
 use crate::messages::{TransactionReason, Vibe, VibeTransaction};
 
@@ -70,19 +70,7 @@ impl Ledger {
     ) -> Result<VibeTransaction, LedgerError> {
         let to = node_account(payee);
         self.write(|transaction, own| {
-            Ledger::apply(
-                transaction,
-                own,
-                &NewTransfer {
-                    id,
-                    from: own,
-                    to: &to,
-                    amount,
-                    kind: "payment",
-                    task_id: None,
-                    reason: Some(reason_name(reason)),
-                },
-            )?;
+            Ledger::pay_in(transaction, own, id, &to, amount, reason)?;
             let signed = sign();
             Ledger::queue_in(transaction, &signed)?;
             Ok(signed)

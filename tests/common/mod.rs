@@ -175,3 +175,32 @@ pub async fn connected_pair(first: Config, mut second: Config) -> (NodeHandle, N
     );
     (a, b)
 }
+
+/// The SHELL profile (`sh -c <prompt>`), which only tests and the demo enable.
+pub fn shell_profile() -> apn::config::ProfileConfig {
+    apn::config::ProfileConfig {
+        program: "sh".into(),
+        args: vec!["-c".into(), "{prompt}".into()],
+        enabled: true,
+    }
+}
+
+/// A SHELL task on `repo`'s `main` that must run on another node.
+pub fn mesh_shell_task(
+    repo: &Path,
+    title: &str,
+    prompt: &str,
+    reward: u64,
+) -> apn::actors::distributor::CreateTaskAttempt {
+    apn::actors::distributor::CreateTaskAttempt {
+        title: title.into(),
+        prompt: prompt.into(),
+        executor_profile: "SHELL".into(),
+        repo_path: repo.display().to_string(),
+        base: "main".into(),
+        requirements: Default::default(),
+        reward: apn::messages::Vibe::from_whole(reward),
+        prefer: apn::actors::distributor::Prefer::Mesh,
+        verify_command: None,
+    }
+}
