@@ -1465,6 +1465,11 @@ impl Handler<CreateTaskAttempt> for TaskDistributor {
                 return Ok(id);
             }
             if prefer == Prefer::Local {
+                // Refused, not created: close its journal entry before forgetting it.
+                actor.touch(id, |view| {
+                    view.status = TaskStatus::Failed;
+                    view.error = Some("no free slot on this node".into());
+                });
                 actor.tasks.remove(&id);
                 return Err(MarketError::NoLocalCapacity(
                     "no free slot on this node".into(),
