@@ -300,92 +300,10 @@ proptest! {
     }
 }
 
-/// Messages for the seed inputs: one of each common kind, with realistic fields.
+/// Messages for the seed inputs: one of every variant, with realistic fields.
 fn seed_messages(identity: &Identity) -> Vec<APNMessage> {
     let at = Utc.timestamp_millis_opt(FUZZ_NOW_MS).unwrap();
-    let task_id = Uuid::from_u128(0x5eed);
-    let execution_id = Uuid::from_u128(0xe5ec);
-    let usage = ComputeUsage {
-        cpu_seconds: 1.25,
-        memory_gb_seconds: 0.5,
-        wall_seconds: 3.0,
-    };
-    let sealed = |seed: u8| Sealed {
-        nonce: u64::from(seed),
-        ciphertext: ByteBuf::from(vec![seed; 24]),
-    };
-    vec![
-        APNMessage::NodeAnnouncement(NodeAnnouncement {
-            node_id: identity.node_id().clone(),
-            capabilities: vec!["rust".into()],
-            executor_profiles: vec!["SHELL".into()],
-            compute_rate_per_cpu_hour: Vibe::from_micros(10_500_000),
-            min_task_reward: Vibe::from_whole(1),
-            max_concurrent_tasks: 4,
-            free_slots: 3,
-            noise_static_key: ByteBuf::from(identity.noise_public().to_vec()),
-            noise_key_signature: ByteBuf::from(identity.noise_binding().to_vec()),
-            listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
-            relay_only: false,
-            version: "0.1.0".into(),
-        }),
-        APNMessage::TaskDistributionRequest(TaskDistributionRequest {
-            task_id,
-            executor_profile: "CLAUDE_CODE".into(),
-            requirements: TaskRequirements {
-                capabilities: vec!["python".into()],
-                memory_mb: 2048,
-                timeout_s: 600,
-            },
-            reward: Vibe::from_micros(12_345_678),
-            content_hash: "ab".repeat(32),
-            bid_deadline: at,
-        }),
-        APNMessage::TaskBid(TaskBid {
-            task_id,
-            bidder: identity.node_id().clone(),
-            price: Vibe::from_whole(3),
-            estimated_duration_s: 120,
-            capabilities: vec!["rust".into()],
-            valid_until: at,
-        }),
-        APNMessage::ExecutionProgress(ExecutionProgress {
-            task_id,
-            execution_id,
-            stage: ExecutionStage::Testing,
-            percent: 70,
-            current_action: Some(sealed(1)),
-        }),
-        APNMessage::ExecutionCompleted(ExecutionCompleted {
-            task_id,
-            execution_id,
-            result_hash: "cd".repeat(32),
-            result_signature: ByteBuf::from(vec![9; 64]),
-            result: sealed(3),
-            usage,
-        }),
-        APNMessage::ExecutionFailed(ExecutionFailed {
-            task_id,
-            execution_id,
-            stage: ExecutionStage::Coding,
-            error: "exit status 1".into(),
-            usage,
-        }),
-        APNMessage::VibeTransaction(VibeTransaction::signed_with_id(
-            identity,
-            Uuid::from_u128(0x7a),
-            Identity::ephemeral().public_key(),
-            Vibe::from_whole(3),
-            TransactionReason::TaskExecution,
-            Some(task_id),
-            at,
-        )),
-        APNMessage::TaskCancelled(TaskCancelled {
-            task_id,
-            reason: "cancelled by the user".into(),
-        }),
-        APNMessage::PingRequest(PingRequest { nonce: 42 }),
-    ]
+    apn::messages::samples::every_variant(identity, at)
 }
 
 /// Regenerate `fuzz/seeds/`. Run by hand after a wire or body format change:

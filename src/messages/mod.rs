@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod envelope;
+pub mod samples;
 pub mod vibe;
 
 use chrono::{DateTime, Utc};
