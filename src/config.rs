@@ -392,16 +392,11 @@ impl Config {
         flags: &[Override],
         environment: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut root = match path {
+        let (text, origin) = match path {
             Some(path) => match std::fs::read_to_string(path) {
-                Ok(text) => text
-                    .parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Syntax {
-                        path: path.to_path_buf(),
-                        message: e.to_string(),
-                    })?,
+                Ok(text) => (text, path),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path_is_explicit => {
-                    toml::Table::new()
+                    (String::new(), path)
                 }
                 Err(source) => {
                     return Err(ConfigError::Read {
@@ -410,8 +405,25 @@ impl Config {
                     });
                 }
             },
-            None => toml::Table::new(),
+            None => (String::new(), Path::new("<none>")),
         };
+        Config::from_text_with_overrides(&text, origin, flags, environment)
+    }
+
+    /// `load` without the file system: `text` is the file's contents and `origin` names it
+    /// in errors. The config fuzz target drives this.
+    pub fn from_text_with_overrides(
+        text: &str,
+        origin: &Path,
+        flags: &[Override],
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut root = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax {
+                path: origin.to_path_buf(),
+                message: e.to_string(),
+            })?;
         for flag in flags {
             set_key(&mut root, &flag.key, flag.value.clone())?;
         }
