@@ -5,6 +5,9 @@
 //! - **environment**: cleared; only the variables named in [`AgentSpec::pass_env`] are copied
 //!   from the node, plus [`AgentSpec::extra_env`]. stdin is `/dev/null`, the cwd is the
 //!   workspace.
+//! - **sandbox**: with [`AgentSpec::sandbox`] the program runs in [`crate::sandbox`]; the
+//!   group's leader is then the sandbox's keeper, and killing the group (below) kills the
+//!   run's whole PID namespace, processes that left the group included.
 //! - **process group**: the agent leads its own group. On timeout or cancel the whole group
 //!   gets `SIGKILL`; when the leader exits normally the group is killed too, so stray
 //!   background children never outlive the run. The leader is waited for without being
@@ -39,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ProfileConfig;
 use crate::messages::{ComputeUsage, ExecutionStage};
+use crate::sandbox::{self, SandboxError, SandboxPolicy};
 
 /// The argument replaced by the prompt.
 pub const PROMPT_PLACEHOLDER: &str = "{prompt}";
@@ -95,6 +99,8 @@ pub struct AgentSpec {
     pub timeout: Duration,
     /// Most stdout + stderr bytes forwarded as events.
     pub output_bytes_max: u64,
+    /// Run inside this sandbox ([`crate::sandbox`]); `None` runs the program directly.
+    pub sandbox: Option<SandboxPolicy>,
 }
 
 /// How a run ended.
@@ -126,6 +132,8 @@ pub enum AgentError {
     },
     #[error("cannot read the agent's output: {0}")]
     Pipe(#[source] std::io::Error),
+    #[error("cannot sandbox the agent: {0}")]
+    Sandbox(#[from] SandboxError),
     #[error("cannot wait for the agent (pid {pid}): {source}")]
     Wait {
         pid: i32,
@@ -282,8 +290,9 @@ fn cpu_seconds(usage: &libc::rusage) -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-/// Resident bytes of every process in group `group`, from `/proc/<pid>/stat`.
-fn group_resident_bytes(group: i32) -> u64 {
+/// Resident bytes of every process in group `group`, from `/proc/<pid>/stat`; the leader
+/// (whose pid is the group id) only if `with_leader`.
+fn group_resident_bytes(group: i32, with_leader: bool) -> u64 {
     // SAFETY: sysconf has no preconditions.
     let page_bytes = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
         bytes if bytes > 0 => bytes as u64,
@@ -301,6 +310,9 @@ fn group_resident_bytes(group: i32) -> u64 {
         else {
             continue;
         };
+        if !with_leader && pid.parse::<i32>() == Ok(group) {
+            continue;
+        }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
@@ -496,6 +508,12 @@ pub async fn run_agent(
     for (name, value) in &spec.extra_env {
         command.env(name, value);
     }
+    if let Some(policy) = &spec.sandbox {
+        sandbox::apply(&mut command, policy)?;
+    }
+    // In a sandbox the leader is the keeper, a forked copy of this node whose resident
+    // pages are the node's, not the run's: only the processes below it are metered.
+    let metered_leader = spec.sandbox.is_none();
     let mut child = command.spawn().map_err(|source| AgentError::Spawn {
         program: program.clone(),
         source,
@@ -607,7 +625,7 @@ pub async fn run_agent(
             Wake::Sample => {
                 if !run.exited {
                     let now = Instant::now();
-                    let bytes = group_resident_bytes(pid);
+                    let bytes = group_resident_bytes(pid, metered_leader);
                     memory_byte_seconds +=
                         bytes as f64 * now.duration_since(last_sample).as_secs_f64();
                     last_sample = now;
@@ -673,26 +691,13 @@ mod tests {
 
     #[test]
     fn the_prompt_is_one_argument_never_split() {
-        let profile = ProfileConfig {
-            program: "claude".into(),
-            args: vec![
-                "-p".into(),
-                "{prompt}".into(),
-                "--flag={prompt}".into(),
-                "--yes".into(),
-            ],
-            enabled: true,
-        };
+        let profile = ProfileConfig::new("claude", &["-p", "{prompt}", "--flag={prompt}", "--yes"]);
         let prompt = "$(touch /tmp/pwned); rm -rf ~ `id` \"quoted\" 'single'\nnext line";
         assert_eq!(
             build_argv(&profile, prompt),
             vec!["claude", "-p", prompt, "--flag={prompt}", "--yes"]
         );
-        let empty = ProfileConfig {
-            program: "agent".into(),
-            args: vec!["{prompt}".into()],
-            enabled: true,
-        };
+        let empty = ProfileConfig::new("agent", &["{prompt}"]);
         assert_eq!(build_argv(&empty, ""), vec!["agent", ""]);
     }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::messages::Vibe;
+pub use crate::sandbox::SandboxMode;
 
 /// Sections of the config file, in the order the file documents them.
 pub const SECTIONS: [&str; 8] = [
@@ -112,8 +113,11 @@ pub struct ResourcesConfig {
     pub max_concurrent_tasks: u32,
     /// Bandwidth this node offers for relaying, in megabits per second.
     pub max_bandwidth_mbps: u32,
-    /// Memory an agent run may use, in megabytes.
+    /// Memory an agent run may use, in megabytes (the sandbox's data-segment limit per
+    /// process).
     pub max_memory_mb: u64,
+    /// Processes a sandboxed run may have at once.
+    pub max_processes: u32,
     pub cpu_cores: u32,
 }
 
@@ -123,6 +127,7 @@ impl Default for ResourcesConfig {
             max_concurrent_tasks: 2,
             max_bandwidth_mbps: 100,
             max_memory_mb: 4096,
+            max_processes: 512,
             cpu_cores: 2,
         }
     }
@@ -264,10 +269,47 @@ pub struct ProfileConfig {
     /// Off profiles are neither advertised nor run.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// TCP ports a sandboxed run may connect to (an agent CLI talks to its model over
+    /// HTTPS: 443 by default). Empty: the run gets a private network namespace, no network.
+    #[serde(default = "default_network_ports")]
+    pub network_ports: Vec<u16>,
+    /// Extra paths a sandboxed run may read and execute (e.g. the agent's login directory
+    /// or a toolchain under a home directory). None by default.
+    #[serde(default)]
+    pub read_only_paths: Vec<PathBuf>,
 }
+
+impl ProfileConfig {
+    /// An enabled profile with the default network (TCP 443) and no extra paths.
+    pub fn new(program: &str, args: &[&str]) -> Self {
+        ProfileConfig {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            enabled: true,
+            network_ports: default_network_ports(),
+            read_only_paths: Vec::new(),
+        }
+    }
+
+    /// The SHELL profile (`sh -c <prompt>`, no network), for tests and the demo.
+    pub fn shell(enabled: bool) -> Self {
+        ProfileConfig {
+            enabled,
+            network_ports: Vec::new(),
+            ..ProfileConfig::new("sh", &["-c", PROMPT_ARGUMENT])
+        }
+    }
+}
+
+/// The argument of a profile replaced by the prompt.
+const PROMPT_ARGUMENT: &str = "{prompt}";
 
 fn default_true() -> bool {
     true
+}
+
+fn default_network_ports() -> Vec<u16> {
+    vec![443]
 }
 
 /// Largest diff a result can carry: the sealed result travels in one frame
@@ -286,43 +328,45 @@ pub struct ExecutorConfig {
     pub diff_bytes_max: u64,
     /// Keep workspaces after a run (for debugging).
     pub keep_workspaces: bool,
-    /// Environment variables passed to agents (everything else is cleared).
+    /// Environment variables passed to agents (everything else is cleared; `HOME`,
+    /// `TMPDIR` and `PATH` are always set).
     pub pass_env: Vec<String>,
+    /// `required`: every peer's run and every verify command runs in the sandbox, and a
+    /// node whose kernel cannot sandbox refuses peers' tasks. `off`: no sandbox (dangerous).
+    pub sandbox: SandboxMode,
     pub profiles: BTreeMap<String, ProfileConfig>,
 }
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        let profile = |program: &str, args: &[&str], enabled: bool| ProfileConfig {
-            program: program.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            enabled,
-        };
         let mut profiles = BTreeMap::new();
         profiles.insert(
             "CLAUDE_CODE".into(),
-            profile(
+            ProfileConfig::new(
                 "claude",
-                &["-p", "{prompt}", "--dangerously-skip-permissions"],
-                true,
+                &["-p", PROMPT_ARGUMENT, "--dangerously-skip-permissions"],
             ),
         );
-        profiles.insert("AMP".into(), profile("amp", &["-x", "{prompt}"], true));
+        profiles.insert(
+            "AMP".into(),
+            ProfileConfig::new("amp", &["-x", PROMPT_ARGUMENT]),
+        );
         profiles.insert(
             "CODEX".into(),
-            profile("codex", &["exec", "--full-auto", "{prompt}"], true),
+            ProfileConfig::new("codex", &["exec", "--full-auto", PROMPT_ARGUMENT]),
         );
         profiles.insert(
             "GEMINI".into(),
-            profile("gemini", &["--yolo", "-p", "{prompt}"], true),
+            ProfileConfig::new("gemini", &["--yolo", "-p", PROMPT_ARGUMENT]),
         );
-        profiles.insert("SHELL".into(), profile("sh", &["-c", "{prompt}"], false));
+        profiles.insert("SHELL".into(), ProfileConfig::shell(false));
         ExecutorConfig {
             timeout_s: 1800,
             output_bytes_max: 8 * 1024 * 1024,
             diff_bytes_max: DIFF_BYTES_LIMIT,
             keep_workspaces: false,
-            pass_env: vec!["PATH".into(), "HOME".into(), "LANG".into()],
+            pass_env: vec!["LANG".into()],
+            sandbox: SandboxMode::Required,
             profiles,
         }
     }

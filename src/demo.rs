@@ -140,14 +140,10 @@ fn demo_config(
     // Different prices so bidding has something to decide.
     config.economics.compute_rate_per_cpu_hour = Vibe::from_whole(6 + 6 * index as u64);
     // The first node originates; the others execute with the SHELL profile (demo only).
-    config.executor.profiles.insert(
-        "SHELL".into(),
-        ProfileConfig {
-            program: "sh".into(),
-            args: vec!["-c".into(), "{prompt}".into()],
-            enabled: index > 0,
-        },
-    );
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), ProfileConfig::shell(index > 0));
     config.executor.timeout_s = 60;
     config
 }

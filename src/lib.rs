@@ -18,6 +18,7 @@
 //! - [`harness`]: a real nats-server child for tests and benchmarks.
 //! - [`workspace`]: git operations for runs (bundle, checkout, diff, apply check).
 //! - [`agent_process`]: running an agent command (process group, limits, metering).
+//! - [`sandbox`]: the Landlock + namespace sandbox every peer's run and verify command runs in.
 //! - [`web`]: the Mesh Panel and the HTTP API.
 
 pub mod actors;
@@ -32,5 +33,6 @@ pub mod market;
 pub mod mesh;
 pub mod messages;
 pub mod metrics;
+pub mod sandbox;
 pub mod web;
 pub mod workspace;

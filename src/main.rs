@@ -50,6 +50,22 @@ enum Command {
     /// Create, follow, list, show and cancel task attempts on a running node.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// The sandbox peers' runs and verify commands run in.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Try the sandbox on this kernel and print what it supports; exit status 1 when runs
+    /// cannot be sandboxed here (such a node refuses peers' tasks).
+    ///
+    /// Example: apn sandbox check --json
+    Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -267,6 +283,7 @@ fn main() -> ExitCode {
         Command::Task(TaskCommand::List(args)) => commands::list(&args),
         Command::Task(TaskCommand::Show { id, api }) => commands::show(&api, &id),
         Command::Task(TaskCommand::Cancel { id, api }) => commands::cancel(&api, &id),
+        Command::Sandbox(SandboxCommand::Check { json }) => sandbox_check(json),
     };
     match result {
         Ok(code) => code,
@@ -275,6 +292,35 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn sandbox_check(json: bool) -> anyhow::Result<ExitCode> {
+    let support = apn::sandbox::probe();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&support)?);
+    } else {
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        println!("landlock abi          {}", support.landlock_abi);
+        println!("tcp connect rules     {}", yes_no(support.tcp_rules));
+        println!("signal/socket scopes  {}", yes_no(support.scopes));
+        println!(
+            "unix socket rules     {}",
+            yes_no(support.unix_socket_rules)
+        );
+        println!("sandboxed trial run   {}", yes_no(support.trial_run));
+        match &support.problem {
+            None => println!("runs can be sandboxed on this kernel"),
+            Some(problem) => println!(
+                "runs CANNOT be sandboxed: {problem}\n\
+                 a node here refuses peers' tasks unless executor.sandbox = \"off\""
+            ),
+        }
+    }
+    Ok(if support.available() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {

@@ -25,11 +25,15 @@ pub struct BidderState<'a> {
     pub accept: &'a AcceptConfig,
     /// Memory an agent run may use here, in megabytes.
     pub memory_mb: u64,
+    /// Why this node cannot run peers' tasks safely (no sandbox), if it cannot.
+    pub unsandboxed: Option<&'a str>,
 }
 
 /// Why a node does not bid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoBid {
+    #[error("peers' tasks are refused here: {0}")]
+    Unsandboxed(String),
     #[error("profile {0} is not available here")]
     Profile(String),
     #[error("no free slot")]
@@ -64,6 +68,9 @@ pub fn decide_bid(
     origin_peer: &str,
     state: &BidderState<'_>,
 ) -> Result<Vibe, NoBid> {
+    if let Some(reason) = state.unsandboxed {
+        return Err(NoBid::Unsandboxed(reason.to_string()));
+    }
     if !state.profiles.contains(&request.executor_profile) {
         return Err(NoBid::Profile(request.executor_profile.clone()));
     }
@@ -245,6 +252,7 @@ mod tests {
             min_task_reward: Vibe::from_whole(1),
             accept,
             memory_mb: 4096,
+            unsandboxed: None,
         }
     }
 
@@ -294,6 +302,14 @@ mod tests {
             policy: AcceptPolicy::None,
             peers: vec![],
         };
+        let unsandboxed = BidderState {
+            unsandboxed: Some("the kernel has no Landlock"),
+            ..bidder.clone()
+        };
+        assert!(matches!(
+            decide_bid(&request("SHELL", Vibe::from_whole(5)), "p", &unsandboxed),
+            Err(NoBid::Unsandboxed(reason)) if reason.contains("Landlock")
+        ));
         let refusing = BidderState {
             accept: &closed,
             ..bidder.clone()

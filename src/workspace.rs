@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::sandbox::{self, SandboxLimits, SandboxNetwork, SandboxPolicy};
+
 /// Most stderr kept in an error message, in bytes.
 pub const STDERR_BYTES_MAX: usize = 2048;
 /// Most stdout kept from a git command whose output is not a diff (ids, ref names), in bytes.
@@ -716,12 +718,24 @@ fn check_header_line(line: &str) -> Result<(), WorkspaceError> {
     Ok(())
 }
 
-/// A scratch clone of `repo` sharing its objects (read only: nothing here ever writes an
-/// object), with the index (and, if `with_files`, the working tree) at `base_commit`.
+/// How a scratch clone gets its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScratchObjects {
+    /// Borrowed from the source through `alternates`: only for git's own checks, which
+    /// never write an object.
+    Shared,
+    /// Copied (`--no-hardlinks`): for running code a remote agent wrote, which must not
+    /// reach the user's object store through a shared file or inode.
+    Copied,
+}
+
+/// A scratch clone of `repo`, with the index (and, if `with_files`, the working tree) at
+/// `base_commit`.
 fn scratch_clone(
     repo: &Path,
     base_commit: &str,
     with_files: bool,
+    objects: ScratchObjects,
 ) -> Result<(tempfile::TempDir, PathBuf), WorkspaceError> {
     check_reference(base_commit)?;
     let scratch = tempfile::Builder::new()
@@ -735,9 +749,13 @@ fn scratch_clone(
     prepare_fresh_dir(&dir)?;
     let source = absolute(repo)?;
     let from = source.to_string_lossy();
+    let sharing = match objects {
+        ScratchObjects::Shared => "--shared",
+        ScratchObjects::Copied => "--no-hardlinks",
+    };
     run_git(
         &dir,
-        &["clone", "--quiet", "--no-checkout", "--shared", &from, "."],
+        &["clone", "--quiet", "--no-checkout", sharing, &from, "."],
     )?;
     let full = rev_parse_commit(&dir, base_commit, &source)?;
     if with_files {
@@ -757,7 +775,7 @@ pub fn apply_check(repo: &Path, base_commit: &str, diff: &str) -> Result<(), Wor
     if diff.trim().is_empty() {
         return Ok(());
     }
-    let (_scratch, dir) = scratch_clone(repo, base_commit, false)?;
+    let (_scratch, dir) = scratch_clone(repo, base_commit, false, ScratchObjects::Shared)?;
     run_git_bounded(
         &dir,
         &["apply", "--check", "--cached", "--whitespace=nowarn", "-"],
@@ -771,9 +789,13 @@ pub fn apply_check(repo: &Path, base_commit: &str, diff: &str) -> Result<(), Wor
 /// True when it exits 0 within `timeout`; false when it fails or runs out of time.
 ///
 /// The command runs with `sh -c` (it is a shell line the task's own originator wrote, e.g.
-/// `cargo test && ./check.sh`, never text from the network), in its own process group
-/// that is killed when it ends or times out, with stdin and output discarded and an
-/// environment cleared down to [`VERIFY_PASS_ENV`]: it runs code a remote agent wrote.
+/// `cargo test && ./check.sh`, never text from the network), but it runs code a remote
+/// agent wrote (`build.rs`, `conftest.py`, npm scripts). So the scratch checkout has its
+/// own copy of the objects (nothing writable is shared with the user's repository), and
+/// with `sandbox` limits the command runs in [`crate::sandbox`]: the scratch checkout, a
+/// fresh `HOME` and temp dir writable, its `.git` read-only, no network. It runs in its own
+/// process group that is killed when it ends or times out, with stdin and output
+/// discarded and an environment cleared down to [`VERIFY_PASS_ENV`].
 /// Blocking: call it from a blocking thread.
 pub fn apply_and_verify(
     repo: &Path,
@@ -781,9 +803,10 @@ pub fn apply_and_verify(
     diff: &str,
     verify_command: &str,
     timeout: Duration,
+    sandbox: Option<SandboxLimits>,
 ) -> Result<bool, WorkspaceError> {
     check_diff_paths(diff)?;
-    let (_scratch, dir) = scratch_clone(repo, base_commit, true)?;
+    let (scratch, dir) = scratch_clone(repo, base_commit, true, ScratchObjects::Copied)?;
     if !diff.trim().is_empty() {
         run_git_bounded(
             &dir,
@@ -805,6 +828,25 @@ pub fn apply_and_verify(
         if let Some(value) = std::env::var_os(name) {
             command.env(name, value);
         }
+    }
+    if let Some(limits) = sandbox {
+        let home = scratch.path().join("home");
+        let tmp = scratch.path().join("tmp");
+        for private in [&home, &tmp] {
+            std::fs::create_dir(private).map_err(io_error("create", private))?;
+        }
+        command.env("HOME", &home).env("TMPDIR", &tmp);
+        let policy = SandboxPolicy {
+            writable_dirs: vec![dir.clone(), home, tmp],
+            read_only_paths: Vec::new(),
+            read_only_binds: vec![dir.join(".git")],
+            network: SandboxNetwork::None,
+            limits,
+        };
+        sandbox::apply(&mut command, &policy).map_err(|e| WorkspaceError::Spawn {
+            command: "sh -c <verify command> in the sandbox".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     }
     let mut child = command.spawn().map_err(|source| WorkspaceError::Spawn {
         command: "sh -c <verify command>".into(),

@@ -28,16 +28,13 @@ fn spec(argv: Vec<String>, dir: &Path) -> AgentSpec {
         extra_env: Vec::new(),
         timeout: Duration::from_secs(30),
         output_bytes_max: 1024 * 1024,
+        sandbox: None,
     }
 }
 
 /// The SHELL profile's shape: the prompt is the script.
 fn sh(script: &str) -> Vec<String> {
-    let shell = ProfileConfig {
-        program: "sh".into(),
-        args: vec!["-c".into(), "{prompt}".into()],
-        enabled: true,
-    };
+    let shell = ProfileConfig::shell(true);
     build_argv(&shell, script)
 }
 
@@ -180,11 +177,7 @@ async fn the_prompt_is_one_argument_and_runs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("pwned");
     let prompt = format!("$(touch {}); rm -rf ~", marker.display());
-    let profile = ProfileConfig {
-        program: "printf".into(),
-        args: vec!["%s\\n".into(), "{prompt}".into()],
-        enabled: true,
-    };
+    let profile = ProfileConfig::new("printf", &["%s\\n", "{prompt}"]);
     let argv = build_argv(&profile, &prompt);
     assert_eq!(argv.len(), 3);
     let (outcome, events) = run(spec(argv, dir.path()), CancellationToken::new()).await;

@@ -49,9 +49,8 @@ fn shell_profile(args_before: &[&str]) -> ProfileConfig {
     let mut args: Vec<String> = args_before.iter().map(|a| a.to_string()).collect();
     args.push("{prompt}".into());
     ProfileConfig {
-        program: "sh".into(),
         args,
-        enabled: true,
+        ..ProfileConfig::shell(true)
     }
 }
 

@@ -341,11 +341,12 @@ fn the_verify_command_runs_on_the_patched_copy_without_node_secrets() {
                 &commit,
                 &diff,
                 "test -f src/new.rs && ! test -e src/old.rs",
-                timeout
+                timeout,
+                None
             )
             .unwrap()
         );
-        assert!(!apply_and_verify(&repo, &commit, &diff, "exit 3", timeout).unwrap());
+        assert!(!apply_and_verify(&repo, &commit, &diff, "exit 3", timeout, None).unwrap());
         // SAFETY: no other test reads or writes this variable.
         unsafe { std::env::set_var("APN_SECRET_TOKEN_VERIFY_TEST", "hunter2") };
         assert!(
@@ -354,7 +355,8 @@ fn the_verify_command_runs_on_the_patched_copy_without_node_secrets() {
                 &commit,
                 &diff,
                 "test -z \"$APN_SECRET_TOKEN_VERIFY_TEST\"",
-                timeout
+                timeout,
+                None
             )
             .unwrap(),
             "a node secret reached the verify command"
@@ -364,7 +366,15 @@ fn the_verify_command_runs_on_the_patched_copy_without_node_secrets() {
         let started = std::time::Instant::now();
         let script = format!("sleep 300 & echo $! > {}; sleep 300", pid_file.display());
         assert!(
-            !apply_and_verify(&repo, &commit, &diff, &script, Duration::from_millis(500)).unwrap()
+            !apply_and_verify(
+                &repo,
+                &commit,
+                &diff,
+                &script,
+                Duration::from_millis(500),
+                None
+            )
+            .unwrap()
         );
         assert!(started.elapsed() < Duration::from_secs(20));
         let pid = std::fs::read_to_string(&pid_file).unwrap();

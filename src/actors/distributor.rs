@@ -1043,13 +1043,21 @@ impl TaskDistributor {
         let base = task.base_commit.clone();
         let verify = task.request.verify_command.clone();
         let diff = result.diff.clone();
+        let verify_sandbox = self.verify_sandbox();
         let check = tokio::task::spawn_blocking(move || {
             workspace::apply_check(&repo, &base, &diff)
                 .map_err(|e| format!("diff does not apply: {e}"))?;
             if let Some(command) = verify {
-                let passed =
-                    workspace::apply_and_verify(&repo, &base, &diff, &command, VERIFY_TIMEOUT)
-                        .map_err(|e| format!("verify command could not run: {e}"))?;
+                let limits = verify_sandbox?;
+                let passed = workspace::apply_and_verify(
+                    &repo,
+                    &base,
+                    &diff,
+                    &command,
+                    VERIFY_TIMEOUT,
+                    limits,
+                )
+                .map_err(|e| format!("verify command could not run: {e}"))?;
                 if !passed {
                     return Err("verify command failed on the result".to_string());
                 }
@@ -1063,6 +1071,27 @@ impl TaskDistributor {
                 Err(reason) => actor.reassign(id, Outcome::BadResult, reason, ctx),
             }
         }));
+    }
+
+    /// The sandbox a verify command runs in: `Ok(None)` when the operator switched the
+    /// sandbox off, `Err` when it is required and this kernel cannot provide it.
+    fn verify_sandbox(&self) -> Result<Option<crate::sandbox::SandboxLimits>, String> {
+        let mode = self.config.executor.sandbox;
+        crate::sandbox::peer_runs_allowed(mode, crate::sandbox::support())
+            .map_err(|reason| format!("verify command not run: {reason}"))?;
+        Ok(
+            crate::sandbox::sandboxes_runs(mode, crate::sandbox::support()).then(|| {
+                crate::sandbox::SandboxLimits {
+                    memory_bytes_max: self
+                        .config
+                        .resources
+                        .max_memory_mb
+                        .saturating_mul(1024 * 1024),
+                    processes_max: self.config.resources.max_processes,
+                    cpu_seconds_max: VERIFY_TIMEOUT.as_secs().saturating_add(60),
+                }
+            }),
+        )
     }
 
     fn settle(&mut self, id: Uuid, result: ExecutionResult, ctx: &mut Context<Self>) {
@@ -1223,7 +1252,13 @@ impl TaskDistributor {
             self.metrics.count_drop(DropReason::RateLimited);
             return;
         }
+        let unsandboxed = crate::sandbox::peer_runs_allowed(
+            self.config.executor.sandbox,
+            crate::sandbox::support(),
+        )
+        .err();
         let state = BidderState {
+            unsandboxed: unsandboxed.as_deref(),
             profiles: &self.profiles,
             capabilities: &self.config.node.capabilities,
             free_slots: 1,

@@ -31,6 +31,7 @@ use crate::messages::{
     APNMessage, ComputeUsage, ExecutionCompleted, ExecutionFailed, ExecutionLogs,
     ExecutionProgress, ExecutionStage, ExecutionStarted, RepoChunk,
 };
+use crate::sandbox::{self, SandboxLimits, SandboxNetwork, SandboxPolicy};
 use crate::workspace;
 
 /// Log lines are sent at least this often while a run produces output.
@@ -45,6 +46,89 @@ const AGENT_EVENTS_QUEUED_MAX: usize = 1024;
 const BUNDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest repository bundle accepted, in bytes.
 pub const BUNDLE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// CPU seconds a sandboxed process may use beyond the run's wall-clock timeout (the
+/// timeout is what ends a run; the CPU limit only stops a runaway after it).
+const CPU_SECONDS_MARGIN: u64 = 60;
+
+/// The directories of one run besides its workspace: a fresh `HOME` and a private temp dir,
+/// siblings of the workspace so that nothing in them shows up in the diff.
+pub struct RunDirs {
+    pub workspace: PathBuf,
+    pub home: PathBuf,
+    pub tmp: PathBuf,
+}
+
+impl RunDirs {
+    pub fn beside(workspace: &std::path::Path) -> Self {
+        RunDirs {
+            workspace: workspace.to_path_buf(),
+            home: workspace.with_extension("home"),
+            tmp: workspace.with_extension("tmp"),
+        }
+    }
+
+    /// Create the home and temp dirs, mode 0700.
+    pub fn create(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        for dir in [&self.home, &self.tmp] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        Ok(())
+    }
+
+    /// `HOME`, `TMPDIR` and `PATH` of the run.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+        vec![
+            ("HOME".into(), self.home.display().to_string()),
+            ("TMPDIR".into(), self.tmp.display().to_string()),
+            ("PATH".into(), path),
+        ]
+    }
+}
+
+/// The sandbox of an agent run: its workspace, home and temp dir writable, the workspace's
+/// `.git` read-only, the profile's program tree and extra paths readable, TCP only to the
+/// profile's ports (none: a private network), the node's memory and process limits.
+pub fn agent_sandbox_policy(
+    config: &Config,
+    profile: &crate::config::ProfileConfig,
+    dirs: &RunDirs,
+    timeout_s: u64,
+) -> SandboxPolicy {
+    let search_path = std::env::var_os("PATH");
+    let data_dir = std::fs::canonicalize(&config.node.data_dir)
+        .unwrap_or_else(|_| config.node.data_dir.clone());
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut protected = vec![data_dir.as_path()];
+    if let Some(home) = &home {
+        protected.push(home.as_path());
+    }
+    let mut read_only_paths = sandbox::paths::program_read_only_paths(
+        &profile.program,
+        search_path.as_deref(),
+        &protected,
+    );
+    read_only_paths.extend(profile.read_only_paths.iter().cloned());
+    SandboxPolicy {
+        writable_dirs: vec![dirs.workspace.clone(), dirs.home.clone(), dirs.tmp.clone()],
+        read_only_paths,
+        read_only_binds: vec![dirs.workspace.join(".git")],
+        network: if profile.network_ports.is_empty() {
+            SandboxNetwork::None
+        } else {
+            SandboxNetwork::TcpPorts(profile.network_ports.clone())
+        },
+        limits: SandboxLimits {
+            memory_bytes_max: config.resources.max_memory_mb.saturating_mul(1024 * 1024),
+            processes_max: config.resources.max_processes,
+            cpu_seconds_max: timeout_s.saturating_add(CPU_SECONDS_MARGIN),
+        },
+    }
+}
 
 /// What a run reports, in plaintext (sealed on the way for remote runs).
 #[derive(Debug, Clone)]
@@ -343,6 +427,9 @@ pub async fn run(mut run: RunContext) -> bool {
     if !run.config.executor.keep_workspaces {
         workspace::remove_workspace(&workspace_dir);
         workspace::remove_workspace(&workspace_dir.with_extension("bundle"));
+        let dirs = RunDirs::beside(&workspace_dir);
+        workspace::remove_workspace(&dirs.home);
+        workspace::remove_workspace(&dirs.tmp);
     }
     tracing::info!(%task_id, %execution_id, succeeded, seconds = started_at.elapsed().as_secs_f64(), "run finished");
     succeeded
@@ -364,6 +451,12 @@ async fn execute(
     reporter: &mut Reporter,
     cancel: &CancellationToken,
 ) -> ExecutionUpdate {
+    // A peer's task runs only in the sandbox, unless the operator switched it off.
+    let remote = matches!(reporter.origin, RunOrigin::Remote { .. });
+    let support = sandbox::support();
+    if remote && let Err(reason) = sandbox::peer_runs_allowed(config.executor.sandbox, support) {
+        return failed(ExecutionStage::Setup, reason, ComputeUsage::default());
+    }
     let Some(profile) = config
         .executor
         .profiles
@@ -407,7 +500,12 @@ async fn execute(
     let is_bundle = matches!(payload.repo, RepoDelivery::Bundle { .. });
     let checkout = tokio::task::spawn_blocking(move || {
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| e.to_string())?;
         }
         let source = if is_bundle {
             workspace::RepoSource::Bundle(&source_path)
@@ -447,13 +545,31 @@ async fn execute(
         0 => config.executor.timeout_s,
         requested => requested.min(config.executor.timeout_s),
     };
+    let run_dirs = RunDirs::beside(workspace_dir);
+    if let Err(e) = run_dirs.create() {
+        return failed(
+            ExecutionStage::Setup,
+            format!("cannot create the run's home and temp dirs: {e}"),
+            ComputeUsage::default(),
+        );
+    }
+    let sandboxed = sandbox::sandboxes_runs(config.executor.sandbox, support);
+    if !sandboxed {
+        tracing::warn!(
+            task_id = %reporter.task_id,
+            mode = ?config.executor.sandbox,
+            problem = support.problem.as_deref().unwrap_or("switched off"),
+            "running an agent WITHOUT the sandbox"
+        );
+    }
     let spec = AgentSpec {
         argv: agent_process::build_argv(profile, &payload.prompt),
         workspace: workspace_dir.to_path_buf(),
         pass_env: config.executor.pass_env.clone(),
-        extra_env: Vec::new(),
+        extra_env: run_dirs.environment(),
         timeout: Duration::from_secs(timeout_s),
         output_bytes_max: config.executor.output_bytes_max,
+        sandbox: sandboxed.then(|| agent_sandbox_policy(config, profile, &run_dirs, timeout_s)),
     };
     let (events, mut agent_events) = mpsc::channel(AGENT_EVENTS_QUEUED_MAX);
     let agent_cancel = cancel.clone();

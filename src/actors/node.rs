@@ -225,7 +225,27 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         http = ?handle.http_addr,
         "node started"
     );
+    log_sandbox(handle.config.executor.sandbox);
     Ok(handle)
+}
+
+/// Say at every start whether peers' runs are sandboxed, loudly when they are not.
+fn log_sandbox(mode: crate::sandbox::SandboxMode) {
+    let support = crate::sandbox::support();
+    match (mode, &support.problem) {
+        (crate::sandbox::SandboxMode::Off, _) => tracing::warn!(
+            "executor.sandbox = \"off\": peers' tasks and verify commands run WITHOUT a sandbox; \
+             any peer's prompt can read this machine's files, this node's keys included"
+        ),
+        (crate::sandbox::SandboxMode::Required, Some(problem)) => tracing::error!(
+            %problem,
+            "this kernel cannot sandbox runs: peers' tasks are refused (see `apn sandbox check`)"
+        ),
+        (crate::sandbox::SandboxMode::Required, None) => tracing::info!(
+            landlock_abi = support.landlock_abi,
+            "sandbox ready: peers' runs are confined"
+        ),
+    }
 }
 
 /// Directories a run or a task leaves behind only when the node dies under it: agent

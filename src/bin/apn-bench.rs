@@ -727,11 +727,7 @@ fn market_config(dir: &std::path::Path, executor: bool) -> Config {
     config.market.requests_per_peer_per_minute = 100_000;
     config.resources.max_concurrent_tasks = 8;
     config.economics.initial_balance = apn::messages::Vibe::from_whole(1_000_000);
-    let shell = apn::config::ProfileConfig {
-        program: "sh".into(),
-        args: vec!["-c".into(), "{prompt}".into()],
-        enabled: executor,
-    };
+    let shell = apn::config::ProfileConfig::shell(executor);
     config.executor.profiles.insert("SHELL".into(), shell);
     config
 }

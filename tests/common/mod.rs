@@ -178,11 +178,7 @@ pub async fn connected_pair(first: Config, mut second: Config) -> (NodeHandle, N
 
 /// The SHELL profile (`sh -c <prompt>`), which only tests and the demo enable.
 pub fn shell_profile() -> apn::config::ProfileConfig {
-    apn::config::ProfileConfig {
-        program: "sh".into(),
-        args: vec!["-c".into(), "{prompt}".into()],
-        enabled: true,
-    }
+    apn::config::ProfileConfig::shell(true)
 }
 
 /// A SHELL task on `repo`'s `main` that must run on another node.
