@@ -537,6 +537,24 @@ async fn a_run_can_still_use_git_sh_a_compiler_its_workspace_and_home() {
         "{diff}"
     );
     assert!(executor.healthy());
+    // The node says it sandboxes, in its status and its metrics.
+    let base = format!("http://127.0.0.1:{}", executor.http_port);
+    let status: serde_json::Value = ureq::get(&format!("{base}/api/status"))
+        .call()
+        .expect("status")
+        .body_mut()
+        .read_json()
+        .expect("status JSON");
+    assert_eq!(status["sandbox"]["mode"], "required", "{status}");
+    assert_eq!(status["sandbox"]["available"], true, "{status}");
+    assert_eq!(status["sandbox"]["peer_tasks_accepted"], true, "{status}");
+    let metrics = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text");
+    assert!(metrics.contains("apn_sandbox_available 1"), "{metrics}");
     origin.shutdown().await;
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::openapi::{
-    ApiError, BandwidthDoc, ComputeDoc, Health, ResourcesDoc, StatusDoc, TaskCreated,
+    ApiError, BandwidthDoc, ComputeDoc, Health, ResourcesDoc, SandboxDoc, StatusDoc, TaskCreated,
 };
 use super::{WebError, WebState};
 use crate::actors::accountant::GetResources;
@@ -160,6 +160,7 @@ pub(super) async fn status_value(state: &WebState) -> Result<Value, WebError> {
         escrowed: balance.escrowed,
         listen_addrs: mesh.listen_addrs,
         version: env!("CARGO_PKG_VERSION").into(),
+        sandbox: SandboxDoc::current(node.config.executor.sandbox),
     })
 }
 
@@ -623,6 +624,28 @@ pub(super) async fn metrics(state: web::Data<WebState>) -> Result<HttpResponse, 
         "Panel clients dropped for not keeping up.",
         "counter",
         vec![(String::new(), hub.slow_clients_dropped as f64)],
+    );
+    let sandbox = SandboxDoc::current(state.node.config.executor.sandbox);
+    line(
+        "apn_sandbox_available",
+        "1 when this kernel can sandbox runs.",
+        "gauge",
+        vec![(String::new(), f64::from(u8::from(sandbox.available)))],
+    );
+    line(
+        "apn_sandbox_peer_tasks_accepted",
+        "1 when this node runs peers' tasks (sandboxed, or with the sandbox off).",
+        "gauge",
+        vec![(
+            String::new(),
+            f64::from(u8::from(sandbox.peer_tasks_accepted)),
+        )],
+    );
+    line(
+        "apn_sandbox_landlock_abi",
+        "The kernel's Landlock ABI version (0: none).",
+        "gauge",
+        vec![(String::new(), f64::from(sandbox.landlock_abi))],
     );
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

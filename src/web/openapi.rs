@@ -38,6 +38,39 @@ pub struct StatusDoc {
     pub escrowed: Vibe,
     pub listen_addrs: Vec<String>,
     pub version: String,
+    pub sandbox: SandboxDoc,
+}
+
+/// Whether this node's runs are sandboxed (see `apn sandbox check`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SandboxDoc {
+    /// `executor.sandbox`: `required` or `off`.
+    pub mode: String,
+    /// The kernel can sandbox runs.
+    pub available: bool,
+    /// This node bids for and runs peers' tasks (sandbox available, or switched off).
+    pub peer_tasks_accepted: bool,
+    /// The kernel's Landlock ABI (0: none).
+    pub landlock_abi: i32,
+    /// Why runs cannot be sandboxed here, if they cannot.
+    pub problem: Option<String>,
+}
+
+impl SandboxDoc {
+    /// The document for `mode` on this kernel.
+    pub fn current(mode: crate::sandbox::SandboxMode) -> Self {
+        let support = crate::sandbox::support();
+        SandboxDoc {
+            mode: match mode {
+                crate::sandbox::SandboxMode::Required => "required".into(),
+                crate::sandbox::SandboxMode::Off => "off".into(),
+            },
+            available: support.available(),
+            peer_tasks_accepted: crate::sandbox::peer_runs_allowed(mode, support).is_ok(),
+            landlock_abi: support.landlock_abi,
+            problem: support.problem.clone(),
+        }
+    }
 }
 
 /// Bandwidth metered today.
@@ -111,6 +144,7 @@ pub struct ApiError {
     components(schemas(
         Health,
         StatusDoc,
+        SandboxDoc,
         ResourcesDoc,
         BandwidthDoc,
         ComputeDoc,
