@@ -106,12 +106,11 @@ impl fmt::Debug for Identity {
 }
 
 impl Identity {
-    /// Load the keys from `data_dir`, creating them (mode 0600) on first start.
+    /// Load the keys from `data_dir`, creating them (mode 0600) on first start. The data
+    /// dir is made private (mode 0700): it holds the keys, the token, the ledger and the
+    /// workspaces, and no other account on the machine may read or plant anything there.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, IdentityError> {
-        fs::create_dir_all(data_dir).map_err(|source| IdentityError::Io {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
+        create_private_dir(data_dir)?;
         let identity_path = data_dir.join(IDENTITY_FILE);
         let keypair = match read_key_file(&identity_path, 64)? {
             Some(mut bytes) => ed25519::Keypair::try_from_bytes(&mut bytes).map_err(|e| {
@@ -289,8 +288,16 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), IdentityEr
         source,
     };
     let temporary = path.with_extension("tmp");
+    // A temporary file left by a crash is removed; anything planted there (a symbolic link
+    // to a file of the attacker's choice) makes the exclusive create below fail instead of
+    // being written through.
+    match fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(e)),
+    }
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -303,9 +310,42 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), IdentityEr
     Ok(())
 }
 
+/// Create `dir` (and its parents) if missing, and make it mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io_error = |source| IdentityError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/b/data");
+        Identity::load_or_create(&data).unwrap();
+        let mode = fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // A symbolic link planted where the temporary key file goes is not written through.
+        let target = dir.path().join("target");
+        std::fs::write(&target, "untouched").unwrap();
+        let key = data.join("x.key");
+        std::os::unix::fs::symlink(&target, key.with_extension("tmp")).unwrap();
+        write_private_file(&key, b"secret").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert_eq!(std::fs::read(&key).unwrap(), b"secret");
+    }
 
     #[test]
     fn identity_persists_and_is_private() {
