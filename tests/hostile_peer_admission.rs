@@ -159,3 +159,31 @@ async fn an_assignment_at_another_price_or_with_a_local_path_is_refused() {
     );
     victim.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_bundle_announcing_a_huge_chunk_count_is_refused_without_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = victim(dir.path()).await;
+    let mut attacker = announced_attacker(&victim).await;
+    let bid = attacker.request_bid(Vibe::from_whole(100)).await;
+    // 1000 bytes is one chunk; a peer-chosen u32 once sized a vector of options and
+    // aborted the whole process.
+    let huge = attacker.assignment(
+        &victim,
+        bid.task_id,
+        bid.price,
+        &payload(RepoDelivery::Bundle {
+            bytes: 1000,
+            total_chunks: u32::MAX,
+        }),
+    );
+    attacker.send(&huge).await;
+    let error = refusal(answer(&mut attacker, bid.task_id).await);
+    assert!(error.contains("chunk"), "{error}");
+    assert_eq!(victim.metrics.dropped(DropReason::BadChunkCount), 1);
+    nothing_started(&victim).await;
+    // The victim is alive and still bids.
+    let again = attacker.request_bid(Vibe::from_whole(100)).await;
+    assert_ne!(again.task_id, bid.task_id);
+    victim.shutdown().await;
+}

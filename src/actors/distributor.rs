@@ -58,8 +58,7 @@ pub const TASKS_KEPT_MAX: usize = 10_000;
 const BIDS_REMEMBERED_MAX: usize = 10_000;
 /// Peers tracked by the request rate limiter.
 const RATE_LIMITED_PEERS_MAX: usize = 4_096;
-/// Plaintext bytes per repository chunk (a sealed chunk stays well under the frame limit).
-pub const REPO_CHUNK_BYTES: usize = 192 * 1024;
+pub use crate::market::REPO_CHUNK_BYTES;
 /// How often assignments are checked for silence.
 const HEARTBEAT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// Longest prompt accepted (it travels in one Noise handshake message with the task).
@@ -422,7 +421,7 @@ impl TaskDistributor {
             repo: match &task.bundle {
                 Some((_, bytes)) => RepoDelivery::Bundle {
                     bytes: *bytes,
-                    total_chunks: (*bytes as usize).div_ceil(REPO_CHUNK_BYTES).max(1) as u32,
+                    total_chunks: u32::try_from(market::bundle_chunks(*bytes)).unwrap_or(u32::MAX),
                 },
                 None => RepoDelivery::LocalPath(task.request.repo_path.clone()),
             },
@@ -1040,7 +1039,7 @@ impl TaskDistributor {
                 return;
             }
         };
-        let total = bytes.len().div_ceil(REPO_CHUNK_BYTES).max(1) as u32;
+        let total = u32::try_from(market::bundle_chunks(bytes.len() as u64)).unwrap_or(u32::MAX);
         let mut chunks = Vec::with_capacity(total as usize);
         for (index, part) in bytes.chunks(REPO_CHUNK_BYTES).enumerate() {
             match session.seal(part) {

@@ -256,9 +256,15 @@ impl TaskExecutor {
                         .map_err(|e| (DropReason::Malformed, format!("the task is malformed: {e}")))
                 })
                 .and_then(|(payload, answer, session)| {
-                    market::admit_payload(&payload)
+                    market::admit_payload(&payload, executor_run::BUNDLE_BYTES_MAX)
                         .map(|()| (payload, answer, session))
-                        .map_err(|refusal| (DropReason::LocalPathFromPeer, refusal.to_string()))
+                        .map_err(|refusal| {
+                            let reason = match refusal {
+                                AdmissionRefusal::LocalPath => DropReason::LocalPathFromPeer,
+                                _ => DropReason::BadChunkCount,
+                            };
+                            (reason, refusal.to_string())
+                        })
                 });
             let (payload, answer, session) = match admitted {
                 Ok(parts) => parts,

@@ -599,6 +599,9 @@ async fn receive_bundle(
     let RunOrigin::Remote { session, .. } = &reporter.origin else {
         return Err("a bundle can only come from a remote originator".into());
     };
+    // The peer chose both numbers: nothing is sized by them until they agree.
+    crate::market::check_bundle_shape(bytes, total_chunks, BUNDLE_BYTES_MAX)
+        .map_err(|e| e.to_string())?;
     let mut parts: Vec<Option<Vec<u8>>> = vec![None; total_chunks as usize];
     let mut received = 0u32;
     let mut received_bytes = 0u64;

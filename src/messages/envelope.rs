@@ -62,7 +62,8 @@ pub enum DropReason {
     UnsolicitedAssignment,
     /// A peer's task named a repository on this node's disk (`RepoDelivery::LocalPath`).
     LocalPathFromPeer,
-    /// A repository bundle whose chunk count is not the one its size implies.
+    /// A repository bundle over the size limit or whose chunk count is not the one its size
+    /// implies.
     BadChunkCount,
     /// A payment from a peer with no task or bandwidth relationship with this node.
     UnsolicitedPayment,
