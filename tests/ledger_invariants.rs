@@ -362,3 +362,49 @@ fn recovery_fails_open_tasks_and_refunds_held_escrow_once() {
     );
     ledger.check_invariants().unwrap();
 }
+
+#[test]
+fn payments_stored_under_their_raw_id_by_an_older_schema_are_renamed_and_stay_deduplicated() {
+    let own = Identity::ephemeral();
+    let payer = Identity::ephemeral();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let payment = VibeTransaction::new_signed(
+        &payer,
+        own.public_key(),
+        Vibe::from_whole(3),
+        TransactionReason::BandwidthShare,
+        None,
+    );
+    {
+        let mut ledger = Ledger::open(&path, &own.public_key()).unwrap();
+        assert!(ledger.record_incoming(&payment, &own.public_key()).unwrap());
+    }
+    // Make it look like schema 2 wrote it: the raw tx id, version 2.
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection
+        .execute(
+            "UPDATE transfers SET id = ?1 WHERE kind = 'incoming'",
+            [payment.tx_id.to_string()],
+        )
+        .unwrap();
+    connection.pragma_update(None, "user_version", 2).unwrap();
+    drop(connection);
+    let mut ledger = Ledger::open(&path, &own.public_key()).unwrap();
+    let history = ledger
+        .history(&apn::ledger::HistoryQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    let incoming = history.iter().find(|t| t.kind == "incoming").unwrap();
+    assert_eq!(
+        incoming.id,
+        apn::ledger::rules::incoming_transfer_id(&payer.public_key(), &payment.tx_id)
+    );
+    assert!(
+        !ledger.record_incoming(&payment, &own.public_key()).unwrap(),
+        "the same payment after the upgrade is still a repeat"
+    );
+    assert_eq!(ledger.own_balance().unwrap(), Vibe::from_whole(3));
+}

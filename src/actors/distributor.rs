@@ -58,8 +58,7 @@ pub const TASKS_KEPT_MAX: usize = 10_000;
 const BIDS_REMEMBERED_MAX: usize = 10_000;
 /// Peers tracked by the request rate limiter.
 const RATE_LIMITED_PEERS_MAX: usize = 4_096;
-/// Plaintext bytes per repository chunk (a sealed chunk stays well under the frame limit).
-pub const REPO_CHUNK_BYTES: usize = 192 * 1024;
+pub use crate::market::REPO_CHUNK_BYTES;
 /// How often assignments are checked for silence.
 const HEARTBEAT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// Longest prompt accepted (it travels in one Noise handshake message with the task).
@@ -275,6 +274,8 @@ struct OriginTask {
     assignment: Option<Assignment>,
     local: bool,
     last_failure: Option<String>,
+    /// Bid rounds opened again because every remaining bid's reservation had run out.
+    reoffers: u32,
 }
 
 /// The `TaskDistributor` role.
@@ -420,7 +421,7 @@ impl TaskDistributor {
             repo: match &task.bundle {
                 Some((_, bytes)) => RepoDelivery::Bundle {
                     bytes: *bytes,
-                    total_chunks: (*bytes as usize).div_ceil(REPO_CHUNK_BYTES).max(1) as u32,
+                    total_chunks: u32::try_from(market::bundle_chunks(*bytes)).unwrap_or(u32::MAX),
                 },
                 None => RepoDelivery::LocalPath(task.request.repo_path.clone()),
             },
@@ -516,6 +517,9 @@ impl TaskDistributor {
         };
         task.view.status = TaskStatus::Bidding;
         task.view.updated_at = Utc::now();
+        // A new round: bids of an earlier one held slots that are gone by now.
+        task.bids.clear();
+        task.ranked.clear();
         let peer_manager = self.peer_manager.clone();
         let profile = request.executor_profile.clone();
         let message = APNMessage::TaskDistributionRequest(request);
@@ -663,11 +667,38 @@ impl TaskDistributor {
         if task.view.status.is_final() {
             return;
         }
-        let next = if task.view.attempts > reassignments_max {
-            None
-        } else {
-            task.ranked.pop_front()
+        // A bid is good until its `valid_until`: the bidder holds a slot until then and
+        // refuses an assignment after it. Expired bids are skipped.
+        let now = Utc::now();
+        let mut expired = 0;
+        let next = loop {
+            if task.view.attempts > reassignments_max {
+                break None;
+            }
+            match task.ranked.pop_front() {
+                Some(peer)
+                    if task
+                        .bids
+                        .iter()
+                        .any(|(p, bid)| *p == peer && bid.valid_until <= now) =>
+                {
+                    expired += 1;
+                }
+                other => break other,
+            }
         };
+        if next.is_none()
+            && expired > 0
+            && task.view.attempts <= reassignments_max
+            && task.reoffers < reassignments_max + 1
+        {
+            // Every bid left had run out (the executor before them was slow to fail): ask
+            // the mesh again instead of sending assignments the bidders would refuse.
+            task.reoffers += 1;
+            tracing::info!(task_id = %id, expired, "remaining bids expired; offering the task again");
+            self.broadcast_request(id, ctx);
+            return;
+        }
         let Some(peer) = next else {
             let reason = match &task.last_failure {
                 Some(last) => format!(
@@ -773,6 +804,18 @@ impl TaskDistributor {
     /// The assigned executor failed, went silent or returned a bad result: refund, lower
     /// its reputation, try the next bid.
     fn reassign(&mut self, id: Uuid, outcome: Outcome, reason: String, ctx: &mut Context<Self>) {
+        self.move_on(id, Some(outcome), reason, ctx);
+    }
+
+    /// Refund, record `outcome` (none for an executor that refused the assignment before
+    /// running anything: its reputation is not at stake), tell the executor, try the next bid.
+    fn move_on(
+        &mut self,
+        id: Uuid,
+        outcome: Option<Outcome>,
+        reason: String,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
@@ -783,7 +826,7 @@ impl TaskDistributor {
         self.settler.do_send(RefundEscrow {
             task_id: assignment.escrow_id,
         });
-        if let Some(key) = identity::public_key_of(&assignment.peer) {
+        if let (Some(key), Some(outcome)) = (identity::public_key_of(&assignment.peer), outcome) {
             self.settler.do_send(RecordOutcome { peer: key, outcome });
         }
         let cancel = APNMessage::TaskCancelled(TaskCancelled {
@@ -968,7 +1011,9 @@ impl TaskDistributor {
                         at_ms: Utc::now().timestamp_millis(),
                     },
                 });
-                self.reassign(task_id, Outcome::Failed, reason, ctx);
+                // A nil execution id: the executor refused the assignment and ran nothing.
+                let outcome = (!failed.execution_id.is_nil()).then_some(Outcome::Failed);
+                self.move_on(task_id, outcome, reason, ctx);
             }
             _ => {}
         }
@@ -994,7 +1039,7 @@ impl TaskDistributor {
                 return;
             }
         };
-        let total = bytes.len().div_ceil(REPO_CHUNK_BYTES).max(1) as u32;
+        let total = u32::try_from(market::bundle_chunks(bytes.len() as u64)).unwrap_or(u32::MAX);
         let mut chunks = Vec::with_capacity(total as usize);
         for (index, part) in bytes.chunks(REPO_CHUNK_BYTES).enumerate() {
             match session.seal(part) {
@@ -1245,7 +1290,11 @@ impl TaskDistributor {
         let origin = envelope.from_peer;
         // A copy of a request already answered (it comes by gossip and directly) is not a
         // new request: it neither counts against the rate limit nor gets a second bid.
-        if self.bid_on.contains_key(&request.task_id) {
+        if self
+            .bid_on
+            .get(&request.task_id)
+            .is_some_and(|until| *until > Instant::now())
+        {
             return;
         }
         if !self.allow_request(origin) {
@@ -1283,9 +1332,9 @@ impl TaskDistributor {
                 return;
             }
         }
-        let grace = super::executor::RESERVATION_GRACE;
-        let until =
-            Instant::now() + Duration::from_millis(self.config.market.bid_window_ms) + grace;
+        let lifetime = Duration::from_millis(self.config.market.bid_window_ms)
+            + super::executor::RESERVATION_GRACE;
+        let until = Instant::now() + lifetime;
         self.bid_on.insert(request.task_id, until);
         let bid = TaskBid {
             task_id: request.task_id,
@@ -1293,7 +1342,8 @@ impl TaskDistributor {
             price,
             estimated_duration_s: market::estimate_duration_s(request),
             capabilities: self.config.node.capabilities.clone(),
-            valid_until: Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default(),
+            // The reservation's end: an assignment after it is refused.
+            valid_until: Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default(),
         };
         let executor = self.executor.clone();
         let peer_manager = self.peer_manager.clone();
@@ -1301,7 +1351,12 @@ impl TaskDistributor {
         ctx.spawn(
             async move {
                 if executor
-                    .send(ReserveSlot { task_id, until })
+                    .send(ReserveSlot {
+                        task_id,
+                        until,
+                        origin,
+                        price,
+                    })
                     .await
                     .unwrap_or(false)
                 {
@@ -1469,6 +1524,7 @@ impl Handler<CreateTaskAttempt> for TaskDistributor {
             assignment: None,
             local: false,
             last_failure: None,
+            reoffers: 0,
         };
         let payload = Self::payload(&task);
         tracing::info!(task_id = %id, profile = %task.request.executor_profile, reward = %task.request.reward, ?prefer, "task attempt created");

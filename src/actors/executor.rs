@@ -6,6 +6,13 @@
 //! its own (`executor_run.rs`) that checks the repository out into a fresh workspace, runs
 //! the profile's command, streams progress and logs, and ends with the result or a failure.
 //!
+//! Admission (`market::admit_assignment`, `market::admit_payload`): a peer's `TaskAssigned`
+//! is honoured only for a live reservation of a bid this node made, to that originator, at
+//! the agreed price, once; and its repository must come as a bundle, never as a path on this
+//! node's disk. Anything else is refused before anything starts: counted by reason in the
+//! metrics and answered at once with an `ExecutionFailed` whose error says why, so the
+//! originator moves on without waiting for its heartbeat timeout.
+//!
 //! In: `Inbound` (`TaskAssigned`, `RepoChunk`, `TaskCancelled`), `ReserveSlot`, `RunLocal`,
 //! `CancelLocal`, `GetExecutorStatus`. Out: `SendTo` through the peer manager (remote runs),
 //! `LocalExecution` to the distributor (local runs), `SetFreeSlots` to the peer manager.
@@ -22,11 +29,13 @@ use uuid::Uuid;
 
 use super::executor_run::{self, LocalExecution, RunContext, RunOrigin};
 use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
-use super::peer_manager::{GetPeerNoiseKey, Inbound, PeerManager, SetFreeSlots};
+use super::peer_manager::{GetPeerNoiseKey, Inbound, PeerManager, SendTo, SetFreeSlots};
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::market::TaskPayload;
-use crate::messages::{APNMessage, DropReason, RepoChunk};
+use crate::market::{self, AdmissionRefusal, LiveBid, TaskPayload};
+use crate::messages::{
+    APNMessage, ComputeUsage, DropReason, ExecutionFailed, ExecutionStage, RepoChunk, Vibe,
+};
 use crate::metrics::NetMetrics;
 
 /// Repository chunks buffered per run before the sender is slowed down.
@@ -34,6 +43,12 @@ const CHUNKS_QUEUED_MAX: usize = 64;
 /// How long a bid's slot stays reserved after the bid window, for the assignment to arrive.
 /// Short, because a losing bidder is never told: its slot comes back when this runs out.
 pub const RESERVATION_GRACE: Duration = Duration::from_secs(2);
+
+/// A slot held for a bid: until the assignment comes or `until` passes.
+struct Reservation {
+    bid: LiveBid<PeerId>,
+    until: Instant,
+}
 
 struct Running {
     origin: Option<PeerId>,
@@ -51,7 +66,7 @@ pub struct TaskExecutor {
     compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
     panel: Option<Recipient<PanelEvent>>,
     slots_max: u32,
-    reservations: HashMap<Uuid, Instant>,
+    reservations: HashMap<Uuid, Reservation>,
     running: HashMap<Uuid, Running>,
     completed_today: u64,
     day: chrono::NaiveDate,
@@ -86,7 +101,9 @@ impl TaskExecutor {
 
     fn free_slots(&mut self, excluding_reservation: Option<Uuid>) -> u32 {
         let now = Instant::now();
-        self.reservations.retain(|_, until| *until > now);
+        // A claimed reservation is an admitted assignment being decrypted: it keeps its slot.
+        self.reservations
+            .retain(|_, r| r.until > now || r.bid.claimed);
         let reserved = self
             .reservations
             .keys()
@@ -144,6 +161,18 @@ impl TaskExecutor {
         });
     }
 
+    /// Refuse an assignment: count it, and tell the originator at once why.
+    fn refuse(&self, origin: PeerId, task_id: Uuid, reason: DropReason, detail: String) {
+        refuse_assignment(
+            &self.metrics,
+            &self.peer_manager,
+            origin,
+            task_id,
+            reason,
+            detail,
+        );
+    }
+
     fn on_assigned(
         &mut self,
         inbound: &Inbound,
@@ -153,23 +182,50 @@ impl TaskExecutor {
         let origin = inbound.envelope.from_peer;
         let task_id = assigned.task_id;
         if assigned.executor != *self.identity.node_id() {
-            self.metrics.count_drop(DropReason::Unauthorized);
-            tracing::warn!(%task_id, %origin, "assignment for another node ignored");
+            self.refuse(
+                origin,
+                task_id,
+                DropReason::Unauthorized,
+                format!("assigned to {}, not to this node", assigned.executor),
+            );
             return;
         }
-        if self.running.contains_key(&task_id) {
-            tracing::debug!(%task_id, "duplicate assignment ignored");
+        if let Some(running) = self.running.get(&task_id) {
+            if running.origin == Some(origin) {
+                tracing::debug!(%task_id, "duplicate assignment ignored");
+            } else {
+                self.refuse(
+                    origin,
+                    task_id,
+                    DropReason::UnsolicitedAssignment,
+                    AdmissionRefusal::NoLiveBid.to_string(),
+                );
+            }
             return;
         }
         if !self.config.accept.allows(&origin.to_string()) {
-            self.metrics.count_drop(DropReason::Unauthorized);
-            tracing::warn!(%task_id, %origin, "assignment refused by the accept policy");
+            self.refuse(
+                origin,
+                task_id,
+                DropReason::Unauthorized,
+                "the accept policy refuses tasks from this peer".into(),
+            );
             return;
         }
-        let reserved = self.reservations.contains_key(&task_id);
-        if !reserved && self.free_slots(None) == 0 {
-            tracing::warn!(%task_id, %origin, "assignment refused: no free slot");
+        // Expired reservations go first: a bid whose reservation ran out is not live.
+        self.free_slots(None);
+        let live = self.reservations.get(&task_id).map(|r| &r.bid);
+        if let Err(refusal) = market::admit_assignment(live, &origin, assigned.agreed_price) {
+            self.refuse(
+                origin,
+                task_id,
+                DropReason::UnsolicitedAssignment,
+                refusal.to_string(),
+            );
             return;
+        }
+        if let Some(reservation) = self.reservations.get_mut(&task_id) {
+            reservation.bid.claimed = true;
         }
         let handshake = assigned.noise_handshake.to_vec();
         let deadline = assigned.deadline;
@@ -185,24 +241,38 @@ impl TaskExecutor {
                 .flatten()
         };
         ctx.spawn(work.into_actor(self).map(move |key, actor, ctx| {
-            let Some(key) = key else {
-                metrics.count_drop(DropReason::Unauthorized);
-                tracing::warn!(%task_id, %origin, "assignment from a peer that never announced its key");
-                return;
-            };
-            let (plaintext, answer, session) = match crate::mesh::e2e::respond(&identity, &key, &handshake) {
+            let admitted = key
+                .ok_or((
+                    DropReason::Unauthorized,
+                    "the originator never announced its encryption key".to_string(),
+                ))
+                .and_then(|key| {
+                    crate::mesh::e2e::respond(&identity, &key, &handshake)
+                        .map_err(|e| (DropReason::DecryptFailed, format!("the task does not decrypt: {e}")))
+                })
+                .and_then(|(plaintext, answer, session)| {
+                    crate::messages::codec::decode::<TaskPayload>(&plaintext, plaintext.len())
+                        .map(|payload| (payload, answer, session))
+                        .map_err(|e| (DropReason::Malformed, format!("the task is malformed: {e}")))
+                })
+                .and_then(|(payload, answer, session)| {
+                    market::admit_payload(&payload, executor_run::BUNDLE_BYTES_MAX)
+                        .map(|()| (payload, answer, session))
+                        .map_err(|refusal| {
+                            let reason = match refusal {
+                                AdmissionRefusal::LocalPath => DropReason::LocalPathFromPeer,
+                                _ => DropReason::BadChunkCount,
+                            };
+                            (reason, refusal.to_string())
+                        })
+                });
+            let (payload, answer, session) = match admitted {
                 Ok(parts) => parts,
-                Err(e) => {
-                    metrics.count_drop(DropReason::DecryptFailed);
-                    tracing::warn!(%task_id, %origin, error = %e, "assignment does not decrypt");
-                    return;
-                }
-            };
-            let payload: TaskPayload = match crate::messages::codec::decode(&plaintext, plaintext.len()) {
-                Ok(payload) => payload,
-                Err(e) => {
-                    metrics.count_drop(DropReason::Malformed);
-                    tracing::warn!(%task_id, %origin, error = %e, "assignment payload malformed");
+                Err((reason, detail)) => {
+                    // The slot comes back: nothing runs for this assignment.
+                    actor.reservations.remove(&task_id);
+                    actor.announce_slots();
+                    refuse_assignment(&metrics, &actor.peer_manager, origin, task_id, reason, detail);
                     return;
                 }
             };
@@ -212,7 +282,7 @@ impl TaskExecutor {
                 session: Box::new(session),
                 handshake_answer: answer,
             };
-                        if let Some(panel) = &actor.panel {
+            if let Some(panel) = &actor.panel {
                 let origin_node = match &origin {
                     RunOrigin::Remote { origin, .. } => crate::identity::public_key_of(origin).map(|k| crate::identity::NodeId::from_public_key(&k).to_string()),
                     RunOrigin::Local { .. } => None,
@@ -223,6 +293,30 @@ impl TaskExecutor {
             actor.start_run(task_id, origin, payload, ctx);
         }));
     }
+}
+
+/// Count a refused assignment and answer the originator with an `ExecutionFailed` saying
+/// why (no execution id: nothing ran).
+fn refuse_assignment(
+    metrics: &NetMetrics,
+    peer_manager: &Addr<PeerManager>,
+    origin: PeerId,
+    task_id: Uuid,
+    reason: DropReason,
+    detail: String,
+) {
+    metrics.count_drop(reason);
+    tracing::warn!(%task_id, %origin, reason = reason.label(), %detail, "assignment refused");
+    peer_manager.do_send(SendTo {
+        peer: origin,
+        message: APNMessage::ExecutionFailed(ExecutionFailed {
+            task_id,
+            execution_id: Uuid::nil(),
+            stage: ExecutionStage::Setup,
+            error: format!("assignment refused: {detail}"),
+            usage: ComputeUsage::default(),
+        }),
+    });
 }
 
 impl Actor for TaskExecutor {
@@ -284,25 +378,51 @@ impl Handler<Inbound> for TaskExecutor {
     }
 }
 
-/// Reserve a slot for a bid until `until`; false when no slot is free.
+/// Reserve a slot for a bid to `origin` at `price` until `until`; false when no slot is
+/// free. The reservation is what admits the assignment that may follow.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "bool")]
 pub struct ReserveSlot {
     pub task_id: Uuid,
     pub until: Instant,
+    pub origin: PeerId,
+    pub price: Vibe,
 }
 
 impl Handler<ReserveSlot> for TaskExecutor {
     type Result = bool;
 
     fn handle(&mut self, request: ReserveSlot, _ctx: &mut Self::Context) -> bool {
-        if self.reservations.contains_key(&request.task_id) {
-            return true;
-        }
-        if self.free_slots(None) == 0 {
+        if self.running.contains_key(&request.task_id) {
             return false;
         }
-        self.reservations.insert(request.task_id, request.until);
+        // Expired reservations go first (this also counts the free slots).
+        let free = self.free_slots(None);
+        if let Some(existing) = self.reservations.get_mut(&request.task_id) {
+            // One bid per task: a second originator naming the same task id gets none; the
+            // same bid again (a new round of the request) holds its slot longer.
+            let same = existing.bid.origin == request.origin
+                && existing.bid.price == request.price
+                && !existing.bid.claimed;
+            if same {
+                existing.until = existing.until.max(request.until);
+            }
+            return same;
+        }
+        if free == 0 {
+            return false;
+        }
+        self.reservations.insert(
+            request.task_id,
+            Reservation {
+                bid: LiveBid {
+                    origin: request.origin,
+                    price: request.price,
+                    claimed: false,
+                },
+                until: request.until,
+            },
+        );
         self.announce_slots();
         true
     }

@@ -7,7 +7,8 @@
 //! `ExecutionLogs`, and `ExecutionCompleted` (result hash signed by this node) or
 //! `ExecutionFailed`. Each send waits for the previous one (backpressure, and order).
 //!
-//! Local runs report the same updates, in plaintext, to the distributor.
+//! Local runs report the same updates, in plaintext, to the distributor. Only they may name
+//! the repository as a path on this node's disk (`RepoDelivery::LocalPath`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -473,6 +474,15 @@ async fn execute(
     let source_path: PathBuf;
     let bundle_path = workspace_dir.with_extension("bundle");
     match &payload.repo {
+        // A path on this node's disk is for this node's own tasks only; admission refuses it
+        // from a peer already, and this holds even if a run were started another way.
+        RepoDelivery::LocalPath(_) if matches!(reporter.origin, RunOrigin::Remote { .. }) => {
+            return failed(
+                ExecutionStage::Setup,
+                crate::market::AdmissionRefusal::LocalPath.to_string(),
+                ComputeUsage::default(),
+            );
+        }
         RepoDelivery::LocalPath(path) => source_path = PathBuf::from(path),
         RepoDelivery::Bundle {
             bytes,
@@ -705,6 +715,9 @@ async fn receive_bundle(
     let RunOrigin::Remote { session, .. } = &reporter.origin else {
         return Err("a bundle can only come from a remote originator".into());
     };
+    // The peer chose both numbers: nothing is sized by them until they agree.
+    crate::market::check_bundle_shape(bytes, total_chunks, BUNDLE_BYTES_MAX)
+        .map_err(|e| e.to_string())?;
     let mut parts: Vec<Option<Vec<u8>>> = vec![None; total_chunks as usize];
     let mut received = 0u32;
     let mut received_bytes = 0u64;

@@ -10,7 +10,10 @@
 //! Invariants, checked after every write in debug builds: the sum over all accounts is zero
 //! (the mint balances every grant), no own or escrow balance is negative. Every movement is a
 //! transfer with a unique id, applied in one SQLite transaction: the same id with the same
-//! content is a no-op, with other content an error. Rules are pure functions in `rules`.
+//! content is a no-op, with other content an error. A payment from a peer is stored under an
+//! id derived from the payer's key and its `tx_id` (`rules::incoming_transfer_id`), never
+//! under the `tx_id` itself: a peer cannot take an id this node needs for its own escrow
+//! release or refund. Rules are pure functions in `rules`.
 
 pub mod audit;
 mod journal;
@@ -32,7 +35,7 @@ pub use rules::{EscrowState, Outcome, ReputationCounts};
 /// The ledger file in the data dir.
 pub const LEDGER_FILE: &str = "ledger.sqlite3";
 /// Schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Most rows a history query returns.
 pub const HISTORY_LIMIT_MAX: usize = 1000;
 /// The mint account.
@@ -251,6 +254,37 @@ impl Ledger {
                  );
                  PRAGMA user_version = 2;",
             )?;
+            transaction.commit()?;
+        }
+        if version < 3 {
+            // Version 3: payments from peers are stored under ids derived from the payer's key
+            // (`rules::incoming_transfer_id`); rename the ones stored under their raw tx id.
+            let transaction = self
+                .connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let incoming: Vec<(String, String)> = {
+                let mut statement = transaction
+                    .prepare("SELECT id, from_account FROM transfers WHERE kind = 'incoming'")?;
+                statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            for (id, from) in incoming {
+                let payer = from
+                    .strip_prefix("node:")
+                    .and_then(|key| hex::decode(key).ok());
+                let (Some(payer), Ok(tx_id)) = (payer, id.parse::<Uuid>()) else {
+                    return Err(LedgerError::Invariant(format!(
+                        "incoming transfer {id} from {from} cannot be migrated"
+                    )));
+                };
+                let derived = rules::incoming_transfer_id(&payer, &tx_id);
+                transaction.execute(
+                    "UPDATE transfers SET id = ?2 WHERE id = ?1",
+                    params![id, derived.to_string()],
+                )?;
+            }
+            transaction.execute_batch("PRAGMA user_version = 3;")?;
             transaction.commit()?;
         }
         Ok(())
@@ -671,8 +705,9 @@ impl Ledger {
             .map(|s| EscrowState::from_name(&s)))
     }
 
-    /// Credit this node for a payment another node signed. Refused (nothing written) when
-    /// the signature does not verify or the payee is another node; a replay is a no-op.
+    /// Credit this node for a payment another node signed, stored under
+    /// `rules::incoming_transfer_id(payer, tx_id)`. Refused (nothing written) when the
+    /// signature does not verify or the payee is another node; a replay is a no-op.
     pub fn record_incoming(
         &mut self,
         transaction: &VibeTransaction,
@@ -686,12 +721,13 @@ impl Ledger {
         }
         let payer = node_account(&transaction.from);
         let reason = reason_name(transaction.reason);
+        let id = rules::incoming_transfer_id(&transaction.from, &transaction.tx_id);
         self.write(|sql, own| {
             Ledger::apply(
                 sql,
                 own,
                 &NewTransfer {
-                    id: transaction.tx_id,
+                    id,
                     from: &payer,
                     to: own,
                     amount: transaction.amount,

@@ -1,5 +1,6 @@
 //! Ledger rules as plain functions: which accounts may go negative, debit checks, transfer
-//! identity, escrow state transitions, settlement ids and the reputation score.
+//! identity, escrow state transitions, settlement ids, the ids of payments from peers and
+//! the reputation score.
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -85,6 +86,21 @@ pub fn escrow_transition(
 /// The id of an escrow's settlement transfer: derived, so a retry is the same transfer.
 pub fn settlement_id(escrow_id: &Uuid, kind: &str) -> Uuid {
     Uuid::new_v5(escrow_id, kind.as_bytes())
+}
+
+/// Namespace of the ids under which payments from peers are stored.
+const INCOMING_NAMESPACE: Uuid = Uuid::from_u128(0x6170_6e2d_696e_636f_6d69_6e67_2d76_3100);
+
+/// The stored id of a payment a peer signed with `tx_id`: derived from the payer's key and
+/// its id, in a namespace of its own. A peer chooses `tx_id` freely, so storing it as is
+/// would let a payment take an id this node needs (an escrow's refund or release, a mint);
+/// derived, a payer can only ever collide with its own payments, and a repeat of the same
+/// payment is still the same transfer.
+pub fn incoming_transfer_id(payer_key: &[u8], tx_id: &Uuid) -> Uuid {
+    let mut name = Vec::with_capacity(payer_key.len() + 16);
+    name.extend_from_slice(payer_key);
+    name.extend_from_slice(tx_id.as_bytes());
+    Uuid::new_v5(&INCOMING_NAMESPACE, &name)
 }
 
 /// What happened when a peer ran a task for this node.
@@ -184,6 +200,33 @@ mod tests {
         assert!(reputation_score(&failed) > reputation_score(&silent));
         assert!(reputation_score(&silent) > reputation_score(&liar));
         assert!(reputation_score(&silent) < 0.5);
+    }
+
+    #[test]
+    fn a_peers_payment_never_takes_an_internal_id() {
+        let escrow = Uuid::new_v4();
+        let (payer, other) = ([1u8; 32], [2u8; 32]);
+        for internal in [
+            escrow,
+            settlement_id(&escrow, "refund"),
+            settlement_id(&escrow, "release"),
+        ] {
+            let stored = incoming_transfer_id(&payer, &internal);
+            assert_ne!(stored, internal);
+            assert_ne!(stored, settlement_id(&escrow, "refund"));
+            assert_ne!(stored, settlement_id(&escrow, "release"));
+        }
+        let tx = Uuid::new_v4();
+        assert_eq!(
+            incoming_transfer_id(&payer, &tx),
+            incoming_transfer_id(&payer, &tx),
+            "a repeat is the same transfer"
+        );
+        assert_ne!(
+            incoming_transfer_id(&payer, &tx),
+            incoming_transfer_id(&other, &tx),
+            "two payers never share an id"
+        );
     }
 
     #[test]

@@ -57,11 +57,27 @@ pub enum DropReason {
     Unauthorized,
     /// A per-peer or global limit was hit.
     RateLimited,
+    /// A `TaskAssigned` for which this node holds no live bid of its own (no bid, another
+    /// originator, another price, or the reservation ran out).
+    UnsolicitedAssignment,
+    /// A peer's task named a repository on this node's disk (`RepoDelivery::LocalPath`).
+    LocalPathFromPeer,
+    /// A repository bundle over the size limit or whose chunk count is not the one its size
+    /// implies.
+    BadChunkCount,
+    /// A payment from a peer with no task or bandwidth relationship with this node.
+    UnsolicitedPayment,
+    /// A payment that would overflow a balance.
+    PaymentOverflow,
+    /// A bid at zero or below the originator's `economics.min_task_reward`.
+    BidBelowMinimum,
+    /// A request for a bid past the per-peer slot reservation limit.
+    ReservationLimit,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero counters too.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Oversized,
         DropReason::Malformed,
         DropReason::UnknownVersion,
@@ -71,6 +87,13 @@ impl DropReason {
         DropReason::DecryptFailed,
         DropReason::Unauthorized,
         DropReason::RateLimited,
+        DropReason::UnsolicitedAssignment,
+        DropReason::LocalPathFromPeer,
+        DropReason::BadChunkCount,
+        DropReason::UnsolicitedPayment,
+        DropReason::PaymentOverflow,
+        DropReason::BidBelowMinimum,
+        DropReason::ReservationLimit,
     ];
 
     /// The reason's label in metrics and logs.
@@ -85,6 +108,13 @@ impl DropReason {
             DropReason::DecryptFailed => "decrypt_failed",
             DropReason::Unauthorized => "unauthorized",
             DropReason::RateLimited => "rate_limited",
+            DropReason::UnsolicitedAssignment => "unsolicited_assignment",
+            DropReason::LocalPathFromPeer => "local_path_from_peer",
+            DropReason::BadChunkCount => "bad_chunk_count",
+            DropReason::UnsolicitedPayment => "unsolicited_payment",
+            DropReason::PaymentOverflow => "payment_overflow",
+            DropReason::BidBelowMinimum => "bid_below_minimum",
+            DropReason::ReservationLimit => "reservation_limit",
         }
     }
 }

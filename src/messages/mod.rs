@@ -261,7 +261,8 @@ pub struct ExecutionCompleted {
     pub usage: ComputeUsage,
 }
 
-/// The run failed.
+/// The run failed, or (with a nil `execution_id`) the executor refused the assignment
+/// before running anything; `error` says why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionFailed {
     pub task_id: Uuid,

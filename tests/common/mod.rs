@@ -12,6 +12,8 @@ use apn::config::Config;
 pub use apn::harness::NatsServer;
 use tokio::sync::mpsc;
 
+pub mod attacker;
+
 /// Default bound on waiting for something that should happen.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 

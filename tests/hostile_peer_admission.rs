@@ -1,0 +1,189 @@
+//! Issue 13, mesh side: an attacker built from the crate's own identity, envelope and
+//! transport (see `common::attacker`) tries what an executor must refuse at admission:
+//! an assignment it never bid for, one at another price, a repository "on a shared disk"
+//! (`RepoDelivery::LocalPath`) from a peer, a bundle announcing a chunk count its size does
+//! not imply, and a flood of requests holding every slot. Each refusal reaches the attacker
+//! at once as an `ExecutionFailed`, is counted by reason, and starts nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use apn::actors::executor::GetExecutorStatus;
+use apn::actors::node::NodeHandle;
+use apn::market::{RepoDelivery, TaskPayload};
+use apn::messages::*;
+use common::attacker::Attacker;
+use common::*;
+use uuid::Uuid;
+
+/// A victim that runs SHELL tasks for peers.
+async fn victim(dir: &std::path::Path) -> NodeHandle {
+    let mut config = test_config(dir);
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
+    node(config).await
+}
+
+/// An attacker connected to `victim` whose announcement (and Noise key) the victim knows.
+async fn announced_attacker(victim: &NodeHandle) -> Attacker {
+    let attacker = Attacker::attach(victim).await;
+    attacker.announce(&[]).await;
+    let peer_id = attacker.identity.peer_id().to_string();
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(victim)
+                .await
+                .iter()
+                .any(|p| p.peer_id == peer_id && p.announced)
+        })
+        .await,
+        "the victim never took the attacker's announcement"
+    );
+    attacker
+}
+
+fn payload(repo: RepoDelivery) -> TaskPayload {
+    TaskPayload {
+        title: "hostile".into(),
+        prompt: "echo pwned > pwned".into(),
+        executor_profile: "SHELL".into(),
+        base_commit: "0".repeat(40),
+        repo,
+        timeout_s: 30,
+    }
+}
+
+/// The victim's first answer to an assignment of `task_id`: its refusal, or its start.
+async fn answer(attacker: &mut Attacker, task_id: Uuid) -> APNMessage {
+    attacker
+        .next(|m| match m {
+            APNMessage::ExecutionFailed(f) => f.task_id == task_id,
+            APNMessage::ExecutionStarted(s) => s.task_id == task_id,
+            _ => false,
+        })
+        .await
+}
+
+fn refusal(message: APNMessage) -> String {
+    match message {
+        APNMessage::ExecutionFailed(failed) => failed.error,
+        other => panic!("the assignment was not refused: {other:?}"),
+    }
+}
+
+/// Nothing ran: no slot taken, no workspace created.
+async fn nothing_started(victim: &NodeHandle) {
+    let status = victim.executor.send(GetExecutorStatus).await.unwrap();
+    assert_eq!(status.active, 0, "a run was started");
+    let workspaces = victim.data_dir.join("workspaces");
+    let entries = std::fs::read_dir(&workspaces)
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    assert_eq!(entries, 0, "a workspace was created in {workspaces:?}");
+}
+
+#[actix_rt::test]
+async fn an_unsolicited_assignment_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = victim(dir.path()).await;
+    let mut attacker = announced_attacker(&victim).await;
+    let before = victim.metrics.dropped(DropReason::UnsolicitedAssignment);
+    // No request, no bid: the victim owes this task nothing.
+    let task_id = Uuid::new_v4();
+    let assignment = attacker.assignment(
+        &victim,
+        task_id,
+        Vibe::from_whole(1),
+        &payload(RepoDelivery::Bundle {
+            bytes: 10,
+            total_chunks: 1,
+        }),
+    );
+    attacker.send(&assignment).await;
+    let error = refusal(answer(&mut attacker, task_id).await);
+    assert!(error.contains("no live bid"), "{error}");
+    assert_eq!(
+        victim.metrics.dropped(DropReason::UnsolicitedAssignment),
+        before + 1
+    );
+    nothing_started(&victim).await;
+    victim.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_assignment_at_another_price_or_with_a_local_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = victim(dir.path()).await;
+    let mut attacker = announced_attacker(&victim).await;
+    let repo = git_repo(&[("f", "x\n")]);
+    let bid = attacker.request_bid(Vibe::from_whole(100)).await;
+    // The agreed price must be the bid's.
+    let cheaper = attacker.assignment(
+        &victim,
+        bid.task_id,
+        Vibe::from_micros(bid.price.micros() - 1),
+        &payload(RepoDelivery::Bundle {
+            bytes: 10,
+            total_chunks: 1,
+        }),
+    );
+    attacker.send(&cheaper).await;
+    let error = refusal(answer(&mut attacker, bid.task_id).await);
+    assert!(error.contains("price"), "{error}");
+    assert_eq!(victim.metrics.dropped(DropReason::UnsolicitedAssignment), 1);
+    // The right price, but a path on the victim's own disk.
+    let local = attacker.assignment(
+        &victim,
+        bid.task_id,
+        bid.price,
+        &payload(RepoDelivery::LocalPath(repo.path().display().to_string())),
+    );
+    attacker.send(&local).await;
+    let error = refusal(answer(&mut attacker, bid.task_id).await);
+    assert!(error.contains("local path"), "{error}");
+    assert_eq!(victim.metrics.dropped(DropReason::LocalPathFromPeer), 1);
+    nothing_started(&victim).await;
+    assert!(!repo.path().join("pwned").exists());
+    // Nothing more comes: no start after the refusal.
+    assert!(
+        attacker
+            .next_within(Duration::from_secs(1), |m| matches!(
+                m,
+                APNMessage::ExecutionStarted(_)
+            ))
+            .await
+            .is_none()
+    );
+    victim.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_bundle_announcing_a_huge_chunk_count_is_refused_without_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = victim(dir.path()).await;
+    let mut attacker = announced_attacker(&victim).await;
+    let bid = attacker.request_bid(Vibe::from_whole(100)).await;
+    // 1000 bytes is one chunk; a peer-chosen u32 once sized a vector of options and
+    // aborted the whole process.
+    let huge = attacker.assignment(
+        &victim,
+        bid.task_id,
+        bid.price,
+        &payload(RepoDelivery::Bundle {
+            bytes: 1000,
+            total_chunks: u32::MAX,
+        }),
+    );
+    attacker.send(&huge).await;
+    let error = refusal(answer(&mut attacker, bid.task_id).await);
+    assert!(error.contains("chunk"), "{error}");
+    assert_eq!(victim.metrics.dropped(DropReason::BadChunkCount), 1);
+    nothing_started(&victim).await;
+    // The victim is alive and still bids.
+    let again = attacker.request_bid(Vibe::from_whole(100)).await;
+    assert_ne!(again.task_id, bid.task_id);
+    victim.shutdown().await;
+}

@@ -1,0 +1,105 @@
+//! Issue 13, ledger side: a peer's payment over real libp2p can neither take an id this
+//! node needs for its own escrow release or refund, nor overflow a balance, nor credit this
+//! node out of nowhere (a payer with no task or bandwidth relationship). Each refusal is
+//! counted, the victim's balance and escrow stay whole, and it still restarts.
+
+mod common;
+
+use std::time::Duration;
+
+use apn::actors::node::NodeHandle;
+use apn::actors::settler::{GetBalance, HoldEscrow, RefundEscrow, ReleaseEscrow};
+use apn::ledger::rules::settlement_id;
+use apn::messages::*;
+use common::attacker::Attacker;
+use common::*;
+use uuid::Uuid;
+
+async fn hold(victim: &NodeHandle, escrow: Uuid, amount: Vibe) {
+    victim
+        .settler
+        .send(HoldEscrow {
+            transfer_id: escrow,
+            task_id: escrow,
+            amount,
+        })
+        .await
+        .unwrap()
+        .expect("escrow held");
+}
+
+/// A 1 µVIBE payment from the attacker to the victim with the given id.
+fn squat(attacker: &Attacker, victim: &NodeHandle, tx_id: Uuid) -> APNMessage {
+    APNMessage::VibeTransaction(VibeTransaction::signed_with_id(
+        &attacker.identity,
+        tx_id,
+        victim.identity.public_key(),
+        Vibe::from_micros(1),
+        TransactionReason::BandwidthShare,
+        None,
+        chrono::Utc::now(),
+    ))
+}
+
+#[actix_rt::test]
+async fn squatted_refund_and_release_ids_cannot_lock_an_escrow_or_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let victim = node(config.clone()).await;
+    let mut attacker = Attacker::attach(&victim).await;
+    let (refunded, released, left_open) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    for escrow in [refunded, released, left_open] {
+        hold(&victim, escrow, Vibe::from_whole(10)).await;
+    }
+    // The ids the victim will need to settle them, taken first by the attacker's payments
+    // (an executor learns an escrow id from its TaskAssigned).
+    let squatted = [
+        settlement_id(&refunded, "refund"),
+        settlement_id(&released, "release"),
+        settlement_id(&left_open, "refund"),
+    ];
+    for tx_id in squatted {
+        attacker.send(&squat(&attacker, &victim, tx_id)).await;
+    }
+    // Let the victim process them (a receipt comes back for each payment it records).
+    for tx_id in squatted {
+        let _ = attacker
+            .next_within(
+                Duration::from_secs(3),
+                |m| matches!(m, APNMessage::PaymentReceipt(r) if r.tx_id == tx_id),
+            )
+            .await;
+    }
+    victim
+        .settler
+        .send(RefundEscrow { task_id: refunded })
+        .await
+        .unwrap()
+        .expect("the refund is not blocked by a peer's payment");
+    victim
+        .settler
+        .send(ReleaseEscrow {
+            task_id: released,
+            payee: [7u8; 32],
+            amount: Vibe::from_whole(10),
+        })
+        .await
+        .unwrap()
+        .expect("the release is not blocked by a peer's payment");
+    // A restart refunds what was left open, instead of failing to start.
+    attacker.swarm.shutdown(Duration::from_secs(2)).await;
+    victim.shutdown().await;
+    let restarted = match apn::actors::node::start_node(config).await {
+        Ok(handle) => handle,
+        Err(e) => panic!("the node cannot restart: {e}"),
+    };
+    let summary = restarted.settler.send(GetBalance).await.unwrap().unwrap();
+    assert_eq!(summary.escrowed, Vibe::ZERO);
+    // 1000 minted, 10 paid out by the release; at most the attacker's 3 µVIBE on top.
+    assert!(
+        summary.balance >= Vibe::from_whole(990)
+            && summary.balance <= Vibe::from_micros(990_000_003),
+        "{summary:?}"
+    );
+    restarted.shutdown().await;
+}
