@@ -23,12 +23,18 @@ use uuid::Uuid;
 /// are sealed at this time so they get past the clock-skew check.
 const FUZZ_NOW_MS: i64 = 1_767_225_600_000;
 
+/// Where the `wire_frame` fuzz target's frames arrive (the same audience there).
+fn receiver() -> Audience {
+    Audience::Topic(Topic::Tasks)
+}
+
 fn verify(frame: &[u8], now_ms: i64) -> Result<VerifiedEnvelope, DropReason> {
     verify_frame(
         frame,
         now_ms,
         &EnvelopeLimits::default(),
         &mut ReplayCache::new(16),
+        &receiver(),
     )
 }
 
@@ -225,10 +231,12 @@ proptest! {
         msg_id in arb_uuid(),
         from in arb_bytes(),
         sent_at_ms in any::<i64>(),
+        to in arb_bytes(),
         body in arb_bytes(),
         signature in arb_bytes(),
     ) {
-        let envelope = Envelope { version, msg_id, from, sent_at_ms, body, signature };
+        let to = Audience::Peer(to);
+        let envelope = Envelope { version, msg_id, from, sent_at_ms, to, body, signature };
         let bytes = envelope.encode().unwrap();
         prop_assert_eq!(codec::decode::<Envelope>(&bytes, FRAME_BYTES_MAX).unwrap(), envelope);
     }
@@ -240,7 +248,7 @@ proptest! {
         skew in -CLOCK_SKEW_MS_MAX..=CLOCK_SKEW_MS_MAX,
     ) {
         let identity = Identity::ephemeral();
-        let frame = Envelope::seal(&identity, &message, sent_at_ms).unwrap();
+        let frame = Envelope::seal(&identity, &receiver(), &message, sent_at_ms).unwrap();
         let verified = verify(&frame, sent_at_ms + skew).unwrap();
         prop_assert_eq!(verified.message, message);
         prop_assert_eq!(verified.from_key, identity.public_key());
@@ -256,7 +264,7 @@ proptest! {
         bit in 0u8..8,
     ) {
         let identity = Identity::ephemeral();
-        let mut frame = Envelope::seal(&identity, &message, FUZZ_NOW_MS).unwrap();
+        let mut frame = Envelope::seal(&identity, &receiver(), &message, FUZZ_NOW_MS).unwrap();
         let index = position.index(frame.len());
         frame[index] ^= 1 << bit;
         if let Ok(verified) = verify(&frame, FUZZ_NOW_MS) {
@@ -275,7 +283,7 @@ proptest! {
         ],
     ) {
         let identity = Identity::ephemeral();
-        let frame = Envelope::sign_body(&identity, body.clone(), FUZZ_NOW_MS).encode().unwrap();
+        let frame = Envelope::sign_body(&identity, &receiver(), body.clone(), FUZZ_NOW_MS).encode().unwrap();
         match (decode_message(&body), verify(&frame, FUZZ_NOW_MS)) {
             (Ok(expected), Ok(verified)) => prop_assert_eq!(verified.message, expected),
             (Err(_), Err(reason)) => prop_assert_eq!(reason, DropReason::Malformed),
@@ -322,7 +330,7 @@ fn write_fuzz_seeds() {
     // wire_frame: the first byte picks raw frame (even) or body to sign (odd).
     let identity = Identity::ephemeral();
     for message in seed_messages(&identity) {
-        let frame = Envelope::seal(&identity, &message, FUZZ_NOW_MS).unwrap();
+        let frame = Envelope::seal(&identity, &receiver(), &message, FUZZ_NOW_MS).unwrap();
         write(
             "wire_frame",
             &format!("frame-{}", message.kind()),

@@ -16,8 +16,14 @@ use apn::messages::*;
 use common::*;
 use uuid::Uuid;
 
-fn frame(identity: &Identity, message: &APNMessage) -> Vec<u8> {
-    Envelope::seal(identity, message, chrono::Utc::now().timestamp_millis()).unwrap()
+fn frame(identity: &Identity, to: &libp2p::PeerId, message: &APNMessage) -> Vec<u8> {
+    Envelope::seal(
+        identity,
+        &Audience::peer(to),
+        message,
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .unwrap()
 }
 
 /// A raw swarm with a fresh identity, connected to `victim`.
@@ -55,6 +61,7 @@ async fn attach_attacker(
 async fn next_message(
     events: &mut tokio::sync::mpsc::Receiver<MeshEvent>,
     cache: &mut ReplayCache,
+    me: &libp2p::PeerId,
     wanted: impl Fn(&APNMessage) -> bool,
 ) -> APNMessage {
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
@@ -63,12 +70,13 @@ async fn next_message(
             .await
             .expect("the expected message within the timeout")
             .expect("events");
-        if let MeshEvent::Frame { frame, .. } = event
+        if let MeshEvent::Frame { frame, via, .. } = event
             && let Ok(v) = verify_frame(
                 &frame,
                 chrono::Utc::now().timestamp_millis(),
                 &EnvelopeLimits::default(),
                 cache,
+                &via.expected_audience(me),
             )
             && wanted(&v.message)
         {
@@ -106,7 +114,7 @@ async fn lies_are_refused_counted_and_cost_nothing() {
         version: "evil".into(),
     });
     swarm
-        .send_direct(victim_peer, frame(&attacker, &announcement))
+        .send_direct(victim_peer, frame(&attacker, &victim_peer, &announcement))
         .await
         .unwrap();
 
@@ -120,6 +128,7 @@ async fn lies_are_refused_counted_and_cost_nothing() {
     next_message(
         &mut events,
         &mut cache,
+        &attacker.peer_id(),
         |m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == id),
     )
     .await;
@@ -140,6 +149,7 @@ async fn lies_are_refused_counted_and_cost_nothing() {
             victim_peer,
             frame(
                 &attacker,
+                &victim_peer,
                 &bid(attacker.node_id().clone(), Vibe::from_whole(30)),
             ),
         )
@@ -150,6 +160,7 @@ async fn lies_are_refused_counted_and_cost_nothing() {
             victim_peer,
             frame(
                 &attacker,
+                &victim_peer,
                 &bid(victim.identity.node_id().clone(), Vibe::from_whole(1)),
             ),
         )
@@ -168,7 +179,7 @@ async fn lies_are_refused_counted_and_cost_nothing() {
         usage: ComputeUsage::default(),
     });
     swarm
-        .send_direct(victim_peer, frame(&attacker, &fake_result))
+        .send_direct(victim_peer, frame(&attacker, &victim_peer, &fake_result))
         .await
         .unwrap();
     // 4. A payment "from" the victim to the attacker, signed by the attacker.
@@ -186,7 +197,11 @@ async fn lies_are_refused_counted_and_cost_nothing() {
     swarm
         .send_direct(
             victim_peer,
-            frame(&attacker, &APNMessage::VibeTransaction(claimed)),
+            frame(
+                &attacker,
+                &victim_peer,
+                &APNMessage::VibeTransaction(claimed),
+            ),
         )
         .await
         .unwrap();
@@ -201,7 +216,7 @@ async fn lies_are_refused_counted_and_cost_nothing() {
             bid_deadline: chrono::Utc::now(),
         });
         swarm
-            .send_direct(victim_peer, frame(&attacker, &request))
+            .send_direct(victim_peer, frame(&attacker, &victim_peer, &request))
             .await
             .unwrap();
     }
@@ -276,9 +291,13 @@ async fn a_replayed_payment_is_credited_once() {
         chrono::Utc::now(),
     );
     let message = APNMessage::VibeTransaction(payment.clone());
-    let first = frame(&attacker, &message);
+    let first = frame(&attacker, &victim_peer, &message);
     let replayed_before = victim.metrics.dropped(DropReason::Replayed);
-    for bytes in [first.clone(), first, frame(&attacker, &message)] {
+    for bytes in [
+        first.clone(),
+        first,
+        frame(&attacker, &victim_peer, &message),
+    ] {
         swarm.send_direct(victim_peer, bytes).await.unwrap();
     }
     // The victim answers each payment it accepts (new or already recorded) with a receipt:
@@ -288,6 +307,7 @@ async fn a_replayed_payment_is_credited_once() {
         next_message(
             &mut events,
             &mut cache,
+            &attacker.peer_id(),
             |m| matches!(m, APNMessage::PaymentReceipt(r) if r.tx_id == payment.tx_id),
         )
         .await;

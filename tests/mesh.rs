@@ -310,11 +310,12 @@ async fn bad_frames_on_the_network_are_dropped_and_counted_by_reason() {
     let nats_client = async_nats::connect(nats.url()).await.unwrap();
     let subject = apn::mesh::relay::node_subject(&victim.identity.peer_id());
     let now = Utc::now().timestamp_millis();
+    let to_victim = apn::messages::Audience::peer(&victim.identity.peer_id());
 
-    let good = Envelope::seal(&attacker, &bid(&attacker), now).unwrap();
-    let mut flipped = Envelope::sign(&attacker, &bid(&attacker), now).unwrap();
+    let good = Envelope::seal(&attacker, &to_victim, &bid(&attacker), now).unwrap();
+    let mut flipped = Envelope::sign(&attacker, &to_victim, &bid(&attacker), now).unwrap();
     flipped.signature[10] ^= 0x01;
-    let future = Envelope::seal(&attacker, &bid(&attacker), now + 3_600_000).unwrap();
+    let future = Envelope::seal(&attacker, &to_victim, &bid(&attacker), now + 3_600_000).unwrap();
     let oversized = vec![0xA5u8; apn::messages::codec::FRAME_BYTES_MAX + 1];
     let garbage = b"\x00\x01 definitely not an envelope".to_vec();
 
@@ -370,13 +371,25 @@ async fn bad_frames_on_the_network_are_dropped_and_counted_by_reason() {
         victim.metrics.dropped_by_reason()
     );
     // And the node still serves good messages on both paths.
-    let fresh = Envelope::seal(&attacker, &bid(&attacker), Utc::now().timestamp_millis()).unwrap();
+    let fresh = Envelope::seal(
+        &attacker,
+        &to_victim,
+        &bid(&attacker),
+        Utc::now().timestamp_millis(),
+    )
+    .unwrap();
     swarm
         .send_direct(victim.identity.peer_id(), fresh)
         .await
         .unwrap();
     assert!(tap.next_of("task_bid", EVENT_TIMEOUT).await.is_some());
-    let fresh = Envelope::seal(&attacker, &bid(&attacker), Utc::now().timestamp_millis()).unwrap();
+    let fresh = Envelope::seal(
+        &attacker,
+        &to_victim,
+        &bid(&attacker),
+        Utc::now().timestamp_millis(),
+    )
+    .unwrap();
     nats_client
         .publish(subject.clone(), fresh.into())
         .await

@@ -14,7 +14,8 @@ use std::sync::LazyLock;
 use apn::identity::Identity;
 use apn::messages::envelope::verify_frame;
 use apn::messages::{
-    DropReason, Envelope, EnvelopeLimits, ReplayCache, decode_message, encode_message,
+    Audience, DropReason, Envelope, EnvelopeLimits, ReplayCache, Topic, decode_message,
+    encode_message,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -24,10 +25,15 @@ const FUZZ_NOW_MS: i64 = 1_767_225_600_000;
 
 static SIGNER: LazyLock<Identity> = LazyLock::new(Identity::ephemeral);
 
+/// Where frames arrive (the same audience as in `tests/fuzz_regressions.rs`).
+fn receiver() -> Audience {
+    Audience::Topic(Topic::Tasks)
+}
+
 fn check_raw_frame(frame: &[u8]) {
     let limits = EnvelopeLimits::default();
     let mut replay_cache = ReplayCache::new(16);
-    let Ok(verified) = verify_frame(frame, FUZZ_NOW_MS, &limits, &mut replay_cache) else {
+    let Ok(verified) = verify_frame(frame, FUZZ_NOW_MS, &limits, &mut replay_cache, &receiver()) else {
         return;
     };
     let bytes = encode_message(&verified.message).expect("an accepted message re-encodes");
@@ -38,7 +44,7 @@ fn check_raw_frame(frame: &[u8]) {
         "decode and encode disagree"
     );
     assert_eq!(
-        verify_frame(frame, FUZZ_NOW_MS, &limits, &mut replay_cache).err(),
+        verify_frame(frame, FUZZ_NOW_MS, &limits, &mut replay_cache, &receiver()).err(),
         Some(DropReason::Replayed),
         "the same frame twice must be a replay"
     );
@@ -46,13 +52,13 @@ fn check_raw_frame(frame: &[u8]) {
 
 fn check_signed_body(body: &[u8]) {
     let limits = EnvelopeLimits::default();
-    let Ok(frame) = Envelope::sign_body(&SIGNER, body.to_vec(), FUZZ_NOW_MS).encode() else {
+    let Ok(frame) = Envelope::sign_body(&SIGNER, &receiver(), body.to_vec(), FUZZ_NOW_MS).encode() else {
         return;
     };
     if frame.len() > limits.frame_bytes_max {
         return;
     }
-    let verified = verify_frame(&frame, FUZZ_NOW_MS, &limits, &mut ReplayCache::new(16));
+    let verified = verify_frame(&frame, FUZZ_NOW_MS, &limits, &mut ReplayCache::new(16), &receiver());
     match (decode_message(body), verified) {
         (Ok(expected), Ok(verified)) => {
             assert_eq!(verified.from_key, SIGNER.public_key());

@@ -29,7 +29,7 @@ use crate::identity::{self, Identity, NOISE_KEY_BYTES, NodeId};
 use crate::mesh::relay::RelayClient;
 use crate::mesh::swarm::SwarmClient;
 use crate::mesh::{FrameVia, MeshError, MeshEvent};
-use crate::messages::envelope::verify_frame;
+use crate::messages::envelope::{Audience, verify_frame};
 use crate::messages::{
     APNMessage, BandwidthPurpose, DropReason, Envelope, EnvelopeLimits, NodeAnnouncement,
     PingReply, PingRequest, ReplayCache, Topic, VerifiedEnvelope, Vibe,
@@ -325,8 +325,8 @@ impl PeerManager {
         })
     }
 
-    fn seal(&self, message: &APNMessage) -> Result<Vec<u8>, MeshError> {
-        Envelope::seal(&self.identity, message, now_ms())
+    fn seal(&self, to: &Audience, message: &APNMessage) -> Result<Vec<u8>, MeshError> {
+        Envelope::seal(&self.identity, to, message, now_ms())
             .map_err(|e| MeshError::Encode(e.to_string()))
     }
 
@@ -453,7 +453,14 @@ impl PeerManager {
         ctx: &mut Context<Self>,
     ) {
         NetMetrics::add(&self.metrics.bytes_in, frame.len() as u64);
-        let verified = match verify_frame(&frame, now_ms(), &self.limits, &mut self.replay_cache) {
+        let expected = via.expected_audience(&self.identity.peer_id());
+        let verified = match verify_frame(
+            &frame,
+            now_ms(),
+            &self.limits,
+            &mut self.replay_cache,
+            &expected,
+        ) {
             Ok(verified) => verified,
             Err(reason) => {
                 self.metrics.count_drop(reason);
@@ -748,7 +755,7 @@ impl Handler<Broadcast> for PeerManager {
     type Result = ResponseActFuture<Self, Result<(), MeshError>>;
 
     fn handle(&mut self, request: Broadcast, _ctx: &mut Self::Context) -> Self::Result {
-        let frame = match self.seal(&request.message) {
+        let frame = match self.seal(&Audience::Topic(request.topic), &request.message) {
             Ok(frame) => frame,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
@@ -798,7 +805,7 @@ impl Handler<SendTo> for PeerManager {
     type Result = ResponseActFuture<Self, Result<PeerPath, MeshError>>;
 
     fn handle(&mut self, request: SendTo, _ctx: &mut Self::Context) -> Self::Result {
-        let frame = match self.seal(&request.message) {
+        let frame = match self.seal(&Audience::peer(&request.peer), &request.message) {
             Ok(frame) => frame,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };

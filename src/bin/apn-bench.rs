@@ -491,10 +491,17 @@ fn counter(target: usize) -> (actix::Addr<Counter>, tokio::sync::oneshot::Receiv
 async fn actors(quick: bool) -> anyhow::Result<()> {
     use actix::Actor;
     let messages = if quick { 20_000 } else { 200_000 };
-    let sender = apn::identity::Identity::ephemeral();
+    // Several senders: the replay cache holds at most REPLAY_ENTRIES_PER_SENDER_MAX ids of
+    // one sender, so one key alone could not get this many envelopes through.
+    let senders: Vec<apn::identity::Identity> = (0..16)
+        .map(|_| apn::identity::Identity::ephemeral())
+        .collect();
+    let identity = apn::identity::Identity::ephemeral();
+    let audience = apn::messages::Audience::peer(&identity.peer_id());
     let now = chrono::Utc::now().timestamp_millis();
     let mut frames = Vec::with_capacity(messages);
     for nonce in 0..messages {
+        let sender = &senders[nonce % senders.len()];
         let bid = APNMessage::TaskBid(apn::messages::TaskBid {
             task_id: uuid::Uuid::new_v4(),
             bidder: sender.node_id().clone(),
@@ -503,7 +510,7 @@ async fn actors(quick: bool) -> anyhow::Result<()> {
             capabilities: vec!["rust".into()],
             valid_until: chrono::Utc::now(),
         });
-        frames.push(apn::messages::Envelope::seal(&sender, &bid, now)?);
+        frames.push(apn::messages::Envelope::seal(sender, &audience, &bid, now)?);
     }
     let frame_bytes = frames[0].len();
 
@@ -534,7 +541,6 @@ async fn actors(quick: bool) -> anyhow::Result<()> {
     };
     let mut transports = apn::actors::peer_manager::Transports::none();
     transports.injected = Some(injected);
-    let identity = apn::identity::Identity::ephemeral();
     let _peer_manager = apn::actors::peer_manager::PeerManager::new(
         identity,
         std::sync::Arc::new(config),

@@ -18,6 +18,7 @@ use libp2p::{Multiaddr, PeerId};
 
 use crate::actors::peer_manager::RelayState;
 use crate::messages::Topic;
+use crate::messages::envelope::Audience;
 
 /// Commands queued to the swarm task before senders are told the mesh is busy.
 pub const SWARM_COMMANDS_MAX: usize = 1024;
@@ -88,5 +89,14 @@ impl FrameVia {
     /// True for relay paths.
     pub fn is_relay(self) -> bool {
         matches!(self, FrameVia::RelayBroadcast(_) | FrameVia::RelayDirect)
+    }
+
+    /// The audience a frame on this path must be signed for: the topic for a broadcast
+    /// path, this node (`me`) for a direct one.
+    pub fn expected_audience(self, me: &PeerId) -> Audience {
+        match self {
+            FrameVia::Gossip(topic) | FrameVia::RelayBroadcast(topic) => Audience::Topic(topic),
+            FrameVia::Direct | FrameVia::RelayDirect => Audience::peer(me),
+        }
     }
 }

@@ -6,8 +6,15 @@
 //! too because otherwise a relay could rewrite `msg_id` or `sent_at_ms` and defeat the
 //! replay and clock-skew checks.
 //!
-//! Checks, cheapest first: size, decode, version, key, signature, clock skew, replay,
-//! body decode. A frame failing any is dropped with a [`DropReason`].
+//! Every envelope names its [`Audience`]: the one node a direct message is for, or the
+//! broadcast topic. It is signed with the rest, and a receiver accepts a direct message only
+//! when it is the named node and a broadcast only on the named topic, so a message signed
+//! for one node cannot be replayed to another (by the relay, or by the node it was for).
+//!
+//! Checks, cheapest first: size, decode, version, audience, key, signature, clock skew,
+//! replay, body decode. A frame failing any is dropped with a [`DropReason`]. The replay
+//! cache is keyed by sender and id, with a quota per sender: a flood from one key is
+//! refused once it fills its quota and never evicts another sender's live entries.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -24,8 +31,38 @@ const SIGNING_CONTEXT: &[u8] = b"apn-envelope-v1";
 /// Default tolerated difference between a sender's clock and ours.
 pub const CLOCK_SKEW_MS_MAX: i64 = 120_000;
 /// Most message ids remembered for replay detection. Entries expire after twice the skew
-/// window (older envelopes fail the skew check anyway); when full, the oldest is forgotten.
-pub const REPLAY_CACHE_ENTRIES_MAX: usize = 200_000;
+/// window (older envelopes fail the skew check anyway); a live entry is never forgotten
+/// early: when the cache is full, new envelopes are refused (rate limited) until entries
+/// expire.
+pub const REPLAY_CACHE_ENTRIES_MAX: usize = 262_144;
+/// Most ids remembered for one sender: about 136 messages per second sustained over the
+/// four-minute window. A sender past it is refused (rate limited), not remembered, so one
+/// key cannot fill the cache that protects everyone else.
+pub const REPLAY_ENTRIES_PER_SENDER_MAX: usize = 32_768;
+
+/// Who an envelope is for. Signed with the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Audience {
+    /// A direct message for the node with this peer id (its bytes).
+    Peer(ByteBuf),
+    /// A broadcast on this topic.
+    Topic(super::Topic),
+}
+
+impl Audience {
+    /// A direct message for `peer`.
+    pub fn peer(peer: &PeerId) -> Audience {
+        Audience::Peer(ByteBuf::from(peer.to_bytes()))
+    }
+
+    /// The bytes the signature covers.
+    fn signing_bytes(&self) -> Vec<u8> {
+        match self {
+            Audience::Peer(peer) => [b"peer:".as_slice(), peer.as_slice()].concat(),
+            Audience::Topic(topic) => [b"topic:".as_slice(), topic.name().as_bytes()].concat(),
+        }
+    }
+}
 
 /// A signed message as it travels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +73,8 @@ pub struct Envelope {
     pub from: ByteBuf,
     /// Sender's clock, milliseconds since the Unix epoch.
     pub sent_at_ms: i64,
+    /// Who the envelope is for.
+    pub to: Audience,
     /// The encoded [`APNMessage`].
     pub body: ByteBuf,
     pub signature: ByteBuf,
@@ -57,6 +96,9 @@ pub enum DropReason {
     Unauthorized,
     /// A per-peer or global limit was hit.
     RateLimited,
+    /// A direct message signed for another node, or a broadcast for another topic (or sent
+    /// direct): a replay to someone it was not meant for.
+    WrongRecipient,
     /// A `TaskAssigned` for which this node holds no live bid of its own (no bid, another
     /// originator, another price, or the reservation ran out).
     UnsolicitedAssignment,
@@ -77,7 +119,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, for exporting zero counters too.
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Oversized,
         DropReason::Malformed,
         DropReason::UnknownVersion,
@@ -87,6 +129,7 @@ impl DropReason {
         DropReason::DecryptFailed,
         DropReason::Unauthorized,
         DropReason::RateLimited,
+        DropReason::WrongRecipient,
         DropReason::UnsolicitedAssignment,
         DropReason::LocalPathFromPeer,
         DropReason::BadChunkCount,
@@ -108,6 +151,7 @@ impl DropReason {
             DropReason::DecryptFailed => "decrypt_failed",
             DropReason::Unauthorized => "unauthorized",
             DropReason::RateLimited => "rate_limited",
+            DropReason::WrongRecipient => "wrong_recipient",
             DropReason::UnsolicitedAssignment => "unsolicited_assignment",
             DropReason::LocalPathFromPeer => "local_path_from_peer",
             DropReason::BadChunkCount => "bad_chunk_count",
@@ -148,38 +192,62 @@ pub struct VerifiedEnvelope {
     pub frame_bytes: usize,
 }
 
-fn signing_input(version: u16, msg_id: &Uuid, sent_at_ms: i64, body: &[u8]) -> Vec<u8> {
-    let mut input = Vec::with_capacity(SIGNING_CONTEXT.len() + 2 + 16 + 8 + body.len());
+fn signing_input(
+    version: u16,
+    msg_id: &Uuid,
+    sent_at_ms: i64,
+    to: &Audience,
+    body: &[u8],
+) -> Vec<u8> {
+    let audience = to.signing_bytes();
+    let mut input =
+        Vec::with_capacity(SIGNING_CONTEXT.len() + 2 + 16 + 8 + 8 + audience.len() + body.len());
     input.extend_from_slice(SIGNING_CONTEXT);
     input.extend_from_slice(&version.to_be_bytes());
     input.extend_from_slice(msg_id.as_bytes());
     input.extend_from_slice(&sent_at_ms.to_be_bytes());
+    // Length-prefixed, so the audience and the body can never be shifted into each other.
+    input.extend_from_slice(&(audience.len() as u64).to_be_bytes());
+    input.extend_from_slice(&audience);
     input.extend_from_slice(body);
     input
 }
 
 impl Envelope {
-    /// Sign `message` as `identity` and return the envelope.
+    /// Sign `message` for `to` as `identity` and return the envelope.
     pub fn sign(
         identity: &Identity,
+        to: &Audience,
         message: &APNMessage,
         sent_at_ms: i64,
     ) -> Result<Envelope, CodecError> {
         let body = codec::encode_message(message)?;
-        Ok(Envelope::sign_body(identity, body, sent_at_ms))
+        Ok(Envelope::sign_body(identity, to, body, sent_at_ms))
     }
 
     /// Sign body bytes as they are, whether or not they decode to a message. A hostile peer
     /// can sign garbage too; tests and the fuzz target use this to reach the checks after
     /// the signature.
-    pub fn sign_body(identity: &Identity, body: Vec<u8>, sent_at_ms: i64) -> Envelope {
+    pub fn sign_body(
+        identity: &Identity,
+        to: &Audience,
+        body: Vec<u8>,
+        sent_at_ms: i64,
+    ) -> Envelope {
         let msg_id = Uuid::new_v4();
-        let signature = identity.sign(&signing_input(PROTOCOL_VERSION, &msg_id, sent_at_ms, &body));
+        let signature = identity.sign(&signing_input(
+            PROTOCOL_VERSION,
+            &msg_id,
+            sent_at_ms,
+            to,
+            &body,
+        ));
         Envelope {
             version: PROTOCOL_VERSION,
             msg_id,
             from: ByteBuf::from(identity.public_key().to_vec()),
             sent_at_ms,
+            to: to.clone(),
             body: ByteBuf::from(body),
             signature: ByteBuf::from(signature),
         }
@@ -189,10 +257,11 @@ impl Envelope {
     /// on the sending side, rather than a silent drop at the receiver.
     pub fn seal(
         identity: &Identity,
+        to: &Audience,
         message: &APNMessage,
         sent_at_ms: i64,
     ) -> Result<Vec<u8>, CodecError> {
-        let frame = Envelope::sign(identity, message, sent_at_ms)?.encode()?;
+        let frame = Envelope::sign(identity, to, message, sent_at_ms)?.encode()?;
         if frame.len() > FRAME_BYTES_MAX {
             return Err(CodecError::TooLarge {
                 size: frame.len(),
@@ -208,13 +277,15 @@ impl Envelope {
     }
 }
 
-/// Check one inbound frame. Pure apart from the replay cache, which remembers the id of every
-/// envelope that passes.
+/// Check one inbound frame that arrived for `expected` (this node for a direct path, the
+/// topic for a broadcast path). Pure apart from the replay cache, which remembers the
+/// sender and id of every envelope that passes.
 pub fn verify_frame(
     frame: &[u8],
     now_ms: i64,
     limits: &EnvelopeLimits,
     replay_cache: &mut ReplayCache,
+    expected: &Audience,
 ) -> Result<VerifiedEnvelope, DropReason> {
     if frame.len() > limits.frame_bytes_max {
         return Err(DropReason::Oversized);
@@ -223,6 +294,9 @@ pub fn verify_frame(
         codec::decode(frame, limits.frame_bytes_max).map_err(|_| DropReason::Malformed)?;
     if envelope.version != PROTOCOL_VERSION {
         return Err(DropReason::UnknownVersion);
+    }
+    if &envelope.to != expected {
+        return Err(DropReason::WrongRecipient);
     }
     let from_key: [u8; PUBLIC_KEY_BYTES] = envelope
         .from
@@ -234,6 +308,7 @@ pub fn verify_frame(
         envelope.version,
         &envelope.msg_id,
         envelope.sent_at_ms,
+        &envelope.to,
         &envelope.body,
     );
     if !identity::verify_signature(&from_key, &input, &envelope.signature) {
@@ -245,9 +320,7 @@ pub fn verify_frame(
     // A signed body that does not decode is malformed, but it is still remembered below so a
     // replay of it is not decoded again.
     let message = codec::decode_message(&envelope.body);
-    if !replay_cache.insert(envelope.msg_id, now_ms, limits.clock_skew_ms_max) {
-        return Err(DropReason::Replayed);
-    }
+    replay_cache.insert(from_key, envelope.msg_id, now_ms, limits.clock_skew_ms_max)?;
     let message = message.map_err(|_| DropReason::Malformed)?;
     Ok(VerifiedEnvelope {
         msg_id: envelope.msg_id,
@@ -260,42 +333,55 @@ pub fn verify_frame(
     })
 }
 
-/// Remembers message ids seen within the replay window. Bounded.
+/// Remembers (sender, message id) pairs seen within the replay window. Bounded overall
+/// ([`ReplayCache::new`]) and per sender ([`REPLAY_ENTRIES_PER_SENDER_MAX`]); a live entry
+/// is never evicted: past a bound, new envelopes are refused instead.
 #[derive(Debug, Default)]
 pub struct ReplayCache {
-    expiry_by_id: HashMap<Uuid, i64>,
-    order: VecDeque<(i64, Uuid)>,
+    expiry_by_entry: HashMap<([u8; PUBLIC_KEY_BYTES], Uuid), i64>,
+    order: VecDeque<(i64, [u8; PUBLIC_KEY_BYTES], Uuid)>,
+    entries_by_sender: HashMap<[u8; PUBLIC_KEY_BYTES], usize>,
     capacity: usize,
+    per_sender_max: usize,
 }
 
 impl ReplayCache {
-    /// A cache holding at most `capacity` ids.
+    /// A cache holding at most `capacity` entries, and at most
+    /// [`REPLAY_ENTRIES_PER_SENDER_MAX`] (or `capacity`, if smaller) of one sender.
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         ReplayCache {
-            expiry_by_id: HashMap::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
+            capacity,
+            per_sender_max: REPLAY_ENTRIES_PER_SENDER_MAX.min(capacity),
+            ..ReplayCache::default()
         }
     }
 
-    /// Record `msg_id`; false if it was already there (a replay or a duplicate delivery).
-    pub fn insert(&mut self, msg_id: Uuid, now_ms: i64, skew_ms_max: i64) -> bool {
+    /// Record `msg_id` from `sender`: `Replayed` if it was already there (a replay or a
+    /// duplicate delivery), `RateLimited` if the sender's quota or the cache is full.
+    pub fn insert(
+        &mut self,
+        sender: [u8; PUBLIC_KEY_BYTES],
+        msg_id: Uuid,
+        now_ms: i64,
+        skew_ms_max: i64,
+    ) -> Result<(), DropReason> {
         self.expire(now_ms);
-        if self.expiry_by_id.contains_key(&msg_id) {
-            return false;
+        if self.expiry_by_entry.contains_key(&(sender, msg_id)) {
+            return Err(DropReason::Replayed);
         }
-        if self.order.len() >= self.capacity
-            && let Some((_, oldest)) = self.order.pop_front()
-        {
-            self.expiry_by_id.remove(&oldest);
+        let sender_entries = self.entries_by_sender.get(&sender).copied().unwrap_or(0);
+        if sender_entries >= self.per_sender_max || self.order.len() >= self.capacity {
+            return Err(DropReason::RateLimited);
         }
         let expires_at = now_ms.saturating_add(skew_ms_max.saturating_mul(2));
-        self.expiry_by_id.insert(msg_id, expires_at);
-        self.order.push_back((expires_at, msg_id));
-        true
+        self.expiry_by_entry.insert((sender, msg_id), expires_at);
+        self.order.push_back((expires_at, sender, msg_id));
+        *self.entries_by_sender.entry(sender).or_insert(0) += 1;
+        Ok(())
     }
 
-    /// Ids remembered now.
+    /// Entries remembered now.
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -306,12 +392,18 @@ impl ReplayCache {
     }
 
     fn expire(&mut self, now_ms: i64) {
-        while let Some(&(expires_at, id)) = self.order.front() {
+        while let Some(&(expires_at, sender, id)) = self.order.front() {
             if expires_at > now_ms {
                 break;
             }
             self.order.pop_front();
-            self.expiry_by_id.remove(&id);
+            self.expiry_by_entry.remove(&(sender, id));
+            if let Some(count) = self.entries_by_sender.get_mut(&sender) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.entries_by_sender.remove(&sender);
+                }
+            }
         }
     }
 }
@@ -330,13 +422,112 @@ mod tests {
         now_ms: i64,
         cache: &mut ReplayCache,
     ) -> Result<VerifiedEnvelope, DropReason> {
-        verify_frame(frame, now_ms, &EnvelopeLimits::default(), cache)
+        verify_frame(frame, now_ms, &EnvelopeLimits::default(), cache, &me())
+    }
+
+    /// The receiving node of these tests.
+    fn me() -> Audience {
+        Audience::Peer(ByteBuf::from(b"the receiving node".to_vec()))
+    }
+
+    #[test]
+    fn a_message_signed_for_one_node_is_refused_by_another_and_off_its_topic() {
+        let identity = Identity::ephemeral();
+        let other = Audience::Peer(ByteBuf::from(b"another node".to_vec()));
+        let mut cache = ReplayCache::new(16);
+        let for_other = Envelope::seal(&identity, &other, &ping(), 1_000).unwrap();
+        assert_eq!(
+            check(&for_other, 1_000, &mut cache).unwrap_err(),
+            DropReason::WrongRecipient
+        );
+        // Rewriting the audience breaks the signature.
+        let mut rewritten = Envelope::sign(&identity, &other, &ping(), 1_000).unwrap();
+        rewritten.to = me();
+        assert_eq!(
+            check(&rewritten.encode().unwrap(), 1_000, &mut cache).unwrap_err(),
+            DropReason::BadSignature
+        );
+        // A broadcast is accepted on its topic only, never as a direct message.
+        let broadcast = Envelope::seal(
+            &identity,
+            &Audience::Topic(super::super::Topic::Tasks),
+            &ping(),
+            1_000,
+        )
+        .unwrap();
+        assert_eq!(
+            check(&broadcast, 1_000, &mut cache).unwrap_err(),
+            DropReason::WrongRecipient
+        );
+        let on_announce = Audience::Topic(super::super::Topic::Announce);
+        assert_eq!(
+            verify_frame(
+                &broadcast,
+                1_000,
+                &EnvelopeLimits::default(),
+                &mut cache,
+                &on_announce
+            )
+            .unwrap_err(),
+            DropReason::WrongRecipient
+        );
+        let on_tasks = Audience::Topic(super::super::Topic::Tasks);
+        assert!(
+            verify_frame(
+                &broadcast,
+                1_000,
+                &EnvelopeLimits::default(),
+                &mut cache,
+                &on_tasks
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_flood_from_one_sender_cannot_evict_another_senders_entries() {
+        let flooder = [1u8; PUBLIC_KEY_BYTES];
+        let honest = [2u8; PUBLIC_KEY_BYTES];
+        let mut cache = ReplayCache::new(REPLAY_ENTRIES_PER_SENDER_MAX * 2);
+        let honest_id = Uuid::new_v4();
+        cache
+            .insert(honest, honest_id, 0, CLOCK_SKEW_MS_MAX)
+            .unwrap();
+        let mut refused = 0;
+        for _ in 0..REPLAY_ENTRIES_PER_SENDER_MAX + 100 {
+            if cache.insert(flooder, Uuid::new_v4(), 1, CLOCK_SKEW_MS_MAX)
+                == Err(DropReason::RateLimited)
+            {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 100);
+        // The honest sender's entry is still live: its replay is caught.
+        assert_eq!(
+            cache.insert(honest, honest_id, 2, CLOCK_SKEW_MS_MAX),
+            Err(DropReason::Replayed)
+        );
+        // The same id from another sender is not a replay.
+        assert!(
+            cache
+                .insert([3u8; PUBLIC_KEY_BYTES], honest_id, 2, CLOCK_SKEW_MS_MAX)
+                .is_ok()
+        );
+        // A full cache refuses, then takes new entries once the old ones expire.
+        let mut small = ReplayCache::new(2);
+        small.insert(honest, Uuid::new_v4(), 0, 10).unwrap();
+        small.insert(flooder, Uuid::new_v4(), 0, 10).unwrap();
+        assert_eq!(
+            small.insert(honest, Uuid::new_v4(), 1, 10),
+            Err(DropReason::RateLimited)
+        );
+        assert!(small.insert(honest, Uuid::new_v4(), 21, 10).is_ok());
     }
 
     #[test]
     fn good_envelope_verifies_once() {
         let identity = Identity::ephemeral();
-        let frame = Envelope::seal(&identity, &ping(), 1_000_000).unwrap();
+        let frame = Envelope::seal(&identity, &me(), &ping(), 1_000_000).unwrap();
         let mut cache = ReplayCache::new(16);
         let verified = check(&frame, 1_000_000, &mut cache).unwrap();
         assert_eq!(verified.message, ping());
@@ -353,7 +544,7 @@ mod tests {
         let identity = Identity::ephemeral();
         let now = 5_000_000;
         let mut cache = ReplayCache::new(16);
-        let mut envelope = Envelope::sign(&identity, &ping(), now).unwrap();
+        let mut envelope = Envelope::sign(&identity, &me(), &ping(), now).unwrap();
 
         let mut flipped = envelope.clone();
         flipped.signature[3] ^= 0x01;
@@ -369,7 +560,8 @@ mod tests {
             DropReason::BadSignature
         );
 
-        let future = Envelope::sign(&identity, &ping(), now + CLOCK_SKEW_MS_MAX + 1).unwrap();
+        let future =
+            Envelope::sign(&identity, &me(), &ping(), now + CLOCK_SKEW_MS_MAX + 1).unwrap();
         assert_eq!(
             check(&future.encode().unwrap(), now, &mut cache).unwrap_err(),
             DropReason::ClockSkew
@@ -391,14 +583,14 @@ mod tests {
             DropReason::Oversized
         );
 
-        let mut wrong_key = Envelope::sign(&identity, &ping(), now).unwrap();
+        let mut wrong_key = Envelope::sign(&identity, &me(), &ping(), now).unwrap();
         wrong_key.from = ByteBuf::from(Identity::ephemeral().public_key().to_vec());
         assert_eq!(
             check(&wrong_key.encode().unwrap(), now, &mut cache).unwrap_err(),
             DropReason::BadSignature
         );
         // None of the bad frames poisoned the cache for a good one.
-        let good = Envelope::seal(&identity, &ping(), now).unwrap();
+        let good = Envelope::seal(&identity, &me(), &ping(), now).unwrap();
         assert!(check(&good, now, &mut cache).is_ok());
     }
 
@@ -414,7 +606,7 @@ mod tests {
             bid_deadline: chrono::Utc::now(),
         });
         assert!(matches!(
-            Envelope::seal(&identity, &huge, 0),
+            Envelope::seal(&identity, &me(), &huge, 0),
             Err(CodecError::TooLarge { .. })
         ));
     }
@@ -422,14 +614,16 @@ mod tests {
     #[test]
     fn replay_cache_is_bounded_and_expires() {
         let mut cache = ReplayCache::new(2);
+        let sender = [9u8; PUBLIC_KEY_BYTES];
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        assert!(cache.insert(a, 0, 10));
-        assert!(cache.insert(b, 0, 10));
-        assert!(cache.insert(c, 0, 10));
+        assert!(cache.insert(sender, a, 0, 10).is_ok());
+        assert!(cache.insert(sender, b, 0, 10).is_ok());
+        // Full: refused, and the live entries stay.
+        assert_eq!(cache.insert(sender, c, 0, 10), Err(DropReason::RateLimited));
         assert_eq!(cache.len(), 2);
-        assert!(!cache.insert(c, 1, 10));
+        assert_eq!(cache.insert(sender, a, 1, 10), Err(DropReason::Replayed));
         // After twice the window every id has expired.
-        assert!(cache.insert(c, 100, 10));
+        assert!(cache.insert(sender, c, 100, 10).is_ok());
         assert_eq!(cache.len(), 1);
     }
 }

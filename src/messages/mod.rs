@@ -21,7 +21,7 @@ use serde_bytes::ByteBuf;
 use uuid::Uuid;
 
 pub use codec::{CodecError, decode_message, encode_message};
-pub use envelope::{DropReason, Envelope, EnvelopeLimits, ReplayCache, VerifiedEnvelope};
+pub use envelope::{Audience, DropReason, Envelope, EnvelopeLimits, ReplayCache, VerifiedEnvelope};
 pub use vibe::{Vibe, VibeParseError};
 
 use crate::identity::NodeId;

@@ -15,10 +15,15 @@ use uuid::Uuid;
 
 use super::{EVENT_TIMEOUT, peers, wait_until};
 
-/// A signed frame carrying `message` from `identity`.
-pub fn frame(identity: &Identity, message: &APNMessage) -> Vec<u8> {
-    Envelope::seal(identity, message, chrono::Utc::now().timestamp_millis())
-        .expect("a message of ours encodes")
+/// A signed frame carrying `message` from `identity` to the node `to`.
+pub fn frame(identity: &Identity, to: &libp2p::PeerId, message: &APNMessage) -> Vec<u8> {
+    Envelope::seal(
+        identity,
+        &Audience::peer(to),
+        message,
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .expect("a message of ours encodes")
 }
 
 /// An attacker connected to one victim.
@@ -66,7 +71,7 @@ impl Attacker {
     /// Send `message` to the victim, signed by the attacker.
     pub async fn send(&self, message: &APNMessage) {
         self.swarm
-            .send_direct(self.victim, frame(&self.identity, message))
+            .send_direct(self.victim, frame(&self.identity, &self.victim, message))
             .await
             .expect("the victim takes the frame");
     }
@@ -101,12 +106,13 @@ impl Attacker {
             let event = tokio::time::timeout_at(deadline, self.events.recv())
                 .await
                 .ok()??;
-            if let MeshEvent::Frame { frame, .. } = event
+            if let MeshEvent::Frame { frame, via, .. } = event
                 && let Ok(v) = verify_frame(
                     &frame,
                     chrono::Utc::now().timestamp_millis(),
                     &EnvelopeLimits::default(),
                     &mut self.cache,
+                    &via.expected_audience(&self.identity.peer_id()),
                 )
                 && wanted(&v.message)
             {
