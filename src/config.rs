@@ -167,6 +167,9 @@ impl Default for EconomicsConfig {
 pub struct RelayConfig {
     /// `nats://host:port`, or empty for no relay.
     pub url: String,
+    /// A NATS credentials file (`.creds`: user JWT and nkey seed) or an nkey seed file the
+    /// relay requires; empty for a relay without authorization. Read at start-up.
+    pub credentials: PathBuf,
     pub auto_reconnect: bool,
     /// Cap on the reconnect backoff, in milliseconds.
     pub reconnect_backoff_max_ms: u64,
@@ -176,6 +179,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             url: String::new(),
+            credentials: PathBuf::new(),
             auto_reconnect: true,
             reconnect_backoff_max_ms: 5_000,
         }

@@ -23,6 +23,8 @@ pub enum HarnessError {
     NotReady(u16),
     #[error("no free port: {0}")]
     NoPort(std::io::Error),
+    #[error("cannot write the nats-server config: {0}")]
+    Config(std::io::Error),
 }
 
 /// A free TCP port on loopback.
@@ -51,6 +53,8 @@ pub fn nats_server_program() -> String {
 pub struct NatsServer {
     pub port: u16,
     child: Option<Child>,
+    /// The server's configuration file, if it has one (kept until the server is dropped).
+    config_file: Option<std::sync::Arc<tempfile::NamedTempFile>>,
 }
 
 impl NatsServer {
@@ -58,11 +62,27 @@ impl NatsServer {
     /// picked but another process can take it before nats-server binds it, so a server that
     /// exits at start is retried on another port.
     pub fn start() -> Result<NatsServer, HarnessError> {
+        NatsServer::start_with_config(None)
+    }
+
+    /// Start with `config` (nats-server configuration text, e.g. an `authorization`
+    /// block) on a free port.
+    pub fn start_with_config(config: Option<&str>) -> Result<NatsServer, HarnessError> {
+        let config_file = match config {
+            None => None,
+            Some(text) => {
+                let file = tempfile::NamedTempFile::new().map_err(HarnessError::Config)?;
+                std::fs::write(file.path(), text).map_err(HarnessError::Config)?;
+                Some(file)
+            }
+        };
+        let config_file = config_file.map(std::sync::Arc::new);
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let mut server = NatsServer {
                 port: free_port()?,
                 child: None,
+                config_file: config_file.clone(),
             };
             match server.restart() {
                 Ok(()) => return Ok(server),
@@ -89,7 +109,11 @@ impl NatsServer {
     pub fn restart(&mut self) -> Result<(), HarnessError> {
         self.stop();
         let program = nats_server_program();
-        let child = Command::new(&program)
+        let mut command = Command::new(&program);
+        if let Some(file) = &self.config_file {
+            command.arg("-c").arg(file.path());
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -55,6 +55,8 @@ pub enum NodeError {
     Http(String),
     #[error("the swarm reported no listen address within {0:?}")]
     NoListenAddress(Duration),
+    #[error("config key 'relay.credentials': {0}")]
+    RelayCredentials(String),
 }
 
 /// Everything outside code needs to talk to a running node. Cheap to clone.
@@ -304,10 +306,22 @@ async fn start_transports(identity: &Identity, config: &Config) -> Result<Transp
     let relay = if config.relay.url.is_empty() {
         None
     } else {
+        let credentials = if config.relay.credentials.as_os_str().is_empty() {
+            None
+        } else {
+            let path = &config.relay.credentials;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| NodeError::RelayCredentials(format!("{}: {e}", path.display())))?;
+            Some(
+                crate::mesh::relay::parse_credentials(&text)
+                    .map_err(|e| NodeError::RelayCredentials(format!("{}: {e}", path.display())))?,
+            )
+        };
         let settings = RelaySettings {
             url: config.relay.url.clone(),
             auto_reconnect: config.relay.auto_reconnect,
             reconnect_backoff_max: Duration::from_millis(config.relay.reconnect_backoff_max_ms),
+            credentials,
         };
         Some(spawn_relay(settings, identity.peer_id()))
     };

@@ -37,6 +37,49 @@ pub struct RelaySettings {
     pub url: String,
     pub auto_reconnect: bool,
     pub reconnect_backoff_max: Duration,
+    /// What the relay requires to let this node in, if anything.
+    pub credentials: Option<RelayCredentials>,
+}
+
+/// How this node authenticates to a relay that requires it.
+#[derive(Clone)]
+pub enum RelayCredentials {
+    /// The text of a NATS `.creds` file: a user JWT and its nkey seed.
+    CredsFile(String),
+    /// An nkey user seed (`SU…`).
+    NkeySeed(String),
+}
+
+impl std::fmt::Debug for RelayCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.write_str(match self {
+            RelayCredentials::CredsFile(_) => "RelayCredentials::CredsFile(…)",
+            RelayCredentials::NkeySeed(_) => "RelayCredentials::NkeySeed(…)",
+        })
+    }
+}
+
+/// The credentials in a file's text: a `.creds` file (it holds a user JWT block) or a file
+/// whose first non-empty, non-comment line is an nkey user seed.
+pub fn parse_credentials(text: &str) -> Result<RelayCredentials, String> {
+    if text.contains("-----BEGIN NATS USER JWT-----") {
+        if !text.contains("-----BEGIN USER NKEY SEED-----") {
+            return Err("a .creds file without its USER NKEY SEED block".into());
+        }
+        return Ok(RelayCredentials::CredsFile(text.to_string()));
+    }
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with("//"))
+        .ok_or("the file is empty")?;
+    if seed.starts_with("SU") && seed.len() == 58 && seed.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        Ok(RelayCredentials::NkeySeed(seed.to_string()))
+    } else {
+        Err("neither a NATS .creds file nor an nkey user seed (SU…, 58 characters)".into())
+    }
 }
 
 /// The peer manager's handle on the relay. Cheap to clone.
@@ -164,6 +207,13 @@ async fn run_relay(
                 }
             }
         });
+    let options = match &settings.credentials {
+        None => options,
+        Some(RelayCredentials::NkeySeed(seed)) => options.nkey(seed.clone()),
+        Some(RelayCredentials::CredsFile(text)) => options
+            .credentials(text)
+            .map_err(|e| MeshError::Relay(format!("relay credentials: {e}")))?,
+    };
     let client = options
         .connect(settings.url.as_str())
         .await
@@ -209,6 +259,24 @@ async fn run_relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_files_are_recognised_and_never_printed() {
+        let seed = format!("SU{}", "A".repeat(56));
+        let parsed = parse_credentials(&format!("# relay user\n\n{seed}\n")).unwrap();
+        assert!(matches!(&parsed, RelayCredentials::NkeySeed(s) if *s == seed));
+        assert!(!format!("{parsed:?}").contains(&seed));
+        let creds = "-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n\
+                     -----BEGIN USER NKEY SEED-----\nSUAB\n------END USER NKEY SEED------\n";
+        assert!(matches!(
+            parse_credentials(creds),
+            Ok(RelayCredentials::CredsFile(_))
+        ));
+        assert!(parse_credentials("-----BEGIN NATS USER JWT-----\nx").is_err());
+        assert!(parse_credentials("").is_err());
+        assert!(parse_credentials("password123").is_err());
+        assert!(parse_credentials(&format!("SO{}", "A".repeat(56))).is_err());
+    }
 
     #[test]
     fn reconnect_delay_grows_and_is_capped() {
