@@ -87,6 +87,9 @@ pub struct NodeConfig {
     pub clock_skew_s: u64,
     /// A peer not heard from for this long is removed from the peer table.
     pub peer_timeout_s: u64,
+    /// Frames one connected peer may send per second (bursts of two seconds' worth); the
+    /// excess is dropped before its signature is checked.
+    pub frames_per_peer_per_second: u32,
 }
 
 impl Default for NodeConfig {
@@ -102,6 +105,7 @@ impl Default for NodeConfig {
             announce_interval_s: 30,
             clock_skew_s: 120,
             peer_timeout_s: 120,
+            frames_per_peer_per_second: 500,
         }
     }
 }

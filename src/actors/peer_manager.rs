@@ -26,6 +26,7 @@ use crate::actors::accountant::{BytesTransferred, Direction};
 use crate::actors::panel_hub::PanelEvent;
 use crate::config::Config;
 use crate::identity::{self, Identity, NOISE_KEY_BYTES, NodeId};
+use crate::mesh::rate::FrameRateLimiter;
 use crate::mesh::relay::RelayClient;
 use crate::mesh::swarm::SwarmClient;
 use crate::mesh::{FrameVia, MeshError, MeshEvent};
@@ -203,6 +204,8 @@ impl Transports {
 
 /// Peers kept in the table; a new peer beyond this is ignored (and counted rate_limited).
 pub const PEERS_MAX: usize = 4096;
+/// A peer's frame budget holds this many seconds of its rate, for bursts.
+const FRAME_BURST_SECONDS: u32 = 2;
 /// Outstanding pings.
 const PENDING_PINGS_MAX: usize = 1024;
 /// How long a ping waits for its reply.
@@ -253,6 +256,8 @@ pub struct PeerManager {
     drop_log: HashMap<String, Instant>,
     profiles: Vec<String>,
     free_slots: u32,
+    /// Frame budgets of the peers frames come from directly, checked before verification.
+    frame_budgets: FrameRateLimiter<PeerId>,
 }
 
 impl PeerManager {
@@ -303,6 +308,11 @@ impl PeerManager {
             taps: Vec::new(),
             pending_pings: HashMap::new(),
             drop_log: HashMap::new(),
+            frame_budgets: FrameRateLimiter::new(
+                config.node.frames_per_peer_per_second,
+                FRAME_BURST_SECONDS,
+                PEERS_MAX,
+            ),
             config,
         }
     }
@@ -453,6 +463,13 @@ impl PeerManager {
         ctx: &mut Context<Self>,
     ) {
         NetMetrics::add(&self.metrics.bytes_in, frame.len() as u64);
+        if let Some(peer) = transport_peer
+            && !self.frame_budgets.allow(&peer, Instant::now())
+        {
+            self.metrics.count_drop(DropReason::RateLimited);
+            self.log_drop(peer.to_string(), DropReason::RateLimited);
+            return;
+        }
         let expected = via.expected_audience(&self.identity.peer_id());
         let verified = match verify_frame(
             &frame,
@@ -706,6 +723,7 @@ impl StreamHandler<MeshEvent> for PeerManager {
             }
             MeshEvent::Disconnected(peer) => {
                 self.connected.remove(&peer);
+                self.frame_budgets.forget(&peer);
                 if let Some(entry) = self.peers.get_mut(&peer) {
                     entry.info.connected = false;
                     entry.info.path = PeerPath::Relay;

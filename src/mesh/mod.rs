@@ -4,11 +4,13 @@
 //!   gossipsub, request-response), driven by one task that alone owns the `Swarm`.
 //! - `e2e`: Noise end-to-end encryption between originator and executor (pure).
 //! - `relay`: the NATS relay client task (`apn.v1.broadcast.<topic>`, `apn.v1.node.<peer>`).
+//! - `rate`: the per-peer frame budget checked before any signature (pure).
 //!
 //! Both take commands over a bounded channel and report `MeshEvent`s over another; neither
 //! parses envelopes (the peer manager verifies every frame). Frames are opaque bytes here.
 
 pub mod e2e;
+pub mod rate;
 pub mod relay;
 pub mod swarm;
 
