@@ -30,6 +30,7 @@ use uuid::Uuid;
 use super::executor_run::{self, LocalExecution, RunContext, RunOrigin};
 use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
 use super::peer_manager::{GetPeerNoiseKey, Inbound, PeerManager, SendTo, SetFreeSlots};
+use super::settler::RecordCounterparty;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::market::{self, AdmissionRefusal, LiveBid, TaskPayload};
@@ -65,6 +66,8 @@ pub struct TaskExecutor {
     distributor: Recipient<LocalExecution>,
     compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
     panel: Option<Recipient<PanelEvent>>,
+    /// Told of each peer whose task is admitted: the ledger accepts payments only from them.
+    counterparties: Option<Recipient<RecordCounterparty>>,
     slots_max: u32,
     reservations: HashMap<Uuid, Reservation>,
     running: HashMap<Uuid, Running>,
@@ -85,6 +88,7 @@ impl TaskExecutor {
     ) -> Self {
         TaskExecutor {
             panel,
+            counterparties: None,
             slots_max: config.resources.max_concurrent_tasks,
             identity,
             config,
@@ -97,6 +101,13 @@ impl TaskExecutor {
             completed_today: 0,
             day: chrono::Utc::now().date_naive(),
         }
+    }
+
+    /// Record each admitted originator with `ledger` (the settlement engine), so that its
+    /// payments for the task are accepted.
+    pub fn with_counterparties(mut self, ledger: Recipient<RecordCounterparty>) -> Self {
+        self.counterparties = Some(ledger);
+        self
     }
 
     fn free_slots(&mut self, excluding_reservation: Option<Uuid>) -> u32 {
@@ -277,6 +288,9 @@ impl TaskExecutor {
                 }
             };
             tracing::info!(%task_id, %origin, profile = %payload.executor_profile, %deadline, "running a task for a peer");
+            if let (Some(ledger), Some(peer)) = (&actor.counterparties, crate::identity::public_key_of(&origin)) {
+                ledger.do_send(RecordCounterparty { peer });
+            }
             let origin = RunOrigin::Remote {
                 origin,
                 session: Box::new(session),
