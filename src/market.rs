@@ -4,7 +4,8 @@
 //!
 //! - [`decide_bid`]: whether a node bids for a request and at what price.
 //! - [`score_bid`] / [`rank_bids`]: how an originator orders the bids it collected.
-//! - [`check_bid`]: what an originator refuses outright.
+//! - [`check_bid`] / [`check_bid_price`]: what an originator refuses outright (a price of
+//!   zero or below its `min_task_reward`, above the reward, a profile the bidder lacks).
 //! - [`admit_assignment`] / [`admit_payload`]: what an executor accepts as an assignment
 //!   (only for a live bid it made, at its price; never a path on its own disk from a peer;
 //!   a bundle only with the chunk count its size implies, [`check_bundle_shape`]).
@@ -121,19 +122,41 @@ pub struct BidFacts {
 /// Why an originator refuses a bid outright.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadBid {
+    #[error("a bid price of zero")]
+    Zero,
+    #[error("price {price} below the minimum task reward {minimum}")]
+    BelowMinimum { price: Vibe, minimum: Vibe },
     #[error("price {price} above the reward {reward}")]
     AboveReward { price: Vibe, reward: Vibe },
     #[error("the bidder does not advertise profile {0}")]
     Profile(String),
 }
 
-/// Refuse bids above the reward or from nodes that do not advertise the profile.
+/// Refuse a bid price of zero or below `min_task_reward` (the originator's own floor): free
+/// or near-free work scores best and would win every task it cannot be paid for.
+pub fn check_bid_price(price: Vibe, min_task_reward: Vibe) -> Result<(), BadBid> {
+    if price == Vibe::ZERO {
+        return Err(BadBid::Zero);
+    }
+    if price < min_task_reward {
+        return Err(BadBid::BelowMinimum {
+            price,
+            minimum: min_task_reward,
+        });
+    }
+    Ok(())
+}
+
+/// Refuse bids at zero or below the minimum ([`check_bid_price`]), above the reward, or from
+/// nodes that do not advertise the profile.
 pub fn check_bid(
     price: Vibe,
     reward: Vibe,
+    min_task_reward: Vibe,
     profile: &str,
     bidder_profiles: &[String],
 ) -> Result<(), BadBid> {
+    check_bid_price(price, min_task_reward)?;
     if price > reward {
         return Err(BadBid::AboveReward { price, reward });
     }
@@ -574,14 +597,35 @@ mod tests {
     #[test]
     fn originator_refuses_bids_above_reward_or_without_the_profile() {
         let profiles = vec!["SHELL".to_string()];
-        assert!(check_bid(Vibe::from_whole(2), Vibe::from_whole(3), "SHELL", &profiles).is_ok());
+        let min = Vibe::from_whole(1);
+        let reward = Vibe::from_whole(3);
+        assert!(check_bid(Vibe::from_whole(2), reward, min, "SHELL", &profiles).is_ok());
+        assert!(check_bid(min, reward, min, "SHELL", &profiles).is_ok());
         assert!(matches!(
-            check_bid(Vibe::from_whole(4), Vibe::from_whole(3), "SHELL", &profiles),
+            check_bid(Vibe::from_whole(4), reward, min, "SHELL", &profiles),
             Err(BadBid::AboveReward { .. })
         ));
         assert!(matches!(
-            check_bid(Vibe::from_whole(1), Vibe::from_whole(3), "CODEX", &profiles),
+            check_bid(Vibe::from_whole(1), reward, min, "CODEX", &profiles),
             Err(BadBid::Profile(_))
         ));
+    }
+
+    #[test]
+    fn originator_refuses_free_and_below_minimum_bids() {
+        let profiles = vec!["SHELL".to_string()];
+        let min = Vibe::from_whole(1);
+        let reward = Vibe::from_whole(3);
+        assert_eq!(
+            check_bid(Vibe::ZERO, reward, min, "SHELL", &profiles),
+            Err(BadBid::Zero)
+        );
+        assert!(matches!(
+            check_bid(Vibe::from_micros(999_999), reward, min, "SHELL", &profiles),
+            Err(BadBid::BelowMinimum { .. })
+        ));
+        // A zero minimum still refuses a zero price.
+        assert_eq!(check_bid_price(Vibe::ZERO, Vibe::ZERO), Err(BadBid::Zero));
+        assert_eq!(check_bid_price(Vibe::from_micros(1), Vibe::ZERO), Ok(()));
     }
 }

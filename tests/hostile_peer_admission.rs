@@ -187,3 +187,145 @@ async fn a_bundle_announcing_a_huge_chunk_count_is_refused_without_allocating() 
     assert_ne!(again.task_id, bid.task_id);
     victim.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_zero_bid_is_refused_and_the_task_goes_to_an_honest_bidder() {
+    use apn::actors::distributor::{GetTask, TaskStatus};
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut originator = test_config(dir_a.path());
+    originator.market.bid_window_ms = 1500;
+    let (a, b) = connected_pair(originator, {
+        let mut executor = test_config(dir_b.path());
+        executor
+            .executor
+            .profiles
+            .insert("SHELL".into(), shell_profile());
+        executor
+    })
+    .await;
+    let mut attacker = Attacker::attach(&a).await;
+    attacker.announce(&["SHELL"]).await;
+    let attacker_id = attacker.identity.peer_id().to_string();
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(&a)
+                .await
+                .iter()
+                .any(|p| p.peer_id == attacker_id && p.announced)
+        })
+        .await
+    );
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = a
+        .distributor
+        .send(mesh_shell_task(repo.path(), "zero", "echo y >> f", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    attacker
+        .next(|m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == id))
+        .await;
+    // Free work, the best score there is: once it won, held a zero escrow, and failed the task.
+    attacker
+        .send(&APNMessage::TaskBid(TaskBid {
+            task_id: id,
+            bidder: attacker.identity.node_id().clone(),
+            price: Vibe::ZERO,
+            estimated_duration_s: 1,
+            capabilities: vec![],
+            valid_until: chrono::Utc::now() + chrono::Duration::seconds(30),
+        }))
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            a.distributor
+                .send(GetTask(id))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.status.is_final())
+        })
+        .await
+    );
+    let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(
+        view.assigned_node.as_deref(),
+        Some(b.identity.node_id().as_str())
+    );
+    assert_eq!(a.metrics.dropped(DropReason::BidBelowMinimum), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_escrow_that_cannot_be_held_moves_on_to_the_next_bidder() {
+    use apn::actors::distributor::{GetTask, TaskStatus};
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut originator = test_config(dir_a.path());
+    originator.market.bid_window_ms = 1500;
+    // Enough for the honest bid (17 VIBE/h for 10 min: 2.833333), not for the reward.
+    originator.economics.initial_balance = Vibe::from_micros(2_900_000);
+    let (a, b) = connected_pair(originator, {
+        let mut executor = test_config(dir_b.path());
+        executor.economics.compute_rate_per_cpu_hour = Vibe::from_whole(17);
+        executor
+            .executor
+            .profiles
+            .insert("SHELL".into(), shell_profile());
+        executor
+    })
+    .await;
+    let mut attacker = Attacker::attach(&a).await;
+    attacker.announce(&["SHELL"]).await;
+    let attacker_id = attacker.identity.peer_id().to_string();
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(&a)
+                .await
+                .iter()
+                .any(|p| p.peer_id == attacker_id && p.announced)
+        })
+        .await
+    );
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = a
+        .distributor
+        .send(mesh_shell_task(repo.path(), "broke", "echo y >> f", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    attacker
+        .next(|m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == id))
+        .await;
+    // The whole reward, "in one second": it ranks first, and the originator cannot hold it.
+    attacker
+        .send(&APNMessage::TaskBid(TaskBid {
+            task_id: id,
+            bidder: attacker.identity.node_id().clone(),
+            price: Vibe::from_whole(3),
+            estimated_duration_s: 1,
+            capabilities: vec![],
+            valid_until: chrono::Utc::now() + chrono::Duration::seconds(30),
+        }))
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            a.distributor
+                .send(GetTask(id))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.status.is_final())
+        })
+        .await
+    );
+    let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(
+        view.assigned_node.as_deref(),
+        Some(b.identity.node_id().as_str())
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

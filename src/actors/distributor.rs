@@ -3,8 +3,12 @@
 //! Originating side: `CreateTaskAttempt` runs locally when a slot is free, the profile is
 //! here and the caller allows it; otherwise the distributor bundles the base commit,
 //! broadcasts a `TaskDistributionRequest` (metadata only), collects `TaskBid`s for the bid
-//! window, ranks them (`market::rank_bids`), escrows the agreed price (no escrow, no
-//! assignment) and sends `TaskAssigned` with the task sealed to the winner's Noise key.
+//! window (a price of zero or below `economics.min_task_reward` is refused on arrival),
+//! ranks them (`market::rank_bids`), escrows the agreed price (no escrow, no assignment: an
+//! escrow that cannot be held moves on to the next bid; an expired bid is skipped, and when
+//! only expired ones are left the task is offered again) and sends `TaskAssigned` with the
+//! task sealed to the winner's Noise key. An executor's refusal (`ExecutionFailed` with a
+//! nil execution id) moves on at once, without touching its reputation.
 //! It decrypts the execution stream, hands it to the `ExecutionRelay`, verifies the result
 //! (signature, hash, paths, `git apply --check`, optional verify command), releases escrow
 //! with a signed `VibeTransaction` and records the executor's reputation. On failure,
@@ -592,6 +596,7 @@ impl TaskDistributor {
         let bids = task.bids.clone();
         let reward = task.request.reward;
         let profile = task.request.executor_profile.clone();
+        let minimum = self.config.economics.min_task_reward;
         let peer_manager = self.peer_manager.clone();
         let settler = self.settler.clone();
         let metrics = self.metrics.clone();
@@ -603,8 +608,15 @@ impl TaskDistributor {
                 let profiles = info
                     .map(|p| p.executor_profiles.clone())
                     .unwrap_or_default();
-                if let Err(reason) = market::check_bid(bid.price, reward, &profile, &profiles) {
-                    metrics.count_drop(DropReason::Unauthorized);
+                if let Err(reason) =
+                    market::check_bid(bid.price, reward, minimum, &profile, &profiles)
+                {
+                    metrics.count_drop(match reason {
+                        market::BadBid::Zero | market::BadBid::BelowMinimum { .. } => {
+                            DropReason::BidBelowMinimum
+                        }
+                        _ => DropReason::Unauthorized,
+                    });
                     tracing::warn!(%peer, %reason, "bid refused");
                     continue;
                 }
@@ -788,8 +800,14 @@ impl TaskDistributor {
                             });
                         }
                     }
-                    // Escrow failed: nothing is held, and no other bidder would change that.
-                    Err((false, reason)) => actor.fail(id, reason),
+                    // Escrow failed: nothing is held. Another bid may be one this node can
+                    // hold (a lower price), so move on rather than fail the task.
+                    Err((false, reason)) => {
+                        if let Some(task) = actor.tasks.get_mut(&id) {
+                            task.last_failure = Some(reason);
+                        }
+                        actor.assign_next(id, ctx);
+                    }
                     Err((true, reason)) => {
                         actor.settler.do_send(RefundEscrow { task_id: escrow_id });
                         if let Some(task) = actor.tasks.get_mut(&id) {
@@ -1389,6 +1407,14 @@ impl TaskDistributor {
         }
         if task.bids.len() >= bids_max {
             self.metrics.count_drop(DropReason::RateLimited);
+            return;
+        }
+        if let Err(reason) =
+            market::check_bid_price(bid.price, self.config.economics.min_task_reward)
+        {
+            // Refused where it arrives: it takes no place among the bids.
+            self.metrics.count_drop(DropReason::BidBelowMinimum);
+            tracing::warn!(task_id = %bid.task_id, from = %envelope.from_node, %reason, "bid refused");
             return;
         }
         task.bids.push((envelope.from_peer, bid.clone()));
