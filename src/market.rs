@@ -2,7 +2,8 @@
 //! actors. Also the plaintext types that travel end-to-end encrypted (the task, log
 //! batches, the result).
 //!
-//! - [`decide_bid`]: whether a node bids for a request and at what price.
+//! - [`decide_bid`]: whether a node bids for a request and at what price; [`may_reserve`]:
+//!   whether its bid may hold a slot (a free one, within the requester's share).
 //! - [`score_bid`] / [`rank_bids`]: how an originator orders the bids it collected.
 //! - [`check_bid`] / [`check_bid_price`]: what an originator refuses outright (a price of
 //!   zero or below its `min_task_reward`, above the reward, a profile the bidder lacks).
@@ -41,6 +42,8 @@ pub enum NoBid {
     Profile(String),
     #[error("no free slot")]
     NoSlot,
+    #[error("the requesting peer already holds {held} reservation(s) here")]
+    PeerReservations { held: usize },
     #[error("the accept policy refuses tasks from this peer")]
     Policy,
     #[error("capability {0} is missing")]
@@ -49,6 +52,24 @@ pub enum NoBid {
     Memory { needed: u64, available: u64 },
     #[error("price {price} would be above the reward {reward}")]
     Price { price: Vibe, reward: Vibe },
+}
+
+/// Whether a bid may reserve a slot: one must be free, and the requesting peer may hold
+/// at most `per_peer_max` reservations (`market.reservations_per_peer`).
+pub fn may_reserve(
+    free_slots: u32,
+    held_by_requester: usize,
+    per_peer_max: u32,
+) -> Result<(), NoBid> {
+    if held_by_requester >= per_peer_max as usize {
+        return Err(NoBid::PeerReservations {
+            held: held_by_requester,
+        });
+    }
+    if free_slots == 0 {
+        return Err(NoBid::NoSlot);
+    }
+    Ok(())
 }
 
 /// The estimated run time for a request, in seconds.
@@ -447,6 +468,17 @@ mod tests {
             decide_bid(&needy, "p", &bidder),
             Err(NoBid::Memory { .. })
         ));
+    }
+
+    #[test]
+    fn one_requester_holds_at_most_its_share_of_the_slots() {
+        assert_eq!(may_reserve(2, 0, 1), Ok(()));
+        assert_eq!(
+            may_reserve(1, 1, 1),
+            Err(NoBid::PeerReservations { held: 1 })
+        );
+        assert_eq!(may_reserve(1, 1, 2), Ok(()));
+        assert_eq!(may_reserve(0, 0, 1), Err(NoBid::NoSlot));
     }
 
     #[test]

@@ -329,3 +329,79 @@ async fn an_escrow_that_cannot_be_held_moves_on_to_the_next_bidder() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn one_peer_cannot_hold_every_slot_with_a_stream_of_requests() {
+    use apn::actors::distributor::{GetTask, TaskStatus};
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut originator = test_config(dir_a.path());
+    originator.market.bid_window_ms = 300;
+    let mut executor = test_config(dir_b.path());
+    executor
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
+    // Two slots, and reservations that last (the bidder's window sets their length).
+    executor.resources.max_concurrent_tasks = 2;
+    executor.market.bid_window_ms = 20_000;
+    let (a, b) = connected_pair(originator, executor).await;
+    let mut attacker = Attacker::attach(&b).await;
+    // The attacker asks for bids on task after task, each reserving a slot if it can.
+    attacker.request_bid(Vibe::from_whole(100)).await;
+    for _ in 0..5 {
+        let task_id = Uuid::new_v4();
+        attacker
+            .send(&APNMessage::TaskDistributionRequest(
+                TaskDistributionRequest {
+                    task_id,
+                    executor_profile: "SHELL".into(),
+                    requirements: Default::default(),
+                    reward: Vibe::from_whole(100),
+                    content_hash: String::new(),
+                    bid_deadline: chrono::Utc::now(),
+                },
+            ))
+            .await;
+    }
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            b.metrics.dropped(DropReason::ReservationLimit) == 5
+        })
+        .await,
+        "{:?}",
+        b.metrics.dropped_by_reason()
+    );
+    assert!(
+        attacker
+            .next_within(Duration::from_millis(500), |m| matches!(
+                m,
+                APNMessage::TaskBid(_)
+            ))
+            .await
+            .is_none(),
+        "one reservation per requesting peer"
+    );
+    // An honest originator still finds the other slot.
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = a
+        .distributor
+        .send(mesh_shell_task(repo.path(), "honest", "echo y >> f", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            a.distributor
+                .send(GetTask(id))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.status.is_final())
+        })
+        .await
+    );
+    let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -2,7 +2,9 @@
 //! this node's own tasks when it has a free slot.
 //!
 //! It owns the slots (`resources.max_concurrent_tasks`): a bid reserves one until the bid
-//! expires, an assignment or a local run takes one until the run ends. Each run is a task of
+//! expires (at most `market.reservations_per_peer` for one requesting peer, so a stream of
+//! requests from one key cannot hold them all), an assignment or a local run takes one until
+//! the run ends. Each run is a task of
 //! its own (`executor_run.rs`) that checks the repository out into a fresh workspace, runs
 //! the profile's command, streams progress and logs, and ends with the result or a failure.
 //!
@@ -423,8 +425,19 @@ impl Handler<ReserveSlot> for TaskExecutor {
             }
             return same;
         }
-        if free == 0 {
-            return false;
+        let held = self
+            .reservations
+            .values()
+            .filter(|r| r.bid.origin == request.origin && !r.bid.claimed)
+            .count();
+        match market::may_reserve(free, held, self.config.market.reservations_per_peer) {
+            Ok(()) => {}
+            Err(reason @ market::NoBid::PeerReservations { .. }) => {
+                self.metrics.count_drop(DropReason::ReservationLimit);
+                tracing::debug!(task_id = %request.task_id, origin = %request.origin, %reason, "no reservation");
+                return false;
+            }
+            Err(_) => return false,
         }
         self.reservations.insert(
             request.task_id,
