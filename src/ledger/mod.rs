@@ -13,7 +13,9 @@
 //! content is a no-op, with other content an error. A payment from a peer is stored under an
 //! id derived from the payer's key and its `tx_id` (`rules::incoming_transfer_id`), never
 //! under the `tx_id` itself: a peer cannot take an id this node needs for its own escrow
-//! release or refund. Rules are pure functions in `rules`.
+//! release or refund. Payments are accepted only from counterparties (peers whose task this
+//! node's executor admitted, kept in the `counterparties` table) and never past `i64::MAX`
+//! on any balance. Rules are pure functions in `rules`.
 
 pub mod audit;
 mod journal;
