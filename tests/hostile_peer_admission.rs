@@ -405,3 +405,70 @@ async fn one_peer_cannot_hold_every_slot_with_a_stream_of_requests() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_withdrawn_bid_gives_its_slot_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
+    // Reservations that would last 22 s if nobody withdrew them.
+    config.market.bid_window_ms = 20_000;
+    let victim = node(config).await;
+    let mut originator = Attacker::attach(&victim).await;
+    let first = originator.request_bid(Vibe::from_whole(100)).await;
+    // Another bid now would pass this originator's share of one reservation: the originator
+    // says the first one lost, and its slot comes back.
+    originator
+        .send(&APNMessage::TaskCancelled(TaskCancelled {
+            task_id: first.task_id,
+            reason: "another bid won".into(),
+        }))
+        .await;
+    let second = originator.request_bid(Vibe::from_whole(100)).await;
+    assert_ne!(second.task_id, first.task_id);
+    assert_eq!(victim.metrics.dropped(DropReason::ReservationLimit), 0);
+    // Someone else's withdrawal of the second bid changes nothing.
+    let stranger = Attacker::attach(&victim).await;
+    stranger
+        .send(&APNMessage::TaskCancelled(TaskCancelled {
+            task_id: second.task_id,
+            reason: "not mine".into(),
+        }))
+        .await;
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            victim.metrics.dropped(DropReason::Unauthorized) >= 1
+        })
+        .await
+    );
+    let refused = attacker_third_bid(&mut originator).await;
+    assert!(refused, "the second reservation still holds the share");
+    victim.shutdown().await;
+}
+
+/// A third request from the same originator gets no bid while its reservation holds.
+async fn attacker_third_bid(originator: &mut Attacker) -> bool {
+    let task_id = Uuid::new_v4();
+    originator
+        .send(&APNMessage::TaskDistributionRequest(
+            TaskDistributionRequest {
+                task_id,
+                executor_profile: "SHELL".into(),
+                requirements: Default::default(),
+                reward: Vibe::from_whole(100),
+                content_hash: String::new(),
+                bid_deadline: chrono::Utc::now(),
+            },
+        ))
+        .await;
+    originator
+        .next_within(
+            Duration::from_millis(800),
+            |m| matches!(m, APNMessage::TaskBid(b) if b.task_id == task_id),
+        )
+        .await
+        .is_none()
+}

@@ -7,7 +7,8 @@
 //! ranks them (`market::rank_bids`), escrows the agreed price (no escrow, no assignment: an
 //! escrow that cannot be held moves on to the next bid; an expired bid is skipped, and when
 //! only expired ones are left the task is offered again) and sends `TaskAssigned` with the
-//! task sealed to the winner's Noise key. An executor's refusal (`ExecutionFailed` with a
+//! task sealed to the winner's Noise key; the other bidders get a `TaskCancelled` that frees
+//! the slot they reserved, and their bids are spent. An executor's refusal (`ExecutionFailed` with a
 //! nil execution id) moves on at once, without touching its reputation.
 //! It decrypts the execution stream, hands it to the `ExecutionRelay`, verifies the result
 //! (signature, hash, paths, `git apply --check`, optional verify command), releases escrow
@@ -294,7 +295,8 @@ pub struct TaskDistributor {
     panel: Recipient<PanelEvent>,
     tasks: HashMap<Uuid, OriginTask>,
     order: VecDeque<Uuid>,
-    bid_on: HashMap<Uuid, Instant>,
+    /// Requests this node bid on: when it answered, and when the bid's reservation ends.
+    bid_on: HashMap<Uuid, (Instant, Instant)>,
     request_counts: HashMap<PeerId, (Instant, u32)>,
     profiles: Vec<String>,
 }
@@ -789,6 +791,21 @@ impl TaskDistributor {
                     Ok(pending) => {
                         tracing::info!(task_id = %id, executor = %node_id, %price, "task assigned");
                         if let Some(task) = actor.tasks.get_mut(&id) {
+                            // The other bidders hold a slot each for this task: give them back
+                            // now. Their bids are spent; a reassignment offers the task again.
+                            let now = Utc::now();
+                            for (loser, bid) in task.bids.iter_mut().filter(|(p, _)| *p != peer) {
+                                if bid.valid_until > now {
+                                    bid.valid_until = now;
+                                    actor.peer_manager.do_send(SendTo {
+                                        peer: *loser,
+                                        message: APNMessage::TaskCancelled(TaskCancelled {
+                                            task_id: id,
+                                            reason: "another bid won".into(),
+                                        }),
+                                    });
+                                }
+                            }
                             task.assignment = Some(Assignment {
                                 peer,
                                 node_id,
@@ -1277,12 +1294,16 @@ impl TaskDistributor {
         ctx: &mut Context<Self>,
     ) {
         let origin = envelope.from_peer;
-        // A copy of a request already answered (it comes by gossip and directly) is not a
-        // new request: it neither counts against the rate limit nor gets a second bid.
+        // A copy of a request already answered (it comes by gossip and directly, within a
+        // bid window) is not a new request: it neither counts against the rate limit nor gets
+        // a second bid. A later round of it (the originator offers it again) is answered.
+        let copies_window = Duration::from_millis(self.config.market.bid_window_ms);
         if self
             .bid_on
             .get(&request.task_id)
-            .is_some_and(|until| *until > Instant::now())
+            .is_some_and(|(answered, until)| {
+                answered.elapsed() < copies_window && *until > Instant::now()
+            })
         {
             return;
         }
@@ -1308,7 +1329,7 @@ impl TaskDistributor {
         };
         if self.bid_on.len() >= BIDS_REMEMBERED_MAX {
             let now = Instant::now();
-            self.bid_on.retain(|_, until| *until > now);
+            self.bid_on.retain(|_, (_, until)| *until > now);
             if self.bid_on.len() >= BIDS_REMEMBERED_MAX {
                 // Every remembered bid is still live: this node is bidding at its limit.
                 self.metrics.count_drop(DropReason::RateLimited);
@@ -1318,7 +1339,7 @@ impl TaskDistributor {
         let lifetime = Duration::from_millis(self.config.market.bid_window_ms)
             + super::executor::RESERVATION_GRACE;
         let until = Instant::now() + lifetime;
-        self.bid_on.insert(request.task_id, until);
+        self.bid_on.insert(request.task_id, (Instant::now(), until));
         let bid = TaskBid {
             task_id: request.task_id,
             bidder: self.identity.node_id().clone(),

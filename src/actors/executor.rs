@@ -2,9 +2,9 @@
 //! this node's own tasks when it has a free slot.
 //!
 //! It owns the slots (`resources.max_concurrent_tasks`): a bid reserves one until the bid
-//! expires (at most `market.reservations_per_peer` for one requesting peer, so a stream of
-//! requests from one key cannot hold them all), an assignment or a local run takes one until
-//! the run ends. Each run is a task of
+//! expires or its originator withdraws it (`TaskCancelled` for a bid that lost; at most
+//! `market.reservations_per_peer` for one requesting peer, so a stream of requests from one
+//! key cannot hold them all), an assignment or a local run takes one until the run ends. Each run is a task of
 //! its own (`executor_run.rs`) that checks the repository out into a fresh workspace, runs
 //! the profile's command, streams progress and logs, and ends with the result or a failure.
 //!
@@ -381,12 +381,22 @@ impl Handler<Inbound> for TaskExecutor {
             }
             APNMessage::TaskCancelled(cancelled) => {
                 let from = inbound.envelope.from_peer;
-                match self.running.get(&cancelled.task_id) {
+                let task_id = cancelled.task_id;
+                match self.running.get(&task_id) {
                     Some(running) if running.origin == Some(from) => {
-                        tracing::info!(task_id = %cancelled.task_id, reason = %cancelled.reason, "originator cancelled the run");
+                        tracing::info!(%task_id, reason = %cancelled.reason, "originator cancelled the run");
                         running.cancel.cancel();
                     }
-                    _ => self.metrics.count_drop(DropReason::Unauthorized),
+                    Some(_) => self.metrics.count_drop(DropReason::Unauthorized),
+                    // A bid that lost: its reservation's slot comes back at once.
+                    None => match self.reservations.get(&task_id) {
+                        Some(r) if r.bid.origin == from && !r.bid.claimed => {
+                            tracing::debug!(%task_id, reason = %cancelled.reason, "bid withdrawn by the originator");
+                            self.reservations.remove(&task_id);
+                            self.announce_slots();
+                        }
+                        _ => self.metrics.count_drop(DropReason::Unauthorized),
+                    },
                 }
             }
             other => tracing::debug!(kind = other.kind(), "executor ignores this message"),
