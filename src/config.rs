@@ -250,6 +250,9 @@ pub struct MarketConfig {
     pub heartbeat_timeout_s: u64,
     /// Task requests accepted per peer per minute.
     pub requests_per_peer_per_minute: u32,
+    /// Slots one requesting peer may hold reserved for this node's bids at a time: beyond it
+    /// its requests get no bid, so one key cannot hold every slot with a stream of requests.
+    pub reservations_per_peer: u32,
 }
 
 impl Default for MarketConfig {
@@ -261,6 +264,7 @@ impl Default for MarketConfig {
             reassignments_max: 2,
             heartbeat_timeout_s: 30,
             requests_per_peer_per_minute: 120,
+            reservations_per_peer: 1,
         }
     }
 }
@@ -520,6 +524,12 @@ impl Config {
             return Err(invalid(
                 "resources.max_concurrent_tasks",
                 "must be at most 1024",
+            ));
+        }
+        if self.market.reservations_per_peer == 0 {
+            return Err(invalid(
+                "market.reservations_per_peer",
+                "must be at least 1",
             ));
         }
         if self.node.clock_skew_s == 0 {

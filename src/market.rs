@@ -2,9 +2,11 @@
 //! actors. Also the plaintext types that travel end-to-end encrypted (the task, log
 //! batches, the result).
 //!
-//! - [`decide_bid`]: whether a node bids for a request and at what price.
+//! - [`decide_bid`]: whether a node bids for a request and at what price; [`may_reserve`]:
+//!   whether its bid may hold a slot (a free one, within the requester's share).
 //! - [`score_bid`] / [`rank_bids`]: how an originator orders the bids it collected.
-//! - [`check_bid`]: what an originator refuses outright.
+//! - [`check_bid`] / [`check_bid_price`]: what an originator refuses outright (a price of
+//!   zero or below its `min_task_reward`, above the reward, a profile the bidder lacks).
 //! - [`admit_assignment`] / [`admit_payload`]: what an executor accepts as an assignment
 //!   (only for a live bid it made, at its price; never a path on its own disk from a peer;
 //!   a bundle only with the chunk count its size implies, [`check_bundle_shape`]).
@@ -44,6 +46,8 @@ pub enum NoBid {
     Profile(String),
     #[error("no free slot")]
     NoSlot,
+    #[error("the requesting peer already holds {held} reservation(s) here")]
+    PeerReservations { held: usize },
     #[error("the accept policy refuses tasks from this peer")]
     Policy,
     #[error("capability {0} is missing")]
@@ -52,6 +56,24 @@ pub enum NoBid {
     Memory { needed: u64, available: u64 },
     #[error("price {price} would be above the reward {reward}")]
     Price { price: Vibe, reward: Vibe },
+}
+
+/// Whether a bid may reserve a slot: one must be free, and the requesting peer may hold
+/// at most `per_peer_max` reservations (`market.reservations_per_peer`).
+pub fn may_reserve(
+    free_slots: u32,
+    held_by_requester: usize,
+    per_peer_max: u32,
+) -> Result<(), NoBid> {
+    if held_by_requester >= per_peer_max as usize {
+        return Err(NoBid::PeerReservations {
+            held: held_by_requester,
+        });
+    }
+    if free_slots == 0 {
+        return Err(NoBid::NoSlot);
+    }
+    Ok(())
 }
 
 /// The estimated run time for a request, in seconds.
@@ -128,19 +150,41 @@ pub struct BidFacts {
 /// Why an originator refuses a bid outright.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadBid {
+    #[error("a bid price of zero")]
+    Zero,
+    #[error("price {price} below the minimum task reward {minimum}")]
+    BelowMinimum { price: Vibe, minimum: Vibe },
     #[error("price {price} above the reward {reward}")]
     AboveReward { price: Vibe, reward: Vibe },
     #[error("the bidder does not advertise profile {0}")]
     Profile(String),
 }
 
-/// Refuse bids above the reward or from nodes that do not advertise the profile.
+/// Refuse a bid price of zero or below `min_task_reward` (the originator's own floor): free
+/// or near-free work scores best and would win every task it cannot be paid for.
+pub fn check_bid_price(price: Vibe, min_task_reward: Vibe) -> Result<(), BadBid> {
+    if price == Vibe::ZERO {
+        return Err(BadBid::Zero);
+    }
+    if price < min_task_reward {
+        return Err(BadBid::BelowMinimum {
+            price,
+            minimum: min_task_reward,
+        });
+    }
+    Ok(())
+}
+
+/// Refuse bids at zero or below the minimum ([`check_bid_price`]), above the reward, or from
+/// nodes that do not advertise the profile.
 pub fn check_bid(
     price: Vibe,
     reward: Vibe,
+    min_task_reward: Vibe,
     profile: &str,
     bidder_profiles: &[String],
 ) -> Result<(), BadBid> {
+    check_bid_price(price, min_task_reward)?;
     if price > reward {
         return Err(BadBid::AboveReward { price, reward });
     }
@@ -443,6 +487,17 @@ mod tests {
     }
 
     #[test]
+    fn one_requester_holds_at_most_its_share_of_the_slots() {
+        assert_eq!(may_reserve(2, 0, 1), Ok(()));
+        assert_eq!(
+            may_reserve(1, 1, 1),
+            Err(NoBid::PeerReservations { held: 1 })
+        );
+        assert_eq!(may_reserve(1, 1, 2), Ok(()));
+        assert_eq!(may_reserve(0, 0, 1), Err(NoBid::NoSlot));
+    }
+
+    #[test]
     fn cheaper_faster_more_reputable_closer_bids_rank_first() {
         let reward = Vibe::from_whole(10);
         let base = BidFacts {
@@ -590,14 +645,35 @@ mod tests {
     #[test]
     fn originator_refuses_bids_above_reward_or_without_the_profile() {
         let profiles = vec!["SHELL".to_string()];
-        assert!(check_bid(Vibe::from_whole(2), Vibe::from_whole(3), "SHELL", &profiles).is_ok());
+        let min = Vibe::from_whole(1);
+        let reward = Vibe::from_whole(3);
+        assert!(check_bid(Vibe::from_whole(2), reward, min, "SHELL", &profiles).is_ok());
+        assert!(check_bid(min, reward, min, "SHELL", &profiles).is_ok());
         assert!(matches!(
-            check_bid(Vibe::from_whole(4), Vibe::from_whole(3), "SHELL", &profiles),
+            check_bid(Vibe::from_whole(4), reward, min, "SHELL", &profiles),
             Err(BadBid::AboveReward { .. })
         ));
         assert!(matches!(
-            check_bid(Vibe::from_whole(1), Vibe::from_whole(3), "CODEX", &profiles),
+            check_bid(Vibe::from_whole(1), reward, min, "CODEX", &profiles),
             Err(BadBid::Profile(_))
         ));
+    }
+
+    #[test]
+    fn originator_refuses_free_and_below_minimum_bids() {
+        let profiles = vec!["SHELL".to_string()];
+        let min = Vibe::from_whole(1);
+        let reward = Vibe::from_whole(3);
+        assert_eq!(
+            check_bid(Vibe::ZERO, reward, min, "SHELL", &profiles),
+            Err(BadBid::Zero)
+        );
+        assert!(matches!(
+            check_bid(Vibe::from_micros(999_999), reward, min, "SHELL", &profiles),
+            Err(BadBid::BelowMinimum { .. })
+        ));
+        // A zero minimum still refuses a zero price.
+        assert_eq!(check_bid_price(Vibe::ZERO, Vibe::ZERO), Err(BadBid::Zero));
+        assert_eq!(check_bid_price(Vibe::from_micros(1), Vibe::ZERO), Ok(()));
     }
 }

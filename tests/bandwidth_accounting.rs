@@ -114,6 +114,15 @@ async fn log_stream_bandwidth_is_paid_in_batches_with_signed_transactions() {
     };
     let (provider, consumer) =
         connected_pair(configure(dirs[0].path()), configure(dirs[1].path())).await;
+    // The provider runs the consumer's tasks (its executor admitted one): the consumer's
+    // payments are welcome on the provider.
+    provider
+        .settler
+        .send(apn::actors::settler::RecordCounterparty {
+            peer: consumer.identity.public_key(),
+        })
+        .await
+        .unwrap();
     // 300 kB of log stream from the provider to the consumer: over the 200 kB threshold.
     for sequence in 0..3u64 {
         let message = APNMessage::ExecutionLogs(ExecutionLogs {

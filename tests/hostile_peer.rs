@@ -279,6 +279,15 @@ async fn a_replayed_payment_is_credited_once() {
     let victim = node(test_config(dir.path())).await;
     let (attacker, swarm, mut events) = attach_attacker(&victim).await;
     let victim_peer = victim.identity.peer_id();
+    // The victim ran a task for the attacker: its payments are accepted (a stranger's are
+    // not: see hostile_peer_ledger.rs).
+    victim
+        .settler
+        .send(apn::actors::settler::RecordCounterparty {
+            peer: attacker.public_key(),
+        })
+        .await
+        .unwrap();
     // A real payment, attacker to victim, then the same frame again, then the same payment
     // in a fresh envelope (which passes the replay cache and must meet the ledger's dedupe).
     let payment = VibeTransaction::signed_with_id(

@@ -187,3 +187,288 @@ async fn a_bundle_announcing_a_huge_chunk_count_is_refused_without_allocating() 
     assert_ne!(again.task_id, bid.task_id);
     victim.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_zero_bid_is_refused_and_the_task_goes_to_an_honest_bidder() {
+    use apn::actors::distributor::{GetTask, TaskStatus};
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut originator = test_config(dir_a.path());
+    originator.market.bid_window_ms = 1500;
+    let (a, b) = connected_pair(originator, {
+        let mut executor = test_config(dir_b.path());
+        executor
+            .executor
+            .profiles
+            .insert("SHELL".into(), shell_profile());
+        executor
+    })
+    .await;
+    let mut attacker = Attacker::attach(&a).await;
+    attacker.announce(&["SHELL"]).await;
+    let attacker_id = attacker.identity.peer_id().to_string();
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(&a)
+                .await
+                .iter()
+                .any(|p| p.peer_id == attacker_id && p.announced)
+        })
+        .await
+    );
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = a
+        .distributor
+        .send(mesh_shell_task(repo.path(), "zero", "echo y >> f", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    attacker
+        .next(|m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == id))
+        .await;
+    // Free work, the best score there is: once it won, held a zero escrow, and failed the task.
+    attacker
+        .send(&APNMessage::TaskBid(TaskBid {
+            task_id: id,
+            bidder: attacker.identity.node_id().clone(),
+            price: Vibe::ZERO,
+            estimated_duration_s: 1,
+            capabilities: vec![],
+            valid_until: chrono::Utc::now() + chrono::Duration::seconds(30),
+        }))
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            a.distributor
+                .send(GetTask(id))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.status.is_final())
+        })
+        .await
+    );
+    let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(
+        view.assigned_node.as_deref(),
+        Some(b.identity.node_id().as_str())
+    );
+    assert_eq!(a.metrics.dropped(DropReason::BidBelowMinimum), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_escrow_that_cannot_be_held_moves_on_to_the_next_bidder() {
+    use apn::actors::distributor::{GetTask, TaskStatus};
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut originator = test_config(dir_a.path());
+    originator.market.bid_window_ms = 1500;
+    // Enough for the honest bid (17 VIBE/h for 10 min: 2.833333), not for the reward.
+    originator.economics.initial_balance = Vibe::from_micros(2_900_000);
+    let (a, b) = connected_pair(originator, {
+        let mut executor = test_config(dir_b.path());
+        executor.economics.compute_rate_per_cpu_hour = Vibe::from_whole(17);
+        executor
+            .executor
+            .profiles
+            .insert("SHELL".into(), shell_profile());
+        executor
+    })
+    .await;
+    let mut attacker = Attacker::attach(&a).await;
+    attacker.announce(&["SHELL"]).await;
+    let attacker_id = attacker.identity.peer_id().to_string();
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(&a)
+                .await
+                .iter()
+                .any(|p| p.peer_id == attacker_id && p.announced)
+        })
+        .await
+    );
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = a
+        .distributor
+        .send(mesh_shell_task(repo.path(), "broke", "echo y >> f", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    attacker
+        .next(|m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == id))
+        .await;
+    // The whole reward, "in one second": it ranks first, and the originator cannot hold it.
+    attacker
+        .send(&APNMessage::TaskBid(TaskBid {
+            task_id: id,
+            bidder: attacker.identity.node_id().clone(),
+            price: Vibe::from_whole(3),
+            estimated_duration_s: 1,
+            capabilities: vec![],
+            valid_until: chrono::Utc::now() + chrono::Duration::seconds(30),
+        }))
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            a.distributor
+                .send(GetTask(id))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.status.is_final())
+        })
+        .await
+    );
+    let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(
+        view.assigned_node.as_deref(),
+        Some(b.identity.node_id().as_str())
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn one_peer_cannot_hold_every_slot_with_a_stream_of_requests() {
+    use apn::actors::distributor::{GetTask, TaskStatus};
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut originator = test_config(dir_a.path());
+    originator.market.bid_window_ms = 300;
+    let mut executor = test_config(dir_b.path());
+    executor
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
+    // Two slots, and reservations that last (the bidder's window sets their length).
+    executor.resources.max_concurrent_tasks = 2;
+    executor.market.bid_window_ms = 20_000;
+    let (a, b) = connected_pair(originator, executor).await;
+    let mut attacker = Attacker::attach(&b).await;
+    // The attacker asks for bids on task after task, each reserving a slot if it can.
+    attacker.request_bid(Vibe::from_whole(100)).await;
+    for _ in 0..5 {
+        let task_id = Uuid::new_v4();
+        attacker
+            .send(&APNMessage::TaskDistributionRequest(
+                TaskDistributionRequest {
+                    task_id,
+                    executor_profile: "SHELL".into(),
+                    requirements: Default::default(),
+                    reward: Vibe::from_whole(100),
+                    content_hash: String::new(),
+                    bid_deadline: chrono::Utc::now(),
+                },
+            ))
+            .await;
+    }
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            b.metrics.dropped(DropReason::ReservationLimit) == 5
+        })
+        .await,
+        "{:?}",
+        b.metrics.dropped_by_reason()
+    );
+    assert!(
+        attacker
+            .next_within(Duration::from_millis(500), |m| matches!(
+                m,
+                APNMessage::TaskBid(_)
+            ))
+            .await
+            .is_none(),
+        "one reservation per requesting peer"
+    );
+    // An honest originator still finds the other slot.
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = a
+        .distributor
+        .send(mesh_shell_task(repo.path(), "honest", "echo y >> f", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            a.distributor
+                .send(GetTask(id))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.status.is_final())
+        })
+        .await
+    );
+    let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_withdrawn_bid_gives_its_slot_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
+    // Reservations that would last 22 s if nobody withdrew them.
+    config.market.bid_window_ms = 20_000;
+    let victim = node(config).await;
+    let mut originator = Attacker::attach(&victim).await;
+    let first = originator.request_bid(Vibe::from_whole(100)).await;
+    // Another bid now would pass this originator's share of one reservation: the originator
+    // says the first one lost, and its slot comes back.
+    originator
+        .send(&APNMessage::TaskCancelled(TaskCancelled {
+            task_id: first.task_id,
+            reason: "another bid won".into(),
+        }))
+        .await;
+    let second = originator.request_bid(Vibe::from_whole(100)).await;
+    assert_ne!(second.task_id, first.task_id);
+    assert_eq!(victim.metrics.dropped(DropReason::ReservationLimit), 0);
+    // Someone else's withdrawal of the second bid changes nothing.
+    let stranger = Attacker::attach(&victim).await;
+    stranger
+        .send(&APNMessage::TaskCancelled(TaskCancelled {
+            task_id: second.task_id,
+            reason: "not mine".into(),
+        }))
+        .await;
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            victim.metrics.dropped(DropReason::Unauthorized) >= 1
+        })
+        .await
+    );
+    let refused = attacker_third_bid(&mut originator).await;
+    assert!(refused, "the second reservation still holds the share");
+    victim.shutdown().await;
+}
+
+/// A third request from the same originator gets no bid while its reservation holds.
+async fn attacker_third_bid(originator: &mut Attacker) -> bool {
+    let task_id = Uuid::new_v4();
+    originator
+        .send(&APNMessage::TaskDistributionRequest(
+            TaskDistributionRequest {
+                task_id,
+                executor_profile: "SHELL".into(),
+                requirements: Default::default(),
+                reward: Vibe::from_whole(100),
+                content_hash: String::new(),
+                bid_deadline: chrono::Utc::now(),
+            },
+        ))
+        .await;
+    originator
+        .next_within(
+            Duration::from_millis(800),
+            |m| matches!(m, APNMessage::TaskBid(b) if b.task_id == task_id),
+        )
+        .await
+        .is_none()
+}

@@ -103,3 +103,126 @@ async fn squatted_refund_and_release_ids_cannot_lock_an_escrow_or_the_restart() 
     );
     restarted.shutdown().await;
 }
+
+/// A payment of `amount` from `payer` to the victim, with a fresh id.
+fn payment(payer: &Attacker, victim: &NodeHandle, amount: Vibe) -> VibeTransaction {
+    VibeTransaction::new_signed(
+        &payer.identity,
+        victim.identity.public_key(),
+        amount,
+        TransactionReason::BandwidthShare,
+        None,
+    )
+}
+
+async fn receipt_for(attacker: &mut Attacker, tx_id: Uuid, within: Duration) -> bool {
+    attacker
+        .next_within(
+            within,
+            |m| matches!(m, APNMessage::PaymentReceipt(r) if r.tx_id == tx_id),
+        )
+        .await
+        .is_some()
+}
+
+async fn balance(victim: &NodeHandle) -> Vibe {
+    victim
+        .settler
+        .send(GetBalance)
+        .await
+        .unwrap()
+        .expect("the balance stays readable")
+        .balance
+}
+
+#[actix_rt::test]
+async fn unsolicited_and_overflowing_payments_are_refused_and_cost_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
+    // As rich as a node can be told to start: a few large credits reach i64::MAX µVIBE.
+    config.economics.initial_balance = apn::messages::vibe::VIBE_MAX;
+    let victim = node(config).await;
+    let start = balance(&victim).await;
+
+    // A stranger, with no task of its own on the victim, pays it.
+    let mut stranger = Attacker::attach(&victim).await;
+    let gift = payment(&stranger, &victim, Vibe::from_whole(5));
+    stranger
+        .send(&APNMessage::VibeTransaction(gift.clone()))
+        .await;
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            victim.metrics.dropped(DropReason::UnsolicitedPayment) == 1
+        })
+        .await,
+        "the unsolicited payment was not refused: {:?}",
+        victim.metrics.dropped_by_reason()
+    );
+    assert!(!receipt_for(&mut stranger, gift.tx_id, Duration::from_millis(500)).await);
+    assert_eq!(balance(&victim).await, start);
+
+    // A customer: the victim admitted its task, so its payments count, until one would
+    // overflow the victim's balance.
+    let mut customer = Attacker::attach(&victim).await;
+    customer.announce(&[]).await;
+    let customer_id = customer.identity.peer_id().to_string();
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(&victim)
+                .await
+                .iter()
+                .any(|p| p.peer_id == customer_id && p.announced)
+        })
+        .await
+    );
+    let bid = customer.request_bid(Vibe::from_whole(100)).await;
+    let assignment = customer.assignment(
+        &victim,
+        bid.task_id,
+        bid.price,
+        &apn::market::TaskPayload {
+            title: "customer".into(),
+            prompt: "true".into(),
+            executor_profile: "SHELL".into(),
+            base_commit: "0".repeat(40),
+            repo: apn::market::RepoDelivery::Bundle {
+                bytes: 10,
+                total_chunks: 1,
+            },
+            timeout_s: 30,
+        },
+    );
+    customer.send(&assignment).await;
+    customer
+        .next(|m| matches!(m, APNMessage::ExecutionStarted(s) if s.task_id == bid.task_id))
+        .await;
+    let most = apn::messages::vibe::VIBE_MAX;
+    for _ in 0..8 {
+        let paid = payment(&customer, &victim, most);
+        customer
+            .send(&APNMessage::VibeTransaction(paid.clone()))
+            .await;
+        assert!(receipt_for(&mut customer, paid.tx_id, EVENT_TIMEOUT).await);
+    }
+    let rich = balance(&victim).await;
+    assert_eq!(rich.micros(), start.micros() + 8 * most.micros());
+    let overflowing = payment(&customer, &victim, most);
+    customer
+        .send(&APNMessage::VibeTransaction(overflowing.clone()))
+        .await;
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            victim.metrics.dropped(DropReason::PaymentOverflow) == 1
+        })
+        .await,
+        "the overflowing payment was not refused: {:?}",
+        victim.metrics.dropped_by_reason()
+    );
+    assert!(!receipt_for(&mut customer, overflowing.tx_id, Duration::from_millis(500)).await);
+    assert_eq!(balance(&victim).await, rich, "balance unchanged");
+    victim.shutdown().await;
+}

@@ -64,6 +64,7 @@ fn apply(ledger: &mut Ledger, world: &World, op: &Op) -> Result<bool, LedgerErro
                 None,
                 chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
             );
+            ledger.record_counterparty(&world.payer.public_key())?;
             ledger.record_incoming(&transaction, &world.own.public_key())
         }
     }
@@ -190,7 +191,14 @@ fn forged_or_misaddressed_payments_are_refused_and_nothing_is_written() {
         "a refused payment wrote something"
     );
     assert_eq!(ledger.transfer_count("incoming").unwrap(), 0);
-    // The genuine one is credited once, even when replayed.
+    // Genuine, but from a peer this node has no relationship with.
+    assert!(matches!(
+        ledger.record_incoming(&good, &own.public_key()),
+        Err(LedgerError::Unsolicited)
+    ));
+    assert_eq!(ledger.balances().unwrap(), before);
+    // Once it is a counterparty the payment is credited once, even when replayed.
+    ledger.record_counterparty(&payer.public_key()).unwrap();
     assert!(ledger.record_incoming(&good, &own.public_key()).unwrap());
     assert!(!ledger.record_incoming(&good, &own.public_key()).unwrap());
     assert_eq!(ledger.own_balance().unwrap(), Vibe::from_whole(3));
@@ -378,6 +386,7 @@ fn payments_stored_under_their_raw_id_by_an_older_schema_are_renamed_and_stay_de
     );
     {
         let mut ledger = Ledger::open(&path, &own.public_key()).unwrap();
+        ledger.record_counterparty(&payer.public_key()).unwrap();
         assert!(ledger.record_incoming(&payment, &own.public_key()).unwrap());
     }
     // Make it look like schema 2 wrote it: the raw tx id, version 2.

@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use apn::actors::distributor::{GetTask, TaskStatus};
-use apn::actors::settler::{GetBalance, INTERRUPTED_REASON, PayPeer, UndeliveredPayments};
+use apn::actors::settler::{
+    GetBalance, INTERRUPTED_REASON, PayPeer, RecordCounterparty, UndeliveredPayments,
+};
 use apn::config::Config;
 use apn::messages::{TransactionReason, Vibe};
 use common::*;
@@ -39,6 +41,13 @@ async fn a_payment_to_a_node_that_was_down_arrives_once_when_it_returns() {
     config_b.node.announce_interval_s = 1;
     let (a, b) = connected_pair(test_config(dir_a.path()), config_b.clone()).await;
     let payee = b.identity.public_key();
+    // b ran a task for a (its executor admitted it): a's payments are welcome on b.
+    b.settler
+        .send(RecordCounterparty {
+            peer: a.identity.public_key(),
+        })
+        .await
+        .unwrap();
     b.shutdown().await;
 
     let amount = Vibe::from_whole(7);

@@ -4,11 +4,14 @@
 //! the same transaction that debits it (see `ledger::outbox`); the role that settled sends
 //! it at once, and the courier sends again whatever is still waiting for a receipt, with
 //! backoff, until the payee confirms. Payee side: an incoming `VibeTransaction` is credited
-//! by the settlement engine (a repeat is a no-op) and answered with a `PaymentReceipt`.
+//! by the settlement engine (a repeat is a no-op) and answered with a `PaymentReceipt`. A
+//! payment the engine refuses (forged, not ours, from a peer with no task relationship, or
+//! overflowing a balance) gets no receipt and is counted by reason in the metrics.
 //!
 //! In: `Inbound` (`VibeTransaction`, `PaymentReceipt`). Out: `SendTo` through the peer
 //! manager; `AcceptPayment`, `TakeDuePayments`, `ConfirmDelivery` to the settlement engine.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -16,7 +19,9 @@ use actix::prelude::*;
 use super::peer_manager::{Inbound, PeerManager, SendTo};
 use super::settler::{AcceptPayment, ConfirmDelivery, SettlementEngine, TakeDuePayments};
 use crate::identity;
-use crate::messages::{APNMessage, PaymentReceipt};
+use crate::ledger::LedgerError;
+use crate::messages::{APNMessage, DropReason, PaymentReceipt};
+use crate::metrics::NetMetrics;
 
 /// How often the outbox is checked for payments due again.
 const OUTBOX_POLL: Duration = Duration::from_secs(1);
@@ -27,15 +32,21 @@ const RESEND_PER_POLL: usize = 64;
 pub struct PaymentCourier {
     settler: Addr<SettlementEngine>,
     peer_manager: Addr<PeerManager>,
+    metrics: Arc<NetMetrics>,
     /// A poll is in flight: the next tick waits for it.
     polling: bool,
 }
 
 impl PaymentCourier {
-    pub fn new(settler: Addr<SettlementEngine>, peer_manager: Addr<PeerManager>) -> Self {
+    pub fn new(
+        settler: Addr<SettlementEngine>,
+        peer_manager: Addr<PeerManager>,
+        metrics: Arc<NetMetrics>,
+    ) -> Self {
         PaymentCourier {
             settler,
             peer_manager,
+            metrics,
             polling: false,
         }
     }
@@ -86,6 +97,7 @@ impl PaymentCourier {
         let tx_id = transaction.tx_id;
         let settler = self.settler.clone();
         let peer_manager = self.peer_manager.clone();
+        let metrics = self.metrics.clone();
         ctx.spawn(
             async move {
                 match settler.send(AcceptPayment(inbound)).await {
@@ -99,6 +111,7 @@ impl PaymentCourier {
                             .await;
                     }
                     Ok(Err(e)) => {
+                        metrics.count_drop(refusal_reason(&e));
                         tracing::warn!(tx = %tx_id, from = %payer, error = %e, "payment refused")
                     }
                     Err(_) => {}
@@ -122,6 +135,15 @@ impl PaymentCourier {
                 Err(_) => {}
             }
         });
+    }
+}
+
+/// The metric a refused payment is counted under.
+pub fn refusal_reason(error: &LedgerError) -> DropReason {
+    match error {
+        LedgerError::Unsolicited => DropReason::UnsolicitedPayment,
+        LedgerError::Overflow { .. } => DropReason::PaymentOverflow,
+        _ => DropReason::Unauthorized,
     }
 }
 

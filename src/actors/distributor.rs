@@ -3,8 +3,13 @@
 //! Originating side: `CreateTaskAttempt` runs locally when a slot is free, the profile is
 //! here and the caller allows it; otherwise the distributor bundles the base commit,
 //! broadcasts a `TaskDistributionRequest` (metadata only), collects `TaskBid`s for the bid
-//! window, ranks them (`market::rank_bids`), escrows the agreed price (no escrow, no
-//! assignment) and sends `TaskAssigned` with the task sealed to the winner's Noise key.
+//! window (a price of zero or below `economics.min_task_reward` is refused on arrival),
+//! ranks them (`market::rank_bids`), escrows the agreed price (no escrow, no assignment: an
+//! escrow that cannot be held moves on to the next bid; an expired bid is skipped, and when
+//! only expired ones are left the task is offered again) and sends `TaskAssigned` with the
+//! task sealed to the winner's Noise key; the other bidders get a `TaskCancelled` that frees
+//! the slot they reserved, and their bids are spent. An executor's refusal (`ExecutionFailed` with a
+//! nil execution id) moves on at once, without touching its reputation.
 //! It decrypts the execution stream, hands it to the `ExecutionRelay`, verifies the result
 //! (signature, hash, paths, `git apply --check`, optional verify command), releases escrow
 //! with a signed `VibeTransaction` and records the executor's reputation. On failure,
@@ -290,7 +295,8 @@ pub struct TaskDistributor {
     panel: Recipient<PanelEvent>,
     tasks: HashMap<Uuid, OriginTask>,
     order: VecDeque<Uuid>,
-    bid_on: HashMap<Uuid, Instant>,
+    /// Requests this node bid on: when it answered, and when the bid's reservation ends.
+    bid_on: HashMap<Uuid, (Instant, Instant)>,
     request_counts: HashMap<PeerId, (Instant, u32)>,
     profiles: Vec<String>,
 }
@@ -592,6 +598,7 @@ impl TaskDistributor {
         let bids = task.bids.clone();
         let reward = task.request.reward;
         let profile = task.request.executor_profile.clone();
+        let minimum = self.config.economics.min_task_reward;
         let peer_manager = self.peer_manager.clone();
         let settler = self.settler.clone();
         let metrics = self.metrics.clone();
@@ -603,8 +610,15 @@ impl TaskDistributor {
                 let profiles = info
                     .map(|p| p.executor_profiles.clone())
                     .unwrap_or_default();
-                if let Err(reason) = market::check_bid(bid.price, reward, &profile, &profiles) {
-                    metrics.count_drop(DropReason::Unauthorized);
+                if let Err(reason) =
+                    market::check_bid(bid.price, reward, minimum, &profile, &profiles)
+                {
+                    metrics.count_drop(match reason {
+                        market::BadBid::Zero | market::BadBid::BelowMinimum { .. } => {
+                            DropReason::BidBelowMinimum
+                        }
+                        _ => DropReason::Unauthorized,
+                    });
                     tracing::warn!(%peer, %reason, "bid refused");
                     continue;
                 }
@@ -777,6 +791,21 @@ impl TaskDistributor {
                     Ok(pending) => {
                         tracing::info!(task_id = %id, executor = %node_id, %price, "task assigned");
                         if let Some(task) = actor.tasks.get_mut(&id) {
+                            // The other bidders hold a slot each for this task: give them back
+                            // now. Their bids are spent; a reassignment offers the task again.
+                            let now = Utc::now();
+                            for (loser, bid) in task.bids.iter_mut().filter(|(p, _)| *p != peer) {
+                                if bid.valid_until > now {
+                                    bid.valid_until = now;
+                                    actor.peer_manager.do_send(SendTo {
+                                        peer: *loser,
+                                        message: APNMessage::TaskCancelled(TaskCancelled {
+                                            task_id: id,
+                                            reason: "another bid won".into(),
+                                        }),
+                                    });
+                                }
+                            }
                             task.assignment = Some(Assignment {
                                 peer,
                                 node_id,
@@ -788,8 +817,14 @@ impl TaskDistributor {
                             });
                         }
                     }
-                    // Escrow failed: nothing is held, and no other bidder would change that.
-                    Err((false, reason)) => actor.fail(id, reason),
+                    // Escrow failed: nothing is held. Another bid may be one this node can
+                    // hold (a lower price), so move on rather than fail the task.
+                    Err((false, reason)) => {
+                        if let Some(task) = actor.tasks.get_mut(&id) {
+                            task.last_failure = Some(reason);
+                        }
+                        actor.assign_next(id, ctx);
+                    }
                     Err((true, reason)) => {
                         actor.settler.do_send(RefundEscrow { task_id: escrow_id });
                         if let Some(task) = actor.tasks.get_mut(&id) {
@@ -1288,12 +1323,16 @@ impl TaskDistributor {
         ctx: &mut Context<Self>,
     ) {
         let origin = envelope.from_peer;
-        // A copy of a request already answered (it comes by gossip and directly) is not a
-        // new request: it neither counts against the rate limit nor gets a second bid.
+        // A copy of a request already answered (it comes by gossip and directly, within a
+        // bid window) is not a new request: it neither counts against the rate limit nor gets
+        // a second bid. A later round of it (the originator offers it again) is answered.
+        let copies_window = Duration::from_millis(self.config.market.bid_window_ms);
         if self
             .bid_on
             .get(&request.task_id)
-            .is_some_and(|until| *until > Instant::now())
+            .is_some_and(|(answered, until)| {
+                answered.elapsed() < copies_window && *until > Instant::now()
+            })
         {
             return;
         }
@@ -1325,7 +1364,7 @@ impl TaskDistributor {
         };
         if self.bid_on.len() >= BIDS_REMEMBERED_MAX {
             let now = Instant::now();
-            self.bid_on.retain(|_, until| *until > now);
+            self.bid_on.retain(|_, (_, until)| *until > now);
             if self.bid_on.len() >= BIDS_REMEMBERED_MAX {
                 // Every remembered bid is still live: this node is bidding at its limit.
                 self.metrics.count_drop(DropReason::RateLimited);
@@ -1335,7 +1374,7 @@ impl TaskDistributor {
         let lifetime = Duration::from_millis(self.config.market.bid_window_ms)
             + super::executor::RESERVATION_GRACE;
         let until = Instant::now() + lifetime;
-        self.bid_on.insert(request.task_id, until);
+        self.bid_on.insert(request.task_id, (Instant::now(), until));
         let bid = TaskBid {
             task_id: request.task_id,
             bidder: self.identity.node_id().clone(),
@@ -1424,6 +1463,14 @@ impl TaskDistributor {
         }
         if task.bids.len() >= bids_max {
             self.metrics.count_drop(DropReason::RateLimited);
+            return;
+        }
+        if let Err(reason) =
+            market::check_bid_price(bid.price, self.config.economics.min_task_reward)
+        {
+            // Refused where it arrives: it takes no place among the bids.
+            self.metrics.count_drop(DropReason::BidBelowMinimum);
+            tracing::warn!(task_id = %bid.task_id, from = %envelope.from_node, %reason, "bid refused");
             return;
         }
         task.bids.push((envelope.from_peer, bid.clone()));

@@ -2,7 +2,9 @@
 //! this node's own tasks when it has a free slot.
 //!
 //! It owns the slots (`resources.max_concurrent_tasks`): a bid reserves one until the bid
-//! expires, an assignment or a local run takes one until the run ends. Each run is a task of
+//! expires or its originator withdraws it (`TaskCancelled` for a bid that lost; at most
+//! `market.reservations_per_peer` for one requesting peer, so a stream of requests from one
+//! key cannot hold them all), an assignment or a local run takes one until the run ends. Each run is a task of
 //! its own (`executor_run.rs`) that checks the repository out into a fresh workspace, runs
 //! the profile's command, streams progress and logs, and ends with the result or a failure.
 //!
@@ -30,6 +32,7 @@ use uuid::Uuid;
 use super::executor_run::{self, LocalExecution, RunContext, RunOrigin};
 use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
 use super::peer_manager::{GetPeerNoiseKey, Inbound, PeerManager, SendTo, SetFreeSlots};
+use super::settler::RecordCounterparty;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::market::{self, AdmissionRefusal, LiveBid, TaskPayload};
@@ -65,6 +68,8 @@ pub struct TaskExecutor {
     distributor: Recipient<LocalExecution>,
     compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
     panel: Option<Recipient<PanelEvent>>,
+    /// Told of each peer whose task is admitted: the ledger accepts payments only from them.
+    counterparties: Option<Recipient<RecordCounterparty>>,
     slots_max: u32,
     reservations: HashMap<Uuid, Reservation>,
     running: HashMap<Uuid, Running>,
@@ -85,6 +90,7 @@ impl TaskExecutor {
     ) -> Self {
         TaskExecutor {
             panel,
+            counterparties: None,
             slots_max: config.resources.max_concurrent_tasks,
             identity,
             config,
@@ -97,6 +103,13 @@ impl TaskExecutor {
             completed_today: 0,
             day: chrono::Utc::now().date_naive(),
         }
+    }
+
+    /// Record each admitted originator with `ledger` (the settlement engine), so that its
+    /// payments for the task are accepted.
+    pub fn with_counterparties(mut self, ledger: Recipient<RecordCounterparty>) -> Self {
+        self.counterparties = Some(ledger);
+        self
     }
 
     fn free_slots(&mut self, excluding_reservation: Option<Uuid>) -> u32 {
@@ -277,6 +290,9 @@ impl TaskExecutor {
                 }
             };
             tracing::info!(%task_id, %origin, profile = %payload.executor_profile, %deadline, "running a task for a peer");
+            if let (Some(ledger), Some(peer)) = (&actor.counterparties, crate::identity::public_key_of(&origin)) {
+                ledger.do_send(RecordCounterparty { peer });
+            }
             let origin = RunOrigin::Remote {
                 origin,
                 session: Box::new(session),
@@ -365,12 +381,22 @@ impl Handler<Inbound> for TaskExecutor {
             }
             APNMessage::TaskCancelled(cancelled) => {
                 let from = inbound.envelope.from_peer;
-                match self.running.get(&cancelled.task_id) {
+                let task_id = cancelled.task_id;
+                match self.running.get(&task_id) {
                     Some(running) if running.origin == Some(from) => {
-                        tracing::info!(task_id = %cancelled.task_id, reason = %cancelled.reason, "originator cancelled the run");
+                        tracing::info!(%task_id, reason = %cancelled.reason, "originator cancelled the run");
                         running.cancel.cancel();
                     }
-                    _ => self.metrics.count_drop(DropReason::Unauthorized),
+                    Some(_) => self.metrics.count_drop(DropReason::Unauthorized),
+                    // A bid that lost: its reservation's slot comes back at once.
+                    None => match self.reservations.get(&task_id) {
+                        Some(r) if r.bid.origin == from && !r.bid.claimed => {
+                            tracing::debug!(%task_id, reason = %cancelled.reason, "bid withdrawn by the originator");
+                            self.reservations.remove(&task_id);
+                            self.announce_slots();
+                        }
+                        _ => self.metrics.count_drop(DropReason::Unauthorized),
+                    },
                 }
             }
             other => tracing::debug!(kind = other.kind(), "executor ignores this message"),
@@ -409,8 +435,19 @@ impl Handler<ReserveSlot> for TaskExecutor {
             }
             return same;
         }
-        if free == 0 {
-            return false;
+        let held = self
+            .reservations
+            .values()
+            .filter(|r| r.bid.origin == request.origin && !r.bid.claimed)
+            .count();
+        match market::may_reserve(free, held, self.config.market.reservations_per_peer) {
+            Ok(()) => {}
+            Err(reason @ market::NoBid::PeerReservations { .. }) => {
+                self.metrics.count_drop(DropReason::ReservationLimit);
+                tracing::debug!(task_id = %request.task_id, origin = %request.origin, %reason, "no reservation");
+                return false;
+            }
+            Err(_) => return false,
         }
         self.reservations.insert(
             request.task_id,

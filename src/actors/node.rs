@@ -165,6 +165,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         Some(accountant.clone().recipient()),
         Some(panel_hub.clone().recipient()),
     )
+    .with_counterparties(settler.clone().recipient())
     .start();
     let distributor = distributor_context.run(TaskDistributor::new(
         identity.clone(),
@@ -177,7 +178,12 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         panel_hub.clone().recipient(),
     ));
 
-    let courier = PaymentCourier::new(settler.clone(), peer_manager_address.clone()).start();
+    let courier = PaymentCourier::new(
+        settler.clone(),
+        peer_manager_address.clone(),
+        metrics.clone(),
+    )
+    .start();
 
     let transports = start_transports(&identity, &config).await?;
     let listen_addrs = transports.listen_addrs.clone();

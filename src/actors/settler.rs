@@ -4,7 +4,9 @@
 //!
 //! In: `GetBalance`, `GetHistory`, `HoldEscrow`, `ReleaseEscrow` (returns the signed
 //! `VibeTransaction` for the payee), `RefundEscrow`, `RecordOutcome`, `GetReputation`,
-//! `AcceptPayment` (a `VibeTransaction` paid to this node), the payment outbox
+//! `RecordCounterparty` (the executor admitted a peer's task), `AcceptPayment` (a
+//! `VibeTransaction` paid to this node: only from a counterparty, never overflowing), the
+//! payment outbox
 //! (`TakeDuePayments`, `ConfirmDelivery`, `UndeliveredPayments`) and the task journal
 //! (`JournalTask`, `LookupTask`). On start it recovers what a killed run left: open tasks
 //! fail with a reason and held escrows are refunded.
@@ -276,6 +278,24 @@ impl Handler<GetReputation> for SettlementEngine {
 
     fn handle(&mut self, request: GetReputation, _ctx: &mut Self::Context) -> Self::Result {
         self.ledger.reputation(&request.peer)
+    }
+}
+
+/// This node admitted a task of `peer`'s: accept its payments from now on (see
+/// `Ledger::record_counterparty`).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RecordCounterparty {
+    pub peer: [u8; PUBLIC_KEY_BYTES],
+}
+
+impl Handler<RecordCounterparty> for SettlementEngine {
+    type Result = ();
+
+    fn handle(&mut self, request: RecordCounterparty, _ctx: &mut Self::Context) {
+        if let Err(e) = self.ledger.record_counterparty(&request.peer) {
+            tracing::warn!(error = %e, "counterparty not recorded; its payments will be refused");
+        }
     }
 }
 

@@ -13,7 +13,9 @@
 //! content is a no-op, with other content an error. A payment from a peer is stored under an
 //! id derived from the payer's key and its `tx_id` (`rules::incoming_transfer_id`), never
 //! under the `tx_id` itself: a peer cannot take an id this node needs for its own escrow
-//! release or refund. Rules are pure functions in `rules`.
+//! release or refund. Payments are accepted only from counterparties (peers whose task this
+//! node's executor admitted, kept in the `counterparties` table) and never past `i64::MAX`
+//! on any balance. Rules are pure functions in `rules`.
 
 pub mod audit;
 mod journal;
@@ -68,6 +70,10 @@ pub enum LedgerError {
     Forged,
     #[error("the transaction does not name this node as payee")]
     NotPayee,
+    #[error("the payer has no task or bandwidth relationship with this node")]
+    Unsolicited,
+    #[error("crediting {amount} VIBE to {account} would overflow its balance")]
+    Overflow { account: String, amount: Vibe },
     #[error("amount must be above zero")]
     ZeroAmount,
     #[error("ledger invariant broken: {0}")]
@@ -284,7 +290,15 @@ impl Ledger {
                     params![id, derived.to_string()],
                 )?;
             }
-            transaction.execute_batch("PRAGMA user_version = 3;")?;
+            // And the peers this node has a relationship with (it admitted a task of theirs):
+            // the only ones whose payments it accepts.
+            transaction.execute_batch(
+                "CREATE TABLE IF NOT EXISTS counterparties (
+                     peer TEXT PRIMARY KEY,
+                     since TEXT NOT NULL
+                 );
+                 PRAGMA user_version = 3;",
+            )?;
             transaction.commit()?;
         }
         Ok(())
@@ -428,7 +442,13 @@ impl Ledger {
                 available: Vibe::from_micros(available.max(0) as u64),
             }
         })?;
-        let amount = new.amount.micros() as i64;
+        let overflow = || LedgerError::Overflow {
+            account: new.to.to_string(),
+            amount: new.amount,
+        };
+        rules::check_credit(Ledger::balance_in(transaction, new.to)?, new.amount)
+            .map_err(|_| overflow())?;
+        let amount = i64::try_from(new.amount.micros()).map_err(|_| overflow())?;
         transaction.execute(
             "INSERT INTO accounts(name, balance) VALUES (?1, -?2)
              ON CONFLICT(name) DO UPDATE SET balance = balance - ?2",
@@ -707,7 +727,9 @@ impl Ledger {
 
     /// Credit this node for a payment another node signed, stored under
     /// `rules::incoming_transfer_id(payer, tx_id)`. Refused (nothing written) when the
-    /// signature does not verify or the payee is another node; a replay is a no-op.
+    /// signature does not verify, the payee is another node, the payer is not a
+    /// counterparty ([`Ledger::record_counterparty`]) or the credit would overflow; a replay
+    /// is a no-op.
     pub fn record_incoming(
         &mut self,
         transaction: &VibeTransaction,
@@ -718,6 +740,9 @@ impl Ledger {
         }
         if transaction.to.as_slice() != own_key {
             return Err(LedgerError::NotPayee);
+        }
+        if !self.is_counterparty(&transaction.from)? {
+            return Err(LedgerError::Unsolicited);
         }
         let payer = node_account(&transaction.from);
         let reason = reason_name(transaction.reason);
@@ -737,6 +762,29 @@ impl Ledger {
                 },
             )
         })
+    }
+
+    /// Remember that this node has a relationship with `peer_key` (it admitted a task of
+    /// that peer's): from now on its payments (task releases, bandwidth) are accepted.
+    pub fn record_counterparty(&mut self, peer_key: &[u8]) -> Result<(), LedgerError> {
+        self.connection.execute(
+            "INSERT OR IGNORE INTO counterparties(peer, since) VALUES (?1, ?2)",
+            params![hex::encode(peer_key), Utc::now().to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// Whether payments from `peer_key` are accepted.
+    pub fn is_counterparty(&self, peer_key: &[u8]) -> Result<bool, LedgerError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT 1 FROM counterparties WHERE peer = ?1",
+                [hex::encode(peer_key)],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
     }
 
     /// History, newest first.

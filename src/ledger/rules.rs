@@ -1,4 +1,4 @@
-//! Ledger rules as plain functions: which accounts may go negative, debit checks, transfer
+//! Ledger rules as plain functions: which accounts may go negative, debit and credit checks, transfer
 //! identity, escrow state transitions, settlement ids, the ids of payments from peers and
 //! the reputation score.
 
@@ -36,6 +36,17 @@ pub fn check_debit(
     } else {
         Ok(())
     }
+}
+
+/// A credit that would take a balance past `i64::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+/// The balance after crediting `amount` to `balance_micros`, or [`Overflow`]: a balance
+/// never wraps, and never leaves SQLite's integers (past them it would turn into a float).
+pub fn check_credit(balance_micros: i64, amount: Vibe) -> Result<i64, Overflow> {
+    let amount = i64::try_from(amount.micros()).map_err(|_| Overflow)?;
+    balance_micros.checked_add(amount).ok_or(Overflow)
 }
 
 /// Whether a stored transfer and a new one with the same id are the same transfer.
@@ -151,6 +162,24 @@ mod tests {
         assert!(check_debit(5, Vibe::from_micros(5), false).is_ok());
         assert!(check_debit(4, Vibe::from_micros(5), false).is_err());
         assert!(check_debit(-10, Vibe::from_micros(5), true).is_ok());
+    }
+
+    #[test]
+    fn credits_never_overflow() {
+        assert_eq!(check_credit(5, Vibe::from_micros(5)), Ok(10));
+        assert_eq!(
+            check_credit(i64::MAX - 5, Vibe::from_micros(5)),
+            Ok(i64::MAX)
+        );
+        assert_eq!(
+            check_credit(i64::MAX - 5, Vibe::from_micros(6)),
+            Err(Overflow)
+        );
+        assert_eq!(check_credit(0, Vibe::from_micros(u64::MAX)), Err(Overflow));
+        assert_eq!(
+            check_credit(-1, Vibe::from_micros(i64::MAX as u64)),
+            Ok(i64::MAX - 1)
+        );
     }
 
     #[test]
