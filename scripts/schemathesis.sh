@@ -5,6 +5,7 @@
 # that match their schemas, bad input rejected) but one: positive_data_acceptance, because
 # whether a task can be created depends on the node's disk (`repo_path` must be a git
 # repository there), which no schema can say. The SSE stream is left out: it never ends.
+# Requests carry the node's API token (mutations need it, loopback included).
 #
 #   scripts/schemathesis.sh [max-examples per operation, default 200]
 set -euo pipefail
@@ -20,6 +21,7 @@ APN_BIN=target/release/apn
 . scripts/serve-node.sh
 "$VENV/bin/schemathesis" run "$NODE_URL/api/openapi.json" \
     --checks all \
+    --header "Authorization: Bearer $(cat "$NODE_DIR/api.token")" \
     --max-examples "$MAX_EXAMPLES" \
     --request-timeout 5 \
     --exclude-path '/api/events/execution-processes/{id}/logs' \

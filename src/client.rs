@@ -1,5 +1,6 @@
 //! A small blocking client for a running node's HTTP API, used by the CLI (`apn status`,
-//! `apn peers`, `apn ledger`, `apn task …`). Responses are JSON values: the CLI prints a few
+//! `apn peers`, `apn ledger`, `apn task …`). It sends the node's API token as a bearer token
+//! when it has one (`--data-dir` or `APN_TOKEN`); mutations need it, loopback included. Responses are JSON values: the CLI prints a few
 //! fields for people and passes the whole value through with `--json`.
 
 use std::path::Path;
@@ -50,18 +51,23 @@ impl ApiClient {
         }
     }
 
-    /// The token from `APN_TOKEN`, else from `<data_dir>/api.token`, else none (loopback
-    /// calls need none).
+    /// The token from `APN_TOKEN`, else from `<data_dir>/api.token`, else none (then only
+    /// reads from loopback work: every mutation needs the token, loopback included).
     pub fn token_from(data_dir: Option<&Path>) -> Option<String> {
         if let Ok(token) = std::env::var("APN_TOKEN")
             && !token.trim().is_empty()
         {
             return Some(token.trim().to_string());
         }
-        let path = data_dir?.join(TOKEN_FILE);
-        std::fs::read_to_string(path)
+        Self::token_in(data_dir?)
+    }
+
+    /// The token in `<data_dir>/api.token`, if the file is there and not empty.
+    pub fn token_in(data_dir: &Path) -> Option<String> {
+        std::fs::read_to_string(data_dir.join(TOKEN_FILE))
             .ok()
             .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
     }
 
     fn url(&self, path: &str) -> String {

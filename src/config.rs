@@ -7,7 +7,7 @@
 //! amount must not be negative`). Unknown keys are errors too: a typo must not be ignored.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -196,25 +196,32 @@ impl Default for RelayConfig {
 pub struct HttpConfig {
     /// `host:port`, or `none` to disable.
     pub bind: String,
-    /// Serve read-only endpoints to non-loopback clients.
+    /// Serve read-only endpoints to non-loopback clients without the token (off by default;
+    /// with the token, other hosts may always read).
     pub allow_remote_reads: bool,
     /// Largest request body accepted, in bytes.
     pub body_bytes_max: usize,
     /// Most websocket clients at once.
     pub websocket_clients_max: usize,
-    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy;
-    /// off by default, since anyone can send the header).
-    pub trust_forwarded_for: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: the header is read only when the
+    /// TCP peer is one of these, and the client is the rightmost address in it that is not
+    /// one of these. Empty by default: anyone can write the header.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Extra `Host` names the node answers to (`name` for any port, `name:port` for one),
+    /// besides `127.0.0.1`, `localhost`, `[::1]` and the bind address. Anything else is
+    /// refused with 421, which is what stops DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             bind: "127.0.0.1:8080".into(),
-            allow_remote_reads: true,
+            allow_remote_reads: false,
             body_bytes_max: 256 * 1024,
             websocket_clients_max: 256,
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -582,6 +589,14 @@ impl Config {
         if self.http.body_bytes_max == 0 {
             return Err(invalid("http.body_bytes_max", "must be at least 1"));
         }
+        for (index, host) in self.http.allowed_hosts.iter().enumerate() {
+            if crate::web::parse_host(host).is_none() {
+                return Err(invalid(
+                    &format!("http.allowed_hosts[{index}]"),
+                    format!("{host:?} is not a host name or host:port (IPv6 in brackets)"),
+                ));
+            }
+        }
         for (name, profile) in &self.executor.profiles {
             if profile.program.trim().is_empty() {
                 return Err(invalid(
@@ -705,6 +720,8 @@ mod tests {
         assert_eq!(config.resources.max_concurrent_tasks, 2);
         assert!(config.executor.profiles.contains_key("SHELL"));
         assert!(!config.executor.profiles["SHELL"].enabled);
+        assert!(!config.http.allow_remote_reads);
+        assert!(config.http.trusted_proxies.is_empty() && config.http.allowed_hosts.is_empty());
     }
 
     #[test]
@@ -745,6 +762,23 @@ mod tests {
         );
         let error = load("[http]\nbind = \"nowhere\"\n", &[], &[]).unwrap_err();
         assert!(error.to_string().contains("http.bind"), "{error}");
+        let error = load(
+            "[http]\nallowed_hosts = [\"ok.lan\", \"http://x/\"]\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("http.allowed_hosts[1]"),
+            "{error}"
+        );
+        let error = load("[http]\ntrusted_proxies = [\"10.0.0.0/8\"]\n", &[], &[]).unwrap_err();
+        assert!(
+            error.to_string().contains("http.trusted_proxies"),
+            "{error}"
+        );
+        let error = load("[http]\ntrust_forwarded_for = true\n", &[], &[]).unwrap_err();
+        assert!(error.to_string().contains("trust_forwarded_for"), "{error}");
         let error = load("[node]\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n", &[], &[]).unwrap_err();
         assert!(error.to_string().contains("node.bootstrap[0]"), "{error}");
     }

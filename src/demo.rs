@@ -1,7 +1,8 @@
 //! `apn demo`: several nodes on loopback in one process, a sample git repository, the
 //! SHELL profile enabled (for the demo only), and a stream of small realistic tasks, some
-//! of which fail on purpose so the failure path shows. Prints the panel URLs and one line
-//! per finished task.
+//! of which fail on purpose so the failure path shows. Prints each panel's login URL (it
+//! carries the node's token and sets the panel's session cookie) and one line per finished
+//! task.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -175,10 +176,8 @@ pub async fn run_demo(
         nodes.push(start_node(config).await?);
     }
     for node in &nodes {
-        let url = node
-            .http_addr
-            .map(|a| format!("http://{a}/"))
-            .unwrap_or_else(|| "(no panel)".into());
+        // The login URL: opening it sets the panel's session cookie (see `web/access.rs`).
+        let url = node.login_url().unwrap_or_else(|| "(no panel)".into());
         on_line(format!("node {} panel {url}", node.identity.node_id()));
     }
     let deadline = Instant::now() + DISCOVERY_TIMEOUT;

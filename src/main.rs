@@ -108,7 +108,8 @@ struct ApiArgs {
     /// The node's HTTP address.
     #[arg(long, value_name = "URL", default_value = apn::client::DEFAULT_NODE_URL, env = "APN_NODE")]
     node: String,
-    /// Data dir to read the API token from (else APN_TOKEN; loopback needs none).
+    /// The node's data dir, to read its API token from (else APN_TOKEN). Creating and
+    /// cancelling tasks need the token, loopback included.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Machine-readable output.

@@ -1,9 +1,12 @@
 //! Counters shared by the roles and exported at `GET /metrics`. Plain atomics: any actor or
-//! task bumps them without a message, and reading them never blocks a role.
+//! task bumps them without a message, and reading them never blocks a role. Besides the
+//! network's counters, the HTTP layer counts its refusals here by reason
+//! (`apn_http_refused_total{reason}`, see `web/access.rs`).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::messages::DropReason;
+use crate::web::Refusal;
 
 /// Network counters of one node.
 #[derive(Debug, Default)]
@@ -20,6 +23,7 @@ pub struct NetMetrics {
     /// Relay reconnects since start.
     pub relay_reconnects: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
+    http_refused: [AtomicU64; Refusal::ALL.len()],
 }
 
 impl NetMetrics {
@@ -39,6 +43,16 @@ impl NetMetrics {
             .iter()
             .map(|&reason| (reason, self.dropped(reason)))
             .collect()
+    }
+
+    /// Count one refused HTTP request.
+    pub fn count_refusal(&self, reason: Refusal) {
+        self.http_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// HTTP requests refused for `reason` since start.
+    pub fn refused(&self, reason: Refusal) -> u64 {
+        self.http_refused[reason as usize].load(Ordering::Relaxed)
     }
 
     /// Read a counter.

@@ -194,4 +194,10 @@ setInterval(() => {
   if (state.status) { state.status.uptime_s += 1; $("uptime").textContent = duration(state.status.uptime_s); }
 }, 1000);
 window.addEventListener("resize", drawChart);
-connect();
+if (document.body.dataset.login === "needed") {
+  // No session cookie: the live view needs the login URL the node logs at start.
+  const b = $("conn-badge"); b.textContent = "LOG IN"; b.className = "badge offline";
+  b.title = "Open the URL with ?token=… that the node logged at start (apn demo prints it).";
+} else {
+  connect();
+}

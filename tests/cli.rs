@@ -50,11 +50,19 @@ fn demo_runs_tasks_remotely_pays_and_reports_the_failure() {
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(
-        stdout.matches(" panel http://127.0.0.1:").count(),
-        3,
-        "{stdout}"
-    );
+    // Each panel is printed as its login URL, which carries that node's token.
+    let logins: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" panel http://127.0.0.1:"))
+        .collect();
+    assert_eq!(logins.len(), 3, "{stdout}");
+    for line in logins {
+        let token = line.split("/?token=").nth(1).unwrap_or("");
+        assert!(
+            token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()),
+            "{line}"
+        );
+    }
     let paid = stdout
         .lines()
         .filter(|l| {
@@ -110,14 +118,26 @@ fn start_node(shell: bool) -> RunningNode {
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
+    let (login_sender, logins) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("?token=") {
+                let _ = login_sender.send(line.clone());
+            }
             if line.contains("node started") {
                 let _ = sender.send(());
             }
         }
     });
     receiver.recv_timeout(WAIT).expect("node starts");
+    // The login URL is logged once, before the node reports that it started.
+    let logged: Vec<String> = logins.try_iter().collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let token = std::fs::read_to_string(data_dir.path().join("api.token")).unwrap();
+    assert!(
+        logged[0].contains(&format!("http://127.0.0.1:{port}/?token={}", token.trim())),
+        "{logged:?}"
+    );
     RunningNode {
         child,
         url: format!("http://127.0.0.1:{port}"),
@@ -150,10 +170,35 @@ fn status_peers_ledger_and_task_submit_against_a_running_node() {
 
     // A repository and a task the node runs itself (it has the SHELL profile).
     let repo = git_repo(&[("notes.txt", "one\n")]);
-    let submit = run(Command::new(APN)
+    // Loopback is not trust: without the token the node refuses the task, with a reason.
+    let refused = run(Command::new(APN)
+        .env_remove("APN_TOKEN")
         .args([
             "task",
             "submit",
+            "--node",
+            &node.url,
+            "--profile",
+            "SHELL",
+            "--reward",
+            "3",
+            "--prompt",
+            "echo no >> notes.txt",
+            "--repo",
+        ])
+        .arg(repo.path()));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("missing_token"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let submit = run(Command::new(APN)
+        .arg("task")
+        .arg("submit")
+        .arg("--data-dir")
+        .arg(node.data_dir.path())
+        .args([
             "--json",
             "--node",
             &node.url,
@@ -174,7 +219,9 @@ fn status_peers_ledger_and_task_submit_against_a_running_node() {
     let task = json_of(&submit);
     assert_eq!(task["status"], "completed");
     assert!(task["diff"].as_str().unwrap().contains("+two"));
+    let token = std::fs::read_to_string(node.data_dir.path().join("api.token")).unwrap();
     let failing = run(Command::new(APN)
+        .env("APN_TOKEN", token.trim())
         .args([
             "task",
             "submit",

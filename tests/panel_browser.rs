@@ -1,5 +1,7 @@
 //! The Mesh Panel in a real browser: headless Chromium driven over the DevTools protocol.
-//! Two real nodes; the header shows the node id and 1 peer, the peers list shows the other
+//! The browser opens the login URL the node logs (`/?token=…`), which sets the HttpOnly
+//! session cookie and redirects to the clean URL; the panel's websocket then works with that
+//! cookie alone. Two real nodes; the header shows the node id and 1 peer, the peers list shows the other
 //! node, and a transaction log entry appears live (no reload) after an event. Screenshots
 //! at 1280 px and phone width are saved under target/.
 
@@ -172,7 +174,7 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     config.http.bind = "127.0.0.1:0".into();
     let (first, second) = connected_pair(config, test_config(dirs[1].path())).await;
 
-    let url = format!("http://{}/", first.http_addr.unwrap());
+    let url = first.login_url().expect("the panel's login URL");
     let node_id = first.identity.node_id().to_string();
     let peer_id = second.identity.peer_id().to_string();
     let target = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
@@ -184,6 +186,17 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
         browser.wait_for(
             "ONLINE",
             "document.getElementById('conn-badge').textContent === 'ONLINE'",
+        );
+        // The login redirected to the clean URL and the cookie is out of the page's reach.
+        assert_eq!(
+            browser.evaluate("location.pathname + location.search"),
+            json!("/"),
+            "the token stayed in the address bar"
+        );
+        assert_eq!(
+            browser.evaluate("document.cookie.includes('apn_session')"),
+            json!(false),
+            "the session cookie is readable by scripts"
         );
         browser.wait_for(
             "the node id",

@@ -9,13 +9,13 @@ use apn::client::ApiClient;
 use common::*;
 use serde_json::{Value, json};
 
-/// A node with its HTTP API on an ephemeral port, a small body limit, and the client
-/// address taken from `X-Forwarded-For` (so a test can act as another host).
+/// A node with its HTTP API on an ephemeral port, a small body limit, and loopback listed as
+/// a trusted proxy, so that `X-Forwarded-For` lets a test act as another host.
 fn web_config(dir: &std::path::Path) -> apn::config::Config {
     let mut config = test_config(dir);
     config.http.bind = "127.0.0.1:0".into();
     config.http.body_bytes_max = 4096;
-    config.http.trust_forwarded_for = true;
+    config.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     config
 }
 
@@ -147,7 +147,7 @@ async fn every_endpoint_answers_with_its_shape() {
 }
 
 #[actix_rt::test]
-async fn mutations_need_the_token_from_other_hosts_and_bodies_are_checked() {
+async fn mutations_need_the_token_and_bodies_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(web_config(dir.path())).await;
     let token = std::fs::read_to_string(dir.path().join(apn::web::TOKEN_FILE)).unwrap();
@@ -176,30 +176,35 @@ async fn mutations_need_the_token_from_other_hosts_and_bodies_are_checked() {
             ("x-forwarded-for", "203.0.113.9"),
             ("authorization", "Bearer wrong"),
         ];
+        let local = [("authorization", bearer.as_str())];
         vec![
             raw("POST", &url, &remote, Some(&body)),
             raw("POST", &url, &wrong, Some(&body)),
             raw("POST", &url, &remote_with_token, Some(&body)),
             raw("GET", &url, &remote, None),
-            raw("POST", &url, &[], Some("{not json")),
+            raw("POST", &url, &local, Some("{not json")),
             raw(
                 "POST",
                 &url,
-                &[],
+                &local,
                 Some(&format!("{{\"prompt\": \"{}\"}}", "x".repeat(10_000))),
             ),
             raw(
                 "POST",
                 &url,
-                &[],
+                &local,
                 Some(r#"{"prompt":"x","executor_profile":"SHELL","repo_path":"/","reward":"-1"}"#),
             ),
+            // Loopback is not trust: no token, no mutation.
+            raw("POST", &url, &[], Some(&body)),
+            raw("GET", &url, &remote_with_token, None),
         ]
     })
     .await;
     assert_eq!(results[0].0, 401, "{:?}", results[0].1);
-    assert_eq!(results[0].1["error"], "unauthorized");
+    assert_eq!(results[0].1["error"], "missing_token");
     assert_eq!(results[1].0, 401);
+    assert_eq!(results[1].1["error"], "bad_token");
     // With the token the request reaches the market (which refuses the non-repository).
     assert_eq!(results[2].0, 400, "{:?}", results[2].1);
     assert!(
@@ -207,8 +212,12 @@ async fn mutations_need_the_token_from_other_hosts_and_bodies_are_checked() {
         "{:?}",
         results[2].1
     );
-    // Reads from other hosts are allowed by default.
-    assert_eq!(results[3].0, 200);
+    // Reads from other hosts are off by default; the token opens them.
+    assert_eq!(results[3].0, 403, "{:?}", results[3].1);
+    assert_eq!(results[3].1["error"], "remote_read");
+    assert_eq!(results[8].0, 200, "{:?}", results[8].1);
+    assert_eq!(results[7].0, 401, "{:?}", results[7].1);
+    assert_eq!(results[7].1["error"], "missing_token");
     assert_eq!(results[4].0, 400);
     assert!(
         results[4].1["detail"].as_str().unwrap().contains("JSON"),
@@ -273,7 +282,9 @@ async fn the_openapi_description_matches_the_routes_and_the_answers() {
         .collect();
     routes.sort();
     assert_eq!(described, routes);
-    // Each described path answers with something other than the catch-all 404.
+    // Each described path answers with something other than the catch-all 404 (with the
+    // token, so that mutations reach their handlers).
+    let bearer = format!("Bearer {}", node.api_token().expect("a token"));
     let unknown_id = uuid::Uuid::new_v4().to_string();
     for (method, path) in &routes {
         if path.starts_with("/api/events") {
@@ -283,7 +294,17 @@ async fn the_openapi_description_matches_the_routes_and_the_answers() {
         let url = format!("{base}{concrete}");
         let method = method.to_uppercase();
         let catch_all = format!("{method} {concrete} not found");
-        let (status, body) = call(move || raw(&method, &url, &[], Some("{}"))).await;
+        let authorization = bearer.clone();
+        let (status, body) = call(move || {
+            raw(
+                &method,
+                &url,
+                &[("authorization", authorization.as_str())],
+                Some("{}"),
+            )
+        })
+        .await;
+        assert_ne!(status, 401, "{path}: {body}");
         assert_ne!(
             body["detail"].as_str().unwrap_or(""),
             catch_all,
@@ -314,10 +335,18 @@ async fn the_openapi_description_matches_the_routes_and_the_answers() {
             "{required}"
         );
     }
-    // Another method on a known path is 405, not 404.
+    // Another method on a known path is 405, not 404 (with the token: without it, any POST
+    // is refused before routing).
     let (status, body) = call({
         let url = format!("{base}/api/status");
-        move || raw("POST", &url, &[], Some("{}"))
+        move || {
+            raw(
+                "POST",
+                &url,
+                &[("authorization", bearer.as_str())],
+                Some("{}"),
+            )
+        }
     })
     .await;
     assert_eq!(

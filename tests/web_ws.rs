@@ -17,9 +17,17 @@ use tungstenite::{Message, WebSocket};
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
-fn connect(address: std::net::SocketAddr) -> Socket {
-    let (socket, _) =
-        tungstenite::connect(format!("ws://{address}/ws")).expect("websocket connects");
+/// A panel websocket with the node's token (the upgrade needs it, loopback included).
+fn connect(address: std::net::SocketAddr, token: &str) -> Socket {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{address}/ws")
+        .into_client_request()
+        .expect("a websocket request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    let (socket, _) = tungstenite::connect(request).expect("websocket connects");
     if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
@@ -61,13 +69,15 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
     config.http.bind = "127.0.0.1:0".into();
     let first = node(config).await;
     let address = first.http_addr.unwrap();
+    let token = first.api_token().expect("a token");
     let first_node_id = first.identity.node_id().to_string();
 
     // A client connects before the second node exists: snapshot, then the peer delta.
     let (snapshot_sender, snapshot_done) = tokio::sync::oneshot::channel();
     let (go_sender, go) = std::sync::mpsc::channel::<()>();
+    let reader_token = token.clone();
     let reader = std::thread::spawn(move || {
-        let mut socket = connect(address);
+        let mut socket = connect(address, &reader_token);
         let snapshot = read_until(&mut socket, Duration::from_secs(10), |v| {
             v["type"] == "snapshot"
         });
@@ -97,8 +107,9 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
     assert_eq!(delta["peer"]["node_id"], second.identity.node_id().as_str());
 
     // A client that never reads: the hub drops it once its queue is full; memory stays bounded.
+    let lazy_token = token.clone();
     let lazy = std::thread::spawn(move || {
-        let socket = connect(address);
+        let socket = connect(address, &lazy_token);
         std::thread::sleep(Duration::from_secs(8));
         drop(socket);
     });
@@ -139,7 +150,7 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
     );
     // The node still serves: a new client gets a snapshot.
     let fresh = tokio::task::spawn_blocking(move || {
-        let mut socket = connect(address);
+        let mut socket = connect(address, &token);
         read_until(&mut socket, Duration::from_secs(10), |v| {
             v["type"] == "snapshot"
         })

@@ -91,6 +91,17 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 impl NodeHandle {
+    /// The node's API token (`api.token` in its data dir, created at start when the panel is
+    /// on): what a client sends as `Authorization: Bearer <token>`.
+    pub fn api_token(&self) -> Option<String> {
+        crate::client::ApiClient::token_in(&self.data_dir)
+    }
+
+    /// The URL that logs a browser into the panel (`http://<addr>/?token=…`), when it is on.
+    pub fn login_url(&self) -> Option<String> {
+        Some(crate::web::login_url(self.http_addr?, &self.api_token()?))
+    }
+
     /// A dialable address of this node (`<listen addr>/p2p/<peer id>`), for bootstrapping
     /// others.
     pub fn dial_address(&self) -> Option<Multiaddr> {

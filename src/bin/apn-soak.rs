@@ -421,9 +421,13 @@ fn run(args: Args) -> anyhow::Result<bool> {
 
     // Submit at an even pace from a thread; faults run on this one.
     let started = Instant::now();
-    let urls: Vec<(usize, String)> = {
+    // Each originator's URL and API token (creating a task needs it, loopback included).
+    let urls: Vec<(usize, String, Option<String>)> = {
         let nodes = nodes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        originators.iter().map(|&i| (i, nodes[i].url())).collect()
+        originators
+            .iter()
+            .map(|&i| (i, nodes[i].url(), ApiClient::token_in(&nodes[i].data_dir)))
+            .collect()
     };
     let submitter = {
         let (tasks, seconds, seed) = (args.tasks, args.seconds, args.seed);
@@ -451,7 +455,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
                 // Try the originators in turn from a random one; a killed one refuses.
                 let first = rng.gen_range(0..urls.len());
                 for k in 0..urls.len() {
-                    let (index, url) = &urls[(first + k) % urls.len()];
+                    let (index, url, token) = &urls[(first + k) % urls.len()];
                     let body = json!({
                         "title": format!("soak {n}"),
                         "prompt": prompt,
@@ -462,7 +466,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
                         "prefer": "mesh",
                         "requirements": {"timeout_s": 20},
                     });
-                    match ApiClient::new(url, None).post("/api/tasks", &body) {
+                    match ApiClient::new(url, token.clone()).post("/api/tasks", &body) {
                         Ok(created) => {
                             if let Some(id) = created["id"].as_str() {
                                 submitted.push(Submitted {

@@ -91,10 +91,47 @@ async fn not_found(request: actix_web::HttpRequest) -> HttpResponse {
     .error_response()
 }
 
-async fn index() -> HttpResponse {
+/// The panel. With `?token=<token>` (the login URL the node logs at start; the access guard
+/// has already refused a wrong token) it sets the session cookie and sends the browser to
+/// the clean URL, so the token leaves the address bar and the history.
+async fn index(request: actix_web::HttpRequest, state: web::Data<WebState>) -> HttpResponse {
+    let policy = &state.policy;
+    let logging_in =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(request.query_string())
+            .ok()
+            .and_then(|q| q.get("token").cloned())
+            .is_some_and(|token| {
+                super::token_matches(Some(&format!("Bearer {token}")), &policy.token)
+            });
+    if logging_in {
+        let cookie = actix_web::cookie::Cookie::build(&policy.cookie_name, &policy.session)
+            .path("/")
+            .http_only(true)
+            .same_site(actix_web::cookie::SameSite::Strict)
+            .finish();
+        return HttpResponse::SeeOther()
+            .cookie(cookie)
+            .insert_header((actix_web::http::header::LOCATION, "/"))
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+            .finish();
+    }
+    // Without the session the page still loads (it holds no data), but it says how to log
+    // in instead of knocking on `/ws` forever.
+    let cookies = request
+        .headers()
+        .get(actix_web::http::header::COOKIE)
+        .and_then(|v| v.to_str().ok());
+    let logged_in = super::access::cookie_value(cookies, &policy.cookie_name)
+        .is_some_and(|value| value == policy.session);
+    let page = if logged_in {
+        std::borrow::Cow::Borrowed(INDEX_HTML)
+    } else {
+        std::borrow::Cow::Owned(INDEX_HTML.replacen("<body>", "<body data-login=\"needed\">", 1))
+    };
     HttpResponse::Ok()
         .content_type(ContentType::html())
-        .body(INDEX_HTML)
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .body(page.into_owned())
 }
 
 async fn app_js() -> HttpResponse {
@@ -352,7 +389,8 @@ fn market_error(error: MarketError) -> WebError {
 #[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTaskAttempt, responses(
     (status = 201, description = "The task attempt was created", body = TaskCreated),
     (status = 400, description = "A bad body or a task that cannot be run", body = ApiError),
-    (status = 401, description = "A client other than loopback without the token", body = ApiError),
+    (status = 401, description = "No token or session cookie, or a wrong one (loopback included)", body = ApiError),
+    (status = 403, description = "An `Origin` that is not this node", body = ApiError),
     (status = 409, description = "The balance does not cover the reward", body = ApiError),
     (status = 413, description = "The body is over `http.body_bytes_max`", body = ApiError),
     (status = 503, description = "No capacity, or the node is shutting down", body = ApiError)))]
@@ -403,7 +441,8 @@ pub(super) async fn get_task(
     params(("id" = Uuid, Path, description = "The task id")), responses(
     (status = 200, description = "The task attempt, cancelled", body = TaskView),
     (status = 400, description = "Not a task id", body = ApiError),
-    (status = 401, description = "A client other than loopback without the token", body = ApiError),
+    (status = 401, description = "No token or session cookie, or a wrong one (loopback included)", body = ApiError),
+    (status = 403, description = "An `Origin` that is not this node", body = ApiError),
     (status = 404, description = "No such task", body = ApiError),
     (status = 409, description = "The task already finished", body = ApiError),
     (status = 503, description = "The node is shutting down", body = ApiError)))]
@@ -534,6 +573,20 @@ pub(super) async fn metrics(state: web::Data<WebState>) -> Result<HttpResponse, 
                 (
                     format!("{{reason=\"{}\"}}", r.label()),
                     net.dropped(*r) as f64,
+                )
+            })
+            .collect(),
+    );
+    line(
+        "apn_http_refused_total",
+        "HTTP requests refused by the access rules, by reason.",
+        "counter",
+        crate::web::Refusal::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.label()),
+                    net.refused(*r) as f64,
                 )
             })
             .collect(),

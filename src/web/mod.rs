@@ -8,9 +8,13 @@
 //! - `GET /metrics` (Prometheus text), `GET /healthz`, `GET /api/openapi.json` (the
 //!   OpenAPI description, generated from the handlers; see `openapi.rs`).
 //!
-//! Errors are JSON `{error, detail}` with the matching status. Mutations from anything but
-//! loopback need `Authorization: Bearer <token>` (the token is `api.token` in the data dir,
-//! mode 0600); reads from other hosts can be switched off. Bodies over
+//! Errors are JSON `{error, detail}` with the matching status. Loopback is not trust: every
+//! request must name a Host the node serves, and mutations and `/ws` need the API token
+//! (`Authorization: Bearer <token>`, the token being `api.token` in the data dir, mode 0600)
+//! or the panel's session cookie, and an `Origin`, when sent, equal to the Host; reads from
+//! other hosts are off unless `http.allow_remote_reads`. The panel logs in through the URL
+//! the node logs at start (`/?token=…`, which sets the cookie). Refusals carry their reason
+//! as `error` and are counted in `/metrics`; `access.rs` has the rules. Bodies over
 //! `http.body_bytes_max` get 413, malformed JSON 400 with the reason.
 
 mod access;
@@ -27,7 +31,10 @@ use serde::Serialize;
 
 use crate::actors::node::NodeHandle;
 
-pub use access::{client_is_loopback, is_mutation, token_matches};
+pub use access::{
+    AccessPolicy, Refusal, client_address, client_is_loopback, cookie_name, is_mutation, login_url,
+    origin_matches, parse_host, token_matches,
+};
 
 /// The file in the data dir that holds the API token.
 pub const TOKEN_FILE: &str = crate::client::TOKEN_FILE;
@@ -39,10 +46,8 @@ const HTTP_WORKERS: usize = 2;
 pub enum WebError {
     #[error("{detail}")]
     BadRequest { detail: String },
-    #[error("a token is required for this call from {client}")]
-    Unauthorized { client: String },
     #[error("{detail}")]
-    Forbidden { detail: String },
+    Refused { reason: Refusal, detail: String },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("request body over {limit} bytes")]
@@ -71,8 +76,7 @@ impl WebError {
     fn code(&self) -> &'static str {
         match self {
             WebError::BadRequest { .. } => "bad_request",
-            WebError::Unauthorized { .. } => "unauthorized",
-            WebError::Forbidden { .. } => "forbidden",
+            WebError::Refused { reason, .. } => reason.label(),
             WebError::NotFound { .. } => "not_found",
             WebError::TooLarge { .. } => "payload_too_large",
             WebError::Unavailable { .. } => "unavailable",
@@ -87,8 +91,7 @@ impl ResponseError for WebError {
     fn status_code(&self) -> StatusCode {
         match self {
             WebError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            WebError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            WebError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            WebError::Refused { reason, .. } => reason.status(),
             WebError::NotFound { .. } => StatusCode::NOT_FOUND,
             WebError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -110,7 +113,8 @@ impl ResponseError for WebError {
 #[derive(Clone)]
 pub struct WebState {
     pub node: NodeHandle,
-    pub token: String,
+    /// Hosts, proxies, the token and the session cookie (see `access.rs`).
+    pub policy: std::sync::Arc<AccessPolicy>,
 }
 
 /// Read the API token from the data dir, creating it (mode 0600) on first start.
@@ -141,7 +145,18 @@ pub fn start_http(
 ) -> Result<(actix_web::dev::ServerHandle, SocketAddr), WebError> {
     let token = load_or_create_token(&node.data_dir)?;
     let body_limit = node.config.http.body_bytes_max;
-    let state = WebState { node, token };
+    // Bind first: the policy needs the bound port (bind port 0 picks one).
+    let bind_error = |reason: String| WebError::Bind {
+        address: bind,
+        reason,
+    };
+    let listener = std::net::TcpListener::bind(bind).map_err(|e| bind_error(e.to_string()))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| bind_error(e.to_string()))?;
+    let login = login_url(address, &token);
+    let policy = std::sync::Arc::new(AccessPolicy::new(&node.config.http, address, token));
+    let state = WebState { node, policy };
     let server = HttpServer::new(move || {
         let json_config =
             web::JsonConfig::default()
@@ -173,18 +188,12 @@ pub fn start_http(
     .workers(HTTP_WORKERS)
     .disable_signals()
     .shutdown_timeout(2)
-    .bind(bind)
-    .map_err(|e| WebError::Bind {
-        address: bind,
-        reason: e.to_string(),
-    })?;
-    let address = server.addrs().first().copied().ok_or(WebError::Bind {
-        address: bind,
-        reason: "no address bound".into(),
-    })?;
+    .listen(listener)
+    .map_err(|e| bind_error(e.to_string()))?;
     let server = server.run();
     let handle = server.handle();
     actix_rt::spawn(server);
-    tracing::info!(%address, "Mesh Panel listening");
+    // Logged once: the URL that logs a browser in (it carries the token, as Jupyter's does).
+    tracing::info!(%address, url = %login, "Mesh Panel listening; open the URL to log in");
     Ok((handle, address))
 }

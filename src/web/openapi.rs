@@ -125,7 +125,7 @@ pub struct ApiError {
 #[openapi(
     info(
         title = "APN node API",
-        description = "The Mesh Panel's API. Mutations from other hosts need `Authorization: Bearer <token>` (the token is `api.token` in the data dir)."
+        description = "The Mesh Panel's API. Mutations need `Authorization: Bearer <token>` (the token is `api.token` in the data dir), loopback included; every request must name a Host the node serves (else 421), and reads from other hosts need the token unless `http.allow_remote_reads`."
     ),
     paths(
         api::healthz,
