@@ -237,6 +237,8 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         handle.http_server = Some(server);
         handle.http_addr = Some(address);
     }
+    // Before the start line: whoever waits for it may signal the node right away.
+    log_sandbox(handle.config.executor.sandbox);
     tracing::info!(
         node_id = %handle.identity.node_id(),
         peer_id = %handle.identity.peer_id(),
@@ -244,7 +246,6 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         http = ?handle.http_addr,
         "node started"
     );
-    log_sandbox(handle.config.executor.sandbox);
     Ok(handle)
 }
 
