@@ -130,12 +130,31 @@ function renderExecutions() {
   if (!state.selected && tasks.length) { state.selected = tasks[0].id; renderLog(); }
 }
 
+// A task's diff is not in the websocket's messages (only its size, diff_bytes): it is
+// fetched when asked for, from GET /api/tasks/{id}.
+const diffView = { taskId: null, text: null };
 function renderLog() {
-  const lines = state.logs.get(state.selected) || [];
+  const task = state.tasks.get(state.selected);
+  const button = $("diff-button");
+  const showing = diffView.taskId === state.selected && diffView.text !== null;
+  button.hidden = !(task && task.diff_bytes > 0);
+  if (task) button.textContent = showing ? "Show log" : `Show diff (${task.diff_bytes} B)`;
   const view = $("log-view");
+  if (showing) { view.textContent = diffView.text; return; }
+  const lines = state.logs.get(state.selected) || [];
   view.textContent = lines.join("\n");
   view.scrollTop = view.scrollHeight;
 }
+$("diff-button").onclick = async () => {
+  const id = state.selected;
+  if (diffView.taskId === id && diffView.text !== null) { diffView.taskId = null; diffView.text = null; renderLog(); return; }
+  try {
+    const response = await fetch(`/api/tasks/${encodeURIComponent(id)}`, { credentials: "same-origin" });
+    const task = await response.json();
+    diffView.taskId = id; diffView.text = response.ok ? (task.diff || "") : `could not fetch the diff: ${task.detail || response.status}`;
+  } catch (e) { diffView.taskId = id; diffView.text = `could not fetch the diff: ${e}`; }
+  renderLog();
+};
 
 function onExecution(event) {
   const task = state.tasks.get(event.task_id);
@@ -165,8 +184,11 @@ function apply(message) {
       break;
     case "refresh":
       state.status = message.status; state.resources = message.resources;
+      // Only the tasks that changed since the last refresh, and the ids of those gone.
       for (const t of message.tasks) state.tasks.set(t.id, t);
+      for (const id of message.removed || []) state.tasks.delete(id);
       renderStatus(); renderResources(); renderExecutions();
+      if (message.tasks.some((t) => t.id === state.selected)) renderLog();
       break;
     case "peer_updated": state.peers.set(message.peer.peer_id, message.peer); renderPeers(); break;
     case "peer_removed": state.peers.delete(message.peer_id); renderPeers(); break;

@@ -1,7 +1,8 @@
 //! The Mesh Panel in a real browser: headless Chromium driven over the DevTools protocol.
 //! The browser opens the login URL the node logs (`/?token=…`), which sets the HttpOnly
 //! session cookie and redirects to the clean URL; the panel's websocket then works with that
-//! cookie alone. Two real nodes; the header shows the node id and 1 peer, the peers list shows the other
+//! cookie alone; a task's diff, which the websocket does not carry, is fetched by the
+//! panel's diff button. Two real nodes; the header shows the node id and 1 peer, the peers list shows the other
 //! node, and a transaction log entry appears live (no reload) after an event. Screenshots
 //! at 1280 px and phone width are saved under target/.
 
@@ -172,6 +173,11 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut config = test_config(dirs[0].path());
     config.http.bind = "127.0.0.1:0".into();
+    // The first node also runs a SHELL task of its own, whose diff the panel fetches.
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
     let (first, second) = connected_pair(config, test_config(dirs[1].path())).await;
 
     let url = first.login_url().expect("the panel's login URL");
@@ -179,7 +185,7 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     let peer_id = second.identity.peer_id().to_string();
     let target = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
     let (browser_sender, browser_receiver) = tokio::sync::oneshot::channel();
-    let (event_sender, event_receiver) = std::sync::mpsc::channel::<()>();
+    let (event_sender, event_receiver) = std::sync::mpsc::channel::<String>();
     let screenshots = target.clone();
     let driver = std::thread::spawn(move || {
         let mut browser = Browser::open(&program, &url);
@@ -215,10 +221,26 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
             "window.__apnLoad = 'first'; document.querySelectorAll('#tx-log li[data-type]').length",
         );
         let _ = browser_sender.send(());
-        event_receiver.recv_timeout(BROWSER_TIMEOUT).unwrap();
+        let local_task = event_receiver.recv_timeout(BROWSER_TIMEOUT).unwrap();
         browser.wait_for(
             "a live transaction entry",
             "document.querySelectorAll('#tx-log li[data-type=\"task_distributed\"]').length > 0",
+        );
+        // The websocket carries only the diff's size; the button fetches the diff itself.
+        let card = format!("document.querySelector('.exec[data-task-id=\"{local_task}\"]')");
+        browser.wait_for(
+            "the local task completed",
+            &format!("!!{card} && {card}.classList.contains('completed')"),
+        );
+        browser.evaluate(&format!("{card}.click()"));
+        browser.wait_for(
+            "the diff button",
+            "!document.getElementById('diff-button').hidden",
+        );
+        browser.evaluate("document.getElementById('diff-button').click()");
+        browser.wait_for(
+            "the fetched diff",
+            "document.getElementById('log-view').textContent.includes('panel diff line')",
         );
         assert_eq!(
             browser.evaluate("window.__apnLoad"),
@@ -255,7 +277,19 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
         verify_command: None,
     };
     first.distributor.send(task).await.unwrap().unwrap();
-    event_sender.send(()).unwrap();
+    let local = CreateTaskAttempt {
+        title: "Panel local task".into(),
+        prompt: "echo 'panel diff line' >> f".into(),
+        executor_profile: "SHELL".into(),
+        repo_path: repo.path().display().to_string(),
+        base: "HEAD".into(),
+        requirements: Default::default(),
+        reward: Vibe::from_whole(1),
+        prefer: Prefer::Local,
+        verify_command: None,
+    };
+    let local_id = first.distributor.send(local).await.unwrap().unwrap();
+    event_sender.send(local_id.to_string()).unwrap();
     let phone_fits =
         tokio::task::spawn_blocking(move || driver.join().expect("browser checks pass"))
             .await

@@ -162,3 +162,93 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn tasks_travel_as_deltas_without_their_diffs() {
+    use apn::actors::distributor::{GetTask, Prefer};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.http.bind = "127.0.0.1:0".into();
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
+    let node = node(config).await;
+    let address = node.http_addr.unwrap();
+    let token = node.api_token().expect("a token");
+    // A finished task with a sizeable diff.
+    let repo = git_repo(&[("big.txt", "start\n")]);
+    let mut task = mesh_shell_task(repo.path(), "big diff", "seq 1 20000 >> big.txt", 1);
+    task.prefer = Prefer::Local;
+    let id = node.distributor.send(task).await.unwrap().unwrap();
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            node.distributor
+                .send(GetTask(id))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|t| t.status.is_final())
+        })
+        .await
+    );
+    let diff_len = node
+        .distributor
+        .send(GetTask(id))
+        .await
+        .unwrap()
+        .and_then(|t| t.diff)
+        .expect("a diff")
+        .len();
+    assert!(diff_len > 50_000, "{diff_len}");
+    let messages = tokio::task::spawn_blocking(move || {
+        let mut socket = connect(address, &token);
+        let snapshot = read_until(&mut socket, Duration::from_secs(10), |v| {
+            v["type"] == "snapshot"
+        });
+        // Two refreshes (one every 2 s): nothing about the task changed in between.
+        let first = read_until(&mut socket, Duration::from_secs(6), |v| {
+            v["type"] == "refresh"
+        });
+        let second = read_until(&mut socket, Duration::from_secs(6), |v| {
+            v["type"] == "refresh"
+        });
+        (snapshot, first, second)
+    })
+    .await
+    .unwrap();
+    let (snapshot, first, second) = (
+        messages.0.expect("a snapshot"),
+        messages.1.expect("a refresh"),
+        messages.2.expect("a second refresh"),
+    );
+    let listed = &snapshot["tasks"][0];
+    assert_eq!(listed["id"], id.to_string());
+    assert!(
+        listed.get("diff").is_none(),
+        "the snapshot carries the diff"
+    );
+    assert_eq!(listed["diff_bytes"], diff_len);
+    for refresh in [&first, &second] {
+        assert!(
+            refresh.to_string().len() < 8 * 1024,
+            "a refresh of {} bytes",
+            refresh.to_string().len()
+        );
+        assert_eq!(refresh["tasks"], serde_json::json!([]), "{refresh}");
+    }
+    // The diff itself is fetched on demand.
+    let url = format!("http://{address}/api/tasks/{id}");
+    let fetched: Value = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(fetched["diff"].as_str().map(str::len), Some(diff_len));
+    node.shutdown().await;
+}

@@ -1129,13 +1129,24 @@ async fn ws(quick: bool) -> anyhow::Result<()> {
     config.http.bind = "127.0.0.1:0".into();
     let node = start_node(config).await?;
     let address = node.http_addr.context("http address")?;
+    // The panel websocket needs the node's token, loopback included.
+    let token = node.api_token().context("the node's API token")?;
     let before = resident_bytes()?;
     let (ready_sender, mut ready) = tokio::sync::mpsc::unbounded_channel();
     let (done_sender, mut done) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..clients {
         let (ready_sender, done_sender) = (ready_sender.clone(), done_sender.clone());
+        let token = token.clone();
         std::thread::spawn(move || {
-            let Ok((mut socket, _)) = tungstenite::connect(format!("ws://{address}/ws")) else {
+            use tungstenite::client::IntoClientRequest;
+            let Ok(mut request) = format!("ws://{address}/ws").into_client_request() else {
+                let _ = ready_sender.send(false);
+                return;
+            };
+            if let Ok(value) = format!("Bearer {token}").parse() {
+                request.headers_mut().insert("authorization", value);
+            }
+            let Ok((mut socket, _)) = tungstenite::connect(request) else {
                 let _ = ready_sender.send(false);
                 return;
             };
