@@ -47,15 +47,21 @@ pub fn dump(path: &Path, own_key: &[u8]) -> Result<LedgerDump, LedgerError> {
             row.get::<_, String>(4)?,
         ))
     })?;
+    // A payee stores a payment under an id derived from the payer's key and the payment's
+    // tx id (`rules::incoming_transfer_id`); the payer's side is translated to match.
+    let as_received = |tx_id: &str| match uuid::Uuid::parse_str(tx_id) {
+        Ok(tx_id) => super::rules::incoming_transfer_id(own_key, &tx_id).to_string(),
+        Err(_) => tx_id.to_string(),
+    };
     for row in rows {
         let (id, from, to, amount, kind) = row?;
         match kind.as_str() {
             // The release's own id derives from the escrow; the payment carries the escrow id.
             "release" => {
-                let escrow = from.strip_prefix("escrow:").unwrap_or(&from).to_string();
-                paid.push((to, escrow, amount));
+                let escrow = from.strip_prefix("escrow:").unwrap_or(&from);
+                paid.push((to, as_received(escrow), amount));
             }
-            "payment" => paid.push((to, id, amount)),
+            "payment" => paid.push((to, as_received(&id), amount)),
             _ => received.push((from, id, amount)),
         }
     }
