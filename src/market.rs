@@ -372,6 +372,27 @@ pub struct ExecutionResult {
     pub diff: String,
 }
 
+/// Why a run failed, sealed inside `ExecutionFailed`: the stage and the error can name
+/// files, commands and output of a private task, so they travel end-to-end encrypted too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureDetail {
+    pub stage: ExecutionStage,
+    pub error: String,
+}
+
+/// Largest plaintext of a sealed [`TaskPayload`] (prompt and context), in bytes: it travels
+/// in one frame.
+pub const TASK_PAYLOAD_BYTES_MAX: usize = crate::messages::codec::FRAME_BYTES_MAX;
+/// Largest plaintext of a sealed [`ExecutionResult`], in bytes (one frame).
+pub const RESULT_BYTES_MAX: usize = crate::messages::codec::FRAME_BYTES_MAX;
+/// Largest plaintext of a sealed log batch, in bytes (the executor sends at most 48 KiB of
+/// lines a batch; the rest is framing).
+pub const LOG_BATCH_BYTES_MAX: usize = 128 * 1024;
+/// Largest plaintext of a sealed progress action, in bytes.
+pub const PROGRESS_ACTION_BYTES_MAX: usize = 16 * 1024;
+/// Largest plaintext of a sealed [`FailureDetail`], in bytes.
+pub const FAILURE_DETAIL_BYTES_MAX: usize = 16 * 1024;
+
 /// A progress report's plaintext action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProgressAction {

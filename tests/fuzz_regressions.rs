@@ -164,17 +164,24 @@ fn arb_message() -> impl Strategy<Value = APNMessage> {
                 })
             }
         ),
-        (arb_uuid(), arb_uuid(), arb_stage(), ".{0,64}", arb_usage()).prop_map(
-            |(task_id, execution_id, stage, error, usage)| {
+        (
+            arb_uuid(),
+            arb_uuid(),
+            arb_stage(),
+            ".{0,64}",
+            proptest::option::of(arb_sealed()),
+            arb_usage()
+        )
+            .prop_map(|(task_id, execution_id, stage, error, detail, usage)| {
                 APNMessage::ExecutionFailed(ExecutionFailed {
                     task_id,
                     execution_id,
                     stage,
                     error,
+                    detail,
                     usage,
                 })
-            }
-        ),
+            }),
         (arb_uuid(), any::<u32>(), any::<u32>(), arb_sealed()).prop_map(
             |(task_id, index, total, data)| {
                 APNMessage::RepoChunk(RepoChunk {

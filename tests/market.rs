@@ -12,7 +12,7 @@ use apn::actors::node::NodeHandle;
 use apn::actors::relay::{ExecutionEvent, SubscribeExecution};
 use apn::actors::settler::{GetBalance, GetReputation};
 use apn::config::{Config, ProfileConfig};
-use apn::messages::Vibe;
+use apn::messages::{APNMessage, Envelope, ExecutionStage, Vibe};
 use common::*;
 use uuid::Uuid;
 
@@ -318,6 +318,73 @@ async fn through_the_relay_nothing_private_is_seen_in_plaintext() {
         payloads > 5,
         "the watcher saw the task's traffic ({payloads} messages)"
     );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_runs_failure_crosses_the_relay_sealed() {
+    let nats = nats();
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut everything = watcher.subscribe(">").await.unwrap();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    let configs = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| {
+            let mut config = market_config(dir.path(), 6, index == 1);
+            config.node.relay_only = true;
+            config.relay.url = nats.url();
+            config.market.reassignments_max = 0;
+            config
+        })
+        .collect();
+    let nodes = mesh(configs).await;
+    let id = nodes[0]
+        .distributor
+        .send(task(repo.path(), "exit 3", 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = wait_final(&nodes[0], id).await;
+    assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
+    // The originator read the real stage and error out of the sealed detail.
+    let error = view.error.unwrap_or_default();
+    assert!(
+        error.contains("Coding") && error.contains("exit status 3"),
+        "{error}"
+    );
+    // On the relay, the failure carried no clear error or stage, only the sealed detail.
+    let mut failures = 0;
+    while let Ok(Some(message)) = tokio::time::timeout(
+        Duration::from_millis(300),
+        futures::StreamExt::next(&mut everything),
+    )
+    .await
+    {
+        let Ok(envelope) = apn::messages::codec::decode::<Envelope>(&message.payload, usize::MAX)
+        else {
+            continue;
+        };
+        if let Ok(APNMessage::ExecutionFailed(failed)) =
+            apn::messages::decode_message(&envelope.body)
+        {
+            failures += 1;
+            assert!(
+                failed.error.is_empty(),
+                "clear error on the relay: {failed:?}"
+            );
+            assert_eq!(
+                failed.stage,
+                ExecutionStage::Setup,
+                "clear stage: {failed:?}"
+            );
+            assert!(failed.detail.is_some(), "{failed:?}");
+        }
+    }
+    assert!(failures >= 1, "the watcher saw no ExecutionFailed");
     for node in nodes {
         node.shutdown().await;
     }

@@ -968,11 +968,12 @@ impl TaskDistributor {
             APNMessage::ExecutionProgress(progress) => {
                 let action = match (&progress.current_action, &assignment.session) {
                     (Some(sealed), Some(session)) => match session.open(sealed) {
-                        Ok(plain) => {
-                            crate::messages::codec::decode::<ProgressAction>(&plain, plain.len())
-                                .map(|a| a.action)
-                                .ok()
-                        }
+                        Ok(plain) => crate::messages::codec::decode::<ProgressAction>(
+                            &plain,
+                            crate::market::PROGRESS_ACTION_BYTES_MAX,
+                        )
+                        .map(|a| a.action)
+                        .ok(),
                         Err(_) => {
                             decrypt_failed(&self.metrics);
                             None
@@ -995,7 +996,11 @@ impl TaskDistributor {
                     return decrypt_failed(&self.metrics);
                 };
                 match session.open(&logs.lines).ok().and_then(|plain| {
-                    crate::messages::codec::decode::<Vec<LogLine>>(&plain, plain.len()).ok()
+                    crate::messages::codec::decode::<Vec<LogLine>>(
+                        &plain,
+                        crate::market::LOG_BATCH_BYTES_MAX,
+                    )
+                    .ok()
                 }) {
                     Some(lines) => self.on_update(task_id, ExecutionUpdate::Logs(lines), ctx),
                     None => decrypt_failed(&self.metrics),
@@ -1006,7 +1011,11 @@ impl TaskDistributor {
                     return decrypt_failed(&self.metrics);
                 };
                 let result = session.open(&completed.result).ok().and_then(|plain| {
-                    crate::messages::codec::decode::<ExecutionResult>(&plain, plain.len()).ok()
+                    crate::messages::codec::decode::<ExecutionResult>(
+                        &plain,
+                        crate::market::RESULT_BYTES_MAX,
+                    )
+                    .ok()
                 });
                 let Some(result) = result else {
                     decrypt_failed(&self.metrics);
@@ -1037,7 +1046,30 @@ impl TaskDistributor {
                 self.verify_and_settle(task_id, result, ctx);
             }
             APNMessage::ExecutionFailed(failed) => {
-                let reason = format!("failed at {:?}: {}", failed.stage, failed.error);
+                // A run's failure is sealed; only a refusal before any session is clear.
+                let (stage, error) = match (&failed.detail, &assignment.session) {
+                    (None, _) => (failed.stage, failed.error.clone()),
+                    (Some(sealed), Some(session)) => {
+                        match session.open(sealed).ok().and_then(|plain| {
+                            crate::messages::codec::decode::<crate::market::FailureDetail>(
+                                &plain,
+                                crate::market::FAILURE_DETAIL_BYTES_MAX,
+                            )
+                            .ok()
+                        }) {
+                            Some(detail) => (detail.stage, detail.error),
+                            None => {
+                                decrypt_failed(&self.metrics);
+                                (failed.stage, "its failure does not decrypt".into())
+                            }
+                        }
+                    }
+                    (Some(_), None) => {
+                        decrypt_failed(&self.metrics);
+                        (failed.stage, "its failure came before its session".into())
+                    }
+                };
+                let reason = format!("failed at {stage:?}: {error}");
                 self.event(ExecutionEvent::Log {
                     task_id,
                     line: LogLine {

@@ -264,7 +264,10 @@ impl TaskExecutor {
                         .map_err(|e| (DropReason::DecryptFailed, format!("the task does not decrypt: {e}")))
                 })
                 .and_then(|(plaintext, answer, session)| {
-                    crate::messages::codec::decode::<TaskPayload>(&plaintext, plaintext.len())
+                    crate::messages::codec::decode::<TaskPayload>(
+                        &plaintext,
+                        crate::market::TASK_PAYLOAD_BYTES_MAX,
+                    )
                         .map(|payload| (payload, answer, session))
                         .map_err(|e| (DropReason::Malformed, format!("the task is malformed: {e}")))
                 })
@@ -330,6 +333,7 @@ fn refuse_assignment(
             execution_id: Uuid::nil(),
             stage: ExecutionStage::Setup,
             error: format!("assignment refused: {detail}"),
+            detail: None,
             usage: ComputeUsage::default(),
         }),
     });

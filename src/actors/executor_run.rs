@@ -26,7 +26,9 @@ use super::peer_manager::{PeerManager, SendTo};
 use crate::agent_process::{self, AgentEvent, AgentOutcome, AgentSpec};
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::market::{ExecutionResult, LogLine, ProgressAction, RepoDelivery, TaskPayload};
+use crate::market::{
+    ExecutionResult, FailureDetail, LogLine, ProgressAction, RepoDelivery, TaskPayload,
+};
 use crate::mesh::e2e::E2eSession;
 use crate::messages::{
     APNMessage, ComputeUsage, ExecutionCompleted, ExecutionFailed, ExecutionLogs,
@@ -300,13 +302,17 @@ fn seal_update(
             stage,
             error,
             usage,
-        } => APNMessage::ExecutionFailed(ExecutionFailed {
-            task_id,
-            execution_id,
-            stage,
-            error,
-            usage,
-        }),
+        } => {
+            let detail = encode(&FailureDetail { stage, error })?;
+            APNMessage::ExecutionFailed(ExecutionFailed {
+                task_id,
+                execution_id,
+                stage: ExecutionStage::Setup,
+                error: String::new(),
+                detail: Some(session.seal(&detail).map_err(|e| e.to_string())?),
+                usage,
+            })
+        }
     })
 }
 

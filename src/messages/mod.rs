@@ -267,8 +267,15 @@ pub struct ExecutionCompleted {
 pub struct ExecutionFailed {
     pub task_id: Uuid,
     pub execution_id: Uuid,
+    /// In clear text only for a refusal before any session exists (nil `execution_id`);
+    /// for a run's failure `Setup`, and the real stage travels in `detail`.
     pub stage: ExecutionStage,
+    /// In clear text only for a refusal (which names no task content); empty for a run's
+    /// failure, whose error travels in `detail`.
     pub error: String,
+    /// A run's failure: `market::FailureDetail` (stage and error) sealed in the run's
+    /// Noise session, so the relay and other peers never read it.
+    pub detail: Option<Sealed>,
     pub usage: ComputeUsage,
 }
 

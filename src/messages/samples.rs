@@ -100,8 +100,9 @@ pub fn every_variant(identity: &Identity, at: DateTime<Utc>) -> Vec<APNMessage> 
         APNMessage::ExecutionFailed(ExecutionFailed {
             task_id,
             execution_id,
-            stage: ExecutionStage::Coding,
-            error: "exit status 1".into(),
+            stage: ExecutionStage::Setup,
+            error: String::new(),
+            detail: Some(sealed(4)),
             usage,
         }),
         APNMessage::BandwidthContribution(BandwidthContribution {
