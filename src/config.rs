@@ -90,6 +90,9 @@ pub struct NodeConfig {
     /// Frames one connected peer may send per second (bursts of two seconds' worth); the
     /// excess is dropped before its signature is checked.
     pub frames_per_peer_per_second: u32,
+    /// Most peers in the peer table. When it is full, an entry that never announced itself
+    /// and is not connected makes room; known peers are never dropped for newcomers.
+    pub peers_max: usize,
 }
 
 impl Default for NodeConfig {
@@ -106,6 +109,7 @@ impl Default for NodeConfig {
             clock_skew_s: 120,
             peer_timeout_s: 120,
             frames_per_peer_per_second: 500,
+            peers_max: 4096,
         }
     }
 }
@@ -538,6 +542,9 @@ impl Config {
                 "market.reservations_per_peer",
                 "must be at least 1",
             ));
+        }
+        if self.node.peers_max == 0 {
+            return Err(invalid("node.peers_max", "must be at least 1"));
         }
         if self.node.clock_skew_s == 0 {
             return Err(invalid("node.clock_skew_s", "must be at least 1"));

@@ -81,3 +81,60 @@ async fn a_junk_flood_is_dropped_before_signature_checks() {
         .await;
     victim.shutdown().await;
 }
+
+/// Peers the victim's table holds in the Sybil test.
+const PEERS_MAX: usize = 16;
+
+#[actix_rt::test]
+async fn fresh_keys_cannot_fill_the_peer_table_against_known_peers_or_newcomers() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut config = test_config(dirs[0].path());
+    config.node.peers_max = PEERS_MAX;
+    let (victim, known) = connected_pair(config, test_config(dirs[1].path())).await;
+    let attacker = Attacker::attach(&victim).await;
+    let victim_peer = victim.identity.peer_id();
+    // Three times the table's size in fresh keys, each signing one ping, over one connection.
+    for nonce in 0..(PEERS_MAX as u64 * 3) {
+        let sybil = apn::identity::Identity::ephemeral();
+        let frame = Envelope::seal(
+            &sybil,
+            &Audience::peer(&victim_peer),
+            &APNMessage::PingRequest(PingRequest { nonce }),
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .unwrap();
+        attacker
+            .swarm
+            .send_direct(victim_peer, frame)
+            .await
+            .unwrap();
+    }
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(&victim).await.len() >= PEERS_MAX
+        })
+        .await,
+        "the flood never filled the table"
+    );
+    // The known peer is still there, and a newcomer still gets in.
+    assert!(
+        knows_all(&victim, &[&known]).await,
+        "a known peer was dropped"
+    );
+    let mut newcomer_config = test_config(dirs[2].path());
+    newcomer_config.node.bootstrap = vec![victim.dial_address().unwrap().to_string()];
+    let newcomer = node(newcomer_config).await;
+    let only_newcomer = [&newcomer];
+    assert!(
+        wait_until(EVENT_TIMEOUT, || knows_all(&victim, &only_newcomer)).await,
+        "a newcomer could not join a table full of fresh keys"
+    );
+    assert!(peers(&victim).await.len() <= PEERS_MAX);
+    assert!(
+        knows_all(&victim, &[&known]).await,
+        "a known peer was dropped"
+    );
+    for node in [victim, known, newcomer] {
+        node.shutdown().await;
+    }
+}

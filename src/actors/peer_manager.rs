@@ -202,8 +202,6 @@ impl Transports {
     }
 }
 
-/// Peers kept in the table; a new peer beyond this is ignored (and counted rate_limited).
-pub const PEERS_MAX: usize = 4096;
 /// A peer's frame budget holds this many seconds of its rate, for bursts.
 const FRAME_BURST_SECONDS: u32 = 2;
 /// Outstanding pings.
@@ -226,6 +224,17 @@ struct PeerEntry {
     noise_static_key: Option<[u8; NOISE_KEY_BYTES]>,
     last_seen: Instant,
     announced_to_at: Option<Instant>,
+}
+
+/// The peer-table entry that may make room for a newcomer: one that never announced itself
+/// and is not connected, the longest unheard first; none if every entry is a known peer.
+pub fn peer_to_evict<K: Copy>(
+    entries: impl Iterator<Item = (K, bool, bool, Instant)>,
+) -> Option<K> {
+    entries
+        .filter(|(_, announced, connected, _)| !announced && !connected)
+        .min_by_key(|(_, _, _, last_seen)| *last_seen)
+        .map(|(key, ..)| key)
 }
 
 struct PendingPing {
@@ -311,7 +320,7 @@ impl PeerManager {
             frame_budgets: FrameRateLimiter::new(
                 config.node.frames_per_peer_per_second,
                 FRAME_BURST_SECONDS,
-                PEERS_MAX,
+                config.node.peers_max,
             ),
             config,
         }
@@ -360,9 +369,27 @@ impl PeerManager {
 
     fn entry(&mut self, peer: PeerId) -> Option<&mut PeerEntry> {
         if !self.peers.contains_key(&peer) {
-            if self.peers.len() >= PEERS_MAX {
-                self.metrics.count_drop(DropReason::RateLimited);
-                return None;
+            if self.peers.len() >= self.config.node.peers_max {
+                // Fresh keys cost nothing: one that never announced itself and has no
+                // connection makes room; a known peer is never dropped for a newcomer.
+                let candidates = self.peers.iter().map(|(id, entry)| {
+                    (
+                        *id,
+                        entry.info.announced,
+                        entry.info.connected,
+                        entry.last_seen,
+                    )
+                });
+                match peer_to_evict(candidates) {
+                    Some(evicted) => {
+                        self.peers.remove(&evicted);
+                        self.metrics.count_drop(DropReason::RateLimited);
+                    }
+                    None => {
+                        self.metrics.count_drop(DropReason::RateLimited);
+                        return None;
+                    }
+                }
             }
             let now = Utc::now();
             let node_id = identity::public_key_of(&peer)
@@ -974,5 +1001,24 @@ impl Handler<Shutdown> for PeerManager {
             }
         };
         Box::pin(work.into_actor(self).map(|(), _actor, ctx| ctx.stop()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unknown_unconnected_peers_make_room() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        let entries = [
+            ("announced", true, false, now),
+            ("connected", false, true, now),
+            ("fresh-old", false, false, now),
+            ("fresh-new", false, false, later),
+        ];
+        assert_eq!(peer_to_evict(entries.into_iter()), Some("fresh-old"));
+        assert_eq!(peer_to_evict(entries[..2].iter().copied()), None);
     }
 }
