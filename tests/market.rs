@@ -7,14 +7,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use apn::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus, TaskView};
+use apn::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus};
 use apn::actors::node::NodeHandle;
 use apn::actors::relay::{ExecutionEvent, SubscribeExecution};
 use apn::actors::settler::{GetBalance, GetReputation};
 use apn::config::{Config, ProfileConfig};
 use apn::messages::{APNMessage, Envelope, ExecutionStage, Vibe};
 use common::*;
-use uuid::Uuid;
 
 const TASK_TIMEOUT: Duration = Duration::from_secs(60);
 const INITIAL: u64 = 1000;
@@ -82,27 +81,6 @@ fn task(repo: &Path, prompt: &str, reward: u64) -> CreateTaskAttempt {
         reward: Vibe::from_whole(reward),
         prefer: Prefer::Mesh,
         verify_command: None,
-    }
-}
-
-async fn wait_final(node: &NodeHandle, id: Uuid) -> TaskView {
-    let deadline = tokio::time::Instant::now() + TASK_TIMEOUT;
-    loop {
-        let view = node
-            .distributor
-            .send(GetTask(id))
-            .await
-            .ok()
-            .flatten()
-            .expect("task exists");
-        if view.status.is_final() {
-            return view;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task did not finish: {view:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -180,7 +158,7 @@ async fn best_bid_runs_the_task_streams_it_back_and_is_paid() {
         })
         .await
         .unwrap();
-    let view = wait_final(origin, id).await;
+    let view = task_final(origin, id, TASK_TIMEOUT).await;
     assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
     assert_eq!(view.bids_received, 2, "both executors bid");
     assert_eq!(
@@ -259,11 +237,16 @@ fn event_recipient(
     EventForwarder(sender).start().recipient()
 }
 
+/// Everything the relay carries from now on.
+async fn watch_relay(nats: &NatsServer) -> async_nats::Subscriber {
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    watcher.subscribe(">").await.unwrap()
+}
+
 #[actix_rt::test]
 async fn through_the_relay_nothing_private_is_seen_in_plaintext() {
     let nats = nats();
-    let watcher = async_nats::connect(nats.url()).await.unwrap();
-    let mut everything = watcher.subscribe(">").await.unwrap();
+    let mut everything = watch_relay(&nats).await;
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let repo = sample_repo();
     let secret_file = "TOP-SECRET-CONTENT-41";
@@ -288,7 +271,7 @@ async fn through_the_relay_nothing_private_is_seen_in_plaintext() {
         .await
         .unwrap()
         .unwrap();
-    let view = wait_final(&nodes[0], id).await;
+    let view = task_final(&nodes[0], id, TASK_TIMEOUT).await;
     assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
     assert!(
         view.diff
@@ -326,8 +309,7 @@ async fn through_the_relay_nothing_private_is_seen_in_plaintext() {
 #[actix_rt::test]
 async fn a_runs_failure_crosses_the_relay_sealed() {
     let nats = nats();
-    let watcher = async_nats::connect(nats.url()).await.unwrap();
-    let mut everything = watcher.subscribe(">").await.unwrap();
+    let mut everything = watch_relay(&nats).await;
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let repo = sample_repo();
     let configs = dirs
@@ -348,7 +330,7 @@ async fn a_runs_failure_crosses_the_relay_sealed() {
         .await
         .unwrap()
         .unwrap();
-    let view = wait_final(&nodes[0], id).await;
+    let view = task_final(&nodes[0], id, TASK_TIMEOUT).await;
     assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
     // The originator read the real stage and error out of the sealed detail.
     let error = view.error.unwrap_or_default();
@@ -434,7 +416,7 @@ async fn a_dead_executor_is_not_paid_and_the_task_moves_to_the_next_bidder() {
     let winner_node = winner.identity.node_id().to_string();
     let winner_key = winner.identity.public_key();
     winner.shutdown().await;
-    let view = wait_final(&origin, id).await;
+    let view = task_final(&origin, id, TASK_TIMEOUT).await;
     assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
     assert_eq!(
         view.assigned_node.as_deref(),
@@ -473,7 +455,7 @@ async fn a_task_nobody_can_run_fails_with_a_reason_and_holds_nothing() {
     let mut unknown = task(repo.path(), "true", 10);
     unknown.executor_profile = "NO_SUCH_AGENT".into();
     let id = nodes[0].distributor.send(unknown).await.unwrap().unwrap();
-    let view = wait_final(&nodes[0], id).await;
+    let view = task_final(&nodes[0], id, TASK_TIMEOUT).await;
     assert_eq!(view.status, TaskStatus::Failed);
     assert!(
         view.error
@@ -489,7 +471,7 @@ async fn a_task_nobody_can_run_fails_with_a_reason_and_holds_nothing() {
         .await
         .unwrap()
         .unwrap();
-    let view = wait_final(&nodes[0], id).await;
+    let view = task_final(&nodes[0], id, TASK_TIMEOUT).await;
     assert_eq!(view.status, TaskStatus::Failed);
     assert!(
         view.error.as_deref().unwrap_or("").contains("no node bid"),
@@ -512,7 +494,7 @@ async fn local_runs_need_no_payment_and_timeouts_kill_the_process_group() {
     let mut local = task(repo.path(), EDIT_SCRIPT, 10);
     local.prefer = Prefer::Auto;
     let id = node.distributor.send(local).await.unwrap().unwrap();
-    let view = wait_final(&node, id).await;
+    let view = task_final(&node, id, TASK_TIMEOUT).await;
     assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
     assert_eq!(view.assigned_node.as_deref(), Some("local"));
     assert_eq!(view.paid, None);
@@ -531,7 +513,7 @@ async fn local_runs_need_no_payment_and_timeouts_kill_the_process_group() {
     slow.prefer = Prefer::Local;
     slow.requirements.timeout_s = 1;
     let id = node.distributor.send(slow).await.unwrap().unwrap();
-    let view = wait_final(&node, id).await;
+    let view = task_final(&node, id, TASK_TIMEOUT).await;
     assert_eq!(view.status, TaskStatus::Failed);
     assert!(
         view.error.as_deref().unwrap_or("").contains("timed out"),

@@ -18,10 +18,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apn::actors::distributor::{GetTask, TaskStatus, TaskView};
+use apn::actors::distributor::{TaskStatus, TaskView};
 use apn::actors::node::NodeHandle;
 use apn::messages::Vibe;
-use common::{EVENT_TIMEOUT, git, git_repo, mesh_shell_task, nats, node, peers, test_config};
+use common::{
+    EVENT_TIMEOUT, git, git_repo, mesh_shell_task, nats, node, peers, task_final, test_config,
+};
 
 /// How long one escape task may take end to end.
 const TASK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -217,24 +219,7 @@ async fn run_task(originator: &NodeHandle, repo: &Path, prompt: &str) -> TaskVie
         .await
         .expect("distributor alive")
         .expect("task accepted");
-    let deadline = tokio::time::Instant::now() + TASK_TIMEOUT;
-    loop {
-        let view = originator
-            .distributor
-            .send(GetTask(id))
-            .await
-            .ok()
-            .flatten()
-            .expect("task exists");
-        if view.status.is_final() {
-            return view;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task did not finish: {view:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    task_final(originator, id, TASK_TIMEOUT).await
 }
 
 /// The lines the task's report added (`report.txt` in the diff), without the `+`.

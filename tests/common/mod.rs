@@ -202,3 +202,29 @@ pub fn mesh_shell_task(
         verify_command: None,
     }
 }
+
+/// Poll a task of `node` until it is final (panics with its view after `timeout`).
+pub async fn task_final(
+    node: &NodeHandle,
+    id: uuid::Uuid,
+    timeout: Duration,
+) -> apn::actors::distributor::TaskView {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let view = node
+            .distributor
+            .send(apn::actors::distributor::GetTask(id))
+            .await
+            .ok()
+            .flatten()
+            .expect("task exists");
+        if view.status.is_final() {
+            return view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task did not finish: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
