@@ -6,6 +6,8 @@
 //! HOME and an allowed TCP port still work. Verify commands are attacked directly through
 //! `workspace::apply_and_verify`.
 //!
+//! Running as root, `apn sandbox check` is also run as uid 65534: the sandbox needs no root.
+//!
 //! On a kernel that cannot sandbox these tests fail with the reason (`apn sandbox check`),
 //! except `a_node_that_cannot_sandbox_refuses_peers_tasks`, which checks the refusal rule.
 
@@ -652,4 +654,32 @@ fn a_node_that_cannot_sandbox_refuses_peers_tasks() {
     let available = report["problem"].is_null();
     assert_eq!(output.status.success(), available, "{report}");
     assert_eq!(available, apn::sandbox::probe().available());
+}
+
+#[test]
+fn an_unprivileged_account_can_sandbox_too() {
+    // The sandbox needs no root: as root here, run `apn sandbox check` (a real sandboxed
+    // trial run) as the unprivileged uid 65534. Not root: this process already is such an
+    // account and the other tests cover it.
+    require_sandbox();
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.path().join("apn");
+    std::fs::copy(env!("CARGO_BIN_EXE_apn"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&binary)
+        .args(["sandbox", "check", "--json"])
+        .output()
+        .expect("setpriv runs (util-linux)");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    assert!(output.status.success(), "{report}");
+    assert_eq!(report["trial_run"], true, "{report}");
 }
