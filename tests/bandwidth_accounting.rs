@@ -101,29 +101,59 @@ async fn both_sides_account_the_bytes_sent() {
     receiver.shutdown().await;
 }
 
-#[actix_rt::test]
-async fn log_stream_bandwidth_is_paid_in_batches_with_signed_transactions() {
-    use apn::actors::settler::GetBalance;
-    use apn::messages::{ExecutionLogs, Vibe};
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let configure = |dir: &std::path::Path| {
-        let mut config = test_config(dir);
-        config.economics.bandwidth_settle_bytes = 200_000;
-        config.economics.bandwidth_rate_per_gb = Vibe::from_whole(1000);
-        config
-    };
-    let (provider, consumer) =
-        connected_pair(configure(dirs[0].path()), configure(dirs[1].path())).await;
-    // The provider runs the consumer's tasks (its executor admitted one): the consumer's
-    // payments are welcome on the provider.
-    provider
-        .settler
-        .send(apn::actors::settler::RecordCounterparty {
-            peer: consumer.identity.public_key(),
-        })
+/// Transfers in `node`'s ledger whose reason is a bandwidth share.
+async fn bandwidth_transfers(
+    node: &apn::actors::node::NodeHandle,
+) -> Vec<apn::ledger::TransferRecord> {
+    node.settler
+        .send(apn::actors::settler::GetHistory(
+            apn::ledger::HistoryQuery {
+                limit: 1000,
+                ..Default::default()
+            },
+        ))
         .await
-        .unwrap();
-    // 300 kB of log stream from the provider to the consumer: over the 200 kB threshold.
+        .expect("settler alive")
+        .expect("history")
+        .into_iter()
+        .filter(|t| {
+            t.reason
+                .as_deref()
+                .is_some_and(|r| r.to_lowercase().contains("bandwidth"))
+        })
+        .collect()
+}
+
+fn bandwidth_config(dir: &std::path::Path, executor: bool) -> apn::config::Config {
+    use apn::messages::Vibe;
+    let mut config = test_config(dir);
+    config.economics.bandwidth_settle_bytes = 200_000;
+    config.economics.bandwidth_settle_interval_s = 1;
+    config.economics.bandwidth_rate_per_gb = Vibe::from_whole(1000);
+    config.market.bid_window_ms = 300;
+    if executor {
+        config
+            .executor
+            .profiles
+            .insert("SHELL".into(), shell_profile());
+    } else if let Some(shell) = config.executor.profiles.get_mut("SHELL") {
+        shell.enabled = false;
+    }
+    config
+}
+
+#[actix_rt::test]
+async fn a_log_stream_nobody_asked_for_is_not_paid() {
+    use apn::actors::settler::GetBalance;
+    use apn::messages::ExecutionLogs;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (pusher, victim) = connected_pair(
+        bandwidth_config(dirs[0].path(), true),
+        bandwidth_config(dirs[1].path(), false),
+    )
+    .await;
+    let before = victim.settler.send(GetBalance).await.unwrap().unwrap();
+    // 300 kB of "log stream" for tasks the victim never assigned: over the threshold.
     for sequence in 0..3u64 {
         let message = APNMessage::ExecutionLogs(ExecutionLogs {
             task_id: Uuid::new_v4(),
@@ -134,53 +164,82 @@ async fn log_stream_bandwidth_is_paid_in_batches_with_signed_transactions() {
                 ciphertext: serde_bytes::ByteBuf::from(vec![1u8; 100_000]),
             },
         });
-        provider
+        pusher
             .peer_manager
             .send(SendTo {
-                peer: consumer.identity.peer_id(),
+                peer: victim.identity.peer_id(),
                 message,
             })
             .await
             .unwrap()
             .unwrap();
     }
-    let initial = Vibe::from_whole(1000);
+    // The bytes are counted, refused as unauthorized, and never billed: past several
+    // settlement intervals the victim has paid nothing.
+    let pusher_peer = pusher.identity.peer_id().to_string();
     assert!(
         wait_until(EVENT_TIMEOUT, || async {
-            provider
-                .settler
-                .send(GetBalance)
-                .await
-                .unwrap()
-                .unwrap()
-                .balance
-                > initial
+            peer_bytes(&victim, &pusher_peer).await.bytes_in >= 300_000
         })
-        .await,
-        "the provider was never paid"
+        .await
     );
-    let earned = provider
-        .settler
-        .send(GetBalance)
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after = victim.settler.send(GetBalance).await.unwrap().unwrap();
+    assert_eq!(
+        after.balance, before.balance,
+        "the victim paid for pushed bytes"
+    );
+    assert!(bandwidth_transfers(&victim).await.is_empty());
+    pusher.shutdown().await;
+    victim.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn the_log_stream_of_an_assigned_task_is_paid_in_batches_with_signed_transactions() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (provider, consumer) = connected_pair(
+        bandwidth_config(dirs[0].path(), true),
+        bandwidth_config(dirs[1].path(), false),
+    )
+    .await;
+    let repo = git_repo(&[("README.md", "hello\n")]);
+    // About 400 kB of output: 400 lines of 1000 characters, streamed as sealed log batches.
+    let prompt =
+        "i=0; while [ $i -lt 400 ]; do head -c 1000 /dev/zero | tr '\\0' x; echo; i=$((i+1)); done";
+    let id = consumer
+        .distributor
+        .send(mesh_shell_task(repo.path(), "talkative", prompt, 10))
         .await
         .unwrap()
-        .unwrap()
-        .balance
-        .micros()
-        - initial.micros();
-    let spent = initial.micros()
-        - consumer
-            .settler
-            .send(GetBalance)
-            .await
-            .unwrap()
-            .unwrap()
-            .balance
-            .micros();
-    assert_eq!(earned, spent, "one payment, credited once and debited once");
-    // About 300 kB at 1000 VIBE/GB: 0.3 VIBE (frames carry a little overhead).
+        .unwrap();
+    let view = task_final(&consumer, id, EVENT_TIMEOUT * 3).await;
+    assert_eq!(
+        view.status,
+        apn::actors::distributor::TaskStatus::Completed,
+        "{view:?}"
+    );
     assert!(
-        (300_000..=320_000).contains(&earned),
+        wait_until(EVENT_TIMEOUT, || async {
+            !bandwidth_transfers(&provider).await.is_empty()
+        })
+        .await,
+        "the provider was never paid for the log stream"
+    );
+    let earned: u64 = bandwidth_transfers(&provider)
+        .await
+        .iter()
+        .map(|t| t.amount.micros())
+        .sum();
+    let spent: u64 = bandwidth_transfers(&consumer)
+        .await
+        .iter()
+        .map(|t| t.amount.micros())
+        .sum();
+    assert_eq!(earned, spent, "each payment credited once and debited once");
+    // At least the 200 kB threshold at 1000 VIBE/GB (0.2 VIBE), at most the whole stream
+    // with its framing.
+    assert!(
+        (200_000..=600_000).contains(&earned),
         "paid {earned} micro-VIBE"
     );
     provider.shutdown().await;

@@ -45,6 +45,16 @@ pub struct BytesTransferred {
     pub bytes: u64,
 }
 
+/// Bytes this node asked for and pays for: the logs and progress of a task it assigned to
+/// `peer`, counted by the distributor only after it checked that `peer` is the task's
+/// executor. Traffic a peer pushes unasked is counted in the totals, never paid.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct BillableBytes {
+    pub peer: PeerId,
+    pub bytes: u64,
+}
+
 /// Compute a finished run used, measured from its process.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
@@ -344,6 +354,17 @@ impl Actor for ResourceAccounting {
     }
 }
 
+impl Handler<BillableBytes> for ResourceAccounting {
+    type Result = ();
+
+    fn handle(&mut self, billable: BillableBytes, _ctx: &mut Self::Context) {
+        if self.unsettled.len() < PEERS_TRACKED_MAX || self.unsettled.contains_key(&billable.peer) {
+            let unsettled = self.unsettled.entry(billable.peer).or_default();
+            *unsettled = unsettled.saturating_add(billable.bytes);
+        }
+    }
+}
+
 impl Handler<BytesTransferred> for ResourceAccounting {
     type Result = ();
 
@@ -369,13 +390,6 @@ impl Handler<BytesTransferred> for ResourceAccounting {
         match transfer.direction {
             Direction::In => self.bytes_in_today += transfer.bytes,
             Direction::Out => self.bytes_out_today += transfer.bytes,
-        }
-        if transfer.direction == Direction::In
-            && transfer.purpose == BandwidthPurpose::LogStream
-            && (self.unsettled.len() < PEERS_TRACKED_MAX
-                || self.unsettled.contains_key(&transfer.peer))
-        {
-            *self.unsettled.entry(transfer.peer).or_default() += transfer.bytes;
         }
         let purpose = format!("{:?}", transfer.purpose).to_lowercase();
         *self.by_purpose.entry(purpose).or_default() += transfer.bytes;

@@ -299,6 +299,8 @@ pub struct TaskDistributor {
     bid_on: HashMap<Uuid, (Instant, Instant)>,
     request_counts: HashMap<PeerId, (Instant, u32)>,
     profiles: Vec<String>,
+    /// Where the log and progress bytes of assigned executors are billed.
+    billing: Option<Recipient<crate::actors::accountant::BillableBytes>>,
 }
 
 impl TaskDistributor {
@@ -328,7 +330,17 @@ impl TaskDistributor {
             order: VecDeque::new(),
             bid_on: HashMap::new(),
             request_counts: HashMap::new(),
+            billing: None,
         }
+    }
+
+    /// Bill the log and progress bytes of assigned executors to `billing` (the accountant).
+    pub fn with_billing(
+        mut self,
+        billing: Recipient<crate::actors::accountant::BillableBytes>,
+    ) -> Self {
+        self.billing = Some(billing);
+        self
     }
 
     fn validate(&self, request: &CreateTaskAttempt) -> Result<String, MarketError> {
@@ -925,6 +937,18 @@ impl TaskDistributor {
             self.metrics.count_drop(DropReason::Unauthorized);
             tracing::warn!(%task_id, from = %envelope.from_node, kind = envelope.message.kind(), "execution message from a node not assigned the task");
             return;
+        }
+        // Only now, from the executor this node assigned, is a log stream traffic it asked
+        // for and pays for.
+        if matches!(
+            envelope.message,
+            APNMessage::ExecutionLogs(_) | APNMessage::ExecutionProgress(_)
+        ) && let Some(billing) = &self.billing
+        {
+            let _ = billing.try_send(crate::actors::accountant::BillableBytes {
+                peer: envelope.from_peer,
+                bytes: envelope.frame_bytes as u64,
+            });
         }
         let Some(task) = self.tasks.get_mut(&task_id) else {
             return;

@@ -178,16 +178,19 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     )
     .with_counterparties(settler.clone().recipient())
     .start();
-    let distributor = distributor_context.run(TaskDistributor::new(
-        identity.clone(),
-        config.clone(),
-        metrics.clone(),
-        peer_manager_address.clone(),
-        executor.clone(),
-        settler.clone(),
-        relay_role.clone(),
-        panel_hub.clone().recipient(),
-    ));
+    let distributor = distributor_context.run(
+        TaskDistributor::new(
+            identity.clone(),
+            config.clone(),
+            metrics.clone(),
+            peer_manager_address.clone(),
+            executor.clone(),
+            settler.clone(),
+            relay_role.clone(),
+            panel_hub.clone().recipient(),
+        )
+        .with_billing(accountant.clone().recipient()),
+    );
 
     let courier = PaymentCourier::new(
         settler.clone(),
