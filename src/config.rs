@@ -264,6 +264,10 @@ pub struct MarketConfig {
     /// Slots one requesting peer may hold reserved for this node's bids at a time: beyond it
     /// its requests get no bid, so one key cannot hold every slot with a stream of requests.
     pub reservations_per_peer: u32,
+    /// Longest an executor may hold an assignment (and its escrow) when the task names no
+    /// timeout, in seconds; with a timeout, the timeout plus `heartbeat_timeout_s`. Past it
+    /// the task moves on however many heartbeats arrive.
+    pub run_deadline_s: u64,
 }
 
 impl Default for MarketConfig {
@@ -276,6 +280,7 @@ impl Default for MarketConfig {
             heartbeat_timeout_s: 30,
             requests_per_peer_per_minute: 120,
             reservations_per_peer: 1,
+            run_deadline_s: 3600,
         }
     }
 }

@@ -372,6 +372,17 @@ pub struct ExecutionResult {
     pub diff: String,
 }
 
+/// How long an executor may hold an assignment, in seconds: the task's own timeout (capped
+/// at `run_deadline_s`) plus `grace_s` for the result to travel back, or `run_deadline_s`
+/// when the task names none. Heartbeats do not extend it: an executor that reports progress
+/// forever cannot hold the escrow forever.
+pub fn assignment_deadline_s(requested_timeout_s: u64, run_deadline_s: u64, grace_s: u64) -> u64 {
+    match requested_timeout_s {
+        0 => run_deadline_s,
+        requested => requested.min(run_deadline_s).saturating_add(grace_s),
+    }
+}
+
 /// Why a run failed, sealed inside `ExecutionFailed`: the stage and the error can name
 /// files, commands and output of a private task, so they travel end-to-end encrypted too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -403,6 +414,14 @@ pub struct ProgressAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assignments_have_a_deadline_heartbeats_cannot_extend() {
+        assert_eq!(assignment_deadline_s(0, 3600, 30), 3600);
+        assert_eq!(assignment_deadline_s(60, 3600, 30), 90);
+        assert_eq!(assignment_deadline_s(100_000, 3600, 30), 3630);
+        assert_eq!(assignment_deadline_s(u64::MAX, u64::MAX, 30), u64::MAX);
+    }
     use crate::config::AcceptPolicy;
     use chrono::Utc;
     use uuid::Uuid;

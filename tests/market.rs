@@ -373,6 +373,35 @@ async fn a_runs_failure_crosses_the_relay_sealed() {
 }
 
 #[actix_rt::test]
+async fn heartbeats_cannot_hold_escrow_past_the_run_deadline() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    let mut origin_config = market_config(dirs[0].path(), 6, false);
+    origin_config.market.run_deadline_s = 2;
+    origin_config.market.reassignments_max = 0;
+    origin_config.market.bid_rounds_max = 1;
+    let nodes = mesh(vec![origin_config, market_config(dirs[1].path(), 6, true)]).await;
+    // The executor keeps reporting progress (every second) on a run that would take 30 s.
+    let id = nodes[0]
+        .distributor
+        .send(task(repo.path(), "sleep 30", 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(&nodes[0], id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
+    let error = view.error.unwrap_or_default();
+    assert!(error.contains("deadline"), "{error}");
+    // Nothing is held and nothing was paid.
+    let (balance, escrowed) = balance(&nodes[0]).await;
+    assert_eq!(escrowed, Vibe::ZERO);
+    assert_eq!(balance, Vibe::from_whole(INITIAL));
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[actix_rt::test]
 async fn a_dead_executor_is_not_paid_and_the_task_moves_to_the_next_bidder() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let repo = sample_repo();

@@ -265,6 +265,8 @@ struct Assignment {
     pending: Option<PendingInitiator>,
     session: Option<E2eSession>,
     last_heartbeat: Instant,
+    /// When the assignment was made: it ends at `market::assignment_deadline_s` after this.
+    assigned_at: Instant,
 }
 
 struct OriginTask {
@@ -826,6 +828,7 @@ impl TaskDistributor {
                                 pending: Some(pending),
                                 session: None,
                                 last_heartbeat: Instant::now(),
+                                assigned_at: Instant::now(),
                             });
                         }
                     }
@@ -913,6 +916,31 @@ impl TaskDistributor {
                 id,
                 Outcome::TimedOut,
                 format!("no heartbeat for {} s", timeout.as_secs()),
+                ctx,
+            );
+        }
+        let market = &self.config.market;
+        let overdue: Vec<(Uuid, u64)> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| !task.view.status.is_final())
+            .filter_map(|(id, task)| {
+                let deadline_s = market::assignment_deadline_s(
+                    task.request.requirements.timeout_s,
+                    market.run_deadline_s,
+                    market.heartbeat_timeout_s,
+                );
+                task.assignment
+                    .as_ref()
+                    .filter(|a| a.assigned_at.elapsed() > Duration::from_secs(deadline_s))
+                    .map(|_| (*id, deadline_s))
+            })
+            .collect();
+        for (id, deadline_s) in overdue {
+            self.reassign(
+                id,
+                Outcome::TimedOut,
+                format!("the run passed its {deadline_s} s deadline"),
                 ctx,
             );
         }
