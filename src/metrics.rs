@@ -29,7 +29,12 @@ pub struct NetMetrics {
 impl NetMetrics {
     /// Count one dropped frame.
     pub fn count_drop(&self, reason: DropReason) {
-        self.dropped[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.count_drops(reason, 1);
+    }
+
+    /// Count `frames` dropped frames.
+    pub fn count_drops(&self, reason: DropReason, frames: u64) {
+        self.dropped[reason as usize].fetch_add(frames, Ordering::Relaxed);
     }
 
     /// Frames dropped for `reason` since start.

@@ -32,7 +32,7 @@ async fn attach_attacker(
 ) -> (
     Identity,
     apn::mesh::swarm::SwarmClient,
-    tokio::sync::mpsc::Receiver<MeshEvent>,
+    apn::mesh::EventReceiver,
 ) {
     let attacker = Identity::ephemeral();
     let (swarm, events) = spawn_swarm(
@@ -59,7 +59,7 @@ async fn attach_attacker(
 
 /// The next verified message from the victim that `wanted` accepts.
 async fn next_message(
-    events: &mut tokio::sync::mpsc::Receiver<MeshEvent>,
+    events: &mut apn::mesh::EventReceiver,
     cache: &mut ReplayCache,
     me: &libp2p::PeerId,
     wanted: impl Fn(&APNMessage) -> bool,

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use serde_bytes::ByteBuf;
@@ -29,7 +31,7 @@ use crate::identity::{self, Identity, NOISE_KEY_BYTES, NodeId};
 use crate::mesh::rate::FrameRateLimiter;
 use crate::mesh::relay::RelayClient;
 use crate::mesh::swarm::SwarmClient;
-use crate::mesh::{FrameVia, MeshError, MeshEvent};
+use crate::mesh::{EventReceiver, FrameVia, MeshError, MeshEvent, gossip_acceptance};
 use crate::messages::envelope::{Audience, verify_frame};
 use crate::messages::{
     APNMessage, BandwidthPurpose, DropReason, Envelope, EnvelopeLimits, NodeAnnouncement,
@@ -178,8 +180,8 @@ pub fn purpose_of(message: &APNMessage) -> BandwidthPurpose {
 
 /// Transports handed to the peer manager by the node (already started).
 pub struct Transports {
-    pub swarm: Option<(SwarmClient, mpsc::Receiver<MeshEvent>)>,
-    pub relay: Option<(RelayClient, mpsc::Receiver<MeshEvent>)>,
+    pub swarm: Option<(SwarmClient, EventReceiver)>,
+    pub relay: Option<(RelayClient, EventReceiver)>,
     /// Addresses the swarm reported before the actor started.
     pub listen_addrs: Vec<Multiaddr>,
     /// Events that arrived while start-up waited for the listen address.
@@ -257,7 +259,7 @@ pub struct PeerManager {
     relay_connected_before: bool,
     swarm: Option<SwarmClient>,
     relay: Option<RelayClient>,
-    pending_streams: Vec<mpsc::Receiver<MeshEvent>>,
+    pending_streams: Vec<BoxStream<'static, MeshEvent>>,
     early_events: Vec<MeshEvent>,
     routes: Routes,
     taps: Vec<Recipient<Inbound>>,
@@ -284,14 +286,18 @@ impl PeerManager {
         };
         let mut pending_streams = Vec::new();
         let swarm = transports.swarm.map(|(client, events)| {
-            pending_streams.push(events);
+            pending_streams.push(events.boxed());
             client
         });
         let relay = transports.relay.map(|(client, events)| {
-            pending_streams.push(events);
+            pending_streams.push(events.boxed());
             client
         });
-        pending_streams.extend(transports.injected);
+        pending_streams.extend(
+            transports
+                .injected
+                .map(|events| ReceiverStream::new(events).boxed()),
+        );
         let relay_state = if relay.is_some() {
             RelayState::Connecting
         } else {
@@ -482,20 +488,22 @@ impl PeerManager {
         });
     }
 
+    /// Verify and route one inbound frame. The answer (accepted, or dropped and why) tells
+    /// gossipsub whether to forward it.
     fn on_frame(
         &mut self,
         frame: Vec<u8>,
         via: FrameVia,
         transport_peer: Option<PeerId>,
         ctx: &mut Context<Self>,
-    ) {
+    ) -> Result<(), DropReason> {
         NetMetrics::add(&self.metrics.bytes_in, frame.len() as u64);
         if let Some(peer) = transport_peer
             && !self.frame_budgets.allow(&peer, Instant::now())
         {
             self.metrics.count_drop(DropReason::RateLimited);
             self.log_drop(peer.to_string(), DropReason::RateLimited);
-            return;
+            return Err(DropReason::RateLimited);
         }
         let expected = via.expected_audience(&self.identity.peer_id());
         let verified = match verify_frame(
@@ -513,13 +521,13 @@ impl PeerManager {
                     None => "relay".to_string(),
                 };
                 self.log_drop(source, reason);
-                return;
+                return Err(reason);
             }
         };
         let author = verified.from_peer;
         if author == self.identity.peer_id() {
             // Our own broadcast, echoed by the relay.
-            return;
+            return Ok(());
         }
         NetMetrics::add(&self.metrics.messages_in, 1);
         let path = if via.is_relay() {
@@ -536,7 +544,7 @@ impl PeerManager {
         });
         let is_new = !self.peers.contains_key(&author);
         let Some(entry) = self.entry(author) else {
-            return;
+            return Err(DropReason::RateLimited);
         };
         entry.last_seen = Instant::now();
         entry.info.last_seen = Utc::now();
@@ -549,7 +557,7 @@ impl PeerManager {
         let envelope = Arc::new(verified);
         match &envelope.message {
             APNMessage::NodeAnnouncement(announcement) => {
-                self.on_announcement(&envelope, announcement.clone(), ctx);
+                self.on_announcement(&envelope, announcement.clone(), ctx)?;
             }
             APNMessage::PingRequest(ping) => {
                 let message = APNMessage::PingReply(PingReply { nonce: ping.nonce });
@@ -600,6 +608,7 @@ impl PeerManager {
         let inbound = Inbound { envelope, path };
         self.taps
             .retain(|tap| tap.try_send(inbound.clone()).is_ok() || tap.connected());
+        Ok(())
     }
 
     fn on_announcement(
@@ -607,7 +616,7 @@ impl PeerManager {
         envelope: &VerifiedEnvelope,
         announcement: NodeAnnouncement,
         ctx: &mut Context<Self>,
-    ) {
+    ) -> Result<(), DropReason> {
         let author = envelope.from_peer;
         if announcement.node_id != envelope.from_node
             || !identity::verify_noise_binding(
@@ -618,7 +627,7 @@ impl PeerManager {
         {
             self.metrics.count_drop(DropReason::BadSignature);
             self.log_drop(author.to_string(), DropReason::BadSignature);
-            return;
+            return Err(DropReason::BadSignature);
         }
         let listen_addrs: Vec<Multiaddr> = announcement
             .listen_addrs
@@ -628,7 +637,7 @@ impl PeerManager {
         let reply_due;
         {
             let Some(entry) = self.peers.get_mut(&author) else {
-                return;
+                return Ok(());
             };
             let info = &mut entry.info;
             info.capabilities = announcement.capabilities;
@@ -655,6 +664,7 @@ impl PeerManager {
         if reply_due {
             self.send_announcement_to(author, ctx);
         }
+        Ok(())
     }
 
     fn sweep_peers(&mut self) {
@@ -709,7 +719,7 @@ impl Actor for PeerManager {
             StreamHandler::handle(self, event, ctx);
         }
         for events in self.pending_streams.drain(..) {
-            ctx.add_stream(ReceiverStream::new(events));
+            ctx.add_stream(events);
         }
         tracing::info!(
             node_id = %self.identity.node_id(),
@@ -731,7 +741,17 @@ impl StreamHandler<MeshEvent> for PeerManager {
                 frame,
                 via,
                 transport_peer,
-            } => self.on_frame(frame, via, transport_peer, ctx),
+                gossip,
+            } => {
+                let judged = self.on_frame(frame, via, transport_peer, ctx);
+                if let (Some(receipt), Some(swarm)) = (gossip, &self.swarm) {
+                    swarm.report_validation(receipt, gossip_acceptance(judged));
+                }
+            }
+            MeshEvent::FramesDropped(frames) => {
+                self.metrics.count_drops(DropReason::QueueFull, frames);
+                self.log_drop("transport queue".to_string(), DropReason::QueueFull);
+            }
             MeshEvent::ListenAddr(address) => {
                 if !self.listen_addrs.contains(&address) {
                     self.listen_addrs.push(address);

@@ -556,6 +556,7 @@ async fn actors(quick: bool) -> anyhow::Result<()> {
                 frame,
                 via: apn::mesh::FrameVia::Direct,
                 transport_peer: None,
+                gossip: None,
             })
             .await
             .map_err(|_| anyhow::anyhow!("peer manager stopped"))?;

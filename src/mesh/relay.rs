@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::PeerId;
-use tokio::sync::mpsc;
 
-use super::{FrameVia, MESH_EVENTS_MAX, MeshError, MeshEvent};
+use super::events::{EventReceiver, EventRefused, EventSender, mesh_event_queue};
+use super::{FrameVia, MeshError, MeshEvent};
 use crate::actors::peer_manager::RelayState;
 use crate::messages::Topic;
 
@@ -150,11 +150,8 @@ impl RelayClient {
 }
 
 /// Start the relay client in the background. Returns at once; the state arrives as events.
-pub fn spawn_relay(
-    settings: RelaySettings,
-    own_peer: PeerId,
-) -> (RelayClient, mpsc::Receiver<MeshEvent>) {
-    let (events, event_receiver) = mpsc::channel(MESH_EVENTS_MAX);
+pub fn spawn_relay(settings: RelaySettings, own_peer: PeerId) -> (RelayClient, EventReceiver) {
+    let (events, event_receiver) = mesh_event_queue();
     let client_cell = Arc::new(OnceLock::new());
     let relay = RelayClient {
         client: client_cell.clone(),
@@ -172,7 +169,7 @@ async fn run_relay(
     settings: RelaySettings,
     own_peer: PeerId,
     client_cell: Arc<OnceLock<async_nats::Client>>,
-    events: mpsc::Sender<MeshEvent>,
+    events: EventSender,
 ) -> Result<(), MeshError> {
     let _ = events.send(MeshEvent::Relay(RelayState::Connecting)).await;
     let state_events = events.clone();
@@ -244,13 +241,12 @@ async fn run_relay(
             frame: message.payload.to_vec(),
             via,
             transport_peer: None,
+            gossip: None,
         };
         match events.try_send(event) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("mesh event queue full, relay frame dropped");
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => break,
+            Err(EventRefused::Closed) => break,
+            Err(full) => tracing::warn!(error = %full, "relay frame dropped"),
         }
     }
     Ok(())

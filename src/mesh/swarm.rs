@@ -2,10 +2,19 @@
 //! [`SwarmClient`] (bounded command channel, oneshot replies) and hears from it through a
 //! bounded `MeshEvent` channel. One `select!` over swarm events, commands and shutdown.
 //!
-//! Protocols: TCP + Noise + Yamux; identify (addresses), ping (latency), Kademlia (peer
-//! discovery from the bootstrap peers), mDNS (LAN discovery, optional), gossipsub (the
-//! announce and tasks topics), request-response `/apn/direct/1` (one frame per request,
-//! empty acknowledgement as response).
+//! Protocols: TCP + Noise + Yamux; identify (addresses), ping (latency), mDNS (LAN
+//! discovery, optional), gossipsub (the announce and tasks topics), request-response
+//! `/apn/direct/1` (one frame per request, empty acknowledgement as response).
+//!
+//! A node dials only addresses a peer announced for itself: the bootstrap list, mDNS
+//! answers, and the listen addresses in a peer's own signed `NodeAnnouncement` (which the
+//! peer manager hands to [`SwarmClient::dial`]). There is no Kademlia: its lookups dial
+//! whatever addresses other peers report for a third party, and libp2p-kad cannot turn its
+//! automatic lookups off. Announcements flood the mesh over gossipsub, which is discovery
+//! enough, and their addresses carry the author's signature.
+//!
+//! Gossip is validated before it is forwarded: gossipsub holds each message until the peer
+//! manager has verified its envelope and answers through [`SwarmClient::report_validation`].
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -15,28 +24,25 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, noise, ping,
+    Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, mdns, noise, ping,
     request_response, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{FrameVia, MESH_EVENTS_MAX, MeshError, MeshEvent, SWARM_COMMANDS_MAX};
+use super::events::{EventReceiver, EventSender, mesh_event_queue};
+use super::{FrameVia, GossipReceipt, MeshError, MeshEvent, SWARM_COMMANDS_MAX};
 use crate::identity::Identity;
 use crate::messages::Topic;
 use crate::messages::codec::FRAME_BYTES_MAX;
 
 /// The direct-message protocol.
 const DIRECT_PROTOCOL: StreamProtocol = StreamProtocol::new("/apn/direct/1");
-/// Kademlia protocol name, private to APN so we do not join the public IPFS DHT.
-const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/apn/kad/1");
 /// Identify protocol version string.
 const IDENTIFY_PROTOCOL: &str = "/apn/1";
 /// How long a direct request may take before the sender falls back to the relay.
 pub const DIRECT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections are kept this long (ping keeps live ones busy anyway).
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
-/// Interval between Kademlia bootstrap rounds (discovers peers of peers).
-const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
 /// Interval between pings on each connection.
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Most outstanding direct sends; beyond it a send fails fast with `Busy`.
@@ -47,7 +53,6 @@ const PENDING_DIRECT_MAX: usize = 4096;
 pub struct ApnBehaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    kademlia: kad::Behaviour<kad::store::MemoryStore>,
     mdns: Toggle<mdns::tokio::Behaviour>,
     gossipsub: gossipsub::Behaviour,
     direct: request_response::Behaviour<FrameCodec>,
@@ -73,6 +78,7 @@ enum SwarmCommand {
         reply: oneshot::Sender<Result<(), MeshError>>,
     },
     Dial(PeerId, Vec<Multiaddr>),
+    ReportValidation(GossipReceipt, gossipsub::MessageAcceptance),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -92,6 +98,13 @@ impl std::fmt::Debug for SwarmCommand {
                 write!(f, "SendDirect({peer}, {} bytes)", frame.len())
             }
             SwarmCommand::Dial(peer, _) => write!(f, "Dial({peer})"),
+            SwarmCommand::ReportValidation(receipt, acceptance) => {
+                write!(
+                    f,
+                    "ReportValidation({}, {acceptance:?})",
+                    receipt.message_id
+                )
+            }
             SwarmCommand::Shutdown(_) => write!(f, "Shutdown"),
         }
     }
@@ -137,6 +150,21 @@ impl SwarmClient {
         }
     }
 
+    /// Tell gossipsub whether the message behind `receipt` may be forwarded. When the
+    /// command queue is full the message is simply not forwarded (gossipsub forgets it).
+    pub fn report_validation(
+        &self,
+        receipt: GossipReceipt,
+        acceptance: gossipsub::MessageAcceptance,
+    ) {
+        if let Err(e) = self
+            .commands
+            .try_send(SwarmCommand::ReportValidation(receipt, acceptance))
+        {
+            tracing::debug!(error = %e, "swarm command queue full, gossip not forwarded");
+        }
+    }
+
     /// Stop the swarm task, closing its connections; waits at most `timeout`.
     pub async fn shutdown(&self, timeout: Duration) {
         let (done, finished) = oneshot::channel();
@@ -157,7 +185,7 @@ impl SwarmClient {
 pub fn spawn_swarm(
     identity: &Identity,
     settings: SwarmSettings,
-) -> Result<(SwarmClient, mpsc::Receiver<MeshEvent>), MeshError> {
+) -> Result<(SwarmClient, EventReceiver), MeshError> {
     let mut swarm = build_swarm(identity, settings.mdns)?;
     for topic in Topic::ALL {
         swarm
@@ -175,18 +203,12 @@ pub fn spawn_swarm(
             })?;
     }
     for address in &settings.bootstrap {
-        if let Some(peer) = peer_id_in(address) {
-            swarm
-                .behaviour_mut()
-                .kademlia
-                .add_address(&peer, address.clone());
-        }
         if let Err(e) = swarm.dial(address.clone()) {
             tracing::warn!(%address, error = %e, "cannot dial bootstrap peer");
         }
     }
     let (command_sender, commands) = mpsc::channel(SWARM_COMMANDS_MAX);
-    let (events, event_receiver) = mpsc::channel(MESH_EVENTS_MAX);
+    let (events, event_receiver) = mesh_event_queue();
     let event_loop = EventLoop {
         swarm,
         commands,
@@ -221,6 +243,8 @@ fn build_swarm(identity: &Identity, enable_mdns: bool) -> Result<Swarm<ApnBehavi
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .max_transmit_size(FRAME_BYTES_MAX + 4096)
                 .heartbeat_interval(Duration::from_millis(500))
+                // Forward nothing until the peer manager has verified the envelope.
+                .validate_messages()
                 // Dedupe by content: every envelope carries a unique msg_id.
                 .message_id_fn(|message: &gossipsub::Message| {
                     use sha2::Digest;
@@ -233,12 +257,6 @@ fn build_swarm(identity: &Identity, enable_mdns: bool) -> Result<Swarm<ApnBehavi
                 gossipsub_config,
             )
             .map_err(io::Error::other)?;
-            let mut kademlia = kad::Behaviour::with_config(
-                peer_id,
-                kad::store::MemoryStore::new(peer_id),
-                kad::Config::new(KAD_PROTOCOL),
-            );
-            kademlia.set_mode(Some(kad::Mode::Server));
             let mdns = if enable_mdns {
                 Some(mdns::tokio::Behaviour::new(
                     mdns::Config::default(),
@@ -253,7 +271,6 @@ fn build_swarm(identity: &Identity, enable_mdns: bool) -> Result<Swarm<ApnBehavi
                     key.public(),
                 )),
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
-                kademlia,
                 mdns: Toggle::from(mdns),
                 gossipsub,
                 direct: request_response::Behaviour::with_codec(
@@ -280,18 +297,10 @@ fn topic_of(hash: &gossipsub::TopicHash) -> Option<Topic> {
         .find(|topic| gossip_topic(*topic).hash() == *hash)
 }
 
-/// The `/p2p/<peer id>` part of a multiaddr.
-pub fn peer_id_in(address: &Multiaddr) -> Option<PeerId> {
-    address.iter().find_map(|protocol| match protocol {
-        libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
-        _ => None,
-    })
-}
-
 struct EventLoop {
     swarm: Swarm<ApnBehaviour>,
     commands: mpsc::Receiver<SwarmCommand>,
-    events: mpsc::Sender<MeshEvent>,
+    events: EventSender,
     pending_direct:
         HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<(), MeshError>>>,
     connected: HashSet<PeerId>,
@@ -299,7 +308,6 @@ struct EventLoop {
 
 impl EventLoop {
     async fn run(mut self) {
-        let mut kad_bootstrap = tokio::time::interval(KAD_BOOTSTRAP_INTERVAL);
         loop {
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -316,10 +324,6 @@ impl EventLoop {
                     }
                 },
                 event = self.swarm.select_next_some() => self.handle_event(event),
-                _ = kad_bootstrap.tick() => {
-                    // Fails only when the routing table is empty; nothing to do then.
-                    let _ = self.swarm.behaviour_mut().kademlia.bootstrap();
-                }
             }
         }
         tracing::debug!("swarm task stopped");
@@ -338,7 +342,7 @@ impl EventLoop {
     fn emit(&self, event: MeshEvent) {
         if let Err(e) = self.events.try_send(event) {
             // Full: the peer manager is behind. Dropping here keeps the swarm responsive;
-            // the peer manager counts inbound frame drops from the gap in its own metrics.
+            // the queue reports dropped frames to the peer manager, which counts them.
             tracing::warn!(error = %e, "mesh event queue full, event dropped");
         }
     }
@@ -381,18 +385,25 @@ impl EventLoop {
                 if self.connected.contains(&peer) || peer == *self.swarm.local_peer_id() {
                     return;
                 }
-                for address in &addresses {
-                    self.swarm
-                        .behaviour_mut()
-                        .kademlia
-                        .add_address(&peer, address.clone());
-                }
                 let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                     .addresses(addresses)
                     .build();
                 if let Err(e) = self.swarm.dial(options) {
                     tracing::debug!(%peer, error = %e, "dial failed");
                 }
+            }
+            SwarmCommand::ReportValidation(receipt, acceptance) => {
+                // False when gossipsub no longer holds the message (it expired): nothing
+                // to forward then.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(
+                        &receipt.message_id,
+                        &receipt.propagation_source,
+                        acceptance,
+                    );
             }
             SwarmCommand::Shutdown(_) => {}
         }
@@ -406,15 +417,10 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
-                endpoint,
                 num_established,
                 ..
             } if num_established.get() == 1 => {
                 self.connected.insert(peer_id);
-                self.swarm
-                    .behaviour_mut()
-                    .kademlia
-                    .add_address(&peer_id, endpoint.get_remote_address().clone());
                 self.emit(MeshEvent::Connected(peer_id));
             }
             SwarmEvent::ConnectionClosed {
@@ -437,15 +443,32 @@ impl EventLoop {
         match event {
             ApnBehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
             }) => {
-                if let Some(topic) = topic_of(&message.topic) {
-                    self.emit(MeshEvent::Frame {
+                let receipt = GossipReceipt {
+                    message_id,
+                    propagation_source,
+                };
+                match topic_of(&message.topic) {
+                    Some(topic) => self.emit(MeshEvent::Frame {
                         frame: message.data,
                         via: FrameVia::Gossip(topic),
                         transport_peer: Some(propagation_source),
-                    });
+                        gossip: Some(receipt),
+                    }),
+                    // A topic we never subscribed to: nobody should forward it.
+                    None => {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .report_message_validation_result(
+                                &receipt.message_id,
+                                &receipt.propagation_source,
+                                gossipsub::MessageAcceptance::Reject,
+                            );
+                    }
                 }
             }
             ApnBehaviourEvent::Direct(request_response::Event::Message {
@@ -465,6 +488,7 @@ impl EventLoop {
                             frame: request,
                             via: FrameVia::Direct,
                             transport_peer: Some(peer),
+                            gossip: None,
                         });
                     }
                     request_response::Message::Response { request_id, .. } => {
@@ -495,32 +519,14 @@ impl EventLoop {
                 self.emit(MeshEvent::Latency(peer, rtt));
             }
             ApnBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                for address in &info.listen_addrs {
-                    self.swarm
-                        .behaviour_mut()
-                        .kademlia
-                        .add_address(&peer_id, address.clone());
-                }
                 self.emit(MeshEvent::PeerAddrs(peer_id, info.listen_addrs));
             }
             ApnBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, address) in found {
-                    self.swarm
-                        .behaviour_mut()
-                        .kademlia
-                        .add_address(&peer, address.clone());
                     if !self.connected.contains(&peer) {
                         let _ = self.swarm.dial(address);
                     }
                 }
-            }
-            ApnBehaviourEvent::Kademlia(kad::Event::RoutingUpdated {
-                peer, addresses, ..
-            }) if !self.connected.contains(&peer) && peer != *self.swarm.local_peer_id() => {
-                let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                    .addresses(addresses.into_vec())
-                    .build();
-                let _ = self.swarm.dial(options);
             }
             _ => {}
         }

@@ -115,11 +115,13 @@ pub enum DropReason {
     BidBelowMinimum,
     /// A request for a bid past the per-peer slot reservation limit.
     ReservationLimit,
+    /// The queue from a transport to the peer manager was full (in frames or bytes).
+    QueueFull,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero counters too.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Oversized,
         DropReason::Malformed,
         DropReason::UnknownVersion,
@@ -137,6 +139,7 @@ impl DropReason {
         DropReason::PaymentOverflow,
         DropReason::BidBelowMinimum,
         DropReason::ReservationLimit,
+        DropReason::QueueFull,
     ];
 
     /// The reason's label in metrics and logs.
@@ -159,6 +162,7 @@ impl DropReason {
             DropReason::PaymentOverflow => "payment_overflow",
             DropReason::BidBelowMinimum => "bid_below_minimum",
             DropReason::ReservationLimit => "reservation_limit",
+            DropReason::QueueFull => "queue_full",
         }
     }
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 use apn::actors::node::NodeHandle;
 use apn::identity::Identity;
 use apn::market::TaskPayload;
+use apn::mesh::EventReceiver;
 use apn::mesh::MeshEvent;
 use apn::mesh::swarm::{SwarmClient, SwarmSettings, spawn_swarm};
 use apn::messages::envelope::{EnvelopeLimits, ReplayCache, verify_frame};
 use apn::messages::*;
-use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
 use super::{EVENT_TIMEOUT, peers, wait_until};
@@ -30,7 +30,7 @@ pub fn frame(identity: &Identity, to: &libp2p::PeerId, message: &APNMessage) -> 
 pub struct Attacker {
     pub identity: Identity,
     pub swarm: SwarmClient,
-    pub events: Receiver<MeshEvent>,
+    pub events: EventReceiver,
     pub cache: ReplayCache,
     pub victim: libp2p::PeerId,
 }
@@ -78,7 +78,13 @@ impl Attacker {
 
     /// Announce the attacker (with its real Noise key) offering `profiles`.
     pub async fn announce(&self, profiles: &[&str]) {
-        let announcement = APNMessage::NodeAnnouncement(NodeAnnouncement {
+        self.send(&self.announcement(profiles)).await;
+    }
+
+    /// The attacker's own, correctly signed announcement (no listen addresses, so nobody
+    /// dials it) offering `profiles`.
+    pub fn announcement(&self, profiles: &[&str]) -> APNMessage {
+        APNMessage::NodeAnnouncement(NodeAnnouncement {
             node_id: self.identity.node_id().clone(),
             capabilities: vec![],
             executor_profiles: profiles.iter().map(|p| p.to_string()).collect(),
@@ -91,8 +97,7 @@ impl Attacker {
             listen_addrs: vec![],
             relay_only: false,
             version: "evil".into(),
-        });
-        self.send(&announcement).await;
+        })
     }
 
     /// The next verified message from the victim that `wanted` accepts, within `timeout`.
