@@ -1,0 +1,159 @@
+//! `actors`: signed envelopes verified by the peer manager and routed to their actor, per
+//! second, against plain actix messages of the same size sent to a counting actor.
+
+use std::time::{Duration, Instant};
+
+use apn::actors::peer_manager::Inbound;
+use apn::messages::APNMessage;
+
+use crate::{bench_config, emit};
+
+/// Counts messages and says when a target is reached.
+struct Counter {
+    count: usize,
+    target: usize,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl actix::Actor for Counter {
+    type Context = actix::Context<Self>;
+}
+
+impl Counter {
+    fn bump(&mut self) {
+        self.count += 1;
+        if self.count == self.target
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl actix::Handler<Inbound> for Counter {
+    type Result = ();
+    fn handle(&mut self, _message: Inbound, _ctx: &mut Self::Context) {
+        self.bump();
+    }
+}
+
+/// The plain actix baseline: a message of the same shape, no verification.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Plain(#[allow(dead_code)] Vec<u8>);
+
+impl actix::Handler<Plain> for Counter {
+    type Result = ();
+    fn handle(&mut self, _message: Plain, _ctx: &mut Self::Context) {
+        self.bump();
+    }
+}
+
+fn counter(target: usize) -> (actix::Addr<Counter>, tokio::sync::oneshot::Receiver<()>) {
+    use actix::Actor;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    (
+        Counter {
+            count: 0,
+            target,
+            done: Some(done),
+        }
+        .start(),
+        finished,
+    )
+}
+
+pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
+    use actix::Actor;
+    let messages = if quick { 20_000 } else { 200_000 };
+    // Several senders: the replay cache holds at most REPLAY_ENTRIES_PER_SENDER_MAX ids of
+    // one sender, so one key alone could not get this many envelopes through.
+    let senders: Vec<apn::identity::Identity> = (0..16)
+        .map(|_| apn::identity::Identity::ephemeral())
+        .collect();
+    let identity = apn::identity::Identity::ephemeral();
+    let audience = apn::messages::Audience::peer(&identity.peer_id());
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut frames = Vec::with_capacity(messages);
+    for nonce in 0..messages {
+        let sender = &senders[nonce % senders.len()];
+        let bid = APNMessage::TaskBid(apn::messages::TaskBid {
+            task_id: uuid::Uuid::new_v4(),
+            bidder: sender.node_id().clone(),
+            price: apn::messages::Vibe::from_whole(1),
+            estimated_duration_s: nonce as u64,
+            capabilities: vec!["rust".into()],
+            valid_until: chrono::Utc::now(),
+        });
+        frames.push(apn::messages::Envelope::seal(sender, &audience, &bid, now)?);
+    }
+    let frame_bytes = frames[0].len();
+
+    // APN: frames through the peer manager's checks to the distributor's recipient.
+    let (distributor, finished) = counter(messages);
+    let (sink, _) = counter(usize::MAX);
+    let (inject, injected) = tokio::sync::mpsc::channel(apn::mesh::MESH_EVENTS_MAX);
+    let dir = tempfile::tempdir()?;
+    let mut config = bench_config(dir.path());
+    config.node.announce_interval_s = 3600;
+    let hub = apn::actors::panel_hub::PanelHub::default().start();
+    let routes = apn::actors::peer_manager::Routes {
+        distributor: distributor.recipient(),
+        executor: sink.clone().recipient(),
+        payments: sink.clone().recipient(),
+        accountant: sink.recipient(),
+        panel: hub.recipient(),
+        bytes: apn::actors::accountant::ResourceAccounting::new(
+            apn::identity::Identity::ephemeral(),
+            Default::default(),
+            Default::default(),
+            None,
+            None,
+            None,
+        )
+        .start()
+        .recipient(),
+    };
+    let mut transports = apn::actors::peer_manager::Transports::none();
+    transports.injected = Some(injected);
+    let _peer_manager = apn::actors::peer_manager::PeerManager::new(
+        identity,
+        std::sync::Arc::new(config),
+        std::sync::Arc::new(apn::metrics::NetMetrics::default()),
+        transports,
+        routes,
+    )
+    .start();
+    let started = Instant::now();
+    for frame in frames {
+        inject
+            .send(apn::mesh::MeshEvent::Frame {
+                frame,
+                via: apn::mesh::FrameVia::Direct,
+                transport_peer: None,
+                gossip: None,
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("peer manager stopped"))?;
+    }
+    tokio::time::timeout(Duration::from_secs(300), finished).await??;
+    let apn_rate = messages as f64 / started.elapsed().as_secs_f64();
+
+    // Baseline: plain actix messages of the same size to a counting actor.
+    let (plain, finished) = counter(messages);
+    let started = Instant::now();
+    for _ in 0..messages {
+        plain.do_send(Plain(vec![0u8; frame_bytes]));
+    }
+    tokio::time::timeout(Duration::from_secs(300), finished).await??;
+    let plain_rate = messages as f64 / started.elapsed().as_secs_f64();
+    emit(
+        "actors",
+        "envelopes_verified_routed_per_s",
+        apn_rate,
+        "msg/s",
+        "actix_plain_messages_per_s",
+        plain_rate,
+    );
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Git operations for task execution.
+//!
+//! Every operation shells out to the real `git` binary with an explicit argv (never a
+//! shell), with `GIT_TERMINAL_PROMPT=0` (never ask for credentials), the system config
+//! ignored, `core.hooksPath=/dev/null` (repository hooks never run), `core.fsmonitor=false`
+//! (no configured monitor command runs) and a fixed identity for the rare command that
+//! needs one. Output read from git is bounded: stderr is cut to [`STDERR_BYTES_MAX`] for
+//! error messages, and a diff is read only up to its limit (the rest is counted, not kept).
+//!
+//! The life of a task's repository:
+//! - originator: [`resolve_commit`] (branch or commit → full id), [`create_bundle`] (the
+//!   commit and its history, to send to the executor);
+//! - executor: [`checkout_workspace`] (a fresh clone at the commit, from the bundle or a
+//!   local path), the agent runs, [`diff_against_base`] (its work, new and deleted files
+//!   included, bounded), [`result_hash`], [`remove_workspace`];
+//! - originator again: [`apply_check`] ([`check_diff_paths`], then `git apply --check` in a
+//!   scratch clone: the user's working tree is never touched), optionally
+//!   [`apply_and_verify`] (the task's own verify command on the patched scratch checkout).
+//!
+//! [`check_diff_paths`] is pure and conservative: a diff from the network that could write
+//! outside the repository, into a `.git` directory, or create or retarget a symbolic link or
+//! a submodule is refused before git sees it (git's own checks are the second line).
+//!
+//! Layout: `git.rs` runs git (hardening, bounded output, reference checks), `repo.rs` holds
+//! the repository operations of a run, `diff_paths.rs` the pure path checker of a diff from
+//! the network, `verify.rs` the scratch clones that check and verify a diff.
+
+mod diff_paths;
+mod git;
+mod repo;
+mod verify;
+
+use std::path::{Path, PathBuf};
+
+pub use diff_paths::check_diff_paths;
+pub use git::check_reference;
+pub use repo::{
+    DiffResult, RepoSource, checkout_workspace, create_bundle, diff_against_base, remove_workspace,
+    resolve_commit, result_hash,
+};
+pub use verify::{apply_and_verify, apply_check};
+
+/// Most stderr kept in an error message, in bytes.
+pub const STDERR_BYTES_MAX: usize = 2048;
+
+/// A git operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// The `git` binary (or a verify shell) could not be started.
+    #[error("cannot run {command}: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// git ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Git {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    /// A reference or commit name that is not acceptable or does not resolve.
+    #[error("invalid reference {reference:?}: {reason}")]
+    BadReference { reference: String, reason: String },
+    /// The commit is not in the cloned repository (or bundle).
+    #[error("commit {commit} is not in {source_path}")]
+    CommitMissing { commit: String, source_path: String },
+    /// The workspace directory exists and is not empty.
+    #[error("workspace {0} already exists and is not empty")]
+    WorkspaceNotFresh(PathBuf),
+    /// The diff is over the configured limit.
+    #[error("diff of {bytes} bytes is over the {limit} byte limit")]
+    DiffTooLarge { bytes: usize, limit: usize },
+    /// The diff touches a path outside the repository, a `.git` directory, or creates a
+    /// symbolic link or submodule.
+    #[error("diff refused: {reason}: {line:?}")]
+    UnsafeDiff { reason: &'static str, line: String },
+    /// A file system operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WorkspaceError {
+    let path = path.to_path_buf();
+    move |source| WorkspaceError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// `text` cut to at most `bytes_max` bytes on a character boundary, with a marker.
+fn truncate_text(text: &str, bytes_max: usize) -> String {
+    if text.len() <= bytes_max {
+        return text.to_string();
+    }
+    let mut end = bytes_max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes cut)", &text[..end], text.len() - end)
+}
+
+/// An absolute form of `path`, so git never reads it as an option.
+fn absolute(path: &Path) -> Result<PathBuf, WorkspaceError> {
+    std::path::absolute(path).map_err(io_error("resolve", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_on_a_character_boundary() {
+        assert_eq!(truncate_text("abc", 3), "abc");
+        assert!(truncate_text("ééé", 3).starts_with("é…"));
+    }
+}
