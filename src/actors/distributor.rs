@@ -1,6 +1,6 @@
-//! `TaskDistributor`: the task market, both sides.
+//! `TaskDistributor`: the task market's originating side (the bidding side is `Bidder`).
 //!
-//! Originating side: `CreateTaskAttempt` runs locally when a slot is free, the profile is
+//! `CreateTaskAttempt` runs locally when a slot is free, the profile is
 //! here and the caller allows it; otherwise the distributor bundles the base commit,
 //! broadcasts a `TaskDistributionRequest` (metadata only), collects `TaskBid`s for the bid
 //! window (a price of zero or below `economics.min_task_reward` is refused on arrival),
@@ -15,10 +15,6 @@
 //! with a signed `VibeTransaction` and records the executor's reputation. On failure,
 //! silence past the heartbeat timeout or a bad result it refunds, lowers the reputation
 //! and moves to the next bid, up to `market.reassignments_max` times.
-//!
-//! Bidding side: a `TaskDistributionRequest` from an allowed peer, for a profile this node
-//! has, at a price within the reward, gets a `TaskBid` once the executor reserved a slot.
-//! Requests are rate limited per peer.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -32,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::executor::{ReserveSlot, RunLocal, TaskExecutor, available_profiles};
+use super::executor::{RunLocal, TaskExecutor, available_profiles};
 use super::executor_run::{ExecutionUpdate, LocalExecution};
 use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
 use super::peer_manager::{Broadcast, GetPeerNoiseKey, GetPeers, Inbound, PeerManager, SendTo};
@@ -43,9 +39,9 @@ use super::settler::{
 };
 use crate::config::Config;
 use crate::identity::{self, Identity};
+use crate::market::originator::{self, AssignmentClock, NextStep, Overdue, Tries};
 use crate::market::{
-    self, BidFacts, BidderState, ExecutionResult, LogLine, ProgressAction, RepoDelivery,
-    TaskPayload,
+    self, BidFacts, ExecutionResult, LogLine, ProgressAction, RepoDelivery, TaskPayload,
 };
 use crate::mesh::e2e::{self, E2eSession, PendingInitiator};
 use crate::messages::{
@@ -59,10 +55,6 @@ use crate::workspace;
 const DIRECT_OFFERS_MAX: usize = 64;
 /// Task attempts kept in memory; the oldest finished ones are forgotten first.
 pub const TASKS_KEPT_MAX: usize = 10_000;
-/// Requests this node bid on that it still remembers (for duplicate detection).
-const BIDS_REMEMBERED_MAX: usize = 10_000;
-/// Peers tracked by the request rate limiter.
-const RATE_LIMITED_PEERS_MAX: usize = 4_096;
 pub use crate::market::REPO_CHUNK_BYTES;
 /// How often assignments are checked for silence.
 const HEARTBEAT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -264,9 +256,8 @@ struct Assignment {
     escrow_id: Uuid,
     pending: Option<PendingInitiator>,
     session: Option<E2eSession>,
-    last_heartbeat: Instant,
-    /// When the assignment was made: it ends at `market::assignment_deadline_s` after this.
-    assigned_at: Instant,
+    /// Made when, last heard from when: see `originator::AssignmentClock::overdue`.
+    clock: AssignmentClock,
 }
 
 struct OriginTask {
@@ -297,9 +288,6 @@ pub struct TaskDistributor {
     panel: Recipient<PanelEvent>,
     tasks: HashMap<Uuid, OriginTask>,
     order: VecDeque<Uuid>,
-    /// Requests this node bid on: when it answered, and when the bid's reservation ends.
-    bid_on: HashMap<Uuid, (Instant, Instant)>,
-    request_counts: HashMap<PeerId, (Instant, u32)>,
     profiles: Vec<String>,
     /// Where the log and progress bytes of assigned executors are billed.
     billing: Option<Recipient<crate::actors::accountant::BillableBytes>>,
@@ -330,8 +318,6 @@ impl TaskDistributor {
             relay,
             tasks: HashMap::new(),
             order: VecDeque::new(),
-            bid_on: HashMap::new(),
-            request_counts: HashMap::new(),
             billing: None,
         }
     }
@@ -686,7 +672,9 @@ impl TaskDistributor {
         }));
     }
 
-    /// Give the task to the best remaining bidder: escrow, seal, send.
+    /// Give the task to the best remaining bidder: escrow, seal, record the assignment,
+    /// send. The assignment is recorded before `TaskAssigned` leaves, so an executor's
+    /// immediate refusal always finds it.
     fn assign_next(&mut self, id: Uuid, ctx: &mut Context<Self>) {
         let reassignments_max = self.config.market.reassignments_max;
         let Some(task) = self.tasks.get_mut(&id) else {
@@ -695,54 +683,51 @@ impl TaskDistributor {
         if task.view.status.is_final() {
             return;
         }
-        // A bid is good until its `valid_until`: the bidder holds a slot until then and
-        // refuses an assignment after it. Expired bids are skipped.
-        let now = Utc::now();
-        let mut expired = 0;
-        let next = loop {
-            if task.view.attempts > reassignments_max {
-                break None;
-            }
-            match task.ranked.pop_front() {
-                Some(peer)
-                    if task
-                        .bids
-                        .iter()
-                        .any(|(p, bid)| *p == peer && bid.valid_until <= now) =>
-                {
-                    expired += 1;
-                }
-                other => break other,
-            }
+        let tries = Tries {
+            attempts: task.view.attempts,
+            reoffers: task.reoffers,
         };
-        if next.is_none()
-            && expired > 0
-            && task.view.attempts <= reassignments_max
-            && task.reoffers < reassignments_max + 1
-        {
-            // Every bid left had run out (the executor before them was slow to fail): ask
-            // the mesh again instead of sending assignments the bidders would refuse.
-            task.reoffers += 1;
-            tracing::info!(task_id = %id, expired, "remaining bids expired; offering the task again");
-            self.broadcast_request(id, ctx);
-            return;
-        }
-        let Some(peer) = next else {
-            let reason = match &task.last_failure {
-                Some(last) => format!(
-                    "gave up after {} attempt(s); last: {last}",
-                    task.view.attempts
-                ),
-                None => "no bidder left".to_string(),
-            };
-            self.fail(id, reason);
-            return;
+        let bids = &task.bids;
+        let valid_until_of = |peer: &PeerId| {
+            bids.iter()
+                .find(|(p, _)| p == peer)
+                .map(|(_, bid)| bid.valid_until)
+        };
+        let step = originator::next_step(
+            &mut task.ranked,
+            valid_until_of,
+            tries,
+            reassignments_max,
+            Utc::now(),
+        );
+        let peer = match step {
+            NextStep::Assign(peer) => peer,
+            NextStep::OfferAgain { expired } => {
+                // Every bid left had run out (the executor before them was slow to fail):
+                // ask the mesh again instead of sending assignments the bidders would refuse.
+                task.reoffers += 1;
+                tracing::info!(task_id = %id, expired, "remaining bids expired; offering the task again");
+                self.broadcast_request(id, ctx);
+                return;
+            }
+            NextStep::GiveUp => {
+                let reason = match &task.last_failure {
+                    Some(last) => format!(
+                        "gave up after {} attempt(s); last: {last}",
+                        task.view.attempts
+                    ),
+                    None => "no bidder left".to_string(),
+                };
+                self.fail(id, reason);
+                return;
+            }
         };
         let Some((_, bid)) = task.bids.iter().find(|(p, _)| *p == peer) else {
             return;
         };
         let price = bid.price;
         let node_id = bid.bidder.to_string();
+        let executor_node = bid.bidder.clone();
         task.view.attempts += 1;
         task.view.status = TaskStatus::Assigned;
         task.view.assigned_node = Some(node_id.clone());
@@ -755,82 +740,62 @@ impl TaskDistributor {
         let identity = self.identity.clone();
         let deadline =
             Utc::now() + chrono::Duration::seconds(self.config.market.heartbeat_timeout_s as i64);
-        let executor_node = bid.bidder.clone();
-        let work = async move {
-            settler
-                .send(HoldEscrow {
-                    transfer_id: escrow_id,
-                    task_id: escrow_id,
-                    amount: price,
-                })
-                .await
-                .map_err(|e| (false, format!("ledger unavailable: {e}")))?
-                .map_err(|e| (false, format!("cannot escrow {price} VIBE: {e}")))?;
-            let key = peer_manager
-                .send(GetPeerNoiseKey(peer))
-                .await
-                .ok()
-                .flatten()
-                .ok_or((
-                    true,
-                    format!("{node_id} never announced its encryption key"),
-                ))?;
-            let plaintext =
-                crate::messages::codec::encode(&payload).map_err(|e| (true, e.to_string()))?;
-            let (pending, handshake) =
-                e2e::initiate(&identity, &key, &plaintext).map_err(|e| (true, e.to_string()))?;
-            let message = APNMessage::TaskAssigned(TaskAssigned {
-                task_id: id,
-                executor: executor_node,
-                agreed_price: price,
-                escrow_id,
-                deadline,
-                noise_handshake: handshake.into(),
-            });
-            peer_manager
-                .send(SendTo { peer, message })
-                .await
-                .map_err(|e| (true, e.to_string()))?
-                .map_err(|e| (true, format!("cannot reach {node_id}: {e}")))?;
-            Ok::<_, (bool, String)>(pending)
+        // First the escrow and the sealed task (`Err((escrow_held, reason))`).
+        let prepare = {
+            let node_id = node_id.clone();
+            async move {
+                settler
+                    .send(HoldEscrow {
+                        transfer_id: escrow_id,
+                        task_id: escrow_id,
+                        amount: price,
+                    })
+                    .await
+                    .map_err(|e| (false, format!("ledger unavailable: {e}")))?
+                    .map_err(|e| (false, format!("cannot escrow {price} VIBE: {e}")))?;
+                let key = peer_manager
+                    .send(GetPeerNoiseKey(peer))
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or((
+                        true,
+                        format!("{node_id} never announced its encryption key"),
+                    ))?;
+                let plaintext =
+                    crate::messages::codec::encode(&payload).map_err(|e| (true, e.to_string()))?;
+                let (pending, handshake) = e2e::initiate(&identity, &key, &plaintext)
+                    .map_err(|e| (true, e.to_string()))?;
+                let message = APNMessage::TaskAssigned(TaskAssigned {
+                    task_id: id,
+                    executor: executor_node,
+                    agreed_price: price,
+                    escrow_id,
+                    deadline,
+                    noise_handshake: handshake.into(),
+                });
+                Ok::<_, (bool, String)>((pending, message))
+            }
         };
-        let node_id = self
-            .tasks
-            .get(&id)
-            .and_then(|t| t.view.assigned_node.clone())
-            .unwrap_or_default();
         ctx.spawn(
-            work.into_actor(self)
-                .map(move |result, actor, ctx| match result {
-                    Ok(pending) => {
-                        tracing::info!(task_id = %id, executor = %node_id, %price, "task assigned");
-                        if let Some(task) = actor.tasks.get_mut(&id) {
-                            // The other bidders hold a slot each for this task: give them back
-                            // now. Their bids are spent; a reassignment offers the task again.
-                            let now = Utc::now();
-                            for (loser, bid) in task.bids.iter_mut().filter(|(p, _)| *p != peer) {
-                                if bid.valid_until > now {
-                                    bid.valid_until = now;
-                                    actor.peer_manager.do_send(SendTo {
-                                        peer: *loser,
-                                        message: APNMessage::TaskCancelled(TaskCancelled {
-                                            task_id: id,
-                                            reason: "another bid won".into(),
-                                        }),
-                                    });
-                                }
-                            }
-                            task.assignment = Some(Assignment {
-                                peer,
-                                node_id,
-                                price,
-                                escrow_id,
-                                pending: Some(pending),
-                                session: None,
-                                last_heartbeat: Instant::now(),
-                                assigned_at: Instant::now(),
-                            });
-                        }
+            prepare
+                .into_actor(self)
+                .map(move |prepared, actor, ctx| match prepared {
+                    Ok((pending, message)) => {
+                        let Some(task) = actor.tasks.get_mut(&id) else {
+                            actor.settler.do_send(RefundEscrow { task_id: escrow_id });
+                            return;
+                        };
+                        task.assignment = Some(Assignment {
+                            peer,
+                            node_id,
+                            price,
+                            escrow_id,
+                            pending: Some(pending),
+                            session: None,
+                            clock: AssignmentClock::new(Instant::now()),
+                        });
+                        actor.send_assignment(id, peer, escrow_id, message, ctx);
                     }
                     // Escrow failed: nothing is held. Another bid may be one this node can
                     // hold (a lower price), so move on rather than fail the task.
@@ -849,6 +814,60 @@ impl TaskDistributor {
                     }
                 }),
         );
+    }
+
+    /// Send the recorded assignment; once it is delivered, give the losing bidders their
+    /// slots back. Undeliverable: refund and move on to the next bid.
+    fn send_assignment(
+        &mut self,
+        id: Uuid,
+        peer: PeerId,
+        escrow_id: Uuid,
+        message: APNMessage,
+        ctx: &mut Context<Self>,
+    ) {
+        let peer_manager = self.peer_manager.clone();
+        let send = async move {
+            peer_manager
+                .send(SendTo { peer, message })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot reach the executor: {e}"))
+        };
+        ctx.spawn(send.into_actor(self).map(move |sent, actor, ctx| {
+            let Some(task) = actor.tasks.get_mut(&id) else {
+                return;
+            };
+            // Still this assignment? (A refusal may have moved the task on already.)
+            let current = task
+                .assignment
+                .as_ref()
+                .is_some_and(|a| a.escrow_id == escrow_id);
+            match sent {
+                Ok(_path) => {
+                    if current {
+                        tracing::info!(task_id = %id, executor = %peer, "task assigned");
+                    }
+                    // The other bidders hold a slot each for this task: give them back now.
+                    // Their bids are spent; a reassignment offers the task again.
+                    let now = Utc::now();
+                    for (loser, bid) in task.bids.iter_mut().filter(|(p, _)| *p != peer) {
+                        if bid.valid_until > now {
+                            bid.valid_until = now;
+                            actor.peer_manager.do_send(SendTo {
+                                peer: *loser,
+                                message: APNMessage::TaskCancelled(TaskCancelled {
+                                    task_id: id,
+                                    reason: "another bid won".into(),
+                                }),
+                            });
+                        }
+                    }
+                }
+                Err(reason) if current => actor.move_on(id, None, reason, ctx),
+                Err(_) => {}
+            }
+        }));
     }
 
     /// The assigned executor failed, went silent or returned a bad result: refund, lower
@@ -898,51 +917,30 @@ impl TaskDistributor {
         self.assign_next(id, ctx);
     }
 
+    /// End every assignment that went silent or ran past its deadline.
     fn check_heartbeats(&mut self, ctx: &mut Context<Self>) {
-        let timeout = Duration::from_secs(self.config.market.heartbeat_timeout_s);
-        let silent: Vec<Uuid> = self
-            .tasks
-            .iter()
-            .filter(|(_, task)| !task.view.status.is_final())
-            .filter(|(_, task)| {
-                task.assignment
-                    .as_ref()
-                    .is_some_and(|a| a.last_heartbeat.elapsed() > timeout)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in silent {
-            self.reassign(
-                id,
-                Outcome::TimedOut,
-                format!("no heartbeat for {} s", timeout.as_secs()),
-                ctx,
-            );
-        }
         let market = &self.config.market;
-        let overdue: Vec<(Uuid, u64)> = self
+        let heartbeat_timeout = Duration::from_secs(market.heartbeat_timeout_s);
+        let now = Instant::now();
+        let overdue: Vec<(Uuid, Overdue)> = self
             .tasks
             .iter()
             .filter(|(_, task)| !task.view.status.is_final())
             .filter_map(|(id, task)| {
-                let deadline_s = market::assignment_deadline_s(
+                let deadline = Duration::from_secs(market::assignment_deadline_s(
                     task.request.requirements.timeout_s,
                     market.run_deadline_s,
                     market.heartbeat_timeout_s,
-                );
+                ));
                 task.assignment
-                    .as_ref()
-                    .filter(|a| a.assigned_at.elapsed() > Duration::from_secs(deadline_s))
-                    .map(|_| (*id, deadline_s))
+                    .as_ref()?
+                    .clock
+                    .overdue(now, heartbeat_timeout, deadline)
+                    .map(|overdue| (*id, overdue))
             })
             .collect();
-        for (id, deadline_s) in overdue {
-            self.reassign(
-                id,
-                Outcome::TimedOut,
-                format!("the run passed its {deadline_s} s deadline"),
-                ctx,
-            );
+        for (id, overdue) in overdue {
+            self.reassign(id, Outcome::TimedOut, overdue.to_string(), ctx);
         }
     }
 
@@ -984,7 +982,7 @@ impl TaskDistributor {
         let Some(assignment) = task.assignment.as_mut() else {
             return;
         };
-        assignment.last_heartbeat = Instant::now();
+        assignment.clock.heard(Instant::now());
         let decrypt_failed = |metrics: &NetMetrics| metrics.count_drop(DropReason::DecryptFailed);
         match &envelope.message {
             APNMessage::ExecutionStarted(started) => {
@@ -1399,136 +1397,6 @@ impl TaskDistributor {
         }
     }
 
-    /// Bidding side: answer a request if this node can and wants to run it.
-    fn on_request(
-        &mut self,
-        envelope: &VerifiedEnvelope,
-        request: &TaskDistributionRequest,
-        ctx: &mut Context<Self>,
-    ) {
-        let origin = envelope.from_peer;
-        // A copy of a request already answered (it comes by gossip and directly, within a
-        // bid window) is not a new request: it neither counts against the rate limit nor gets
-        // a second bid. A later round of it (the originator offers it again) is answered.
-        let copies_window = Duration::from_millis(self.config.market.bid_window_ms);
-        if self
-            .bid_on
-            .get(&request.task_id)
-            .is_some_and(|(answered, until)| {
-                answered.elapsed() < copies_window && *until > Instant::now()
-            })
-        {
-            return;
-        }
-        if !self.allow_request(origin) {
-            self.metrics.count_drop(DropReason::RateLimited);
-            return;
-        }
-        let unsandboxed = crate::sandbox::peer_runs_allowed(
-            self.config.executor.sandbox,
-            crate::sandbox::support(),
-        )
-        .err();
-        let state = BidderState {
-            unsandboxed: unsandboxed.as_deref(),
-            profiles: &self.profiles,
-            capabilities: &self.config.node.capabilities,
-            free_slots: 1,
-            compute_rate_per_cpu_hour: self.config.economics.compute_rate_per_cpu_hour,
-            min_task_reward: self.config.economics.min_task_reward,
-            accept: &self.config.accept,
-            memory_mb: self.config.resources.max_memory_mb,
-        };
-        let price = match market::decide_bid(request, &origin.to_string(), &state) {
-            Ok(price) => price,
-            Err(reason) => {
-                tracing::debug!(task_id = %request.task_id, %reason, "not bidding");
-                return;
-            }
-        };
-        if self.bid_on.len() >= BIDS_REMEMBERED_MAX {
-            let now = Instant::now();
-            self.bid_on.retain(|_, (_, until)| *until > now);
-            if self.bid_on.len() >= BIDS_REMEMBERED_MAX {
-                // Every remembered bid is still live: this node is bidding at its limit.
-                self.metrics.count_drop(DropReason::RateLimited);
-                return;
-            }
-        }
-        let lifetime = Duration::from_millis(self.config.market.bid_window_ms)
-            + super::executor::RESERVATION_GRACE;
-        let until = Instant::now() + lifetime;
-        self.bid_on.insert(request.task_id, (Instant::now(), until));
-        let bid = TaskBid {
-            task_id: request.task_id,
-            bidder: self.identity.node_id().clone(),
-            price,
-            estimated_duration_s: market::estimate_duration_s(request),
-            capabilities: self.config.node.capabilities.clone(),
-            // The reservation's end: an assignment after it is refused.
-            valid_until: Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default(),
-        };
-        let executor = self.executor.clone();
-        let peer_manager = self.peer_manager.clone();
-        let task_id = request.task_id;
-        ctx.spawn(
-            async move {
-                if executor
-                    .send(ReserveSlot {
-                        task_id,
-                        until,
-                        origin,
-                        price,
-                    })
-                    .await
-                    .unwrap_or(false)
-                {
-                    let message = APNMessage::TaskBid(bid);
-                    if let Ok(Err(e)) = peer_manager
-                        .send(SendTo {
-                            peer: origin,
-                            message,
-                        })
-                        .await
-                    {
-                        tracing::debug!(%task_id, error = %e, "bid not delivered");
-                    }
-                    true
-                } else {
-                    false
-                }
-            }
-            .into_actor(self)
-            .map(move |bid_sent, actor, _| {
-                // No slot: forget the request, so a later round of it can be answered.
-                if !bid_sent {
-                    actor.bid_on.remove(&task_id);
-                }
-            }),
-        );
-    }
-
-    fn allow_request(&mut self, peer: PeerId) -> bool {
-        let limit = self.config.market.requests_per_peer_per_minute;
-        let now = Instant::now();
-        if self.request_counts.len() >= RATE_LIMITED_PEERS_MAX
-            && !self.request_counts.contains_key(&peer)
-        {
-            self.request_counts
-                .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
-            if self.request_counts.len() >= RATE_LIMITED_PEERS_MAX {
-                return false;
-            }
-        }
-        let (start, count) = self.request_counts.entry(peer).or_insert((now, 0));
-        if now.duration_since(*start) >= Duration::from_secs(60) {
-            *start = now;
-            *count = 0;
-        }
-        *count += 1;
-        *count <= limit
-    }
-
     fn on_bid(&mut self, envelope: &VerifiedEnvelope, bid: &TaskBid) {
         let bids_max = self.config.market.bids_per_task_max;
         let Some(task) = self.tasks.get_mut(&bid.task_id) else {
@@ -1578,9 +1446,6 @@ impl Handler<Inbound> for TaskDistributor {
     fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) {
         let envelope = inbound.envelope;
         match &envelope.message {
-            APNMessage::TaskDistributionRequest(request) => {
-                self.on_request(&envelope, request, ctx)
-            }
             APNMessage::TaskBid(bid) => self.on_bid(&envelope, bid),
             _ => self.on_execution_message(&envelope, ctx),
         }

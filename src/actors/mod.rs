@@ -4,7 +4,8 @@
 //! | actor | file | job |
 //! |---|---|---|
 //! | `PeerManager` | `peer_manager.rs` | swarm + relay client, peer table, envelope checks, routing |
-//! | `TaskDistributor` | `distributor.rs` | task attempts, bids, assignment |
+//! | `TaskDistributor` | `distributor.rs` | this node's task attempts: bids, assignment, settlement |
+//! | `Bidder` | `bidder.rs` | bids on other nodes' task requests |
 //! | `TaskExecutor` | `executor.rs`, `executor_run.rs` | runs agent processes (one run task each) |
 //! | `ExecutionRelay` | `relay.rs` | log and progress streams |
 //! | `ResourceAccounting` | `accountant.rs` | bandwidth and compute metering |
@@ -13,6 +14,7 @@
 //! | `PanelHub` | `panel_hub.rs` | panel state and websocket fan-out |
 
 pub mod accountant;
+pub mod bidder;
 pub mod courier;
 pub mod distributor;
 pub mod executor;

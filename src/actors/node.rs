@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use libp2p::Multiaddr;
 
 use super::accountant::ResourceAccounting;
+use super::bidder::{Bidder, BidderLinks};
 use super::courier::PaymentCourier;
 use super::distributor::TaskDistributor;
 use super::executor::TaskExecutor;
@@ -192,6 +193,17 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         .with_billing(accountant.clone().recipient()),
     );
 
+    let bidder = Bidder::new(
+        identity.clone(),
+        config.clone(),
+        metrics.clone(),
+        BidderLinks {
+            reserve: executor.clone().recipient(),
+            send: peer_manager_address.clone().recipient(),
+        },
+    )
+    .start();
+
     let courier = PaymentCourier::new(
         settler.clone(),
         peer_manager_address.clone(),
@@ -203,6 +215,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     let listen_addrs = transports.listen_addrs.clone();
     let routes = Routes {
         distributor: distributor.clone().recipient(),
+        bidder: bidder.recipient(),
         executor: executor.clone().recipient(),
         payments: courier.recipient(),
         accountant: accountant.clone().recipient(),

@@ -153,8 +153,10 @@ pub struct Shutdown;
 /// Recipients of verified messages, by the role that owns each variant.
 #[derive(Clone)]
 pub struct Routes {
-    /// Task requests, bids, and the execution stream of this node's tasks.
+    /// Bids and the execution stream of this node's tasks.
     pub distributor: Recipient<Inbound>,
+    /// Other nodes' task requests.
+    pub bidder: Recipient<Inbound>,
     /// Assignments, repository chunks, cancellations.
     pub executor: Recipient<Inbound>,
     /// VIBE transactions and their receipts.
@@ -573,9 +575,8 @@ impl PeerManager {
             }
             message => {
                 let route = match message {
-                    APNMessage::TaskDistributionRequest(_) | APNMessage::TaskBid(_) => {
-                        &self.routes.distributor
-                    }
+                    APNMessage::TaskDistributionRequest(_) => &self.routes.bidder,
+                    APNMessage::TaskBid(_) => &self.routes.distributor,
                     APNMessage::TaskAssigned(_)
                     | APNMessage::RepoChunk(_)
                     | APNMessage::TaskCancelled(_) => &self.routes.executor,

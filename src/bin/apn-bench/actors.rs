@@ -99,6 +99,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
     let hub = apn::actors::panel_hub::PanelHub::default().start();
     let routes = apn::actors::peer_manager::Routes {
         distributor: distributor.recipient(),
+        bidder: sink.clone().recipient(),
         executor: sink.clone().recipient(),
         payments: sink.clone().recipient(),
         accountant: sink.recipient(),

@@ -10,6 +10,13 @@
 //! - [`admit_assignment`] / [`admit_payload`]: what an executor accepts as an assignment
 //!   (only for a live bid it made, at its price; never a path on its own disk from a peer;
 //!   a bundle only with the chunk count its size implies, [`check_bundle_shape`]).
+//! - [`bidder::BidBook`]: the bidder's side of the life cycle as a state machine (which
+//!   requests it answers, per-peer rate, live bids).
+//! - [`originator`]: the originator's clock-driven decisions (next bid, re-offer, give up;
+//!   silence and deadline of an assignment).
+
+pub mod bidder;
+pub mod originator;
 
 use serde::{Deserialize, Serialize};
 

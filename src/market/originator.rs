@@ -1,0 +1,247 @@
+//! The originator's side of the task life cycle, the parts that decide with the clock:
+//! which bid to assign next (skipping bids whose reservation ran out, offering the task
+//! again when only such bids are left, giving up after `market.reassignments_max`), and
+//! when an assignment has gone on too long (silent past the heartbeat timeout, or past the
+//! run's deadline however many heartbeats came). Plain functions and types, `now` passed
+//! in; the distributor carries out what they decide.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+/// What to do after a bid round closed, or after an assignment ended without a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep<P> {
+    /// Assign the task to this bidder.
+    Assign(P),
+    /// Every bid left had run out: offer the task to the mesh again.
+    OfferAgain { expired: usize },
+    /// Nothing left to try.
+    GiveUp,
+}
+
+/// How many times the originator has tried, for [`next_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tries {
+    /// Assignments made so far.
+    pub attempts: u32,
+    /// Rounds offered again because only expired bids were left.
+    pub reoffers: u32,
+}
+
+/// Take the next bidder from `ranked` (best first), skipping those whose bid's
+/// `valid_until` (from `valid_until_of`) is not after `now`: their reservation is gone and
+/// they would refuse. At most `reassignments_max + 1` assignments, and as many re-offers.
+pub fn next_step<P: Copy>(
+    ranked: &mut VecDeque<P>,
+    valid_until_of: impl Fn(&P) -> Option<DateTime<Utc>>,
+    tries: Tries,
+    reassignments_max: u32,
+    now: DateTime<Utc>,
+) -> NextStep<P> {
+    if tries.attempts > reassignments_max {
+        return NextStep::GiveUp;
+    }
+    let mut expired = 0;
+    while let Some(peer) = ranked.pop_front() {
+        match valid_until_of(&peer) {
+            Some(until) if until > now => return NextStep::Assign(peer),
+            // A bid that ran out, or one no longer known: skip it.
+            _ => expired += 1,
+        }
+    }
+    if expired > 0 && tries.reoffers < reassignments_max.saturating_add(1) {
+        NextStep::OfferAgain { expired }
+    } else {
+        NextStep::GiveUp
+    }
+}
+
+/// Why an assignment is over without a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overdue {
+    /// No message from the executor for longer than the heartbeat timeout.
+    Silent { timeout: Duration },
+    /// Past the run's deadline (`market::assignment_deadline_s`).
+    PastDeadline { deadline: Duration },
+}
+
+impl std::fmt::Display for Overdue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Overdue::Silent { timeout } => write!(f, "no heartbeat for {} s", timeout.as_secs()),
+            Overdue::PastDeadline { deadline } => {
+                write!(f, "the run passed its {} s deadline", deadline.as_secs())
+            }
+        }
+    }
+}
+
+/// An assignment's clock: when it was made and when the executor was last heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssignmentClock {
+    pub assigned_at: Instant,
+    pub last_heard: Instant,
+}
+
+impl AssignmentClock {
+    pub fn new(now: Instant) -> Self {
+        AssignmentClock {
+            assigned_at: now,
+            last_heard: now,
+        }
+    }
+
+    /// Any message from the executor is a heartbeat.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = self.last_heard.max(now);
+    }
+
+    /// Whether the assignment is over at `now`: silence first, then the deadline.
+    pub fn overdue(
+        &self,
+        now: Instant,
+        heartbeat_timeout: Duration,
+        deadline: Duration,
+    ) -> Option<Overdue> {
+        if now.saturating_duration_since(self.last_heard) > heartbeat_timeout {
+            Some(Overdue::Silent {
+                timeout: heartbeat_timeout,
+            })
+        } else if now.saturating_duration_since(self.assigned_at) > deadline {
+            Some(Overdue::PastDeadline { deadline })
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
+    }
+
+    /// Bidders 1..=3, each bid valid until `at(valid_until)`.
+    fn ranked(bids: &[(u32, i64)]) -> (VecDeque<u32>, impl Fn(&u32) -> Option<DateTime<Utc>>) {
+        let valid: Vec<(u32, i64)> = bids.to_vec();
+        (
+            bids.iter().map(|(peer, _)| *peer).collect(),
+            move |peer: &u32| valid.iter().find(|(p, _)| p == peer).map(|(_, s)| at(*s)),
+        )
+    }
+
+    #[test]
+    fn the_best_live_bid_is_assigned_and_expired_ones_are_skipped() {
+        let (mut queue, valid) = ranked(&[(1, 5), (2, 20), (3, 20)]);
+        let tries = Tries::default();
+        assert_eq!(
+            next_step(&mut queue, &valid, tries, 2, at(10)),
+            NextStep::Assign(2)
+        );
+        // The next call (the first executor failed) goes on down the list.
+        assert_eq!(
+            next_step(&mut queue, &valid, tries, 2, at(10)),
+            NextStep::Assign(3)
+        );
+        assert_eq!(
+            next_step(&mut queue, &valid, tries, 2, at(10)),
+            NextStep::GiveUp
+        );
+    }
+
+    #[test]
+    fn a_bid_is_dead_at_its_valid_until_and_unknown_bids_count_as_dead() {
+        let (mut queue, valid) = ranked(&[(1, 10)]);
+        queue.push_back(9);
+        assert_eq!(
+            next_step(&mut queue, &valid, Tries::default(), 2, at(10)),
+            NextStep::OfferAgain { expired: 2 }
+        );
+    }
+
+    #[test]
+    fn only_expired_bids_left_means_offer_again_a_bounded_number_of_times() {
+        let tries = |reoffers| Tries {
+            attempts: 1,
+            reoffers,
+        };
+        let (mut queue, valid) = ranked(&[(1, 0), (2, 0)]);
+        assert_eq!(
+            next_step(&mut queue, &valid, tries(0), 2, at(1)),
+            NextStep::OfferAgain { expired: 2 }
+        );
+        let (mut queue, valid) = ranked(&[(1, 0)]);
+        assert_eq!(
+            next_step(&mut queue, &valid, tries(3), 2, at(1)),
+            NextStep::GiveUp
+        );
+        // No bids at all is not a reason to offer again.
+        let (mut queue, valid) = ranked(&[]);
+        assert_eq!(
+            next_step(&mut queue, &valid, tries(0), 2, at(1)),
+            NextStep::GiveUp
+        );
+    }
+
+    #[test]
+    fn attempts_past_the_reassignment_limit_give_up_whatever_bids_are_left() {
+        let (mut queue, valid) = ranked(&[(1, 100)]);
+        let tries = Tries {
+            attempts: 3,
+            reoffers: 0,
+        };
+        assert_eq!(
+            next_step(&mut queue, &valid, tries, 2, at(1)),
+            NextStep::GiveUp
+        );
+        assert_eq!(queue.len(), 1, "nothing was taken from the queue");
+    }
+
+    #[test]
+    fn silence_past_the_timeout_ends_an_assignment() {
+        let t0 = Instant::now();
+        let mut clock = AssignmentClock::new(t0);
+        let timeout = Duration::from_secs(30);
+        let deadline = Duration::from_secs(3600);
+        assert_eq!(clock.overdue(t0 + timeout, timeout, deadline), None);
+        assert_eq!(
+            clock.overdue(t0 + timeout + Duration::from_millis(1), timeout, deadline),
+            Some(Overdue::Silent { timeout })
+        );
+        // A heartbeat starts the silence over; an old one never moves it back.
+        clock.heard(t0 + Duration::from_secs(20));
+        clock.heard(t0 + Duration::from_secs(5));
+        assert_eq!(
+            clock.overdue(t0 + Duration::from_secs(45), timeout, deadline),
+            None
+        );
+    }
+
+    #[test]
+    fn heartbeats_cannot_hold_an_assignment_past_its_deadline() {
+        let t0 = Instant::now();
+        let mut clock = AssignmentClock::new(t0);
+        let timeout = Duration::from_secs(30);
+        let deadline = Duration::from_secs(90);
+        let mut now = t0;
+        for _ in 0..9 {
+            now += Duration::from_secs(10);
+            clock.heard(now);
+            assert_eq!(clock.overdue(now, timeout, deadline), None);
+        }
+        now += Duration::from_secs(10);
+        clock.heard(now);
+        assert_eq!(
+            clock.overdue(now, timeout, deadline),
+            Some(Overdue::PastDeadline { deadline })
+        );
+        assert_eq!(
+            Overdue::PastDeadline { deadline }.to_string(),
+            "the run passed its 90 s deadline"
+        );
+    }
+}
