@@ -672,12 +672,24 @@ fn an_unprivileged_account_can_sandbox_too() {
     let binary = dir.path().join("apn");
     std::fs::copy(env!("CARGO_BIN_EXE_apn"), &binary).unwrap();
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&binary)
-        .args(["sandbox", "check", "--json"])
-        .output()
-        .expect("setpriv runs (util-linux)");
+    // Another test thread may fork while the copy's write descriptor is still open; the
+    // child holds it until its exec and executing the copy then fails with ETXTBSY. That
+    // clears as soon as the other child has exec'd, so try again a few times.
+    let mut tries = 0;
+    let output = loop {
+        let output = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&binary)
+            .args(["sandbox", "check", "--json"])
+            .output()
+            .expect("setpriv runs (util-linux)");
+        tries += 1;
+        if tries < 20 && String::from_utf8_lossy(&output.stderr).contains("Text file busy") {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
+        break output;
+    };
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
     assert!(output.status.success(), "{report}");

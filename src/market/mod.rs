@@ -16,6 +16,7 @@
 //!   silence and deadline of an assignment).
 
 pub mod bidder;
+pub mod origin_task;
 pub mod originator;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,653 @@
+//! The originator's side of a task offered to the mesh, as a state machine with no I/O:
+//!
+//! ```text
+//! bundling ─► bidding ─► judging ─► escrowing ─► assigned ─► running ─► verifying ─► settling ─► completed
+//!                ▲  │ no bid (rounds left)  │ escrow / seal failed: next bid     │ refusal, failure, silence,
+//!                └──┘                       ▼                                    │ deadline, bad result:
+//!                                     next bid / offer again / failed ◄───────────┘ refund, next bid
+//! ```
+//!
+//! Each method is one event; it changes the state and returns the [`Effect`]s the
+//! distributor must carry out (send, hold or refund escrow, schedule a timer, verify,
+//! release). Results of those effects come back as further events naming what they
+//! belong to (a bid round, an escrow id), so an answer that arrives late, for a round or an
+//! assignment that is over, changes nothing. Time is passed in.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::originator::{self, AssignmentClock, NextStep, Tries};
+use crate::ledger::rules::Outcome;
+use crate::messages::Vibe;
+
+/// Where the task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The repository bundle is being written.
+    Bundling,
+    /// The request is out (or about to go out again); bids are collected.
+    Bidding,
+    /// The window closed; the bids are being checked and ranked.
+    Judging,
+    /// The escrow for the chosen bid is being held and the task sealed to the bidder.
+    Escrowing,
+    /// `TaskAssigned` is sent; waiting for `ExecutionStarted`.
+    Assigned,
+    /// The executor runs it.
+    Running,
+    /// A result arrived and is being checked (apply, verify command).
+    Verifying,
+    /// The escrow is being released to the executor.
+    Settling,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    /// True once nothing more will happen.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Completed | Phase::Failed | Phase::Cancelled)
+    }
+}
+
+/// A bid as the originator keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BidOffer {
+    pub node_id: String,
+    pub price: Vibe,
+    /// The bidder's reservation ends here; an assignment after it is refused.
+    pub valid_until: DateTime<Utc>,
+}
+
+/// Why a bid takes no place among the bids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BidRefused {
+    #[error("the task is not taking bids")]
+    NotBidding,
+    #[error("this bidder already bid in this round")]
+    Duplicate,
+    #[error("the task has its limit of bids")]
+    TooMany,
+    #[error("the price is zero or below this node's minimum")]
+    BelowMinimum,
+}
+
+/// The assignment in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment<P> {
+    pub peer: P,
+    pub node_id: String,
+    pub price: Vibe,
+    pub escrow_id: Uuid,
+    pub clock: AssignmentClock,
+}
+
+/// What the distributor must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect<P> {
+    /// Send the request of bid round `round` to the mesh.
+    Offer {
+        round: u32,
+    },
+    /// Deliver `close_bidding(round)` after `after`.
+    CloseBiddingAfter {
+        round: u32,
+        after: Duration,
+    },
+    /// Deliver `offer_again(round)` after `after` (nobody bid; slots free up over time).
+    OfferAgainAfter {
+        round: u32,
+        after: Duration,
+    },
+    /// Check and rank these bids (needs the peer table and reputations), then `judged`.
+    JudgeBids {
+        round: u32,
+        bids: Vec<(P, BidOffer)>,
+    },
+    /// Hold `price` in escrow under `escrow_id` and seal the task to `peer`, then
+    /// `prepared` / `escrow_failed` / `prepare_failed`.
+    HoldAndSeal {
+        peer: P,
+        price: Vibe,
+        escrow_id: Uuid,
+    },
+    /// Send the sealed `TaskAssigned`, then `assignment_sent`.
+    SendAssignment {
+        peer: P,
+        escrow_id: Uuid,
+    },
+    /// Tell losing bidders their bids are spent (`TaskCancelled`), freeing their slots.
+    WithdrawBids {
+        peers: Vec<P>,
+    },
+    /// Send the repository to the executor.
+    SendBundle {
+        peer: P,
+    },
+    /// Check the result, then `verified` / `result_rejected`.
+    Verify {
+        escrow_id: Uuid,
+    },
+    /// Pay the executor from escrow, then `released` / `release_failed`.
+    Release {
+        peer: P,
+        price: Vibe,
+        escrow_id: Uuid,
+    },
+    Refund {
+        escrow_id: Uuid,
+    },
+    RecordOutcome {
+        peer: P,
+        outcome: Outcome,
+    },
+    /// Tell the executor its assignment is over.
+    CancelAssignment {
+        peer: P,
+        reason: String,
+    },
+    /// The task moves on from an executor (for the log stream).
+    Reassigning {
+        reason: String,
+    },
+    /// The task failed for good.
+    Failed {
+        reason: String,
+    },
+    /// The task is done and paid.
+    Completed {
+        price: Vibe,
+    },
+}
+
+/// The market settings a task follows.
+#[derive(Debug, Clone, Copy)]
+pub struct OriginLimits {
+    pub bid_window: Duration,
+    pub bid_rounds_max: u32,
+    pub reassignments_max: u32,
+    pub bids_per_task_max: usize,
+    pub min_task_reward: Vibe,
+    pub heartbeat_timeout: Duration,
+    /// `market::assignment_deadline_s` for this task.
+    pub run_deadline: Duration,
+}
+
+/// One task offered to the mesh, from this node's side.
+#[derive(Debug, Clone)]
+pub struct OriginTask<P> {
+    limits: OriginLimits,
+    phase: Phase,
+    /// Bid rounds held so far (the first is 1).
+    round: u32,
+    /// Rounds that ended with no bid.
+    empty_rounds: u32,
+    bids: Vec<(P, BidOffer)>,
+    ranked: VecDeque<P>,
+    tries: Tries,
+    /// The chosen bid while its escrow is held and the task sealed.
+    escrowing: Option<(P, Uuid)>,
+    assignment: Option<Assignment<P>>,
+    last_failure: Option<String>,
+}
+
+impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
+    /// A task whose repository is being bundled.
+    pub fn new(limits: OriginLimits) -> Self {
+        OriginTask {
+            limits,
+            phase: Phase::Bundling,
+            round: 0,
+            empty_rounds: 0,
+            bids: Vec::new(),
+            ranked: VecDeque::new(),
+            tries: Tries::default(),
+            escrowing: None,
+            assignment: None,
+            last_failure: None,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Assignments made so far.
+    pub fn attempts(&self) -> u32 {
+        self.tries.attempts
+    }
+
+    pub fn bids_received(&self) -> usize {
+        self.bids.len()
+    }
+
+    pub fn assignment(&self) -> Option<&Assignment<P>> {
+        self.assignment.as_ref()
+    }
+
+    /// The chosen bid (during escrow) or the assignment: who and at what price.
+    pub fn chosen(&self) -> Option<(P, &BidOffer)> {
+        let peer = match (&self.assignment, &self.escrowing) {
+            (Some(assignment), _) => assignment.peer,
+            (None, Some((peer, _))) => *peer,
+            (None, None) => return None,
+        };
+        self.bid_of(&peer).map(|offer| (peer, offer))
+    }
+
+    /// Why the last executor did not deliver.
+    pub fn last_failure(&self) -> Option<&str> {
+        self.last_failure.as_deref()
+    }
+
+    fn bid_of(&self, peer: &P) -> Option<&BidOffer> {
+        self.bids.iter().find(|(p, _)| p == peer).map(|(_, b)| b)
+    }
+
+    /// The bundle is written: open the first bid round.
+    pub fn bundled(&mut self) -> Vec<Effect<P>> {
+        if self.phase != Phase::Bundling {
+            return Vec::new();
+        }
+        self.open_round()
+    }
+
+    fn open_round(&mut self) -> Vec<Effect<P>> {
+        self.phase = Phase::Bidding;
+        self.round += 1;
+        // A new round: bids of an earlier one held slots that are gone by now.
+        self.bids.clear();
+        self.ranked.clear();
+        vec![Effect::Offer { round: self.round }]
+    }
+
+    /// The request of `round` is out: close the window after it.
+    pub fn offered(&mut self, round: u32) -> Vec<Effect<P>> {
+        if self.phase != Phase::Bidding || round != self.round {
+            return Vec::new();
+        }
+        vec![Effect::CloseBiddingAfter {
+            round,
+            after: self.limits.bid_window,
+        }]
+    }
+
+    /// A bid arrived.
+    pub fn bid(&mut self, peer: P, offer: BidOffer) -> Result<(), BidRefused> {
+        if self.phase != Phase::Bidding {
+            return Err(BidRefused::NotBidding);
+        }
+        if self.bid_of(&peer).is_some() {
+            return Err(BidRefused::Duplicate);
+        }
+        if self.bids.len() >= self.limits.bids_per_task_max {
+            return Err(BidRefused::TooMany);
+        }
+        if super::check_bid_price(offer.price, self.limits.min_task_reward).is_err() {
+            return Err(BidRefused::BelowMinimum);
+        }
+        self.bids.push((peer, offer));
+        Ok(())
+    }
+
+    /// The bid window of `round` closed.
+    pub fn close_bidding(&mut self, round: u32) -> Vec<Effect<P>> {
+        if self.phase != Phase::Bidding || round != self.round {
+            return Vec::new();
+        }
+        self.phase = Phase::Judging;
+        vec![Effect::JudgeBids {
+            round,
+            bids: self.bids.clone(),
+        }]
+    }
+
+    /// The bids of `round` that passed the checks, best first.
+    pub fn judged(&mut self, round: u32, ranked: Vec<P>, now: DateTime<Utc>) -> Vec<Effect<P>> {
+        if self.phase != Phase::Judging || round != self.round {
+            return Vec::new();
+        }
+        if ranked.is_empty() {
+            // Free slots come back as runs finish and reservations lapse: offer again a
+            // few times (`bid_rounds_max` rounds in all) before giving up.
+            self.empty_rounds += 1;
+            if self.empty_rounds < self.limits.bid_rounds_max {
+                self.phase = Phase::Bidding;
+                return vec![Effect::OfferAgainAfter {
+                    round,
+                    after: self.limits.bid_window,
+                }];
+            }
+            return self.fail(format!("no node bid after {} round(s)", self.empty_rounds));
+        }
+        self.ranked = ranked.into();
+        self.next(now)
+    }
+
+    /// The pause after an empty round is over.
+    pub fn offer_again(&mut self, round: u32) -> Vec<Effect<P>> {
+        if self.phase != Phase::Bidding || round != self.round {
+            return Vec::new();
+        }
+        self.open_round()
+    }
+
+    /// Assign the next bid, offer again, or give up.
+    fn next(&mut self, now: DateTime<Utc>) -> Vec<Effect<P>> {
+        let bids = &self.bids;
+        let step = originator::next_step(
+            &mut self.ranked,
+            |peer| {
+                bids.iter()
+                    .find(|(p, _)| p == peer)
+                    .map(|(_, b)| b.valid_until)
+            },
+            self.tries,
+            self.limits.reassignments_max,
+            now,
+        );
+        match step {
+            NextStep::Assign(peer) => {
+                let Some(price) = self.bid_of(&peer).map(|b| b.price) else {
+                    return self.fail("a ranked bid vanished".into());
+                };
+                self.tries.attempts += 1;
+                self.phase = Phase::Escrowing;
+                let escrow_id = Uuid::new_v4();
+                self.escrowing = Some((peer, escrow_id));
+                vec![Effect::HoldAndSeal {
+                    peer,
+                    price,
+                    escrow_id,
+                }]
+            }
+            NextStep::OfferAgain { .. } => {
+                // Every bid left had run out (the executor before them was slow to fail).
+                self.tries.reoffers += 1;
+                self.open_round()
+            }
+            NextStep::GiveUp => {
+                let reason = match &self.last_failure {
+                    Some(last) => {
+                        format!(
+                            "gave up after {} attempt(s); last: {last}",
+                            self.tries.attempts
+                        )
+                    }
+                    None => "no bidder left".to_string(),
+                };
+                self.fail(reason)
+            }
+        }
+    }
+
+    fn escrowing_matches(&self, escrow_id: Uuid) -> bool {
+        self.phase == Phase::Escrowing && self.escrowing.is_some_and(|(_, id)| id == escrow_id)
+    }
+
+    /// The escrow could not be held (nothing is held): another bid may be one this node
+    /// can afford, so move on rather than fail.
+    pub fn escrow_failed(
+        &mut self,
+        escrow_id: Uuid,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect<P>> {
+        if !self.escrowing_matches(escrow_id) {
+            return Vec::new();
+        }
+        self.escrowing = None;
+        self.last_failure = Some(reason);
+        self.next(now)
+    }
+
+    /// The escrow is held but the task could not be sealed or sent to the bidder.
+    pub fn prepare_failed(
+        &mut self,
+        escrow_id: Uuid,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect<P>> {
+        if !self.escrowing_matches(escrow_id) {
+            return vec![Effect::Refund { escrow_id }];
+        }
+        self.escrowing = None;
+        self.last_failure = Some(reason);
+        let mut effects = vec![Effect::Refund { escrow_id }];
+        effects.extend(self.next(now));
+        effects
+    }
+
+    /// Escrow held and task sealed: record the assignment, then send it (in this order,
+    /// so that an immediate refusal finds the assignment).
+    pub fn prepared(&mut self, escrow_id: Uuid, now: Instant) -> Vec<Effect<P>> {
+        if !self.escrowing_matches(escrow_id) {
+            // Cancelled meanwhile: give the escrow back.
+            return vec![Effect::Refund { escrow_id }];
+        }
+        let Some((peer, _)) = self.escrowing.take() else {
+            return Vec::new();
+        };
+        let Some(bid) = self.bid_of(&peer).cloned() else {
+            return vec![Effect::Refund { escrow_id }];
+        };
+        self.assignment = Some(Assignment {
+            peer,
+            node_id: bid.node_id,
+            price: bid.price,
+            escrow_id,
+            clock: AssignmentClock::new(now),
+        });
+        self.phase = Phase::Assigned;
+        vec![Effect::SendAssignment { peer, escrow_id }]
+    }
+
+    fn is_current(&self, escrow_id: Uuid) -> bool {
+        self.assignment
+            .as_ref()
+            .is_some_and(|a| a.escrow_id == escrow_id)
+    }
+
+    /// The `TaskAssigned` was delivered (`Ok`) or not.
+    pub fn assignment_sent(
+        &mut self,
+        escrow_id: Uuid,
+        sent: Result<(), String>,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect<P>> {
+        match sent {
+            Ok(()) => {
+                let Some(winner) = self.assignment.as_ref().map(|a| a.peer) else {
+                    return Vec::new();
+                };
+                if !self.is_current(escrow_id) {
+                    return Vec::new();
+                }
+                // The other bidders hold a slot each for this task: give them back now.
+                // Their bids are spent; a reassignment offers the task again.
+                let mut peers = Vec::new();
+                for (peer, bid) in self.bids.iter_mut().filter(|(p, _)| *p != winner) {
+                    if bid.valid_until > now {
+                        bid.valid_until = now;
+                        peers.push(*peer);
+                    }
+                }
+                if peers.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![Effect::WithdrawBids { peers }]
+                }
+            }
+            Err(reason) if self.is_current(escrow_id) => self.move_on(None, reason, now),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A message from `peer` about this task: is it the assigned executor? If so, it
+    /// counts as a heartbeat.
+    pub fn heard_from(&mut self, peer: P, now: Instant) -> bool {
+        match &mut self.assignment {
+            Some(assignment) if assignment.peer == peer => {
+                assignment.clock.heard(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The executor started (its Noise session is up): send it the repository.
+    pub fn started(&mut self) -> Vec<Effect<P>> {
+        match (&self.assignment, self.phase) {
+            (Some(assignment), Phase::Assigned) => {
+                self.phase = Phase::Running;
+                vec![Effect::SendBundle {
+                    peer: assignment.peer,
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A result arrived that decrypts and whose signature verifies: check it.
+    pub fn result_arrived(&mut self) -> Vec<Effect<P>> {
+        match (&self.assignment, self.phase) {
+            (Some(assignment), Phase::Assigned | Phase::Running) => {
+                self.phase = Phase::Verifying;
+                vec![Effect::Verify {
+                    escrow_id: assignment.escrow_id,
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The result checked out: pay.
+    pub fn verified(&mut self, escrow_id: Uuid) -> Vec<Effect<P>> {
+        if self.phase != Phase::Verifying || !self.is_current(escrow_id) {
+            return Vec::new();
+        }
+        let Some(assignment) = self.assignment.take() else {
+            return Vec::new();
+        };
+        self.phase = Phase::Settling;
+        vec![Effect::Release {
+            peer: assignment.peer,
+            price: assignment.price,
+            escrow_id,
+        }]
+    }
+
+    /// The executor was paid.
+    pub fn released(&mut self, price: Vibe) -> Vec<Effect<P>> {
+        if self.phase != Phase::Settling {
+            return Vec::new();
+        }
+        self.phase = Phase::Completed;
+        vec![Effect::Completed { price }]
+    }
+
+    /// The release failed: the task fails (the escrow stays for the ledger to sort out).
+    pub fn release_failed(&mut self, reason: String) -> Vec<Effect<P>> {
+        if self.phase != Phase::Settling {
+            return Vec::new();
+        }
+        self.fail(format!("escrow release failed: {reason}"))
+    }
+
+    /// The assigned executor is done with it without a good result: a bad or unverifiable
+    /// result (`BadResult`), a failed run (`Failed`), a broken transfer, or a refusal
+    /// before anything ran (`None`: its reputation is not at stake). Refund and move on.
+    pub fn executor_gave_up(
+        &mut self,
+        outcome: Option<Outcome>,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect<P>> {
+        if self.phase.is_final() {
+            return Vec::new();
+        }
+        self.move_on(outcome, reason, now)
+    }
+
+    /// Time passes: an assignment silent past the heartbeat timeout or past its deadline
+    /// is over.
+    pub fn tick(&mut self, now: Instant, wall: DateTime<Utc>) -> Vec<Effect<P>> {
+        if self.phase.is_final() || self.phase == Phase::Settling {
+            return Vec::new();
+        }
+        let overdue = self.assignment.as_ref().and_then(|a| {
+            a.clock
+                .overdue(now, self.limits.heartbeat_timeout, self.limits.run_deadline)
+        });
+        match overdue {
+            Some(overdue) => self.move_on(Some(Outcome::TimedOut), overdue.to_string(), wall),
+            None => Vec::new(),
+        }
+    }
+
+    /// The user cancelled: refund a held escrow and tell the executor.
+    pub fn cancel(&mut self) -> Vec<Effect<P>> {
+        if self.phase.is_final() {
+            return Vec::new();
+        }
+        self.phase = Phase::Cancelled;
+        self.escrowing = None;
+        match self.assignment.take() {
+            Some(assignment) => vec![
+                Effect::Refund {
+                    escrow_id: assignment.escrow_id,
+                },
+                Effect::CancelAssignment {
+                    peer: assignment.peer,
+                    reason: "cancelled by the user".into(),
+                },
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// Fail for good, with a reason a user can read.
+    pub fn fail(&mut self, reason: String) -> Vec<Effect<P>> {
+        if self.phase.is_final() {
+            return Vec::new();
+        }
+        self.phase = Phase::Failed;
+        vec![Effect::Failed { reason }]
+    }
+
+    /// Refund, record `outcome`, tell the executor, try the next bid.
+    fn move_on(
+        &mut self,
+        outcome: Option<Outcome>,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect<P>> {
+        let Some(assignment) = self.assignment.take() else {
+            return Vec::new();
+        };
+        let mut effects = vec![Effect::Refund {
+            escrow_id: assignment.escrow_id,
+        }];
+        if let Some(outcome) = outcome {
+            effects.push(Effect::RecordOutcome {
+                peer: assignment.peer,
+                outcome,
+            });
+        }
+        effects.push(Effect::CancelAssignment {
+            peer: assignment.peer,
+            reason: reason.clone(),
+        });
+        self.last_failure = Some(format!("{}: {reason}", assignment.node_id));
+        effects.push(Effect::Reassigning { reason });
+        effects.extend(self.next(now));
+        effects
+    }
+}
+
+#[cfg(test)]
+mod tests;
