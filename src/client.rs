@@ -125,11 +125,6 @@ impl ApiClient {
         self.get_as(path, "JSON")
     }
 
-    /// POST a JSON body, answer as raw JSON.
-    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.post_as(path, body, "JSON")
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
