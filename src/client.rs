@@ -1,12 +1,20 @@
 //! A small blocking client for a running node's HTTP API, used by the CLI (`apn status`,
-//! `apn peers`, `apn ledger`, `apn task …`). It sends the node's API token as a bearer token
-//! when it has one (`--data-dir` or `APN_TOKEN`); mutations need it, loopback included. Responses are JSON values: the CLI prints a few
-//! fields for people and passes the whole value through with `--json`.
+//! `apn peers`, `apn task …`) and `apn-soak`. It sends the node's API token as a bearer
+//! token when it has one (`--data-dir` or `APN_TOKEN`); mutations need it, loopback included.
+//! Answers come back as the API's own types (`StatusDoc`, `PeerInfo`, `TaskView`, …); a
+//! refusal comes back as [`ClientError::Api`] with the node's JSON reason. [`ApiClient::get`]
+//! still returns raw JSON, for callers that check the wire itself (the API tests).
 
 use std::path::Path;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::actors::distributor::{CreateTaskAttempt, TaskView};
+use crate::actors::peer_manager::PeerInfo;
+use crate::web::openapi::{StatusDoc, TaskCreated};
 
 /// Default node address.
 pub const DEFAULT_NODE_URL: &str = "http://127.0.0.1:8080";
@@ -18,16 +26,26 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The request did not get an answer (refused, reset, timed out).
     #[error("cannot reach the node at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The node answered with a non-2xx status; `error` and `detail` are its JSON reason
+    /// (empty when the body had none).
     #[error("the node answered {status}: {error}: {detail}")]
     Api {
         status: u16,
         error: String,
         detail: String,
     },
+    /// The answer could not be read, or is not JSON.
     #[error("the node's answer is not JSON: {0}")]
     BadResponse(String),
+    /// The answer is JSON but not the shape the API promises for this call.
+    #[error("the node's answer is not {expected}: {reason}")]
+    Decode {
+        expected: &'static str,
+        reason: String,
+    },
 }
 
 /// A client for one node.
@@ -70,57 +88,196 @@ impl ApiClient {
             .filter(|t| !t.is_empty())
     }
 
+    /// `GET /api/status`: who the node is, its mesh and its balance.
+    pub fn status(&self) -> Result<StatusDoc, ClientError> {
+        self.get_as("/api/status", "a status document")
+    }
+
+    /// `GET /api/peers`: the peer table.
+    pub fn peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
+        self.get_as("/api/peers", "a peer list")
+    }
+
+    /// `GET /api/tasks`: the node's task attempts, newest first.
+    pub fn tasks(&self) -> Result<Vec<TaskView>, ClientError> {
+        self.get_as("/api/tasks", "a task list")
+    }
+
+    /// `GET /api/tasks/{id}`. The id is passed as given: the node judges it (400 when it is
+    /// not a task id, 404 when there is no such task).
+    pub fn get_task(&self, id: &str) -> Result<TaskView, ClientError> {
+        self.get_as(&format!("/api/tasks/{id}"), "a task")
+    }
+
+    /// `POST /api/tasks` (needs the token): the new task's id and its first view.
+    pub fn create_task(&self, request: &CreateTaskAttempt) -> Result<TaskCreated, ClientError> {
+        self.post_as("/api/tasks", request, "a created task")
+    }
+
+    /// `POST /api/tasks/{id}/cancel` (needs the token): the task, cancelled.
+    pub fn cancel_task(&self, id: &str) -> Result<TaskView, ClientError> {
+        let empty = serde_json::Map::new();
+        self.post_as(&format!("/api/tasks/{id}/cancel"), &empty, "a task")
+    }
+
+    /// GET any resource as raw JSON, for callers that check the wire itself.
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.get_as(path, "JSON")
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn finish(
-        &self,
-        url: &str,
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<Value, ClientError> {
-        let mut response = response.map_err(|e| ClientError::Unreachable {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-        let status = response.status().as_u16();
-        let body: Value = response
-            .body_mut()
-            .read_json()
-            .map_err(|e| ClientError::BadResponse(e.to_string()))?;
-        if (200..300).contains(&status) {
-            return Ok(body);
+    fn with_token<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => request.header("Authorization", &format!("Bearer {token}")),
+            None => request,
         }
+    }
+
+    fn get_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        expected: &'static str,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let response = self.with_token(self.agent.get(&url)).call();
+        finish(&url, response, expected)
+    }
+
+    fn post_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        expected: &'static str,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let response = self.with_token(self.agent.post(&url)).send_json(body);
+        finish(&url, response, expected)
+    }
+}
+
+/// A field of an answer as the CLI prints it: a JSON string as it is (so an enum reads as
+/// its wire name, `completed`), null as `-`, anything else as its JSON text.
+pub fn json_text(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(text)) => text,
+        Ok(Value::Null) | Err(_) => "-".to_string(),
+        Ok(other) => other.to_string(),
+    }
+}
+
+/// Reads an answer (bodies are limited to ureq's 10 MB, as `read_json` is) and decodes it.
+fn finish<T: DeserializeOwned>(
+    url: &str,
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    expected: &'static str,
+) -> Result<T, ClientError> {
+    let mut response = response.map_err(|e| ClientError::Unreachable {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_vec()
+        .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    decode(status, &body, expected)
+}
+
+/// An answer's status and body as the caller's type, or the node's reason for refusing.
+fn decode<T: DeserializeOwned>(
+    status: u16,
+    body: &[u8],
+    expected: &'static str,
+) -> Result<T, ClientError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    if !(200..300).contains(&status) {
         let text = |key: &str| {
-            body.get(key)
+            value
+                .get(key)
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string()
         };
-        Err(ClientError::Api {
+        return Err(ClientError::Api {
             status,
             error: text("error"),
             detail: text("detail"),
-        })
+        });
+    }
+    serde_json::from_value(value).map_err(|e| ClientError::Decode {
+        expected,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_carries_the_nodes_json_reason() {
+        let body = br#"{"error":"conflict","detail":"the task already finished"}"#;
+        let error = decode::<TaskView>(409, body, "a task").unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Api { status: 409, error, .. } if error == "conflict"),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "the node answered 409: conflict: the task already finished"
+        );
     }
 
-    /// GET a JSON resource.
-    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
-        let url = self.url(path);
-        let mut request = self.agent.get(&url);
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        self.finish(&url, request.call())
+    #[test]
+    fn a_refusal_without_a_reason_still_names_the_status() {
+        let error = decode::<Value>(503, b"{}", "JSON").unwrap_err();
+        assert_eq!(error.to_string(), "the node answered 503: : ");
     }
 
-    /// POST a JSON body.
-    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        let url = self.url(path);
-        let mut request = self.agent.post(&url);
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        self.finish(&url, request.send_json(body))
+    #[test]
+    fn a_body_that_is_not_json_or_not_the_type_is_a_decode_error() {
+        let error = decode::<Value>(200, b"<html>", "JSON").unwrap_err();
+        assert!(matches!(error, ClientError::BadResponse(_)), "{error:?}");
+        let error = decode::<Vec<TaskView>>(200, br#"{"id":1}"#, "a task list").unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                ClientError::Decode {
+                    expected: "a task list",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("the node's answer is not a task list: ")
+        );
+    }
+
+    #[test]
+    fn json_text_reads_like_the_json() {
+        use crate::actors::distributor::TaskStatus;
+        assert_eq!(json_text(&TaskStatus::Completed), "completed");
+        assert_eq!(json_text(&None::<String>), "-");
+        assert_eq!(json_text(&42u64), "42");
+        assert_eq!(json_text(&crate::messages::Vibe::from_whole(3)), "3");
+    }
+
+    #[test]
+    fn a_node_that_is_not_there_is_unreachable() {
+        let port = crate::harness::free_port().unwrap_or(1);
+        let error = ApiClient::new(&format!("http://127.0.0.1:{port}/"), None)
+            .status()
+            .unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Unreachable { url, .. } if url.ends_with(&format!("{port}/api/status"))),
+            "{error:?}"
+        );
     }
 }

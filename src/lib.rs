@@ -5,7 +5,8 @@
 //! returns a git diff, and is paid in VIBE credits from escrow.
 //!
 //! ## Layout
-//! - [`client`]: blocking client of a node's HTTP API, for the CLI.
+//! - [`client`]: typed blocking client of a node's HTTP API, for the `apn` binary's CLI
+//!   commands (`src/cli/`) and `apn-soak`.
 //! - [`config`]: typed configuration (file, flags, `APN_*` variables) with clear errors.
 //! - [`identity`]: the node's Ed25519 key, `NodeId`, and its Noise static key.
 //! - [`messages`]: every `APNMessage`, the signed `Envelope`, the codec, `Vibe` amounts.

@@ -1,14 +1,14 @@
-//! The `apn` binary: parses the command line and calls the library. Nothing else lives here.
+//! The `apn` binary: parses the command line, starts tracing and hands each subcommand to
+//! [`cli`], which talks to the library (and, for the API commands, a typed client).
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use apn::config::{Config, Override};
+use apn::actors::distributor::CreateTaskAttempt;
+use apn::config::Override;
 use clap::{Args, Parser, Subcommand};
-
-/// The default config file, used when present.
-const DEFAULT_CONFIG: &str = "config/apn.toml";
 
 #[derive(Parser)]
 #[command(
@@ -181,6 +181,30 @@ struct SubmitArgs {
     no_follow: bool,
 }
 
+impl SubmitArgs {
+    /// The request these arguments describe. A reward or preference the node would refuse
+    /// is an error here (exit 1, as when the node refused it), not a usage error.
+    fn request(&self) -> anyhow::Result<CreateTaskAttempt> {
+        let repo = std::fs::canonicalize(&self.repo)
+            .map_err(|e| anyhow::anyhow!("repository {}: {e}", self.repo.display()))?;
+        let reward = (self.reward.parse())
+            .map_err(|e| anyhow::anyhow!("--reward {:?}: {e}", self.reward))?;
+        let prefer = serde_json::from_value(serde_json::Value::String(self.prefer.clone()))
+            .map_err(|e| anyhow::anyhow!("--prefer {:?}: {e}", self.prefer))?;
+        Ok(CreateTaskAttempt {
+            title: self.title.clone(),
+            prompt: self.prompt.clone(),
+            executor_profile: self.profile.clone(),
+            repo_path: repo.display().to_string(),
+            base: self.base.clone(),
+            requirements: Default::default(),
+            reward,
+            prefer,
+            verify_command: None,
+        })
+    }
+}
+
 #[derive(Args)]
 struct NodeArgs {
     /// Config file (default: config/apn.toml when it exists).
@@ -240,14 +264,6 @@ impl NodeArgs {
         }
         overrides
     }
-
-    fn load_config(&self) -> Result<Config, apn::config::ConfigError> {
-        let (path, explicit) = match &self.config {
-            Some(path) => (path.clone(), true),
-            None => (PathBuf::from(DEFAULT_CONFIG), false),
-        };
-        Config::load(Some(&path), explicit, &self.overrides(), std::env::vars())
-    }
 }
 
 fn strings(values: &[String]) -> toml::Value {
@@ -275,16 +291,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Node(args) => run_node(args),
-        Command::Demo(args) => run_demo(args),
-        Command::Ledger(args) => commands::ledger(&args),
-        Command::Status(args) => commands::status(&args),
-        Command::Peers(args) => commands::peers(&args),
-        Command::Task(TaskCommand::Submit(args)) => commands::submit(&args),
-        Command::Task(TaskCommand::List(args)) => commands::list(&args),
-        Command::Task(TaskCommand::Show { id, api }) => commands::show(&api, &id),
-        Command::Task(TaskCommand::Cancel { id, api }) => commands::cancel(&api, &id),
-        Command::Sandbox(SandboxCommand::Check { json }) => sandbox_check(json),
+        Command::Node(args) => cli::node::run(args.config.as_deref(), &args.overrides()),
+        Command::Demo(args) => cli::node::demo(apn::demo::DemoOptions {
+            nodes: args.nodes.max(2),
+            tasks: if args.forever { None } else { Some(args.tasks) },
+            http_base_port: args.http_base_port,
+            relay: args.relay,
+            keep: args.keep,
+        }),
+        Command::Ledger(args) => cli::ledger::ledger(&args.data_dir, args.last, args.json),
+        Command::Status(api) => cli::status::status(&api.client(), api.json),
+        Command::Peers(api) => cli::status::peers(&api.client(), api.json),
+        Command::Task(TaskCommand::Submit(args)) => args.request().and_then(|request| {
+            cli::task::submit(&args.api.client(), &request, !args.no_follow, args.api.json)
+        }),
+        Command::Task(TaskCommand::List(api)) => cli::task::list(&api.client(), api.json),
+        Command::Task(TaskCommand::Show { id, api }) => {
+            cli::task::show(&api.client(), &id, api.json)
+        }
+        Command::Task(TaskCommand::Cancel { id, api }) => {
+            cli::task::cancel(&api.client(), &id, api.json)
+        }
+        Command::Sandbox(SandboxCommand::Check { json }) => cli::sandbox::check(json),
     };
     match result {
         Ok(code) => code,
@@ -292,348 +320,5 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-fn sandbox_check(json: bool) -> anyhow::Result<ExitCode> {
-    let support = apn::sandbox::probe();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&support)?);
-    } else {
-        let yes_no = |b: bool| if b { "yes" } else { "no" };
-        println!("landlock abi          {}", support.landlock_abi);
-        println!("tcp connect rules     {}", yes_no(support.tcp_rules));
-        println!("signal/socket scopes  {}", yes_no(support.scopes));
-        println!(
-            "unix socket rules     {}",
-            yes_no(support.unix_socket_rules)
-        );
-        println!("sandboxed trial run   {}", yes_no(support.trial_run));
-        match &support.problem {
-            None => println!("runs can be sandboxed on this kernel"),
-            Some(problem) => println!(
-                "runs CANNOT be sandboxed: {problem}\n\
-                 a node here refuses peers' tasks unless executor.sandbox = \"off\""
-            ),
-        }
-    }
-    Ok(if support.available() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
-    let config = match args.load_config() {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let system = actix_rt::System::new();
-    system.block_on(async move {
-        let node = apn::actors::node::start_node(config)
-            .await
-            .context("starting the node")?;
-        if let Some(address) = node.http_addr {
-            tracing::info!("Mesh Panel at http://{address}/");
-        }
-        wait_for_shutdown_signal().await?;
-        tracing::info!("shutting down");
-        node.shutdown().await;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let options = apn::demo::DemoOptions {
-        nodes: args.nodes.max(2),
-        tasks: if args.forever { None } else { Some(args.tasks) },
-        http_base_port: args.http_base_port,
-        relay: args.relay,
-        keep: args.keep,
-    };
-    let system = actix_rt::System::new();
-    system.block_on(async move {
-        let demo = apn::demo::run_demo(options, |line| println!("{line}"));
-        tokio::select! {
-            result = demo => {
-                let outcomes = result.context("running the demo")?;
-                let completed = outcomes.iter().filter(|o| o.view.status == apn::actors::distributor::TaskStatus::Completed).count();
-                println!("demo finished: {completed} of {} tasks completed", outcomes.len());
-                Ok(ExitCode::SUCCESS)
-            }
-            signal = wait_for_shutdown_signal() => {
-                signal?;
-                println!("demo stopped");
-                Ok(ExitCode::SUCCESS)
-            }
-        }
-    })
-}
-
-/// Ctrl-C or SIGTERM.
-async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
-        _ = terminate.recv() => {}
-    }
-    Ok(())
-}
-
-/// The API-backed subcommands: fetch JSON, print it for people or pass it through.
-mod commands {
-    use std::io::IsTerminal;
-    use std::process::ExitCode;
-    use std::time::Duration;
-
-    use serde_json::{Value, json};
-
-    use super::{ApiArgs, SubmitArgs};
-
-    /// How often `task submit` polls the task while following it.
-    const FOLLOW_INTERVAL: Duration = Duration::from_millis(300);
-
-    fn text(value: &Value, key: &str) -> String {
-        match value.get(key) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => "-".to_string(),
-            Some(other) => other.to_string(),
-        }
-    }
-
-    fn print_json(value: &Value) -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
-        Ok(())
-    }
-
-    pub fn ledger(args: &super::LedgerArgs) -> anyhow::Result<ExitCode> {
-        let report = apn::ledger::report(&args.data_dir, args.last)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            print!("{report}");
-        }
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub fn status(args: &ApiArgs) -> anyhow::Result<ExitCode> {
-        let status = args.client().get("/api/status")?;
-        if args.json {
-            print_json(&status)?;
-        } else {
-            println!("node      {}", text(&status, "node_id"));
-            println!("peer id   {}", text(&status, "peer_id"));
-            println!("uptime    {} s", text(&status, "uptime_s"));
-            println!("peers     {}", text(&status, "peers"));
-            println!("relay     {}", text(&status, "relay"));
-            println!(
-                "balance   {} VIBE ({} escrowed)",
-                text(&status, "balance"),
-                text(&status, "escrowed")
-            );
-            if let Some(addresses) = status.get("listen_addrs").and_then(Value::as_array) {
-                for address in addresses {
-                    println!("listen    {}", address.as_str().unwrap_or_default());
-                }
-            }
-        }
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub fn peers(args: &ApiArgs) -> anyhow::Result<ExitCode> {
-        let peers = args.client().get("/api/peers")?;
-        if args.json {
-            print_json(&peers)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        let list = peers.as_array().cloned().unwrap_or_default();
-        println!(
-            "{:<14} {:<7} {:>9} {:<24} capabilities",
-            "node", "path", "latency", "profiles"
-        );
-        for peer in &list {
-            let latency = peer
-                .get("latency_ms")
-                .and_then(Value::as_f64)
-                .map(|ms| format!("{ms:.1} ms"))
-                .unwrap_or_else(|| "-".into());
-            let join = |key: &str| {
-                peer.get(key)
-                    .and_then(Value::as_array)
-                    .map(|items| {
-                        items
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .unwrap_or_default()
-            };
-            println!(
-                "{:<14} {:<7} {:>9} {:<24} {}",
-                text(peer, "node_id"),
-                text(peer, "path"),
-                latency,
-                join("executor_profiles"),
-                join("capabilities")
-            );
-        }
-        println!("{} peer(s)", list.len());
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub fn list(args: &ApiArgs) -> anyhow::Result<ExitCode> {
-        let tasks = args.client().get("/api/tasks")?;
-        if args.json {
-            print_json(&tasks)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        for task in tasks.as_array().cloned().unwrap_or_default() {
-            println!(
-                "{}  {:<10} {:<14} {:>8} VIBE  {}",
-                text(&task, "id"),
-                text(&task, "status"),
-                text(&task, "assigned_node"),
-                text(&task, "reward"),
-                text(&task, "title")
-            );
-        }
-        Ok(ExitCode::SUCCESS)
-    }
-
-    fn print_task(task: &Value) {
-        println!("task      {}", text(task, "id"));
-        println!("title     {}", text(task, "title"));
-        println!("status    {}", text(task, "status"));
-        println!("executor  {}", text(task, "assigned_node"));
-        println!(
-            "reward    {} VIBE, paid {}",
-            text(task, "reward"),
-            text(task, "paid")
-        );
-        if let Some(summary) = task.get("summary").and_then(Value::as_str) {
-            println!("summary   {summary}");
-        }
-        if let Some(error) = task.get("error").and_then(Value::as_str) {
-            println!("error     {error}");
-        }
-        if let Some(diff) = task.get("diff").and_then(Value::as_str) {
-            println!();
-            print!("{diff}");
-        }
-    }
-
-    fn exit_for(task: &Value) -> ExitCode {
-        match task.get("status").and_then(Value::as_str) {
-            Some("failed") | Some("cancelled") => ExitCode::from(1),
-            _ => ExitCode::SUCCESS,
-        }
-    }
-
-    pub fn show(args: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
-        let task = args.client().get(&format!("/api/tasks/{id}"))?;
-        if args.json {
-            print_json(&task)?;
-        } else {
-            print_task(&task);
-        }
-        Ok(exit_for(&task))
-    }
-
-    pub fn cancel(args: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
-        let task = args
-            .client()
-            .post(&format!("/api/tasks/{id}/cancel"), &json!({}))?;
-        if args.json {
-            print_json(&task)?;
-        } else {
-            println!("cancelled {}", text(&task, "id"));
-        }
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
-        let repo = std::fs::canonicalize(&args.repo)
-            .map_err(|e| anyhow::anyhow!("repository {}: {e}", args.repo.display()))?;
-        let body = json!({
-            "title": args.title,
-            "prompt": args.prompt,
-            "executor_profile": args.profile,
-            "repo_path": repo.display().to_string(),
-            "base": args.base,
-            "reward": args.reward,
-            "prefer": args.prefer,
-        });
-        let client = args.api.client();
-        let created = client.post("/api/tasks", &body)?;
-        let id = created
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if args.no_follow {
-            if args.api.json {
-                print_json(&created)?;
-            } else {
-                println!("{id}");
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        let interactive = std::io::stderr().is_terminal() && !args.api.json;
-        let bar = if interactive {
-            let bar = indicatif::ProgressBar::new(100);
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% {msg}")
-            {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            Some(bar)
-        } else {
-            None
-        };
-        let mut last_line = String::new();
-        let task = loop {
-            let task = client.get(&format!("/api/tasks/{id}"))?;
-            let status = text(&task, "status");
-            let line = format!(
-                "{status} on {} {} {}",
-                text(&task, "assigned_node"),
-                text(&task, "stage"),
-                task.get("current_action")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-            );
-            let percent = task
-                .get("progress_percent")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            match &bar {
-                Some(bar) => {
-                    bar.set_position(percent);
-                    bar.set_message(line.clone());
-                }
-                None if line != last_line && !args.api.json => eprintln!("{percent:>3}% {line}"),
-                None => {}
-            }
-            last_line = line;
-            if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
-                break task;
-            }
-            std::thread::sleep(FOLLOW_INTERVAL);
-        };
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        if args.api.json {
-            print_json(&task)?;
-        } else {
-            print_task(&task);
-        }
-        Ok(exit_for(&task))
     }
 }

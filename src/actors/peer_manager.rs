@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use libp2p::{Multiaddr, PeerId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -40,7 +40,7 @@ use crate::messages::{
 use crate::metrics::NetMetrics;
 
 /// How a message reached us, or how we reach a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerPath {
     /// A libp2p connection.
@@ -50,7 +50,7 @@ pub enum PeerPath {
 }
 
 /// State of the relay connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RelayState {
     /// No relay configured.
@@ -61,7 +61,7 @@ pub enum RelayState {
 }
 
 /// One row of the peer table.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PeerInfo {
     pub peer_id: String,
     pub node_id: NodeId,

@@ -19,10 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use apn::client::ApiClient;
+use apn::actors::distributor::{CreateTaskAttempt, Prefer};
+use apn::client::{ApiClient, json_text};
 use apn::harness::{NatsServer, free_port};
 use apn::identity::Identity;
 use apn::ledger::audit;
+use apn::messages::{TaskRequirements, Vibe};
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -379,13 +381,8 @@ fn run(args: Args) -> anyhow::Result<bool> {
     loop {
         let all = nodes.iter().all(|node| {
             ApiClient::new(&node.url(), None)
-                .get("/api/peers")
-                .ok()
-                .and_then(|v| {
-                    v.as_array()
-                        .map(|peers| peers.iter().filter(|p| p["announced"] == true).count())
-                })
-                .is_some_and(|known| known + 1 >= args.nodes)
+                .peers()
+                .is_ok_and(|peers| peers.iter().filter(|p| p.announced).count() + 1 >= args.nodes)
         });
         if all {
             break;
@@ -456,24 +453,26 @@ fn run(args: Args) -> anyhow::Result<bool> {
                 let first = rng.gen_range(0..urls.len());
                 for k in 0..urls.len() {
                     let (index, url, token) = &urls[(first + k) % urls.len()];
-                    let body = json!({
-                        "title": format!("soak {n}"),
-                        "prompt": prompt,
-                        "executor_profile": "SHELL",
-                        "repo_path": repos[index].display().to_string(),
-                        "base": "main",
-                        "reward": "5",
-                        "prefer": "mesh",
-                        "requirements": {"timeout_s": 20},
-                    });
-                    match ApiClient::new(url, token.clone()).post("/api/tasks", &body) {
+                    let request = CreateTaskAttempt {
+                        title: format!("soak {n}"),
+                        prompt: prompt.clone(),
+                        executor_profile: "SHELL".into(),
+                        repo_path: repos[index].display().to_string(),
+                        base: "main".into(),
+                        requirements: TaskRequirements {
+                            timeout_s: 20,
+                            ..TaskRequirements::default()
+                        },
+                        reward: Vibe::from_whole(5),
+                        prefer: Prefer::Mesh,
+                        verify_command: None,
+                    };
+                    match ApiClient::new(url, token.clone()).create_task(&request) {
                         Ok(created) => {
-                            if let Some(id) = created["id"].as_str() {
-                                submitted.push(Submitted {
-                                    originator: *index,
-                                    id: id.to_string(),
-                                });
-                            }
+                            submitted.push(Submitted {
+                                originator: *index,
+                                id: created.id.to_string(),
+                            });
                             break;
                         }
                         Err(_) => refused += 1,
@@ -550,11 +549,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
         let mut still = Vec::new();
         for task in pending {
             let client = ApiClient::new(&urls[&task.originator], None);
-            match client.get(&format!("/api/tasks/{}", task.id)) {
-                Ok(view) if is_final(&view) => {
-                    let status = view["status"].as_str().unwrap_or("?").to_string();
+            match client.get_task(&task.id) {
+                Ok(view) if view.status.is_final() => {
+                    let status = json_text(&view.status);
                     if status != "completed" {
-                        let reason = view["error"].as_str().unwrap_or("").to_string();
+                        let reason = view.error.unwrap_or_default();
                         if reason.is_empty() {
                             problems.push(format!("task {} {status} without a reason", task.id));
                         }
@@ -657,13 +656,6 @@ fn with_nodes<T>(
 ) -> anyhow::Result<T> {
     let mut nodes = nodes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     Ok(work(&mut nodes))
-}
-
-fn is_final(view: &Value) -> bool {
-    matches!(
-        view["status"].as_str(),
-        Some("completed" | "failed" | "cancelled")
-    )
 }
 
 /// A failure reason without its ids and numbers, to count reasons by kind.

@@ -1,0 +1,75 @@
+//! `apn node` and `apn demo`: start the actor system, run until Ctrl-C or SIGTERM (or, for
+//! the demo, until its tasks are done), then shut down cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use apn::actors::distributor::TaskStatus;
+use apn::config::{Config, Override};
+use apn::demo::DemoOptions;
+
+/// The default config file, used when present.
+const DEFAULT_CONFIG: &str = "config/apn.toml";
+
+/// Runs a node until a shutdown signal, configured from `config_file` (else
+/// `config/apn.toml` when it exists), the environment and the command line's `overrides`.
+/// A config that does not load is a usage error: exit 2, naming the key.
+pub fn run(config_file: Option<&Path>, overrides: &[Override]) -> anyhow::Result<ExitCode> {
+    let (path, explicit) = match config_file {
+        Some(path) => (path.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let config = match Config::load(Some(&path), explicit, overrides, std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let node = apn::actors::node::start_node(config)
+            .await
+            .context("starting the node")?;
+        if let Some(address) = node.http_addr {
+            tracing::info!("Mesh Panel at http://{address}/");
+        }
+        wait_for_shutdown_signal().await?;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs the loopback demo, printing its lines, until its tasks are done or a signal.
+pub fn demo(options: DemoOptions) -> anyhow::Result<ExitCode> {
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let demo = apn::demo::run_demo(options, |line| println!("{line}"));
+        tokio::select! {
+            result = demo => {
+                let outcomes = result.context("running the demo")?;
+                let completed = outcomes.iter().filter(|o| o.view.status == TaskStatus::Completed).count();
+                println!("demo finished: {completed} of {} tasks completed", outcomes.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            signal = wait_for_shutdown_signal() => {
+                signal?;
+                println!("demo stopped");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! `apn task …`: list, show, cancel and submit task attempts on a running node. A task that
+//! ended `failed` or `cancelled` exits 1. `submit` follows the task (a progress bar on a
+//! terminal, a line per change otherwise) until it ends, then prints it with its diff.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use apn::actors::distributor::{CreateTaskAttempt, TaskStatus, TaskView};
+use apn::client::{ApiClient, json_text};
+
+use super::print_answer;
+
+/// How often `task submit` polls the task while following it.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Prints one line per task attempt, newest first.
+pub fn list(client: &ApiClient, json: bool) -> anyhow::Result<ExitCode> {
+    let tasks = client.tasks()?;
+    if json {
+        print_answer(&tasks)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for task in &tasks {
+        println!(
+            "{}  {:<10} {:<14} {:>8} VIBE  {}",
+            task.id,
+            json_text(&task.status),
+            json_text(&task.assigned_node),
+            task.reward.to_string(),
+            task.title
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one task attempt with its diff.
+pub fn show(client: &ApiClient, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let task = client.get_task(id)?;
+    print_final(&task, json)
+}
+
+/// Cancels a task attempt (its escrow is refunded).
+pub fn cancel(client: &ApiClient, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let task = client.cancel_task(id)?;
+    if json {
+        print_answer(&task)?;
+    } else {
+        println!("cancelled {}", task.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates a task attempt; unless `follow` is off, follows it to its end and prints it.
+pub fn submit(
+    client: &ApiClient,
+    request: &CreateTaskAttempt,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let created = client.create_task(request)?;
+    if !follow {
+        if json {
+            print_answer(&created)?;
+        } else {
+            println!("{}", created.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let task = follow_to_end(client, &created.id.to_string(), json)?;
+    print_final(&task, json)
+}
+
+/// Polls the task until it ends, showing its progress on stderr unless `json`.
+fn follow_to_end(client: &ApiClient, id: &str, json: bool) -> anyhow::Result<TaskView> {
+    let bar = (std::io::stderr().is_terminal() && !json).then(|| {
+        let bar = indicatif::ProgressBar::new(100);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    let mut last_line = String::new();
+    let task = loop {
+        let task = client.get_task(id)?;
+        let line = format!(
+            "{} on {} {} {}",
+            json_text(&task.status),
+            json_text(&task.assigned_node),
+            json_text(&task.stage),
+            task.current_action.as_deref().unwrap_or("")
+        );
+        let percent = u64::from(task.progress_percent);
+        match &bar {
+            Some(bar) => {
+                bar.set_position(percent);
+                bar.set_message(line.clone());
+            }
+            None if line != last_line && !json => eprintln!("{percent:>3}% {line}"),
+            None => {}
+        }
+        last_line = line;
+        if task.status.is_final() {
+            break task;
+        }
+        std::thread::sleep(FOLLOW_INTERVAL);
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(task)
+}
+
+/// Prints a task for people or as JSON; exits 1 when it failed or was cancelled.
+fn print_final(task: &TaskView, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        print_answer(task)?;
+    } else {
+        print_task(task);
+    }
+    Ok(match task.status {
+        TaskStatus::Failed | TaskStatus::Cancelled => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+fn print_task(task: &TaskView) {
+    println!("task      {}", task.id);
+    println!("title     {}", task.title);
+    println!("status    {}", json_text(&task.status));
+    println!("executor  {}", json_text(&task.assigned_node));
+    println!(
+        "reward    {} VIBE, paid {}",
+        task.reward,
+        json_text(&task.paid)
+    );
+    if let Some(summary) = &task.summary {
+        println!("summary   {summary}");
+    }
+    if let Some(error) = &task.error {
+        println!("error     {error}");
+    }
+    if let Some(diff) = &task.diff {
+        println!();
+        print!("{diff}");
+    }
+}
