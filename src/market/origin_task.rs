@@ -59,6 +59,7 @@ impl Phase {
 pub struct BidOffer {
     pub node_id: String,
     pub price: Vibe,
+    pub estimated_duration_s: u64,
     /// The bidder's reservation ends here; an assignment after it is refused.
     pub valid_until: DateTime<Utc>,
 }
@@ -610,13 +611,26 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         }
     }
 
-    /// Fail for good, with a reason a user can read.
+    /// Fail for good, with a reason a user can read. A live assignment is refunded and its
+    /// executor told.
     pub fn fail(&mut self, reason: String) -> Vec<Effect<P>> {
         if self.phase.is_final() {
             return Vec::new();
         }
         self.phase = Phase::Failed;
-        vec![Effect::Failed { reason }]
+        self.escrowing = None;
+        let mut effects = Vec::new();
+        if let Some(assignment) = self.assignment.take() {
+            effects.push(Effect::Refund {
+                escrow_id: assignment.escrow_id,
+            });
+            effects.push(Effect::CancelAssignment {
+                peer: assignment.peer,
+                reason: reason.clone(),
+            });
+        }
+        effects.push(Effect::Failed { reason });
+        effects
     }
 
     /// Refund, record `outcome`, tell the executor, try the next bid.

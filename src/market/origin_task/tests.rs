@@ -26,6 +26,7 @@ fn offer(price: u64, valid_until_s: i64) -> BidOffer {
     BidOffer {
         node_id: format!("apn_{price}"),
         price: Vibe::from_whole(price),
+        estimated_duration_s: 60,
         valid_until: wall(valid_until_s),
     }
 }
@@ -321,4 +322,24 @@ fn only_expired_bids_left_offer_the_task_again() {
     assert_eq!(effects, vec![Effect::Offer { round: 2 }]);
     assert_eq!(task.phase(), Phase::Bidding);
     assert_eq!(task.bids_received(), 0, "a new round starts with no bids");
+}
+
+#[test]
+fn failing_for_good_refunds_a_live_assignment() {
+    let (mut task, escrow, _) = assigned();
+    task.started();
+    assert_eq!(
+        task.fail("cannot read the bundle".into()),
+        vec![
+            Effect::Refund { escrow_id: escrow },
+            Effect::CancelAssignment {
+                peer: 1,
+                reason: "cannot read the bundle".into()
+            },
+            Effect::Failed {
+                reason: "cannot read the bundle".into()
+            }
+        ]
+    );
+    assert!(task.fail("again".into()).is_empty());
 }

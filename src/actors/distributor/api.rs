@@ -1,0 +1,209 @@
+//! The distributor's API: the request that creates a task attempt, its checks, the view of
+//! a task the HTTP API and CLI show (and the journal keeps), and the messages that read and
+//! cancel one.
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::messages::{ExecutionStage, TaskRequirements, Vibe};
+
+/// Longest prompt accepted (it travels in one Noise handshake message with the task).
+pub const PROMPT_BYTES_MAX: usize = 32 * 1024;
+/// Longest title accepted.
+pub const TITLE_CHARS_MAX: usize = 200;
+/// Longest verify command.
+const VERIFY_COMMAND_BYTES_MAX: usize = 4 * 1024;
+
+/// Where the caller wants a task to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Prefer {
+    Local,
+    Mesh,
+    #[default]
+    Auto,
+}
+
+/// Create a task attempt (from HTTP, CLI or tests).
+#[derive(Debug, Clone, Serialize, Deserialize, Message, utoipa::ToSchema)]
+#[rtype(result = "Result<Uuid, MarketError>")]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskAttempt {
+    #[serde(default)]
+    pub title: String,
+    /// What the agent is asked to do (not blank).
+    #[schema(min_length = 1, pattern = r"\S")]
+    pub prompt: String,
+    /// An executor profile name such as `CLAUDE_CODE`.
+    #[schema(pattern = "^[A-Za-z0-9_]{1,64}$")]
+    pub executor_profile: String,
+    /// Path of the git repository on this node.
+    #[schema(min_length = 1)]
+    pub repo_path: String,
+    /// Commit or branch the agent starts from.
+    #[serde(default = "default_base")]
+    pub base: String,
+    #[serde(default)]
+    pub requirements: TaskRequirements,
+    pub reward: Vibe,
+    #[serde(default)]
+    pub prefer: Prefer,
+    /// Optional command (run with `sh -c`) on the diff applied to a scratch checkout; a
+    /// non-zero exit rejects the result.
+    #[serde(default)]
+    pub verify_command: Option<String>,
+}
+
+impl CreateTaskAttempt {
+    /// The checks that need nothing but the request: no repository, no node state. Split out
+    /// of the distributor's validation so the HTTP body fuzz target runs exactly what a
+    /// `POST /api/tasks` body goes through before the repository is looked at.
+    pub fn check_fields(&self) -> Result<(), MarketError> {
+        let invalid = |reason: String| MarketError::Invalid(reason);
+        if self.prompt.trim().is_empty() {
+            return Err(invalid("prompt is empty".into()));
+        }
+        if self.prompt.len() > PROMPT_BYTES_MAX {
+            return Err(invalid(format!("prompt is over {PROMPT_BYTES_MAX} bytes")));
+        }
+        if self.title.chars().count() > TITLE_CHARS_MAX {
+            return Err(invalid(format!(
+                "title is over {TITLE_CHARS_MAX} characters"
+            )));
+        }
+        if self.executor_profile.is_empty()
+            || self.executor_profile.len() > 64
+            || !self
+                .executor_profile
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(invalid(
+                "executor_profile must be 1-64 letters, digits or _".into(),
+            ));
+        }
+        if self.reward == Vibe::ZERO {
+            return Err(invalid("reward must be above zero".into()));
+        }
+        if self
+            .verify_command
+            .as_ref()
+            .is_some_and(|c| c.len() > VERIFY_COMMAND_BYTES_MAX)
+        {
+            return Err(invalid(format!(
+                "verify_command is over {VERIFY_COMMAND_BYTES_MAX} bytes"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn default_base() -> String {
+    "HEAD".to_string()
+}
+
+/// Why a task attempt could not be created or changed.
+#[derive(Debug, Clone, thiserror::Error, Serialize)]
+#[serde(tag = "error", content = "detail", rename_all = "snake_case")]
+pub enum MarketError {
+    #[error("the task market is not available on this node")]
+    Unavailable,
+    #[error("no task with id {0}")]
+    NotFound(Uuid),
+    #[error("invalid task: {0}")]
+    Invalid(String),
+    #[error("balance too low: {needed} VIBE needed, {available} available")]
+    InsufficientBalance { needed: Vibe, available: Vibe },
+    #[error("cannot run locally: {0}")]
+    NoLocalCapacity(String),
+    #[error("the task already finished")]
+    AlreadyFinished,
+}
+
+/// Lifecycle of a task attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    Bidding,
+    Assigned,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Every status, for metrics.
+    pub const ALL: [TaskStatus; 7] = [
+        TaskStatus::Pending,
+        TaskStatus::Bidding,
+        TaskStatus::Assigned,
+        TaskStatus::Running,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    /// True once nothing more will happen.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+/// A task attempt as the API shows it (and as the task journal keeps it).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskView {
+    pub id: Uuid,
+    pub title: String,
+    pub executor_profile: String,
+    pub status: TaskStatus,
+    pub reward: Vibe,
+    /// What the executor is paid (the winning bid), once assigned.
+    pub price: Option<Vibe>,
+    /// Node id of the executor, `local` when it runs here.
+    pub assigned_node: Option<String>,
+    pub stage: Option<ExecutionStage>,
+    pub progress_percent: u8,
+    pub current_action: Option<String>,
+    pub bids_received: usize,
+    pub attempts: u32,
+    pub summary: Option<String>,
+    pub files_modified: Vec<String>,
+    pub diff: Option<String>,
+    pub error: Option<String>,
+    /// VIBE paid to the executor.
+    pub paid: Option<Vibe>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// All task attempts, newest first.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<TaskView>")]
+pub struct ListTasks;
+
+/// One task attempt.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Option<TaskView>")]
+pub struct GetTask(pub Uuid);
+
+/// Cancel a task attempt.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<TaskView, MarketError>")]
+pub struct CancelTask(pub Uuid);
+
+/// A journaled task as the API shows it: a task a restart cut short failed, with the reason.
+pub fn journaled_view(journaled: &crate::ledger::JournaledTask) -> Option<TaskView> {
+    let mut view: TaskView = serde_json::from_str(&journaled.view).ok()?;
+    if let Some(reason) = &journaled.interrupted {
+        view.status = TaskStatus::Failed;
+        view.error = Some(reason.clone());
+    }
+    Some(view)
+}

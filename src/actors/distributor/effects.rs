@@ -1,0 +1,676 @@
+//! Carrying out what a task's state machine decided: each [`Effect`] is one send, ledger
+//! call, timer or check, and what comes of it goes back to the machine as its next event
+//! (naming the round or the escrow it belongs to, so a late answer changes nothing).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use libp2p::PeerId;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{REPO_CHUNK_BYTES, Sealed, TaskDistributor, TaskStatus, VERIFY_TIMEOUT};
+use crate::actors::panel_hub::TransactionType;
+use crate::actors::peer_manager::{Broadcast, GetPeerNoiseKey, GetPeers, SendTo};
+use crate::actors::relay::ExecutionEvent;
+use crate::actors::settler::{
+    GetReputation, HoldEscrow, Outcome, RecordOutcome, RefundEscrow, ReleaseEscrow,
+};
+use crate::identity::{self, NodeId};
+use crate::market::origin_task::{BidOffer, Effect, OriginTask, Phase};
+use crate::market::{self, BidFacts};
+use crate::mesh::e2e;
+use crate::messages::{
+    APNMessage, DropReason, ExecutionStage, RepoChunk, TaskAssigned, TaskCancelled,
+    TaskDistributionRequest, Topic, Vibe,
+};
+use crate::workspace;
+
+/// The status the API shows for a phase that is not final.
+fn status_of(phase: Phase) -> TaskStatus {
+    match phase {
+        Phase::Bundling => TaskStatus::Pending,
+        Phase::Bidding | Phase::Judging => TaskStatus::Bidding,
+        Phase::Escrowing | Phase::Assigned => TaskStatus::Assigned,
+        Phase::Running | Phase::Verifying | Phase::Settling => TaskStatus::Running,
+        Phase::Completed => TaskStatus::Completed,
+        Phase::Failed => TaskStatus::Failed,
+        Phase::Cancelled => TaskStatus::Cancelled,
+    }
+}
+
+impl TaskDistributor {
+    /// Give the task's state machine one event and carry out what it returns.
+    pub(super) fn drive(
+        &mut self,
+        id: Uuid,
+        ctx: &mut Context<Self>,
+        event: impl FnOnce(&mut OriginTask<PeerId>) -> Vec<Effect<PeerId>>,
+    ) {
+        let Some(machine) = self.tasks.get_mut(&id).and_then(|t| t.mesh.as_mut()) else {
+            return;
+        };
+        let effects = event(machine);
+        self.sync_view(id);
+        for effect in effects {
+            self.carry_out(id, effect, ctx);
+        }
+    }
+
+    /// The view follows the machine while the task is live (final states are set by the
+    /// effect or handler that ends it, which also journals it).
+    fn sync_view(&mut self, id: Uuid) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some(machine) = &task.mesh else {
+            return;
+        };
+        let view = &mut task.view;
+        if !machine.phase().is_final() {
+            view.status = status_of(machine.phase());
+        }
+        view.attempts = machine.attempts();
+        view.bids_received = view.bids_received.max(machine.bids_received());
+        if let Some((_, offer)) = machine.chosen() {
+            view.assigned_node = Some(offer.node_id.clone());
+            view.price = Some(offer.price);
+        }
+        view.updated_at = Utc::now();
+    }
+
+    pub(super) fn carry_out(&mut self, id: Uuid, effect: Effect<PeerId>, ctx: &mut Context<Self>) {
+        match effect {
+            Effect::Offer { round } => self.offer(id, round, ctx),
+            Effect::CloseBiddingAfter { round, after } => {
+                ctx.run_later(after, move |actor, ctx| {
+                    actor.drive(id, ctx, |task| task.close_bidding(round))
+                });
+            }
+            Effect::OfferAgainAfter { round, after } => {
+                ctx.run_later(after, move |actor, ctx| {
+                    actor.drive(id, ctx, |task| task.offer_again(round))
+                });
+            }
+            Effect::JudgeBids { round, bids } => self.judge(id, round, bids, ctx),
+            Effect::HoldAndSeal {
+                peer,
+                price,
+                escrow_id,
+            } => self.hold_and_seal(id, peer, price, escrow_id, ctx),
+            Effect::SendAssignment { peer, escrow_id } => {
+                self.send_assignment(id, peer, escrow_id, ctx)
+            }
+            Effect::WithdrawBids { peers } => {
+                for peer in peers {
+                    self.tell_cancelled(id, peer, "another bid won".into());
+                }
+            }
+            Effect::SendBundle { peer } => self.send_bundle(id, peer, ctx),
+            Effect::Verify { escrow_id } => self.verify(id, escrow_id, ctx),
+            Effect::Release {
+                peer,
+                price,
+                escrow_id,
+            } => self.release(id, peer, price, escrow_id, ctx),
+            Effect::Refund { escrow_id } => {
+                self.settler.do_send(RefundEscrow { task_id: escrow_id });
+                if let Some(task) = self.tasks.get_mut(&id) {
+                    if task
+                        .sealed
+                        .as_ref()
+                        .is_some_and(|s| s.escrow_id == escrow_id)
+                    {
+                        task.sealed = None;
+                    }
+                    if task.outbox.as_ref().is_some_and(|(e, _)| *e == escrow_id) {
+                        task.outbox = None;
+                    }
+                }
+            }
+            Effect::RecordOutcome { peer, outcome } => {
+                if let Some(key) = identity::public_key_of(&peer) {
+                    self.settler.do_send(RecordOutcome { peer: key, outcome });
+                }
+            }
+            Effect::CancelAssignment { peer, reason } => self.tell_cancelled(id, peer, reason),
+            Effect::Reassigning { reason } => {
+                tracing::warn!(task_id = %id, %reason, "execution failed; refunding and reassigning");
+                if let Some(task) = self.tasks.get_mut(&id) {
+                    task.view.error = task
+                        .mesh
+                        .as_ref()
+                        .and_then(|m| m.last_failure())
+                        .map(str::to_string);
+                }
+                self.event(ExecutionEvent::Progress {
+                    task_id: id,
+                    stage: ExecutionStage::Setup,
+                    percent: 0,
+                    action: format!("reassigning: {reason}"),
+                });
+            }
+            Effect::Failed { reason } => {
+                let reason = match self.tasks.get(&id) {
+                    Some(task) if reason.starts_with("no node bid") => format!(
+                        "{reason}: nobody on the mesh runs profile {} for {} VIBE or less with a free slot",
+                        task.request.executor_profile, task.request.reward
+                    ),
+                    _ => reason,
+                };
+                self.fail(id, reason);
+            }
+            Effect::Completed { price } => self.complete(id, price),
+        }
+    }
+
+    fn tell_cancelled(&self, id: Uuid, peer: PeerId, reason: String) {
+        self.peer_manager.do_send(SendTo {
+            peer,
+            message: APNMessage::TaskCancelled(TaskCancelled {
+                task_id: id,
+                reason,
+            }),
+        });
+    }
+
+    /// Send the request of bid round `round`: by gossip and the relay, and straight to the
+    /// peers that announced the profile (gossip alone can miss a peer whose subscription
+    /// has not propagated yet). Bidders answer a task id once per round, so copies cost
+    /// nothing.
+    fn offer(&mut self, id: Uuid, round: u32, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let window = Duration::from_millis(self.config.market.bid_window_ms);
+        let mut hasher = Sha256::new();
+        hasher.update(task.request.prompt.as_bytes());
+        hasher.update([0]);
+        hasher.update(task.base_commit.as_bytes());
+        let request = TaskDistributionRequest {
+            task_id: id,
+            executor_profile: task.request.executor_profile.clone(),
+            requirements: task.request.requirements.clone(),
+            reward: task.request.reward,
+            content_hash: hex::encode(hasher.finalize()),
+            bid_deadline: Utc::now() + chrono::Duration::from_std(window).unwrap_or_default(),
+        };
+        let peer_manager = self.peer_manager.clone();
+        let profile = request.executor_profile.clone();
+        let message = APNMessage::TaskDistributionRequest(request);
+        let work = async move {
+            let peers = peer_manager.send(GetPeers).await.unwrap_or_default();
+            let direct: Vec<PeerId> = peers
+                .iter()
+                .filter(|p| p.announced && p.executor_profiles.contains(&profile))
+                .filter_map(|p| p.peer_id.parse().ok())
+                .take(super::DIRECT_OFFERS_MAX)
+                .collect();
+            let offered_directly = !direct.is_empty();
+            for peer in direct {
+                if let Ok(Err(e)) = peer_manager
+                    .send(SendTo {
+                        peer,
+                        message: message.clone(),
+                    })
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "direct offer not delivered");
+                }
+            }
+            match peer_manager
+                .send(Broadcast {
+                    topic: Topic::Tasks,
+                    message,
+                })
+                .await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) if !offered_directly => {
+                    Err(format!("cannot offer the task to the mesh: {e}"))
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "gossip offer not sent; direct offers were");
+                    Ok(())
+                }
+                Err(e) => Err(format!("peer manager gone: {e}")),
+            }
+        };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |offered, actor, ctx| match offered {
+                    Ok(()) => {
+                        let reward = actor.tasks.get(&id).map(|t| t.request.reward);
+                        actor.log(
+                            TransactionType::TaskDistributed,
+                            id,
+                            None,
+                            reward,
+                            format!("{} offered to the mesh", actor.title(id)),
+                        );
+                        actor.drive(id, ctx, |task| task.offered(round));
+                    }
+                    Err(reason) => actor.drive(id, ctx, |task| task.fail(reason)),
+                }),
+        );
+    }
+
+    /// Check the bids of `round` against what the peer table knows of each bidder and rank
+    /// them by price, time, reputation and latency.
+    fn judge(
+        &mut self,
+        id: Uuid,
+        round: u32,
+        bids: Vec<(PeerId, BidOffer)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let reward = task.request.reward;
+        let profile = task.request.executor_profile.clone();
+        let minimum = self.config.economics.min_task_reward;
+        let peer_manager = self.peer_manager.clone();
+        let settler = self.settler.clone();
+        let metrics = self.metrics.clone();
+        let work = async move {
+            let peers = peer_manager.send(GetPeers).await.unwrap_or_default();
+            let mut judged = Vec::new();
+            for (peer, bid) in bids {
+                let info = peers.iter().find(|p| p.peer_id == peer.to_string());
+                let profiles = info
+                    .map(|p| p.executor_profiles.clone())
+                    .unwrap_or_default();
+                if let Err(reason) =
+                    market::check_bid(bid.price, reward, minimum, &profile, &profiles)
+                {
+                    metrics.count_drop(match reason {
+                        market::BadBid::Zero | market::BadBid::BelowMinimum { .. } => {
+                            DropReason::BidBelowMinimum
+                        }
+                        _ => DropReason::Unauthorized,
+                    });
+                    tracing::warn!(%peer, %reason, "bid refused");
+                    continue;
+                }
+                let reputation = match identity::public_key_of(&peer) {
+                    Some(key) => settler
+                        .send(GetReputation { peer: key })
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .unwrap_or(0.5),
+                    None => 0.0,
+                };
+                judged.push((
+                    peer,
+                    BidFacts {
+                        price: bid.price,
+                        estimated_duration_s: bid.estimated_duration_s,
+                        reputation,
+                        latency_ms: info.and_then(|p| p.latency_ms),
+                    },
+                ));
+            }
+            market::rank_bids(&judged, reward)
+        };
+        ctx.spawn(work.into_actor(self).map(move |ranked, actor, ctx| {
+            actor.drive(id, ctx, |task| task.judged(round, ranked, Utc::now()))
+        }));
+    }
+
+    /// Hold the escrow and seal the task to `peer`'s Noise key; the sealed `TaskAssigned`
+    /// waits in the outbox until the machine has recorded the assignment.
+    fn hold_and_seal(
+        &mut self,
+        id: Uuid,
+        peer: PeerId,
+        price: Vibe,
+        escrow_id: Uuid,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let Some((_, bid)) = task.mesh.as_ref().and_then(|m| m.chosen()) else {
+            return;
+        };
+        let executor_node = bid.node_id.clone();
+        let payload = Self::payload(task);
+        let settler = self.settler.clone();
+        let peer_manager = self.peer_manager.clone();
+        let identity = self.identity.clone();
+        let deadline =
+            Utc::now() + chrono::Duration::seconds(self.config.market.heartbeat_timeout_s as i64);
+        // `Err((escrow_held, reason))`.
+        let prepare = async move {
+            settler
+                .send(HoldEscrow {
+                    transfer_id: escrow_id,
+                    task_id: escrow_id,
+                    amount: price,
+                })
+                .await
+                .map_err(|e| (false, format!("ledger unavailable: {e}")))?
+                .map_err(|e| (false, format!("cannot escrow {price} VIBE: {e}")))?;
+            let key = peer_manager
+                .send(GetPeerNoiseKey(peer))
+                .await
+                .ok()
+                .flatten()
+                .ok_or((
+                    true,
+                    format!("{executor_node} never announced its encryption key"),
+                ))?;
+            let plaintext =
+                crate::messages::codec::encode(&payload).map_err(|e| (true, e.to_string()))?;
+            let (pending, handshake) =
+                e2e::initiate(&identity, &key, &plaintext).map_err(|e| (true, e.to_string()))?;
+            // The bid's signer is the bidder (checked on arrival): its node id is its key's.
+            let executor = identity::public_key_of(&peer)
+                .map(|key| NodeId::from_public_key(&key))
+                .ok_or((true, format!("{executor_node} has no Ed25519 key")))?;
+            let message = APNMessage::TaskAssigned(TaskAssigned {
+                task_id: id,
+                executor,
+                agreed_price: price,
+                escrow_id,
+                deadline,
+                noise_handshake: handshake.into(),
+            });
+            Ok::<_, (bool, String)>((pending, message))
+        };
+        ctx.spawn(
+            prepare
+                .into_actor(self)
+                .map(move |prepared, actor, ctx| match prepared {
+                    Ok((pending, message)) => {
+                        let Some(task) = actor.tasks.get_mut(&id) else {
+                            actor.settler.do_send(RefundEscrow { task_id: escrow_id });
+                            return;
+                        };
+                        task.sealed = Some(Sealed {
+                            escrow_id,
+                            pending: Some(pending),
+                            session: None,
+                        });
+                        task.outbox = Some((escrow_id, message));
+                        actor.drive(id, ctx, |task| task.prepared(escrow_id, Instant::now()));
+                    }
+                    Err((false, reason)) => actor.drive(id, ctx, |task| {
+                        task.escrow_failed(escrow_id, reason, Utc::now())
+                    }),
+                    Err((true, reason)) => actor.drive(id, ctx, |task| {
+                        task.prepare_failed(escrow_id, reason, Utc::now())
+                    }),
+                }),
+        );
+    }
+
+    fn send_assignment(
+        &mut self,
+        id: Uuid,
+        peer: PeerId,
+        escrow_id: Uuid,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some((_, message)) = task.outbox.take().filter(|(e, _)| *e == escrow_id) else {
+            return;
+        };
+        let peer_manager = self.peer_manager.clone();
+        let send = async move {
+            peer_manager
+                .send(SendTo { peer, message })
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .map_err(|e| format!("cannot reach the executor: {e}"))
+        };
+        ctx.spawn(send.into_actor(self).map(move |sent, actor, ctx| {
+            if sent.is_ok() {
+                tracing::info!(task_id = %id, executor = %peer, "task assigned");
+            }
+            actor.drive(id, ctx, |task| {
+                task.assignment_sent(escrow_id, sent, Utc::now())
+            })
+        }));
+    }
+
+    /// Send the repository bundle, sealed in the run's session, one chunk after another.
+    fn send_bundle(&mut self, id: Uuid, peer: PeerId, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some((path, _)) = task.bundle.clone() else {
+            return;
+        };
+        let Some(session) = task.current_sealed().and_then(|s| s.session.as_mut()) else {
+            return;
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let reason = format!("cannot read the bundle: {e}");
+                return self.drive(id, ctx, |task| task.fail(reason));
+            }
+        };
+        let total = u32::try_from(market::bundle_chunks(bytes.len() as u64)).unwrap_or(u32::MAX);
+        let mut chunks = Vec::with_capacity(total as usize);
+        for (index, part) in bytes.chunks(REPO_CHUNK_BYTES).enumerate() {
+            match session.seal(part) {
+                Ok(data) => chunks.push(APNMessage::RepoChunk(RepoChunk {
+                    task_id: id,
+                    index: index as u32,
+                    total,
+                    data,
+                })),
+                Err(e) => {
+                    let reason = format!("cannot encrypt the bundle: {e}");
+                    return self.drive(id, ctx, |task| task.fail(reason));
+                }
+            }
+        }
+        let peer_manager = self.peer_manager.clone();
+        // Sent one after another: each waits for the previous one's acknowledgement.
+        let work = async move {
+            for message in chunks {
+                peer_manager
+                    .send(SendTo { peer, message })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        };
+        ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| {
+            if let Err(e) = result {
+                let reason = format!("repository transfer failed: {e}");
+                actor.drive(id, ctx, |task| {
+                    task.executor_gave_up(Some(Outcome::Failed), reason, Utc::now())
+                });
+            }
+        }));
+    }
+
+    /// Check the result off the actor thread: it applies to the base commit, and the verify
+    /// command (sandboxed like a peer's run) passes on it.
+    fn verify(&mut self, id: Uuid, escrow_id: Uuid, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let Some(result) = &task.result else {
+            return;
+        };
+        let repo = PathBuf::from(&task.request.repo_path);
+        let base = task.base_commit.clone();
+        let verify = task.request.verify_command.clone();
+        let diff = result.diff.clone();
+        let verify_sandbox = self.verify_sandbox();
+        let check = tokio::task::spawn_blocking(move || {
+            workspace::apply_check(&repo, &base, &diff)
+                .map_err(|e| format!("diff does not apply: {e}"))?;
+            if let Some(command) = verify {
+                let limits = verify_sandbox?;
+                let passed = workspace::apply_and_verify(
+                    &repo,
+                    &base,
+                    &diff,
+                    &command,
+                    VERIFY_TIMEOUT,
+                    limits,
+                )
+                .map_err(|e| format!("verify command could not run: {e}"))?;
+                if !passed {
+                    return Err("verify command failed on the result".to_string());
+                }
+            }
+            Ok(())
+        });
+        ctx.spawn(check.into_actor(self).map(move |checked, actor, ctx| {
+            match checked.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(()) => actor.drive(id, ctx, |task| task.verified(escrow_id)),
+                Err(reason) => actor.drive(id, ctx, |task| {
+                    task.executor_gave_up(Some(Outcome::BadResult), reason, Utc::now())
+                }),
+            }
+        }));
+    }
+
+    /// The sandbox a verify command runs in: `Ok(None)` when the operator switched the
+    /// sandbox off, `Err` when it is required and this kernel cannot provide it.
+    fn verify_sandbox(&self) -> Result<Option<crate::sandbox::SandboxLimits>, String> {
+        let mode = self.config.executor.sandbox;
+        crate::sandbox::peer_runs_allowed(mode, crate::sandbox::support())
+            .map_err(|reason| format!("verify command not run: {reason}"))?;
+        Ok(
+            crate::sandbox::sandboxes_runs(mode, crate::sandbox::support()).then(|| {
+                crate::sandbox::SandboxLimits {
+                    memory_bytes_max: self
+                        .config
+                        .resources
+                        .max_memory_mb
+                        .saturating_mul(1024 * 1024),
+                    processes_max: self.config.resources.max_processes,
+                    cpu_seconds_max: VERIFY_TIMEOUT.as_secs().saturating_add(60),
+                }
+            }),
+        )
+    }
+
+    /// Pay the executor from escrow, record its good outcome and send it the signed
+    /// transaction.
+    fn release(
+        &mut self,
+        id: Uuid,
+        peer: PeerId,
+        price: Vibe,
+        escrow_id: Uuid,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(payee) = identity::public_key_of(&peer) else {
+            let reason = format!("{peer} has no Ed25519 key to pay");
+            return self.drive(id, ctx, |task| task.release_failed(reason));
+        };
+        let settler = self.settler.clone();
+        let peer_manager = self.peer_manager.clone();
+        let work = async move {
+            let transaction = settler
+                .send(ReleaseEscrow {
+                    task_id: escrow_id,
+                    payee,
+                    amount: price,
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            settler.do_send(RecordOutcome {
+                peer: payee,
+                outcome: Outcome::Completed,
+            });
+            if let Err(e) = peer_manager
+                .send(SendTo {
+                    peer,
+                    message: APNMessage::VibeTransaction(transaction),
+                })
+                .await
+            {
+                tracing::warn!(task_id = %id, error = %e, "payment record not delivered; the ledger entry stands");
+            }
+            Ok::<_, String>(())
+        };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |paid, actor, ctx| match paid {
+                    Ok(()) => actor.drive(id, ctx, |task| task.released(price)),
+                    Err(e) => actor.drive(id, ctx, |task| task.release_failed(e)),
+                }),
+        );
+    }
+
+    /// Done and paid: show the result, journal the final view, tell the panel and stream.
+    fn complete(&mut self, id: Uuid, price: Vibe) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if let Some((path, _)) = task.bundle.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        // Set when the result arrived; verified and paid for since.
+        let (summary, files_modified, diff) = match task.result.take() {
+            Some(result) => (result.summary, result.files_modified, Some(result.diff)),
+            None => (String::new(), Vec::new(), None),
+        };
+        let view = &mut task.view;
+        view.status = TaskStatus::Completed;
+        view.stage = Some(ExecutionStage::Done);
+        view.progress_percent = 100;
+        view.paid = Some(price);
+        view.error = None;
+        view.summary = Some(summary.clone());
+        view.files_modified = files_modified;
+        view.diff = diff;
+        view.updated_at = Utc::now();
+        let executor = view.assigned_node.clone();
+        tracing::info!(task_id = %id, executor = %executor.clone().unwrap_or_default(), %price, "task completed and paid");
+        self.journal(id);
+        let title = self.title(id);
+        self.log(
+            TransactionType::ExecutionCompleted,
+            id,
+            executor.clone(),
+            None,
+            format!("{title}: {summary}"),
+        );
+        self.log(
+            TransactionType::VibeSpent,
+            id,
+            executor.clone(),
+            Some(price),
+            format!("paid {} for {title}", executor.unwrap_or_default()),
+        );
+        self.event(ExecutionEvent::Finished {
+            task_id: id,
+            succeeded: true,
+            detail: summary,
+        });
+    }
+
+    /// Time passes for every task offered to the mesh.
+    pub(super) fn check_heartbeats(&mut self, ctx: &mut Context<Self>) {
+        let live: Vec<Uuid> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| task.mesh.as_ref().is_some_and(|m| m.assignment().is_some()))
+            .map(|(id, _)| *id)
+            .collect();
+        let (now, wall) = (Instant::now(), Utc::now());
+        for id in live {
+            self.drive(id, ctx, |task| task.tick(now, wall));
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! `TaskDistributor`: the task market's originating side (the bidding side is `Bidder`).
+//!
+//! `CreateTaskAttempt` runs locally when a slot is free, the profile is here and the caller
+//! allows it. Otherwise the task is offered to the mesh, and its life cycle is the pure
+//! state machine [`OriginTask`]: this actor feeds it events (a bid, the end of a bid
+//! window, an answer from the ledger or the executor, the clock) and carries out the
+//! effects it returns (`effects.rs`): broadcast the `TaskDistributionRequest` (metadata
+//! only), rank the bids (`market::rank_bids`), escrow the agreed price and send
+//! `TaskAssigned` with the task sealed to the winner's Noise key, withdraw the losing
+//! bids, send the repository, verify the result (signature, hash, paths, `git apply
+//! --check`, optional verify command) and release the escrow with a signed
+//! `VibeTransaction`, or refund, record the executor's reputation and move on to the next
+//! bid. `stream.rs` takes bids and the execution stream: only the assigned executor may
+//! send it; it is decrypted and handed to the `ExecutionRelay`.
+
+mod api;
+mod effects;
+mod stream;
+
+pub use api::*;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use libp2p::PeerId;
+use uuid::Uuid;
+
+use super::executor::{RunLocal, TaskExecutor, available_profiles};
+use super::executor_run::LocalExecution;
+use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
+use super::peer_manager::{Inbound, PeerManager};
+use super::relay::{ExecutionEvent, ExecutionRelay, RecordUpdate};
+use super::settler::{JournalTask, LookupTask, SettlementEngine};
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::market::origin_task::{OriginLimits, OriginTask};
+use crate::market::{self, ExecutionResult, RepoDelivery, TaskPayload};
+use crate::mesh::e2e::{E2eSession, PendingInitiator};
+use crate::messages::{APNMessage, Vibe};
+use crate::metrics::NetMetrics;
+use crate::workspace;
+
+/// Peers a task request is also sent to directly.
+const DIRECT_OFFERS_MAX: usize = 64;
+/// Task attempts kept in memory; the oldest finished ones are forgotten first.
+pub const TASKS_KEPT_MAX: usize = 10_000;
+pub use crate::market::REPO_CHUNK_BYTES;
+/// How often assignments are checked for silence and deadlines.
+const HEARTBEAT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a verify command may run.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The end-to-end state of one assignment, named by its escrow id: the Noise handshake
+/// until the executor answers it, then the session.
+struct Sealed {
+    escrow_id: Uuid,
+    pending: Option<PendingInitiator>,
+    session: Option<E2eSession>,
+}
+
+/// A task attempt this node created.
+struct TaskRecord {
+    view: TaskView,
+    request: CreateTaskAttempt,
+    base_commit: String,
+    bundle: Option<(PathBuf, u64)>,
+    /// Runs on this node (no mesh life cycle).
+    local: bool,
+    /// The life cycle of a task offered to the mesh.
+    mesh: Option<OriginTask<PeerId>>,
+    /// The current assignment's Noise state.
+    sealed: Option<Sealed>,
+    /// `TaskAssigned`, sealed, until the assignment is recorded and it can be sent.
+    outbox: Option<(Uuid, APNMessage)>,
+    /// The result being verified and paid for.
+    result: Option<ExecutionResult>,
+}
+
+impl TaskRecord {
+    /// The Noise state of the assignment in force, if any.
+    fn current_sealed(&mut self) -> Option<&mut Sealed> {
+        let escrow_id = self.mesh.as_ref()?.assignment()?.escrow_id;
+        self.sealed.as_mut().filter(|s| s.escrow_id == escrow_id)
+    }
+}
+
+/// The `TaskDistributor` role.
+pub struct TaskDistributor {
+    identity: Identity,
+    config: Arc<Config>,
+    metrics: Arc<NetMetrics>,
+    peer_manager: Addr<PeerManager>,
+    executor: Addr<TaskExecutor>,
+    settler: Addr<SettlementEngine>,
+    relay: Addr<ExecutionRelay>,
+    panel: Recipient<PanelEvent>,
+    tasks: HashMap<Uuid, TaskRecord>,
+    order: VecDeque<Uuid>,
+    profiles: Vec<String>,
+    /// Where the log and progress bytes of assigned executors are billed.
+    billing: Option<Recipient<crate::actors::accountant::BillableBytes>>,
+}
+
+impl TaskDistributor {
+    /// A distributor for this node.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        identity: Identity,
+        config: Arc<Config>,
+        metrics: Arc<NetMetrics>,
+        peer_manager: Addr<PeerManager>,
+        executor: Addr<TaskExecutor>,
+        settler: Addr<SettlementEngine>,
+        relay: Addr<ExecutionRelay>,
+        panel: Recipient<PanelEvent>,
+    ) -> Self {
+        TaskDistributor {
+            panel,
+            profiles: available_profiles(&config.executor),
+            identity,
+            config,
+            metrics,
+            peer_manager,
+            executor,
+            settler,
+            relay,
+            tasks: HashMap::new(),
+            order: VecDeque::new(),
+            billing: None,
+        }
+    }
+
+    /// Bill the log and progress bytes of assigned executors to `billing` (the accountant).
+    pub fn with_billing(
+        mut self,
+        billing: Recipient<crate::actors::accountant::BillableBytes>,
+    ) -> Self {
+        self.billing = Some(billing);
+        self
+    }
+
+    fn validate(&self, request: &CreateTaskAttempt) -> Result<String, MarketError> {
+        let invalid = |reason: String| MarketError::Invalid(reason);
+        request.check_fields()?;
+        let repo = PathBuf::from(&request.repo_path);
+        if !repo.is_dir() {
+            return Err(invalid(format!(
+                "repo_path {} is not a directory",
+                request.repo_path
+            )));
+        }
+        workspace::resolve_commit(&repo, &request.base)
+            .map_err(|e| invalid(format!("base {}: {e}", request.base)))
+    }
+
+    fn remember(&mut self, id: Uuid, task: TaskRecord) {
+        if self.order.len() >= TASKS_KEPT_MAX
+            && let Some(position) = self
+                .order
+                .iter()
+                .position(|t| self.tasks.get(t).is_none_or(|t| t.view.status.is_final()))
+            && let Some(old) = self.order.remove(position)
+        {
+            self.tasks.remove(&old);
+        }
+        self.order.push_back(id);
+        self.tasks.insert(id, task);
+        self.journal(id);
+    }
+
+    fn touch(&mut self, id: Uuid, change: impl FnOnce(&mut TaskView)) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let was_final = task.view.status.is_final();
+        change(&mut task.view);
+        task.view.updated_at = Utc::now();
+        if task.view.status.is_final() != was_final {
+            self.journal(id);
+        }
+    }
+
+    /// Write the task's view to the ledger's journal: at creation and at its final state,
+    /// so a restart can say what became of it (see `ledger::journal`).
+    fn journal(&self, id: Uuid) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        match serde_json::to_string(&task.view) {
+            Ok(view) => self.settler.do_send(JournalTask {
+                id,
+                open: !task.view.status.is_final(),
+                view,
+            }),
+            Err(e) => tracing::warn!(task_id = %id, error = %e, "task view not journaled"),
+        }
+    }
+
+    fn log(
+        &self,
+        kind: TransactionType,
+        id: Uuid,
+        peer: Option<String>,
+        amount: Option<Vibe>,
+        detail: String,
+    ) {
+        let _ = self
+            .panel
+            .try_send(PanelEvent::Transaction(TransactionLogEntry::new(
+                kind,
+                Some(id),
+                peer,
+                amount,
+                detail,
+            )));
+    }
+
+    fn title(&self, id: Uuid) -> String {
+        self.tasks
+            .get(&id)
+            .map(|t| t.view.title.clone())
+            .unwrap_or_default()
+    }
+
+    fn event(&self, event: ExecutionEvent) {
+        self.relay.do_send(RecordUpdate(event));
+    }
+
+    fn payload(task: &TaskRecord) -> TaskPayload {
+        TaskPayload {
+            title: task.request.title.clone(),
+            prompt: task.request.prompt.clone(),
+            executor_profile: task.request.executor_profile.clone(),
+            base_commit: task.base_commit.clone(),
+            repo: match &task.bundle {
+                Some((_, bytes)) => RepoDelivery::Bundle {
+                    bytes: *bytes,
+                    total_chunks: u32::try_from(market::bundle_chunks(*bytes)).unwrap_or(u32::MAX),
+                },
+                None => RepoDelivery::LocalPath(task.request.repo_path.clone()),
+            },
+            timeout_s: task.request.requirements.timeout_s,
+        }
+    }
+
+    /// Fail the attempt for good, with a reason a user can read.
+    fn fail(&mut self, id: Uuid, reason: String) {
+        tracing::warn!(task_id = %id, %reason, "task attempt failed");
+        if let Some(task) = self.tasks.get_mut(&id)
+            && let Some((path, _)) = task.bundle.take()
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        self.touch(id, |view| {
+            view.status = TaskStatus::Failed;
+            view.error = Some(reason.clone());
+        });
+        let executor = self
+            .tasks
+            .get(&id)
+            .and_then(|t| t.view.assigned_node.clone());
+        self.log(
+            TransactionType::ExecutionFailed,
+            id,
+            executor,
+            None,
+            format!("{}: {reason}", self.title(id)),
+        );
+        self.event(ExecutionEvent::Finished {
+            task_id: id,
+            succeeded: false,
+            detail: reason,
+        });
+    }
+
+    /// The market settings a task offered to the mesh follows.
+    fn origin_limits(&self, request: &CreateTaskAttempt) -> OriginLimits {
+        let market = &self.config.market;
+        OriginLimits {
+            bid_window: Duration::from_millis(market.bid_window_ms),
+            bid_rounds_max: market.bid_rounds_max,
+            reassignments_max: market.reassignments_max,
+            bids_per_task_max: market.bids_per_task_max,
+            min_task_reward: self.config.economics.min_task_reward,
+            heartbeat_timeout: Duration::from_secs(market.heartbeat_timeout_s),
+            run_deadline: Duration::from_secs(market::assignment_deadline_s(
+                request.requirements.timeout_s,
+                market.run_deadline_s,
+                market.heartbeat_timeout_s,
+            )),
+        }
+    }
+
+    /// Bundle the base commit (off the actor thread), then open the first bid round.
+    fn start_mesh(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let Some(limits) = self.tasks.get(&id).map(|t| self.origin_limits(&t.request)) else {
+            return;
+        };
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        task.mesh = Some(OriginTask::new(limits));
+        let repo = PathBuf::from(&task.request.repo_path);
+        let commit = task.base_commit.clone();
+        let bundle_path = self
+            .config
+            .node
+            .data_dir
+            .join("bundles")
+            .join(format!("{id}.bundle"));
+        let work = async move {
+            tokio::task::spawn_blocking(move || {
+                if let Some(parent) = bundle_path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                let bytes = workspace::create_bundle(&repo, &commit, &bundle_path)
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((bundle_path, bytes))
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|result| result)
+        };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |bundle, actor, ctx| match bundle {
+                    Ok(bundle) => {
+                        if let Some(task) = actor.tasks.get_mut(&id) {
+                            task.bundle = Some(bundle);
+                        }
+                        actor.drive(id, ctx, |task| task.bundled());
+                    }
+                    Err(e) => {
+                        let reason = format!("cannot bundle the repository: {e}");
+                        actor.drive(id, ctx, |task| task.fail(reason));
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for TaskDistributor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(HEARTBEAT_CHECK_INTERVAL, |actor, ctx| {
+            actor.check_heartbeats(ctx)
+        });
+    }
+}
+
+impl Handler<Inbound> for TaskDistributor {
+    type Result = ();
+
+    fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) {
+        let envelope = inbound.envelope;
+        match &envelope.message {
+            APNMessage::TaskBid(bid) => self.on_bid(&envelope, bid),
+            _ => self.on_execution_message(&envelope, ctx),
+        }
+    }
+}
+
+impl Handler<LocalExecution> for TaskDistributor {
+    type Result = ();
+
+    fn handle(&mut self, local: LocalExecution, _ctx: &mut Self::Context) {
+        if self
+            .tasks
+            .get(&local.task_id)
+            .is_some_and(|t| t.local && !t.view.status.is_final())
+        {
+            self.on_update(local.task_id, local.update);
+        }
+    }
+}
+
+impl Handler<CreateTaskAttempt> for TaskDistributor {
+    type Result = ResponseActFuture<Self, Result<Uuid, MarketError>>;
+
+    fn handle(&mut self, request: CreateTaskAttempt, _ctx: &mut Self::Context) -> Self::Result {
+        let base_commit = match self.validate(&request) {
+            Ok(commit) => commit,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let id = Uuid::new_v4();
+        let now = Utc::now();
+        let profile_here = self.profiles.contains(&request.executor_profile);
+        let prefer = request.prefer;
+        if prefer == Prefer::Local && !profile_here {
+            return Box::pin(fut::ready(Err(MarketError::NoLocalCapacity(format!(
+                "profile {} is not available on this node",
+                request.executor_profile
+            )))));
+        }
+        let view = TaskView {
+            id,
+            title: if request.title.is_empty() {
+                request.prompt.chars().take(60).collect()
+            } else {
+                request.title.clone()
+            },
+            executor_profile: request.executor_profile.clone(),
+            status: TaskStatus::Pending,
+            reward: request.reward,
+            price: None,
+            assigned_node: None,
+            stage: None,
+            progress_percent: 0,
+            current_action: None,
+            bids_received: 0,
+            attempts: 0,
+            summary: None,
+            files_modified: Vec::new(),
+            diff: None,
+            error: None,
+            paid: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let task = TaskRecord {
+            view,
+            request,
+            base_commit,
+            bundle: None,
+            local: false,
+            mesh: None,
+            sealed: None,
+            outbox: None,
+            result: None,
+        };
+        let payload = Self::payload(&task);
+        tracing::info!(task_id = %id, profile = %task.request.executor_profile, reward = %task.request.reward, ?prefer, "task attempt created");
+        self.remember(id, task);
+        let executor = self.executor.clone();
+        let try_local = prefer != Prefer::Mesh && profile_here;
+        let work = async move {
+            if try_local {
+                executor
+                    .send(RunLocal {
+                        task_id: id,
+                        payload,
+                    })
+                    .await
+                    .unwrap_or(false)
+            } else {
+                false
+            }
+        };
+        Box::pin(work.into_actor(self).map(move |ran_locally, actor, ctx| {
+            if ran_locally {
+                actor.touch(id, |view| {
+                    view.assigned_node = Some("local".into());
+                    view.attempts = 1;
+                });
+                if let Some(task) = actor.tasks.get_mut(&id) {
+                    task.local = true;
+                }
+                return Ok(id);
+            }
+            if prefer == Prefer::Local {
+                // Refused, not created: close its journal entry before forgetting it.
+                actor.touch(id, |view| {
+                    view.status = TaskStatus::Failed;
+                    view.error = Some("no free slot on this node".into());
+                });
+                actor.tasks.remove(&id);
+                return Err(MarketError::NoLocalCapacity(
+                    "no free slot on this node".into(),
+                ));
+            }
+            actor.start_mesh(id, ctx);
+            Ok(id)
+        }))
+    }
+}
+
+impl Handler<ListTasks> for TaskDistributor {
+    type Result = MessageResult<ListTasks>;
+
+    fn handle(&mut self, _request: ListTasks, _ctx: &mut Self::Context) -> Self::Result {
+        let mut tasks: Vec<TaskView> = self.tasks.values().map(|t| t.view.clone()).collect();
+        tasks.sort_by_key(|task| std::cmp::Reverse(task.created_at));
+        MessageResult(tasks)
+    }
+}
+
+impl Handler<GetTask> for TaskDistributor {
+    type Result = ResponseActFuture<Self, Option<TaskView>>;
+
+    fn handle(&mut self, request: GetTask, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(task) = self.tasks.get(&request.0) {
+            return Box::pin(fut::ready(Some(task.view.clone())));
+        }
+        // Not in memory: evicted, or from before a restart. The journal has the last view.
+        let settler = self.settler.clone();
+        Box::pin(
+            async move {
+                let journaled = settler.send(LookupTask(request.0)).await.ok()?.ok()??;
+                journaled_view(&journaled)
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl Handler<CancelTask> for TaskDistributor {
+    type Result = Result<TaskView, MarketError>;
+
+    fn handle(&mut self, request: CancelTask, ctx: &mut Self::Context) -> Self::Result {
+        let id = request.0;
+        let task = self.tasks.get_mut(&id).ok_or(MarketError::NotFound(id))?;
+        if task.view.status.is_final() {
+            return Err(MarketError::AlreadyFinished);
+        }
+        if task.local {
+            self.executor.do_send(super::executor::CancelRun(id));
+        }
+        let effects = task.mesh.as_mut().map(|m| m.cancel()).unwrap_or_default();
+        for effect in effects {
+            self.carry_out(id, effect, ctx);
+        }
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return Err(MarketError::NotFound(id));
+        };
+        if let Some((path, _)) = task.bundle.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        task.view.status = TaskStatus::Cancelled;
+        task.view.error = Some("cancelled by the user".into());
+        task.view.updated_at = Utc::now();
+        let view = task.view.clone();
+        self.journal(id);
+        self.event(ExecutionEvent::Finished {
+            task_id: id,
+            succeeded: false,
+            detail: "cancelled".into(),
+        });
+        Ok(view)
+    }
+}

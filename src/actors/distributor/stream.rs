@@ -1,0 +1,330 @@
+//! What arrives for this node's tasks from the mesh: bids (into the task's state machine)
+//! and the execution stream, which only the assigned executor may send. The stream is
+//! decrypted with the assignment's Noise session, decoded under named limits, handed to
+//! the `ExecutionRelay` and billed (log and progress bytes only, counted after the
+//! check); its milestones (started, result, failure) are events for the state machine.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use super::{TaskDistributor, TaskStatus};
+use crate::actors::executor_run::ExecutionUpdate;
+use crate::actors::panel_hub::TransactionType;
+use crate::actors::relay::ExecutionEvent;
+use crate::actors::settler::Outcome;
+use crate::identity;
+use crate::market::origin_task::{BidOffer, BidRefused};
+use crate::market::{ExecutionResult, LogLine, ProgressAction};
+use crate::messages::codec;
+use crate::messages::{APNMessage, DropReason, ExecutionStage, TaskBid, VerifiedEnvelope};
+use crate::workspace;
+
+use uuid::Uuid;
+
+impl TaskDistributor {
+    pub(super) fn on_bid(&mut self, envelope: &VerifiedEnvelope, bid: &TaskBid) {
+        let Some(task) = self.tasks.get_mut(&bid.task_id) else {
+            self.metrics.count_drop(DropReason::Unauthorized);
+            return;
+        };
+        if bid.bidder != envelope.from_node {
+            // A bid naming another node than its signer.
+            self.metrics.count_drop(DropReason::Unauthorized);
+            return;
+        }
+        let Some(machine) = task.mesh.as_mut() else {
+            return;
+        };
+        let offer = BidOffer {
+            node_id: bid.bidder.to_string(),
+            price: bid.price,
+            estimated_duration_s: bid.estimated_duration_s,
+            valid_until: bid.valid_until,
+        };
+        match machine.bid(envelope.from_peer, offer) {
+            Ok(()) => task.view.bids_received = machine.bids_received(),
+            // A copy, or a bid after the window: nothing to count.
+            Err(BidRefused::NotBidding | BidRefused::Duplicate) => {}
+            Err(BidRefused::TooMany) => self.metrics.count_drop(DropReason::RateLimited),
+            Err(refused @ BidRefused::BelowMinimum) => {
+                // Refused where it arrives: it takes no place among the bids.
+                self.metrics.count_drop(DropReason::BidBelowMinimum);
+                tracing::warn!(task_id = %bid.task_id, from = %envelope.from_node, reason = %refused, "bid refused");
+            }
+        }
+    }
+
+    /// An execution message from the mesh: only the assigned executor may send it.
+    pub(super) fn on_execution_message(
+        &mut self,
+        envelope: &VerifiedEnvelope,
+        ctx: &mut Context<Self>,
+    ) {
+        let task_id = match &envelope.message {
+            APNMessage::ExecutionStarted(m) => m.task_id,
+            APNMessage::ExecutionProgress(m) => m.task_id,
+            APNMessage::ExecutionLogs(m) => m.task_id,
+            APNMessage::ExecutionCompleted(m) => m.task_id,
+            APNMessage::ExecutionFailed(m) => m.task_id,
+            _ => return,
+        };
+        let authorised = self
+            .tasks
+            .get_mut(&task_id)
+            .and_then(|t| t.mesh.as_mut())
+            .is_some_and(|m| m.heard_from(envelope.from_peer, Instant::now()));
+        if !authorised {
+            self.metrics.count_drop(DropReason::Unauthorized);
+            tracing::warn!(%task_id, from = %envelope.from_node, kind = envelope.message.kind(), "execution message from a node not assigned the task");
+            return;
+        }
+        // Only now, from the executor this node assigned, is a log stream traffic it asked
+        // for and pays for.
+        if matches!(
+            envelope.message,
+            APNMessage::ExecutionLogs(_) | APNMessage::ExecutionProgress(_)
+        ) && let Some(billing) = &self.billing
+        {
+            let _ = billing.try_send(crate::actors::accountant::BillableBytes {
+                peer: envelope.from_peer,
+                bytes: envelope.frame_bytes as u64,
+            });
+        }
+        match &envelope.message {
+            APNMessage::ExecutionStarted(started) => {
+                let Some(task) = self.tasks.get_mut(&task_id) else {
+                    return;
+                };
+                let Some(sealed) = task.current_sealed() else {
+                    return;
+                };
+                let Some(pending) = sealed.pending.take() else {
+                    return;
+                };
+                match pending.complete(&started.noise_handshake) {
+                    Ok(session) => sealed.session = Some(session),
+                    Err(e) => {
+                        self.metrics.count_drop(DropReason::DecryptFailed);
+                        let reason = format!("handshake failed: {e}");
+                        return self.drive(task_id, ctx, |task| {
+                            task.executor_gave_up(Some(Outcome::BadResult), reason, Utc::now())
+                        });
+                    }
+                }
+                let executor = task.view.assigned_node.clone().unwrap_or_default();
+                self.log(
+                    TransactionType::ExecutionStarted,
+                    task_id,
+                    Some(executor.clone()),
+                    None,
+                    format!("{} running on {executor}", self.title(task_id)),
+                );
+                self.event(ExecutionEvent::Started { task_id, executor });
+                self.drive(task_id, ctx, |task| task.started());
+            }
+            APNMessage::ExecutionProgress(progress) => {
+                let action = match &progress.current_action {
+                    Some(sealed) => self.open(task_id, sealed).and_then(|plain| {
+                        codec::decode::<ProgressAction>(
+                            &plain,
+                            crate::market::PROGRESS_ACTION_BYTES_MAX,
+                        )
+                        .map(|a| a.action)
+                        .ok()
+                    }),
+                    None => None,
+                };
+                self.on_update(
+                    task_id,
+                    ExecutionUpdate::Progress {
+                        stage: progress.stage,
+                        percent: progress.percent.min(100),
+                        action: action.unwrap_or_default(),
+                    },
+                );
+            }
+            APNMessage::ExecutionLogs(logs) => {
+                let lines = self.open(task_id, &logs.lines).and_then(|plain| {
+                    codec::decode::<Vec<LogLine>>(&plain, crate::market::LOG_BATCH_BYTES_MAX).ok()
+                });
+                match lines {
+                    Some(lines) => self.on_update(task_id, ExecutionUpdate::Logs(lines)),
+                    None => self.metrics.count_drop(DropReason::DecryptFailed),
+                }
+            }
+            APNMessage::ExecutionCompleted(completed) => {
+                let result = self.open(task_id, &completed.result).and_then(|plain| {
+                    codec::decode::<ExecutionResult>(&plain, crate::market::RESULT_BYTES_MAX).ok()
+                });
+                let Some(result) = result else {
+                    self.metrics.count_drop(DropReason::DecryptFailed);
+                    return self.drive(task_id, ctx, |task| {
+                        task.executor_gave_up(
+                            Some(Outcome::BadResult),
+                            "result does not decrypt".into(),
+                            Utc::now(),
+                        )
+                    });
+                };
+                let hash =
+                    workspace::result_hash(&result.diff, &result.summary, &result.files_modified);
+                let signed = identity::verify_signature(
+                    &envelope.from_key,
+                    completed.result_hash.as_bytes(),
+                    &completed.result_signature,
+                );
+                if hash != completed.result_hash || !signed {
+                    return self.drive(task_id, ctx, |task| {
+                        task.executor_gave_up(
+                            Some(Outcome::BadResult),
+                            "result hash or signature does not verify".into(),
+                            Utc::now(),
+                        )
+                    });
+                }
+                if let Some(task) = self.tasks.get_mut(&task_id) {
+                    task.result = Some(result);
+                }
+                self.drive(task_id, ctx, |task| task.result_arrived());
+            }
+            APNMessage::ExecutionFailed(failed) => {
+                // A run's failure is sealed; only a refusal before any session is clear.
+                let has_session = self
+                    .tasks
+                    .get_mut(&task_id)
+                    .and_then(|t| t.current_sealed())
+                    .is_some_and(|s| s.session.is_some());
+                let (stage, error) = match (&failed.detail, has_session) {
+                    (None, _) => (failed.stage, failed.error.clone()),
+                    (Some(sealed), true) => match self.open(task_id, sealed).and_then(|plain| {
+                        codec::decode::<crate::market::FailureDetail>(
+                            &plain,
+                            crate::market::FAILURE_DETAIL_BYTES_MAX,
+                        )
+                        .ok()
+                    }) {
+                        Some(detail) => (detail.stage, detail.error),
+                        None => {
+                            self.metrics.count_drop(DropReason::DecryptFailed);
+                            (failed.stage, "its failure does not decrypt".into())
+                        }
+                    },
+                    (Some(_), false) => {
+                        self.metrics.count_drop(DropReason::DecryptFailed);
+                        (failed.stage, "its failure came before its session".into())
+                    }
+                };
+                let reason = format!("failed at {stage:?}: {error}");
+                self.event(ExecutionEvent::Log {
+                    task_id,
+                    line: LogLine {
+                        stream: "apn".into(),
+                        line: reason.clone(),
+                        at_ms: Utc::now().timestamp_millis(),
+                    },
+                });
+                // A nil execution id: the executor refused the assignment and ran nothing.
+                let outcome = (!failed.execution_id.is_nil()).then_some(Outcome::Failed);
+                self.drive(task_id, ctx, |task| {
+                    task.executor_gave_up(outcome, reason, Utc::now())
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Open a payload sealed in the current assignment's session; a failure is counted.
+    fn open(&mut self, task_id: Uuid, sealed: &crate::messages::Sealed) -> Option<Vec<u8>> {
+        let session = self
+            .tasks
+            .get_mut(&task_id)
+            .and_then(|t| t.current_sealed())
+            .and_then(|s| s.session.as_mut());
+        let Some(session) = session else {
+            self.metrics.count_drop(DropReason::DecryptFailed);
+            return None;
+        };
+        match session.open(sealed) {
+            Ok(plain) => Some(plain),
+            Err(_) => {
+                self.metrics.count_drop(DropReason::DecryptFailed);
+                None
+            }
+        }
+    }
+
+    /// A decrypted (remote) or plaintext (local) update.
+    pub(super) fn on_update(&mut self, id: Uuid, update: ExecutionUpdate) {
+        match update {
+            ExecutionUpdate::Started { .. } => {
+                self.touch(id, |view| view.status = TaskStatus::Running);
+                self.log(
+                    TransactionType::ExecutionStarted,
+                    id,
+                    Some("local".into()),
+                    None,
+                    format!("{} running on this node", self.title(id)),
+                );
+                self.event(ExecutionEvent::Started {
+                    task_id: id,
+                    executor: "local".into(),
+                });
+            }
+            ExecutionUpdate::Progress {
+                stage,
+                percent,
+                action,
+            } => {
+                let shown = action.clone();
+                self.touch(id, |view| {
+                    view.stage = Some(stage);
+                    view.progress_percent = percent;
+                    if !shown.is_empty() {
+                        view.current_action = Some(shown);
+                    }
+                });
+                self.event(ExecutionEvent::Progress {
+                    task_id: id,
+                    stage,
+                    percent,
+                    action,
+                });
+            }
+            ExecutionUpdate::Logs(lines) => {
+                for line in lines {
+                    self.event(ExecutionEvent::Log { task_id: id, line });
+                }
+            }
+            ExecutionUpdate::Completed { result, .. } => {
+                // Only local runs arrive here complete; remote results go through
+                // verification and settlement first.
+                let summary = result.summary.clone();
+                self.log(
+                    TransactionType::ExecutionCompleted,
+                    id,
+                    Some("local".into()),
+                    None,
+                    format!("{}: {summary}", self.title(id)),
+                );
+                self.touch(id, |view| {
+                    view.status = TaskStatus::Completed;
+                    view.stage = Some(ExecutionStage::Done);
+                    view.progress_percent = 100;
+                    view.summary = Some(result.summary);
+                    view.files_modified = result.files_modified;
+                    view.diff = Some(result.diff);
+                });
+                self.event(ExecutionEvent::Finished {
+                    task_id: id,
+                    succeeded: true,
+                    detail: summary,
+                });
+            }
+            ExecutionUpdate::Failed { stage, error, .. } => {
+                self.fail(id, format!("failed at {stage:?}: {error}"));
+            }
+        }
+    }
+}
