@@ -264,10 +264,7 @@ impl TaskExecutor {
                         .map_err(|e| (DropReason::DecryptFailed, format!("the task does not decrypt: {e}")))
                 })
                 .and_then(|(plaintext, answer, session)| {
-                    crate::messages::codec::decode::<TaskPayload>(
-                        &plaintext,
-                        crate::market::TASK_PAYLOAD_BYTES_MAX,
-                    )
+                    <TaskPayload as crate::market::SealedPayload>::decode(&plaintext)
                         .map(|payload| (payload, answer, session))
                         .map_err(|e| (DropReason::Malformed, format!("the task is malformed: {e}")))
                 })

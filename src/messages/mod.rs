@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod envelope;
+pub mod payloads;
 pub mod samples;
 pub mod vibe;
 

@@ -16,8 +16,7 @@ use crate::actors::relay::ExecutionEvent;
 use crate::actors::settler::Outcome;
 use crate::identity;
 use crate::market::origin_task::{BidOffer, BidRefused};
-use crate::market::{ExecutionResult, LogLine, ProgressAction};
-use crate::messages::codec;
+use crate::market::{ExecutionResult, FailureDetail, LogLine, ProgressAction, SealedPayload};
 use crate::messages::{APNMessage, DropReason, ExecutionStage, TaskBid, VerifiedEnvelope};
 use crate::workspace;
 
@@ -126,14 +125,9 @@ impl TaskDistributor {
             }
             APNMessage::ExecutionProgress(progress) => {
                 let action = match &progress.current_action {
-                    Some(sealed) => self.open(task_id, sealed).and_then(|plain| {
-                        codec::decode::<ProgressAction>(
-                            &plain,
-                            crate::market::PROGRESS_ACTION_BYTES_MAX,
-                        )
-                        .map(|a| a.action)
-                        .ok()
-                    }),
+                    Some(sealed) => self
+                        .open_payload::<ProgressAction>(task_id, sealed)
+                        .map(|a| a.action),
                     None => None,
                 };
                 self.on_update(
@@ -146,20 +140,13 @@ impl TaskDistributor {
                 );
             }
             APNMessage::ExecutionLogs(logs) => {
-                let lines = self.open(task_id, &logs.lines).and_then(|plain| {
-                    codec::decode::<Vec<LogLine>>(&plain, crate::market::LOG_BATCH_BYTES_MAX).ok()
-                });
-                match lines {
-                    Some(lines) => self.on_update(task_id, ExecutionUpdate::Logs(lines)),
-                    None => self.metrics.count_drop(DropReason::DecryptFailed),
+                if let Some(lines) = self.open_payload::<Vec<LogLine>>(task_id, &logs.lines) {
+                    self.on_update(task_id, ExecutionUpdate::Logs(lines));
                 }
             }
             APNMessage::ExecutionCompleted(completed) => {
-                let result = self.open(task_id, &completed.result).and_then(|plain| {
-                    codec::decode::<ExecutionResult>(&plain, crate::market::RESULT_BYTES_MAX).ok()
-                });
-                let Some(result) = result else {
-                    self.metrics.count_drop(DropReason::DecryptFailed);
+                let Some(result) = self.open_payload::<ExecutionResult>(task_id, &completed.result)
+                else {
                     return self.drive(task_id, ctx, |task| {
                         task.executor_gave_up(
                             Some(Outcome::BadResult),
@@ -198,19 +185,12 @@ impl TaskDistributor {
                     .is_some_and(|s| s.session.is_some());
                 let (stage, error) = match (&failed.detail, has_session) {
                     (None, _) => (failed.stage, failed.error.clone()),
-                    (Some(sealed), true) => match self.open(task_id, sealed).and_then(|plain| {
-                        codec::decode::<crate::market::FailureDetail>(
-                            &plain,
-                            crate::market::FAILURE_DETAIL_BYTES_MAX,
-                        )
-                        .ok()
-                    }) {
-                        Some(detail) => (detail.stage, detail.error),
-                        None => {
-                            self.metrics.count_drop(DropReason::DecryptFailed);
-                            (failed.stage, "its failure does not decrypt".into())
+                    (Some(sealed), true) => {
+                        match self.open_payload::<FailureDetail>(task_id, sealed) {
+                            Some(detail) => (detail.stage, detail.error),
+                            None => (failed.stage, "its failure does not decrypt".into()),
                         }
-                    },
+                    }
                     (Some(_), false) => {
                         self.metrics.count_drop(DropReason::DecryptFailed);
                         (failed.stage, "its failure came before its session".into())
@@ -235,8 +215,13 @@ impl TaskDistributor {
         }
     }
 
-    /// Open a payload sealed in the current assignment's session; a failure is counted.
-    fn open(&mut self, task_id: Uuid, sealed: &crate::messages::Sealed) -> Option<Vec<u8>> {
+    /// Open a payload sealed in the current assignment's session and decode it under its
+    /// named limit; a failure of either is counted (`decrypt_failed`).
+    fn open_payload<T: SealedPayload>(
+        &mut self,
+        task_id: Uuid,
+        sealed: &crate::messages::Sealed,
+    ) -> Option<T> {
         let session = self
             .tasks
             .get_mut(&task_id)
@@ -246,13 +231,14 @@ impl TaskDistributor {
             self.metrics.count_drop(DropReason::DecryptFailed);
             return None;
         };
-        match session.open(sealed) {
-            Ok(plain) => Some(plain),
-            Err(_) => {
-                self.metrics.count_drop(DropReason::DecryptFailed);
-                None
-            }
+        let decoded = session
+            .open(sealed)
+            .ok()
+            .and_then(|plain| T::decode(&plain).ok());
+        if decoded.is_none() {
+            self.metrics.count_drop(DropReason::DecryptFailed);
         }
+        decoded
     }
 
     /// A decrypted (remote) or plaintext (local) update.

@@ -1,0 +1,231 @@
+//! What an executor accepts as an assignment: only for a live bid it made, at its price
+//! ([`admit_assignment`]); never a path on its own disk from a peer ([`admit_payload`]); a
+//! bundle only with the chunk count its size implies ([`check_bundle_shape`]). And how
+//! long an assignment may last whatever heartbeats say ([`assignment_deadline_s`]).
+
+use crate::messages::Vibe;
+use crate::messages::payloads::{RepoDelivery, TaskPayload};
+
+use super::REPO_CHUNK_BYTES;
+
+/// A bid this node made, holding a slot until the assignment comes or the reservation
+/// runs out. `P` names the originator the bid went to (a `PeerId` in the executor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveBid<P> {
+    pub origin: P,
+    pub price: Vibe,
+    /// An assignment for it was admitted (it is being decrypted or runs).
+    pub claimed: bool,
+}
+
+/// Why an executor refuses a `TaskAssigned`. The text travels back to the originator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionRefusal {
+    #[error("no live bid of this node for the task")]
+    NoLiveBid,
+    #[error("this node bid for the task to another originator")]
+    OtherOriginator,
+    #[error("the agreed price {agreed} is not this node's bid price {bid}")]
+    Price { agreed: Vibe, bid: Vibe },
+    #[error("an assignment for this bid was already accepted")]
+    AlreadyClaimed,
+    #[error("a repository given as a local path is accepted only from this node itself")]
+    LocalPath,
+    #[error(transparent)]
+    Bundle(#[from] BundleShapeError),
+}
+
+/// A bundle's announced shape that does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleShapeError {
+    #[error("bundle of {bytes} bytes is over the {limit} byte limit")]
+    TooLarge { bytes: u64, limit: u64 },
+    #[error("{announced} chunks announced; {bytes} bytes make {expected} chunk(s)")]
+    ChunkCount {
+        announced: u32,
+        bytes: u64,
+        expected: u64,
+    },
+}
+
+/// Chunks a bundle of `bytes` travels in: `bytes / REPO_CHUNK_BYTES` rounded up, at least 1.
+pub fn bundle_chunks(bytes: u64) -> u64 {
+    bytes.div_ceil(REPO_CHUNK_BYTES as u64).max(1)
+}
+
+/// A bundle's size within `bytes_max` and its chunk count the one the size implies: checked
+/// before anything is sized by these peer-chosen numbers.
+pub fn check_bundle_shape(
+    bytes: u64,
+    total_chunks: u32,
+    bytes_max: u64,
+) -> Result<(), BundleShapeError> {
+    if bytes > bytes_max {
+        return Err(BundleShapeError::TooLarge {
+            bytes,
+            limit: bytes_max,
+        });
+    }
+    let expected = bundle_chunks(bytes);
+    if u64::from(total_chunks) != expected {
+        return Err(BundleShapeError::ChunkCount {
+            announced: total_chunks,
+            bytes,
+            expected,
+        });
+    }
+    Ok(())
+}
+
+/// Admit an assignment from `from` at `agreed_price` only for `bid`, a live bid this node
+/// made for the same task (expired reservations are gone before this is asked).
+pub fn admit_assignment<P: PartialEq>(
+    bid: Option<&LiveBid<P>>,
+    from: &P,
+    agreed_price: Vibe,
+) -> Result<(), AdmissionRefusal> {
+    let bid = bid.ok_or(AdmissionRefusal::NoLiveBid)?;
+    if bid.origin != *from {
+        return Err(AdmissionRefusal::OtherOriginator);
+    }
+    if bid.price != agreed_price {
+        return Err(AdmissionRefusal::Price {
+            agreed: agreed_price,
+            bid: bid.price,
+        });
+    }
+    if bid.claimed {
+        return Err(AdmissionRefusal::AlreadyClaimed);
+    }
+    Ok(())
+}
+
+/// Admit a peer's decrypted task: the repository must come as a bundle, never as a path on
+/// this node's disk (that is for this node's own tasks only).
+pub fn admit_payload(payload: &TaskPayload, bundle_bytes_max: u64) -> Result<(), AdmissionRefusal> {
+    match payload.repo {
+        RepoDelivery::LocalPath(_) => Err(AdmissionRefusal::LocalPath),
+        RepoDelivery::Bundle {
+            bytes,
+            total_chunks,
+        } => Ok(check_bundle_shape(bytes, total_chunks, bundle_bytes_max)?),
+    }
+}
+
+/// How long an executor may hold an assignment, in seconds: the task's own timeout (capped
+/// at `run_deadline_s`) plus `grace_s` for the result to travel back, or `run_deadline_s`
+/// when the task names none. Heartbeats do not extend it: an executor that reports progress
+/// forever cannot hold the escrow forever.
+pub fn assignment_deadline_s(requested_timeout_s: u64, run_deadline_s: u64, grace_s: u64) -> u64 {
+    match requested_timeout_s {
+        0 => run_deadline_s,
+        requested => requested.min(run_deadline_s).saturating_add(grace_s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_have_a_deadline_heartbeats_cannot_extend() {
+        assert_eq!(assignment_deadline_s(0, 3600, 30), 3600);
+        assert_eq!(assignment_deadline_s(60, 3600, 30), 90);
+        assert_eq!(assignment_deadline_s(100_000, 3600, 30), 3630);
+        assert_eq!(assignment_deadline_s(u64::MAX, u64::MAX, 30), u64::MAX);
+    }
+
+    #[test]
+    fn assignments_are_admitted_only_for_a_live_bid_at_its_price() {
+        let bid = LiveBid {
+            origin: "origin",
+            price: Vibe::from_whole(2),
+            claimed: false,
+        };
+        assert_eq!(
+            admit_assignment(Some(&bid), &"origin", Vibe::from_whole(2)),
+            Ok(())
+        );
+        assert_eq!(
+            admit_assignment(None, &"origin", Vibe::from_whole(2)),
+            Err(AdmissionRefusal::NoLiveBid)
+        );
+        assert_eq!(
+            admit_assignment(Some(&bid), &"other", Vibe::from_whole(2)),
+            Err(AdmissionRefusal::OtherOriginator)
+        );
+        assert!(matches!(
+            admit_assignment(Some(&bid), &"origin", Vibe::from_micros(1_999_999)),
+            Err(AdmissionRefusal::Price { .. })
+        ));
+        assert!(matches!(
+            admit_assignment(Some(&bid), &"origin", Vibe::from_whole(3)),
+            Err(AdmissionRefusal::Price { .. })
+        ));
+        let claimed = LiveBid {
+            claimed: true,
+            ..bid
+        };
+        assert_eq!(
+            admit_assignment(Some(&claimed), &"origin", Vibe::from_whole(2)),
+            Err(AdmissionRefusal::AlreadyClaimed)
+        );
+    }
+
+    #[test]
+    fn a_peer_cannot_name_a_path_on_this_nodes_disk() {
+        let mut payload = TaskPayload {
+            title: String::new(),
+            prompt: "p".into(),
+            executor_profile: "SHELL".into(),
+            base_commit: String::new(),
+            repo: RepoDelivery::LocalPath("/etc".into()),
+            timeout_s: 0,
+        };
+        assert_eq!(
+            admit_payload(&payload, 1 << 20),
+            Err(AdmissionRefusal::LocalPath)
+        );
+        payload.repo = RepoDelivery::Bundle {
+            bytes: 1,
+            total_chunks: 1,
+        };
+        assert_eq!(admit_payload(&payload, 1 << 20), Ok(()));
+        payload.repo = RepoDelivery::Bundle {
+            bytes: 1,
+            total_chunks: u32::MAX,
+        };
+        assert!(matches!(
+            admit_payload(&payload, 1 << 20),
+            Err(AdmissionRefusal::Bundle(
+                BundleShapeError::ChunkCount { .. }
+            ))
+        ));
+    }
+
+    #[test]
+    fn a_bundles_chunk_count_is_the_one_its_size_implies() {
+        let chunk = REPO_CHUNK_BYTES as u64;
+        assert_eq!(bundle_chunks(0), 1);
+        assert_eq!(bundle_chunks(1), 1);
+        assert_eq!(bundle_chunks(chunk), 1);
+        assert_eq!(bundle_chunks(chunk + 1), 2);
+        assert_eq!(check_bundle_shape(0, 1, 10), Ok(()));
+        assert_eq!(check_bundle_shape(chunk * 3, 3, chunk * 3), Ok(()));
+        for (bytes, total) in [(1000, 0), (1000, 2), (1000, u32::MAX), (chunk + 1, 1)] {
+            assert!(
+                matches!(
+                    check_bundle_shape(bytes, total, u64::MAX),
+                    Err(BundleShapeError::ChunkCount { .. })
+                ),
+                "{bytes} bytes in {total} chunks"
+            );
+        }
+        assert!(matches!(
+            check_bundle_shape(11, 1, 10),
+            Err(BundleShapeError::TooLarge { .. })
+        ));
+        // The largest size a u64 can say does not overflow the count.
+        assert!(check_bundle_shape(u64::MAX, u32::MAX, u64::MAX).is_err());
+    }
+}

@@ -1,0 +1,424 @@
+//! Bids: whether this node bids for a request and at what price ([`decide_bid`]), whether
+//! a bid may hold a slot ([`may_reserve`]), what an originator refuses outright
+//! ([`check_bid`], [`check_bid_price`]) and how it orders the rest ([`score_bid`],
+//! [`rank_bids`]). Plain functions.
+
+use crate::config::AcceptConfig;
+use crate::messages::{TaskDistributionRequest, Vibe};
+
+use super::DEFAULT_ESTIMATE_S;
+
+/// What a bidder knows about itself when a request arrives.
+#[derive(Debug, Clone)]
+pub struct BidderState<'a> {
+    pub profiles: &'a [String],
+    pub capabilities: &'a [String],
+    pub free_slots: u32,
+    pub compute_rate_per_cpu_hour: Vibe,
+    pub min_task_reward: Vibe,
+    pub accept: &'a AcceptConfig,
+    /// Memory an agent run may use here, in megabytes.
+    pub memory_mb: u64,
+    /// Why this node cannot run peers' tasks safely (no sandbox), if it cannot.
+    pub unsandboxed: Option<&'a str>,
+}
+
+/// Why a node does not bid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoBid {
+    #[error("peers' tasks are refused here: {0}")]
+    Unsandboxed(String),
+    #[error("profile {0} is not available here")]
+    Profile(String),
+    #[error("no free slot")]
+    NoSlot,
+    #[error("the requesting peer already holds {held} reservation(s) here")]
+    PeerReservations { held: usize },
+    #[error("the accept policy refuses tasks from this peer")]
+    Policy,
+    #[error("capability {0} is missing")]
+    Capability(String),
+    #[error("the task needs {needed} MB of memory, {available} MB are offered")]
+    Memory { needed: u64, available: u64 },
+    #[error("price {price} would be above the reward {reward}")]
+    Price { price: Vibe, reward: Vibe },
+}
+
+/// Whether a bid may reserve a slot: one must be free, and the requesting peer may hold
+/// at most `per_peer_max` reservations (`market.reservations_per_peer`).
+pub fn may_reserve(
+    free_slots: u32,
+    held_by_requester: usize,
+    per_peer_max: u32,
+) -> Result<(), NoBid> {
+    if held_by_requester >= per_peer_max as usize {
+        return Err(NoBid::PeerReservations {
+            held: held_by_requester,
+        });
+    }
+    if free_slots == 0 {
+        return Err(NoBid::NoSlot);
+    }
+    Ok(())
+}
+
+/// The estimated run time for a request, in seconds.
+pub fn estimate_duration_s(request: &TaskDistributionRequest) -> u64 {
+    match request.requirements.timeout_s {
+        0 => DEFAULT_ESTIMATE_S,
+        timeout => timeout.min(DEFAULT_ESTIMATE_S),
+    }
+}
+
+/// The price a node asks: its compute rate for the estimated time, never below its minimum.
+pub fn bid_price(rate_per_cpu_hour: Vibe, min_task_reward: Vibe, estimate_s: u64) -> Vibe {
+    let priced = Vibe::rate_times(rate_per_cpu_hour, estimate_s as f64 / 3600.0);
+    priced.max(min_task_reward)
+}
+
+/// Whether to bid for `request` from `origin_peer`, and at what price.
+pub fn decide_bid(
+    request: &TaskDistributionRequest,
+    origin_peer: &str,
+    state: &BidderState<'_>,
+) -> Result<Vibe, NoBid> {
+    if let Some(reason) = state.unsandboxed {
+        return Err(NoBid::Unsandboxed(reason.to_string()));
+    }
+    if !state.profiles.contains(&request.executor_profile) {
+        return Err(NoBid::Profile(request.executor_profile.clone()));
+    }
+    if !state.accept.allows(origin_peer) {
+        return Err(NoBid::Policy);
+    }
+    if let Some(missing) = request
+        .requirements
+        .capabilities
+        .iter()
+        .find(|c| !state.capabilities.contains(c))
+    {
+        return Err(NoBid::Capability(missing.clone()));
+    }
+    if request.requirements.memory_mb > state.memory_mb {
+        return Err(NoBid::Memory {
+            needed: request.requirements.memory_mb,
+            available: state.memory_mb,
+        });
+    }
+    if state.free_slots == 0 {
+        return Err(NoBid::NoSlot);
+    }
+    let price = bid_price(
+        state.compute_rate_per_cpu_hour,
+        state.min_task_reward,
+        estimate_duration_s(request),
+    );
+    if price > request.reward {
+        return Err(NoBid::Price {
+            price,
+            reward: request.reward,
+        });
+    }
+    Ok(price)
+}
+
+/// A bid as the originator judges it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BidFacts {
+    pub price: Vibe,
+    pub estimated_duration_s: u64,
+    /// The bidder's reputation in [0, 1] from this node's ledger.
+    pub reputation: f64,
+    /// Measured round trip to the bidder, when known.
+    pub latency_ms: Option<f64>,
+}
+
+/// Why an originator refuses a bid outright.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadBid {
+    #[error("a bid price of zero")]
+    Zero,
+    #[error("price {price} below the minimum task reward {minimum}")]
+    BelowMinimum { price: Vibe, minimum: Vibe },
+    #[error("price {price} above the reward {reward}")]
+    AboveReward { price: Vibe, reward: Vibe },
+    #[error("the bidder does not advertise profile {0}")]
+    Profile(String),
+}
+
+/// Refuse a bid price of zero or below `min_task_reward` (the originator's own floor): free
+/// or near-free work scores best and would win every task it cannot be paid for.
+pub fn check_bid_price(price: Vibe, min_task_reward: Vibe) -> Result<(), BadBid> {
+    if price == Vibe::ZERO {
+        return Err(BadBid::Zero);
+    }
+    if price < min_task_reward {
+        return Err(BadBid::BelowMinimum {
+            price,
+            minimum: min_task_reward,
+        });
+    }
+    Ok(())
+}
+
+/// Refuse bids at zero or below the minimum ([`check_bid_price`]), above the reward, or from
+/// nodes that do not advertise the profile.
+pub fn check_bid(
+    price: Vibe,
+    reward: Vibe,
+    min_task_reward: Vibe,
+    profile: &str,
+    bidder_profiles: &[String],
+) -> Result<(), BadBid> {
+    check_bid_price(price, min_task_reward)?;
+    if price > reward {
+        return Err(BadBid::AboveReward { price, reward });
+    }
+    if !bidder_profiles.iter().any(|p| p == profile) {
+        return Err(BadBid::Profile(profile.to_string()));
+    }
+    Ok(())
+}
+
+/// Weights of the score terms; they sum to 1 so a score is in [0, 1].
+pub const WEIGHT_PRICE: f64 = 0.45;
+pub const WEIGHT_TIME: f64 = 0.2;
+pub const WEIGHT_REPUTATION: f64 = 0.25;
+pub const WEIGHT_LATENCY: f64 = 0.1;
+
+/// Score a bid in [0, 1]; higher is better. Price counts as the share of the reward saved,
+/// time and latency as `1 / (1 + x / scale)` (600 s, 100 ms), reputation as is. A bidder
+/// with unknown latency gets the latency of a 100 ms peer.
+pub fn score_bid(bid: &BidFacts, reward: Vibe) -> f64 {
+    let price_term = if reward.micros() == 0 {
+        0.0
+    } else {
+        1.0 - (bid.price.as_f64() / reward.as_f64()).clamp(0.0, 1.0)
+    };
+    let time_term = 1.0 / (1.0 + bid.estimated_duration_s as f64 / 600.0);
+    let reputation_term = bid.reputation.clamp(0.0, 1.0);
+    let latency_term = 1.0 / (1.0 + bid.latency_ms.unwrap_or(100.0).max(0.0) / 100.0);
+    WEIGHT_PRICE * price_term
+        + WEIGHT_TIME * time_term
+        + WEIGHT_REPUTATION * reputation_term
+        + WEIGHT_LATENCY * latency_term
+}
+
+/// Order bids best first. Ties go to the lower price, then to the key (deterministic).
+pub fn rank_bids<K: Ord + Clone>(bids: &[(K, BidFacts)], reward: Vibe) -> Vec<K> {
+    let mut scored: Vec<(f64, Vibe, K)> = bids
+        .iter()
+        .map(|(key, facts)| (score_bid(facts, reward), facts.price, key.clone()))
+        .collect();
+    scored.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| a.1.cmp(&b.1))
+            .then_with(|| a.2.cmp(&b.2))
+    });
+    scored.into_iter().map(|(_, _, key)| key).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AcceptPolicy;
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    fn request(profile: &str, reward: Vibe) -> TaskDistributionRequest {
+        TaskDistributionRequest {
+            task_id: Uuid::new_v4(),
+            executor_profile: profile.into(),
+            requirements: Default::default(),
+            reward,
+            content_hash: String::new(),
+            bid_deadline: Utc::now(),
+        }
+    }
+
+    fn state<'a>(profiles: &'a [String], accept: &'a AcceptConfig) -> BidderState<'a> {
+        BidderState {
+            profiles,
+            capabilities: &[],
+            free_slots: 1,
+            compute_rate_per_cpu_hour: Vibe::from_whole(12),
+            min_task_reward: Vibe::from_whole(1),
+            accept,
+            memory_mb: 4096,
+            unsandboxed: None,
+        }
+    }
+
+    #[test]
+    fn price_follows_the_rate_and_never_goes_below_the_minimum() {
+        // 10 minutes at 12 VIBE/hour = 2 VIBE.
+        assert_eq!(
+            bid_price(Vibe::from_whole(12), Vibe::from_whole(1), 600),
+            Vibe::from_whole(2)
+        );
+        assert_eq!(
+            bid_price(Vibe::from_whole(1), Vibe::from_whole(1), 60),
+            Vibe::from_whole(1)
+        );
+    }
+
+    #[test]
+    fn bids_only_when_every_condition_holds() {
+        let profiles = vec!["SHELL".to_string()];
+        let accept = AcceptConfig::default();
+        let bidder = state(&profiles, &accept);
+        assert_eq!(
+            decide_bid(&request("SHELL", Vibe::from_whole(5)), "p", &bidder),
+            Ok(Vibe::from_whole(2))
+        );
+        assert!(matches!(
+            decide_bid(&request("CODEX", Vibe::from_whole(5)), "p", &bidder),
+            Err(NoBid::Profile(_))
+        ));
+        assert!(matches!(
+            decide_bid(
+                &request("SHELL", Vibe::from_micros(1_999_999)),
+                "p",
+                &bidder
+            ),
+            Err(NoBid::Price { .. })
+        ));
+        let busy = BidderState {
+            free_slots: 0,
+            ..bidder.clone()
+        };
+        assert_eq!(
+            decide_bid(&request("SHELL", Vibe::from_whole(5)), "p", &busy),
+            Err(NoBid::NoSlot)
+        );
+        let closed = AcceptConfig {
+            policy: AcceptPolicy::None,
+            peers: vec![],
+        };
+        let unsandboxed = BidderState {
+            unsandboxed: Some("the kernel has no Landlock"),
+            ..bidder.clone()
+        };
+        assert!(matches!(
+            decide_bid(&request("SHELL", Vibe::from_whole(5)), "p", &unsandboxed),
+            Err(NoBid::Unsandboxed(reason)) if reason.contains("Landlock")
+        ));
+        let refusing = BidderState {
+            accept: &closed,
+            ..bidder.clone()
+        };
+        assert_eq!(
+            decide_bid(&request("SHELL", Vibe::from_whole(5)), "p", &refusing),
+            Err(NoBid::Policy)
+        );
+        let mut needy = request("SHELL", Vibe::from_whole(5));
+        needy.requirements.capabilities = vec!["gpu".into()];
+        assert!(matches!(
+            decide_bid(&needy, "p", &bidder),
+            Err(NoBid::Capability(_))
+        ));
+        needy.requirements.capabilities.clear();
+        needy.requirements.memory_mb = 1 << 20;
+        assert!(matches!(
+            decide_bid(&needy, "p", &bidder),
+            Err(NoBid::Memory { .. })
+        ));
+    }
+
+    #[test]
+    fn one_requester_holds_at_most_its_share_of_the_slots() {
+        assert_eq!(may_reserve(2, 0, 1), Ok(()));
+        assert_eq!(
+            may_reserve(1, 1, 1),
+            Err(NoBid::PeerReservations { held: 1 })
+        );
+        assert_eq!(may_reserve(1, 1, 2), Ok(()));
+        assert_eq!(may_reserve(0, 0, 1), Err(NoBid::NoSlot));
+    }
+
+    #[test]
+    fn cheaper_faster_more_reputable_closer_bids_rank_first() {
+        let reward = Vibe::from_whole(10);
+        let base = BidFacts {
+            price: Vibe::from_whole(5),
+            estimated_duration_s: 600,
+            reputation: 0.5,
+            latency_ms: Some(10.0),
+        };
+        let cheaper = BidFacts {
+            price: Vibe::from_whole(2),
+            ..base.clone()
+        };
+        let reputable = BidFacts {
+            reputation: 0.9,
+            ..base.clone()
+        };
+        assert!(score_bid(&cheaper, reward) > score_bid(&base, reward));
+        assert!(score_bid(&reputable, reward) > score_bid(&base, reward));
+        let faster = BidFacts {
+            estimated_duration_s: 60,
+            ..base.clone()
+        };
+        assert!(score_bid(&faster, reward) > score_bid(&base, reward));
+        let far = BidFacts {
+            latency_ms: Some(500.0),
+            ..base.clone()
+        };
+        assert!(score_bid(&far, reward) < score_bid(&base, reward));
+        let ranked = rank_bids(&[("a", base.clone()), ("b", cheaper), ("c", far)], reward);
+        assert_eq!(ranked, vec!["b", "a", "c"]);
+        // Identical bids: deterministic by key.
+        assert_eq!(
+            rank_bids(&[("y", base.clone()), ("x", base)], reward),
+            vec!["x", "y"]
+        );
+    }
+
+    #[test]
+    fn scores_stay_in_unit_interval() {
+        let facts = BidFacts {
+            price: Vibe::from_whole(100),
+            estimated_duration_s: u64::MAX,
+            reputation: 7.0,
+            latency_ms: Some(-3.0),
+        };
+        let score = score_bid(&facts, Vibe::from_whole(1));
+        assert!((0.0..=1.0).contains(&score), "{score}");
+        assert!((0.0..=1.0).contains(&score_bid(&facts, Vibe::ZERO)));
+    }
+
+    #[test]
+    fn originator_refuses_bids_above_reward_or_without_the_profile() {
+        let profiles = vec!["SHELL".to_string()];
+        let min = Vibe::from_whole(1);
+        let reward = Vibe::from_whole(3);
+        assert!(check_bid(Vibe::from_whole(2), reward, min, "SHELL", &profiles).is_ok());
+        assert!(check_bid(min, reward, min, "SHELL", &profiles).is_ok());
+        assert!(matches!(
+            check_bid(Vibe::from_whole(4), reward, min, "SHELL", &profiles),
+            Err(BadBid::AboveReward { .. })
+        ));
+        assert!(matches!(
+            check_bid(Vibe::from_whole(1), reward, min, "CODEX", &profiles),
+            Err(BadBid::Profile(_))
+        ));
+    }
+
+    #[test]
+    fn originator_refuses_free_and_below_minimum_bids() {
+        let profiles = vec!["SHELL".to_string()];
+        let min = Vibe::from_whole(1);
+        let reward = Vibe::from_whole(3);
+        assert_eq!(
+            check_bid(Vibe::ZERO, reward, min, "SHELL", &profiles),
+            Err(BadBid::Zero)
+        );
+        assert!(matches!(
+            check_bid(Vibe::from_micros(999_999), reward, min, "SHELL", &profiles),
+            Err(BadBid::BelowMinimum { .. })
+        ));
+        // A zero minimum still refuses a zero price.
+        assert_eq!(check_bid_price(Vibe::ZERO, Vibe::ZERO), Err(BadBid::Zero));
+        assert_eq!(check_bid_price(Vibe::from_micros(1), Vibe::ZERO), Ok(()));
+    }
+}
