@@ -685,6 +685,28 @@ pub async fn run_agent(
     Ok(outcome)
 }
 
+/// Profiles this node can run: enabled in the config and with a program that exists (an
+/// absolute or relative path that is a file, or a name found on `PATH`).
+pub fn available_profiles(config: &crate::config::ExecutorConfig) -> Vec<String> {
+    config
+        .profiles
+        .iter()
+        .filter(|(_, profile)| profile.enabled && program_exists(&profile.program))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// True when `program` can be started.
+pub fn program_exists(program: &str) -> bool {
+    let path = std::path::Path::new(program);
+    if path.components().count() > 1 {
+        return path.is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

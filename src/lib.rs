@@ -34,6 +34,7 @@ pub mod market;
 pub mod mesh;
 pub mod messages;
 pub mod metrics;
+pub mod protocol;
 pub mod sandbox;
 pub mod web;
 pub mod workspace;

@@ -11,13 +11,20 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use actix::prelude::*;
 use chrono::{NaiveDate, Utc};
 use libp2p::PeerId;
-use serde::Serialize;
 use uuid::Uuid;
 
-use super::peer_manager::Inbound;
 use crate::config::{EconomicsConfig, ResourcesConfig};
 use crate::identity::Identity;
-use crate::messages::{BandwidthPurpose, ComputeUsage, Vibe};
+use crate::messages::Vibe;
+use crate::protocol::ledger::PayPeer;
+use crate::protocol::mesh::{Inbound, SendTo};
+use crate::protocol::panel::{PanelEvent, TransactionLogEntry, TransactionType};
+
+// The messages this role answers, defined with the rest of the roles' protocol.
+pub use crate::protocol::accounting::{
+    BillableBytes, BytesTransferred, ComputeUsed, Direction, GetResources, PeerBytes, RatePoint,
+    ResourceSnapshot,
+};
 
 /// Seconds of per-second buckets kept for the rolling rates.
 pub const RATE_WINDOW_S: usize = 60;
@@ -28,82 +35,6 @@ pub const HISTORY_STEP_S: u64 = 5;
 /// Peers tracked individually; the rest are summed under "other".
 pub const PEERS_TRACKED_MAX: usize = 1024;
 
-/// Which way bytes went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    In,
-    Out,
-}
-
-/// Bytes moved with a peer.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct BytesTransferred {
-    pub peer: PeerId,
-    pub purpose: BandwidthPurpose,
-    pub direction: Direction,
-    pub bytes: u64,
-}
-
-/// Bytes this node asked for and pays for: the logs and progress of a task it assigned to
-/// `peer`, counted by the distributor only after it checked that `peer` is the task's
-/// executor. Traffic a peer pushes unasked is counted in the totals, never paid.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct BillableBytes {
-    pub peer: PeerId,
-    pub bytes: u64,
-}
-
-/// Compute a finished run used, measured from its process.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct ComputeUsed {
-    pub task_id: Uuid,
-    /// The originator, for runs done for a peer.
-    pub peer: Option<PeerId>,
-    pub usage: ComputeUsage,
-}
-
-/// One point of the rate chart.
-#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
-pub struct RatePoint {
-    pub at_s: i64,
-    pub upload_mbps: f64,
-    pub download_mbps: f64,
-}
-
-/// Totals for one peer.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct PeerBytes {
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
-
-/// What the panel and `/api/resources` show.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResourceSnapshot {
-    pub upload_mbps: f64,
-    pub download_mbps: f64,
-    pub bandwidth_limit_mbps: u32,
-    pub bytes_in_today: u64,
-    pub bytes_out_today: u64,
-    pub bytes_by_purpose: BTreeMap<String, u64>,
-    pub cpu_seconds_today: f64,
-    pub memory_gb_seconds_today: f64,
-    /// Compute given to peers today, priced at `compute_rate_per_cpu_hour`.
-    pub compute_value_today: Vibe,
-    /// Bandwidth given to peers today, priced at `bandwidth_rate_per_gb`.
-    pub bandwidth_value_today: Vibe,
-    pub peers: BTreeMap<String, PeerBytes>,
-    pub history: Vec<RatePoint>,
-}
-
-/// Ask for the [`ResourceSnapshot`].
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "ResourceSnapshot")]
-pub struct GetResources;
-
 /// Megabits per second from bytes over seconds.
 pub fn mbps(bytes: u64, seconds: f64) -> f64 {
     if seconds <= 0.0 {
@@ -113,15 +44,7 @@ pub fn mbps(bytes: u64, seconds: f64) -> f64 {
     }
 }
 
-/// The value of `bytes` at `rate_per_gb`.
-pub fn bandwidth_value(bytes: u64, rate_per_gb: Vibe) -> Vibe {
-    Vibe::rate_times(rate_per_gb, bytes as f64 / 1_000_000_000.0)
-}
-
-/// The value of `cpu_seconds` at `rate_per_cpu_hour`.
-pub fn compute_value(cpu_seconds: f64, rate_per_cpu_hour: Vibe) -> Vibe {
-    Vibe::rate_times(rate_per_cpu_hour, cpu_seconds / 3600.0)
-}
+pub use crate::messages::vibe::{bandwidth_value, compute_value};
 
 /// The `ResourceAccounting` role.
 pub struct ResourceAccounting {
@@ -142,9 +65,11 @@ pub struct ResourceAccounting {
     unsettled: HashMap<PeerId, u64>,
     last_settlement: std::time::Instant,
     reported_out: u64,
-    settler: Option<Addr<super::settler::SettlementEngine>>,
-    peer_manager: Option<Addr<super::peer_manager::PeerManager>>,
-    panel: Option<Recipient<super::panel_hub::PanelEvent>>,
+    /// The settlement engine, which pays peers for bandwidth.
+    pay: Option<Recipient<PayPeer>>,
+    /// The peer manager, which delivers the payment.
+    send: Option<Recipient<SendTo>>,
+    panel: Option<Recipient<PanelEvent>>,
 }
 
 /// How often settlement and contribution reports are considered.
@@ -167,16 +92,16 @@ impl ResourceAccounting {
         _identity: Identity,
         economics: EconomicsConfig,
         resources: ResourcesConfig,
-        settler: Option<Addr<super::settler::SettlementEngine>>,
-        peer_manager: Option<Addr<super::peer_manager::PeerManager>>,
-        panel: Option<Recipient<super::panel_hub::PanelEvent>>,
+        pay: Option<Recipient<PayPeer>>,
+        send: Option<Recipient<SendTo>>,
+        panel: Option<Recipient<PanelEvent>>,
     ) -> Self {
         ResourceAccounting {
             unsettled: HashMap::new(),
             last_settlement: std::time::Instant::now(),
             reported_out: 0,
-            settler,
-            peer_manager,
+            pay,
+            send,
             panel,
             economics,
             resources,
@@ -225,8 +150,8 @@ impl ResourceAccounting {
         for (peer, bytes) in due {
             let amount = bandwidth_value(bytes, rate);
             let (Some(settler), Some(peer_manager), Some(payee)) = (
-                self.settler.clone(),
-                self.peer_manager.clone(),
+                self.pay.clone(),
+                self.send.clone(),
                 crate::identity::public_key_of(&peer),
             ) else {
                 continue;
@@ -236,7 +161,7 @@ impl ResourceAccounting {
             }
             self.unsettled.remove(&peer);
             let panel = self.panel.clone();
-            let pay = super::settler::PayPeer {
+            let pay = PayPeer {
                 transfer_id: Uuid::new_v4(),
                 payee,
                 amount,
@@ -249,20 +174,17 @@ impl ResourceAccounting {
                             if let Some(panel) = panel {
                                 let node =
                                     crate::identity::NodeId::from_public_key(&payee).to_string();
-                                let entry = super::panel_hub::TransactionLogEntry::new(
-                                    super::panel_hub::TransactionType::VibeSpent,
+                                let entry = TransactionLogEntry::new(
+                                    TransactionType::VibeSpent,
                                     None,
                                     Some(node.clone()),
                                     Some(amount),
                                     format!("bandwidth: {bytes} bytes of logs from {node}"),
                                 );
-                                let _ = panel
-                                    .try_send(super::panel_hub::PanelEvent::Transaction(entry));
+                                let _ = panel.try_send(PanelEvent::Transaction(entry));
                             }
                             let message = crate::messages::APNMessage::VibeTransaction(transaction);
-                            let _ = peer_manager
-                                .send(super::peer_manager::SendTo { peer, message })
-                                .await;
+                            let _ = peer_manager.send(SendTo { peer, message }).await;
                         }
                         Ok(Err(e)) => {
                             tracing::warn!(%peer, error = %e, "bandwidth settlement refused")
@@ -278,14 +200,14 @@ impl ResourceAccounting {
             let bytes = out - self.reported_out;
             self.reported_out = out;
             if let Some(panel) = &self.panel {
-                let entry = super::panel_hub::TransactionLogEntry::new(
-                    super::panel_hub::TransactionType::BandwidthContributed,
+                let entry = TransactionLogEntry::new(
+                    TransactionType::BandwidthContributed,
                     None,
                     None,
                     Some(bandwidth_value(bytes, rate)),
                     format!("{bytes} bytes sent to peers"),
                 );
-                let _ = panel.try_send(super::panel_hub::PanelEvent::Transaction(entry));
+                let _ = panel.try_send(PanelEvent::Transaction(entry));
             }
         }
     }

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 
-use super::executor::{RESERVATION_GRACE, ReserveSlot};
-use super::peer_manager::{Inbound, SendTo};
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::market::bidder::{BidBook, BidBookLimits, RequestRefused};
+use crate::market::bidder::{BidBook, BidBookLimits, RESERVATION_GRACE, RequestRefused};
 use crate::market::{self, BidderState};
 use crate::messages::{APNMessage, DropReason, TaskBid, TaskDistributionRequest, VerifiedEnvelope};
 use crate::metrics::NetMetrics;
+use crate::protocol::execution::ReserveSlot;
+use crate::protocol::mesh::{Inbound, SendTo};
 
 /// Live bids remembered at most (each holds a reservation at the executor).
 pub const BIDS_REMEMBERED_MAX: usize = 10_000;
@@ -59,7 +59,7 @@ impl Bidder {
             rate_limited_peers_max: RATE_LIMITED_PEERS_MAX,
         };
         Bidder {
-            profiles: super::executor::available_profiles(&config.executor),
+            profiles: crate::agent_process::available_profiles(&config.executor),
             book: BidBook::new(limits),
             identity,
             config,

@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::peer_manager::{Inbound, PeerManager, SendTo};
-use super::settler::{AcceptPayment, ConfirmDelivery, SettlementEngine, TakeDuePayments};
 use crate::identity;
 use crate::ledger::LedgerError;
 use crate::messages::{APNMessage, DropReason, PaymentReceipt};
 use crate::metrics::NetMetrics;
+use crate::protocol::ledger::{AcceptPayment, ConfirmDelivery, TakeDuePayments};
+use crate::protocol::mesh::{Inbound, SendTo};
 
 /// How often the outbox is checked for payments due again.
 const OUTBOX_POLL: Duration = Duration::from_secs(1);
@@ -29,23 +29,27 @@ const OUTBOX_POLL: Duration = Duration::from_secs(1);
 const RESEND_PER_POLL: usize = 64;
 
 /// The courier of one node.
+/// The `Recipient`s the courier talks to, wired in `actors/node.rs`.
+pub struct CourierLinks {
+    /// The settlement engine: the payment outbox and incoming payments.
+    pub due: Recipient<TakeDuePayments>,
+    pub accept: Recipient<AcceptPayment>,
+    pub confirm: Recipient<ConfirmDelivery>,
+    /// The peer manager: payments and receipts go out through it.
+    pub send: Recipient<SendTo>,
+}
+
 pub struct PaymentCourier {
-    settler: Addr<SettlementEngine>,
-    peer_manager: Addr<PeerManager>,
+    links: CourierLinks,
     metrics: Arc<NetMetrics>,
     /// A poll is in flight: the next tick waits for it.
     polling: bool,
 }
 
 impl PaymentCourier {
-    pub fn new(
-        settler: Addr<SettlementEngine>,
-        peer_manager: Addr<PeerManager>,
-        metrics: Arc<NetMetrics>,
-    ) -> Self {
+    pub fn new(links: CourierLinks, metrics: Arc<NetMetrics>) -> Self {
         PaymentCourier {
-            settler,
-            peer_manager,
+            links,
             metrics,
             polling: false,
         }
@@ -56,10 +60,10 @@ impl PaymentCourier {
             return;
         }
         self.polling = true;
-        let settler = self.settler.clone();
-        let peer_manager = self.peer_manager.clone();
+        let due_payments = self.links.due.clone();
+        let send = self.links.send.clone();
         let work = async move {
-            let due = match settler
+            let due = match due_payments
                 .send(TakeDuePayments {
                     limit: RESEND_PER_POLL,
                 })
@@ -80,7 +84,7 @@ impl PaymentCourier {
                 };
                 tracing::debug!(tx = %transaction.tx_id, %peer, attempts = pending.attempts, "resending payment");
                 let message = APNMessage::VibeTransaction(transaction);
-                let _ = peer_manager.send(SendTo { peer, message }).await;
+                let _ = send.send(SendTo { peer, message }).await;
             }
         };
         ctx.spawn(
@@ -95,15 +99,15 @@ impl PaymentCourier {
             return;
         };
         let tx_id = transaction.tx_id;
-        let settler = self.settler.clone();
-        let peer_manager = self.peer_manager.clone();
+        let accept = self.links.accept.clone();
+        let send = self.links.send.clone();
         let metrics = self.metrics.clone();
         ctx.spawn(
             async move {
-                match settler.send(AcceptPayment(inbound)).await {
+                match accept.send(AcceptPayment(inbound)).await {
                     Ok(Ok(_)) => {
                         let message = APNMessage::PaymentReceipt(PaymentReceipt { tx_id });
-                        let _ = peer_manager
+                        let _ = send
                             .send(SendTo {
                                 peer: payer,
                                 message,
@@ -122,13 +126,13 @@ impl PaymentCourier {
     }
 
     fn on_receipt(&mut self, inbound: &Inbound, receipt: &PaymentReceipt) {
-        let settler = self.settler.clone();
+        let confirmations = self.links.confirm.clone();
         let confirm = ConfirmDelivery {
             tx_id: receipt.tx_id,
             payee: inbound.envelope.from_key.to_vec(),
         };
         actix::spawn(async move {
-            match settler.send(confirm).await {
+            match confirmations.send(confirm).await {
                 Ok(Ok(true)) => tracing::debug!("payment receipt recorded"),
                 Ok(Ok(false)) => tracing::debug!("receipt for no waiting payment"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "receipt not recorded"),

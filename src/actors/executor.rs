@@ -29,23 +29,23 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::executor_run::{self, LocalExecution, RunContext, RunOrigin};
-use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
-use super::peer_manager::{GetPeerNoiseKey, Inbound, PeerManager, SendTo, SetFreeSlots};
-use super::settler::RecordCounterparty;
+use super::executor_run::{self, RunContext, RunOrigin};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::market::{self, AdmissionRefusal, LiveBid, TaskPayload};
 use crate::messages::{
-    APNMessage, ComputeUsage, DropReason, ExecutionFailed, ExecutionStage, RepoChunk, Vibe,
+    APNMessage, ComputeUsage, DropReason, ExecutionFailed, ExecutionStage, RepoChunk,
 };
 use crate::metrics::NetMetrics;
+use crate::protocol::accounting::ComputeUsed;
+use crate::protocol::execution::LocalExecution;
+use crate::protocol::ledger::RecordCounterparty;
+use crate::protocol::mesh::{GetPeerNoiseKey, Inbound, SendTo, SetFreeSlots};
+use crate::protocol::panel::{PanelEvent, TransactionLogEntry, TransactionType};
 
 /// Repository chunks buffered per run before the sender is slowed down.
 const CHUNKS_QUEUED_MAX: usize = 64;
-/// How long a bid's slot stays reserved after the bid window, for the assignment to arrive.
-/// Short, because a losing bidder is never told: its slot comes back when this runs out.
-pub const RESERVATION_GRACE: Duration = Duration::from_secs(2);
+pub use crate::market::bidder::RESERVATION_GRACE;
 
 /// A slot held for a bid: until the assignment comes or `until` passes.
 struct Reservation {
@@ -59,17 +59,28 @@ struct Running {
     cancel: CancellationToken,
 }
 
+/// The `Recipient`s the executor talks to, wired in `actors/node.rs`.
+pub struct ExecutorLinks {
+    /// The peer manager: the execution stream and refusals, Noise keys, free slots.
+    pub send: Recipient<SendTo>,
+    pub noise_key: Recipient<GetPeerNoiseKey>,
+    pub free_slots: Recipient<SetFreeSlots>,
+    /// The distributor, told how this node's own (local) runs go.
+    pub local_updates: Recipient<LocalExecution>,
+    /// The accountant, told the compute each run used.
+    pub compute: Option<Recipient<ComputeUsed>>,
+    pub panel: Option<Recipient<PanelEvent>>,
+    /// The settlement engine, told of each peer whose task is admitted: the ledger accepts
+    /// payments only from them.
+    pub counterparties: Option<Recipient<RecordCounterparty>>,
+}
+
 /// The `TaskExecutor` role.
 pub struct TaskExecutor {
     identity: Identity,
     config: Arc<Config>,
     metrics: Arc<NetMetrics>,
-    peer_manager: Addr<PeerManager>,
-    distributor: Recipient<LocalExecution>,
-    compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
-    panel: Option<Recipient<PanelEvent>>,
-    /// Told of each peer whose task is admitted: the ledger accepts payments only from them.
-    counterparties: Option<Recipient<RecordCounterparty>>,
+    links: ExecutorLinks,
     slots_max: u32,
     reservations: HashMap<Uuid, Reservation>,
     running: HashMap<Uuid, Running>,
@@ -78,38 +89,23 @@ pub struct TaskExecutor {
 }
 
 impl TaskExecutor {
-    /// An executor sending through `peer_manager` and reporting local runs to `distributor`.
     pub fn new(
         identity: Identity,
         config: Arc<Config>,
         metrics: Arc<NetMetrics>,
-        peer_manager: Addr<PeerManager>,
-        distributor: Recipient<LocalExecution>,
-        compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
-        panel: Option<Recipient<PanelEvent>>,
+        links: ExecutorLinks,
     ) -> Self {
         TaskExecutor {
-            panel,
-            counterparties: None,
             slots_max: config.resources.max_concurrent_tasks,
             identity,
             config,
             metrics,
-            peer_manager,
-            distributor,
-            compute,
+            links,
             reservations: HashMap::new(),
             running: HashMap::new(),
             completed_today: 0,
             day: chrono::Utc::now().date_naive(),
         }
-    }
-
-    /// Record each admitted originator with `ledger` (the settlement engine), so that its
-    /// payments for the task are accepted.
-    pub fn with_counterparties(mut self, ledger: Recipient<RecordCounterparty>) -> Self {
-        self.counterparties = Some(ledger);
-        self
     }
 
     fn free_slots(&mut self, excluding_reservation: Option<Uuid>) -> u32 {
@@ -129,7 +125,7 @@ impl TaskExecutor {
 
     fn announce_slots(&mut self) {
         let free = self.free_slots(None);
-        self.peer_manager.do_send(SetFreeSlots(free));
+        self.links.free_slots.do_send(SetFreeSlots(free));
     }
 
     fn start_run(
@@ -159,9 +155,9 @@ impl TaskExecutor {
             task_id,
             identity: self.identity.clone(),
             config: self.config.clone(),
-            peer_manager: self.peer_manager.clone(),
-            compute: self.compute.clone(),
-            panel: self.panel.clone(),
+            send: self.links.send.clone(),
+            compute: self.links.compute.clone(),
+            panel: self.links.panel.clone(),
             origin,
             payload,
             chunks: chunk_receiver,
@@ -178,7 +174,7 @@ impl TaskExecutor {
     fn refuse(&self, origin: PeerId, task_id: Uuid, reason: DropReason, detail: String) {
         refuse_assignment(
             &self.metrics,
-            &self.peer_manager,
+            &self.links.send,
             origin,
             task_id,
             reason,
@@ -242,17 +238,11 @@ impl TaskExecutor {
         }
         let handshake = assigned.noise_handshake.to_vec();
         let deadline = assigned.deadline;
-        let peer_manager = self.peer_manager.clone();
+        let noise_key = self.links.noise_key.clone();
         let identity = self.identity.clone();
         let metrics = self.metrics.clone();
         // The originator's Noise key comes from its signed announcement.
-        let work = async move {
-            peer_manager
-                .send(GetPeerNoiseKey(origin))
-                .await
-                .ok()
-                .flatten()
-        };
+        let work = async move { noise_key.send(GetPeerNoiseKey(origin)).await.ok().flatten() };
         ctx.spawn(work.into_actor(self).map(move |key, actor, ctx| {
             let admitted = key
                 .ok_or((
@@ -285,12 +275,12 @@ impl TaskExecutor {
                     // The slot comes back: nothing runs for this assignment.
                     actor.reservations.remove(&task_id);
                     actor.announce_slots();
-                    refuse_assignment(&metrics, &actor.peer_manager, origin, task_id, reason, detail);
+                    refuse_assignment(&metrics, &actor.links.send, origin, task_id, reason, detail);
                     return;
                 }
             };
             tracing::info!(%task_id, %origin, profile = %payload.executor_profile, %deadline, "running a task for a peer");
-            if let (Some(ledger), Some(peer)) = (&actor.counterparties, crate::identity::public_key_of(&origin)) {
+            if let (Some(ledger), Some(peer)) = (&actor.links.counterparties, crate::identity::public_key_of(&origin)) {
                 ledger.do_send(RecordCounterparty { peer });
             }
             let origin = RunOrigin::Remote {
@@ -298,7 +288,7 @@ impl TaskExecutor {
                 session: Box::new(session),
                 handshake_answer: answer,
             };
-            if let Some(panel) = &actor.panel {
+            if let Some(panel) = &actor.links.panel {
                 let origin_node = match &origin {
                     RunOrigin::Remote { origin, .. } => crate::identity::public_key_of(origin).map(|k| crate::identity::NodeId::from_public_key(&k).to_string()),
                     RunOrigin::Local { .. } => None,
@@ -315,7 +305,7 @@ impl TaskExecutor {
 /// why (no execution id: nothing ran).
 fn refuse_assignment(
     metrics: &NetMetrics,
-    peer_manager: &Addr<PeerManager>,
+    send: &Recipient<SendTo>,
     origin: PeerId,
     task_id: Uuid,
     reason: DropReason,
@@ -323,7 +313,7 @@ fn refuse_assignment(
 ) {
     metrics.count_drop(reason);
     tracing::warn!(%task_id, %origin, reason = reason.label(), %detail, "assignment refused");
-    peer_manager.do_send(SendTo {
+    send.do_send(SendTo {
         peer: origin,
         message: APNMessage::ExecutionFailed(ExecutionFailed {
             task_id,
@@ -355,6 +345,12 @@ impl Actor for TaskExecutor {
 }
 
 use actix::Running as Running_;
+
+// The messages this role answers, defined with the rest of the roles' protocol.
+pub use crate::agent_process::{available_profiles, program_exists};
+pub use crate::protocol::execution::{
+    CancelAllRuns, CancelRun, ExecutorStatus, GetExecutorStatus, ReserveSlot, RunLocal,
+};
 
 impl Handler<Inbound> for TaskExecutor {
     type Result = ();
@@ -403,17 +399,6 @@ impl Handler<Inbound> for TaskExecutor {
             other => tracing::debug!(kind = other.kind(), "executor ignores this message"),
         }
     }
-}
-
-/// Reserve a slot for a bid to `origin` at `price` until `until`; false when no slot is
-/// free. The reservation is what admits the assignment that may follow.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "bool")]
-pub struct ReserveSlot {
-    pub task_id: Uuid,
-    pub until: Instant,
-    pub origin: PeerId,
-    pub price: Vibe,
 }
 
 impl Handler<ReserveSlot> for TaskExecutor {
@@ -466,14 +451,6 @@ impl Handler<ReserveSlot> for TaskExecutor {
     }
 }
 
-/// Run one of this node's own tasks here. False when no slot is free.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "bool")]
-pub struct RunLocal {
-    pub task_id: Uuid,
-    pub payload: TaskPayload,
-}
-
 impl Handler<RunLocal> for TaskExecutor {
     type Result = bool;
 
@@ -482,17 +459,12 @@ impl Handler<RunLocal> for TaskExecutor {
             return false;
         }
         let origin = RunOrigin::Local {
-            distributor: self.distributor.clone(),
+            distributor: self.links.local_updates.clone(),
         };
         self.start_run(request.task_id, origin, request.payload, ctx);
         true
     }
 }
-
-/// Stop a run (local cancel, or the originator gave up).
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "bool")]
-pub struct CancelRun(pub Uuid);
 
 impl Handler<CancelRun> for TaskExecutor {
     type Result = bool;
@@ -507,11 +479,6 @@ impl Handler<CancelRun> for TaskExecutor {
         }
     }
 }
-
-/// Stop every run (the node is shutting down).
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct CancelAllRuns;
 
 impl Handler<CancelAllRuns> for TaskExecutor {
     type Result = ();
@@ -547,19 +514,6 @@ impl Handler<RunFinished> for TaskExecutor {
     }
 }
 
-/// Slots and runs, for the resources view.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct ExecutorStatus {
-    pub active: u32,
-    pub max: u32,
-    pub completed_today: u64,
-}
-
-/// Ask for [`ExecutorStatus`].
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "ExecutorStatus")]
-pub struct GetExecutorStatus;
-
 impl Handler<GetExecutorStatus> for TaskExecutor {
     type Result = MessageResult<GetExecutorStatus>;
 
@@ -570,26 +524,4 @@ impl Handler<GetExecutorStatus> for TaskExecutor {
             completed_today: self.completed_today,
         })
     }
-}
-
-/// Profiles this node can run: enabled in the config and with a program that exists (an
-/// absolute or relative path that is a file, or a name found on `PATH`).
-pub fn available_profiles(config: &crate::config::ExecutorConfig) -> Vec<String> {
-    config
-        .profiles
-        .iter()
-        .filter(|(_, profile)| profile.enabled && program_exists(&profile.program))
-        .map(|(name, _)| name.clone())
-        .collect()
-}
-
-/// True when `program` can be started.
-pub fn program_exists(program: &str) -> bool {
-    let path = std::path::Path::new(program);
-    if path.components().count() > 1 {
-        return path.is_file();
-    }
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
 }

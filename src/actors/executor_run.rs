@@ -22,7 +22,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::peer_manager::{PeerManager, SendTo};
 use crate::agent_process::{self, AgentEvent, AgentOutcome, AgentSpec};
 use crate::config::Config;
 use crate::identity::Identity;
@@ -34,8 +33,14 @@ use crate::messages::{
     APNMessage, ComputeUsage, ExecutionCompleted, ExecutionFailed, ExecutionLogs,
     ExecutionProgress, ExecutionStage, ExecutionStarted, RepoChunk,
 };
+use crate::protocol::accounting::ComputeUsed;
+use crate::protocol::mesh::SendTo;
+use crate::protocol::panel::{PanelEvent, TransactionLogEntry, TransactionType};
 use crate::sandbox::{self, SandboxLimits, SandboxNetwork, SandboxPolicy};
 use crate::workspace;
+
+// The messages this role answers, defined with the rest of the roles' protocol.
+pub use crate::protocol::execution::{ExecutionUpdate, LocalExecution};
 
 /// Log lines are sent at least this often while a run produces output.
 const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(250);
@@ -133,37 +138,6 @@ pub fn agent_sandbox_policy(
     }
 }
 
-/// What a run reports, in plaintext (sealed on the way for remote runs).
-#[derive(Debug, Clone)]
-pub enum ExecutionUpdate {
-    Started {
-        execution_id: Uuid,
-    },
-    Progress {
-        stage: ExecutionStage,
-        percent: u8,
-        action: String,
-    },
-    Logs(Vec<LogLine>),
-    Completed {
-        result: ExecutionResult,
-        usage: ComputeUsage,
-    },
-    Failed {
-        stage: ExecutionStage,
-        error: String,
-        usage: ComputeUsage,
-    },
-}
-
-/// An update of one of this node's own tasks running here.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct LocalExecution {
-    pub task_id: Uuid,
-    pub update: ExecutionUpdate,
-}
-
 /// Who the run reports to.
 pub enum RunOrigin {
     Remote {
@@ -181,9 +155,10 @@ pub struct RunContext {
     pub task_id: Uuid,
     pub identity: Identity,
     pub config: Arc<Config>,
-    pub peer_manager: Addr<PeerManager>,
-    pub compute: Option<Recipient<crate::actors::accountant::ComputeUsed>>,
-    pub panel: Option<Recipient<crate::actors::panel_hub::PanelEvent>>,
+    /// The peer manager, which carries the execution stream to the originator.
+    pub send: Recipient<SendTo>,
+    pub compute: Option<Recipient<ComputeUsed>>,
+    pub panel: Option<Recipient<PanelEvent>>,
     pub origin: RunOrigin,
     pub payload: TaskPayload,
     pub chunks: mpsc::Receiver<RepoChunk>,
@@ -195,7 +170,7 @@ struct Reporter {
     task_id: Uuid,
     execution_id: Uuid,
     identity: Identity,
-    peer_manager: Addr<PeerManager>,
+    send: Recipient<SendTo>,
     origin: RunOrigin,
 }
 
@@ -232,7 +207,7 @@ impl Reporter {
             }
         };
         match self
-            .peer_manager
+            .send
             .send(SendTo {
                 peer: origin,
                 message,
@@ -334,7 +309,7 @@ pub async fn run(mut run: RunContext) -> bool {
         task_id,
         execution_id,
         identity: run.identity.clone(),
-        peer_manager: run.peer_manager.clone(),
+        send: run.send.clone(),
         origin: run.origin,
     };
     match &reporter.origin {
@@ -347,7 +322,7 @@ pub async fn run(mut run: RunContext) -> bool {
                 noise_handshake: ByteBuf::from(handshake_answer),
             });
             if let Err(e) = run
-                .peer_manager
+                .send
                 .send(SendTo {
                     peer: *origin,
                     message,
@@ -402,14 +377,14 @@ pub async fn run(mut run: RunContext) -> bool {
     }
     reporter.send(outcome).await;
     if let (Some(panel), RunOrigin::Remote { origin, .. }) = (&run.panel, &reporter.origin) {
-        let value = crate::actors::accountant::compute_value(
+        let value = crate::messages::vibe::compute_value(
             usage.cpu_seconds,
             run.config.economics.compute_rate_per_cpu_hour,
         );
         let origin_node = crate::identity::public_key_of(origin)
             .map(|k| crate::identity::NodeId::from_public_key(&k).to_string());
-        let entry = crate::actors::panel_hub::TransactionLogEntry::new(
-            crate::actors::panel_hub::TransactionType::ComputeContributed,
+        let entry = TransactionLogEntry::new(
+            TransactionType::ComputeContributed,
             Some(task_id),
             origin_node,
             Some(value),
@@ -418,14 +393,14 @@ pub async fn run(mut run: RunContext) -> bool {
                 usage.cpu_seconds, usage.memory_gb_seconds, run.payload.title
             ),
         );
-        let _ = panel.try_send(crate::actors::panel_hub::PanelEvent::Transaction(entry));
+        let _ = panel.try_send(PanelEvent::Transaction(entry));
     }
     if let Some(compute) = &run.compute {
         let peer = match &reporter.origin {
             RunOrigin::Remote { origin, .. } => Some(*origin),
             RunOrigin::Local { .. } => None,
         };
-        compute.do_send(crate::actors::accountant::ComputeUsed {
+        compute.do_send(ComputeUsed {
             task_id,
             peer,
             usage,

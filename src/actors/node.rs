@@ -22,9 +22,9 @@ use libp2p::Multiaddr;
 
 use super::accountant::ResourceAccounting;
 use super::bidder::{Bidder, BidderLinks};
-use super::courier::PaymentCourier;
-use super::distributor::TaskDistributor;
-use super::executor::TaskExecutor;
+use super::courier::{CourierLinks, PaymentCourier};
+use super::distributor::{DistributorLinks, TaskDistributor};
+use super::executor::{ExecutorLinks, TaskExecutor};
 use super::panel_hub::PanelHub;
 use super::peer_manager::{self, PeerManager, Routes, Transports};
 use super::relay::ExecutionRelay;
@@ -157,8 +157,8 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         identity.clone(),
         config.economics.clone(),
         config.resources.clone(),
-        Some(settler.clone()),
-        Some(peer_manager_address.clone()),
+        Some(settler.clone().recipient()),
+        Some(peer_manager_address.clone().recipient()),
         Some(panel_hub.clone().recipient()),
     )
     .start();
@@ -172,26 +172,40 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         identity.clone(),
         config.clone(),
         metrics.clone(),
-        peer_manager_address.clone(),
-        distributor_address.clone().recipient(),
-        Some(accountant.clone().recipient()),
-        Some(panel_hub.clone().recipient()),
+        ExecutorLinks {
+            send: peer_manager_address.clone().recipient(),
+            noise_key: peer_manager_address.clone().recipient(),
+            free_slots: peer_manager_address.clone().recipient(),
+            local_updates: distributor_address.clone().recipient(),
+            compute: Some(accountant.clone().recipient()),
+            panel: Some(panel_hub.clone().recipient()),
+            counterparties: Some(settler.clone().recipient()),
+        },
     )
-    .with_counterparties(settler.clone().recipient())
     .start();
-    let distributor = distributor_context.run(
-        TaskDistributor::new(
-            identity.clone(),
-            config.clone(),
-            metrics.clone(),
-            peer_manager_address.clone(),
-            executor.clone(),
-            settler.clone(),
-            relay_role.clone(),
-            panel_hub.clone().recipient(),
-        )
-        .with_billing(accountant.clone().recipient()),
-    );
+    let distributor = distributor_context.run(TaskDistributor::new(
+        identity.clone(),
+        config.clone(),
+        metrics.clone(),
+        DistributorLinks {
+            send: peer_manager_address.clone().recipient(),
+            broadcast: peer_manager_address.clone().recipient(),
+            peers: peer_manager_address.clone().recipient(),
+            noise_key: peer_manager_address.clone().recipient(),
+            run_local: executor.clone().recipient(),
+            cancel_run: executor.clone().recipient(),
+            hold: settler.clone().recipient(),
+            release: settler.clone().recipient(),
+            refund: settler.clone().recipient(),
+            outcome: settler.clone().recipient(),
+            reputation: settler.clone().recipient(),
+            journal: settler.clone().recipient(),
+            lookup: settler.clone().recipient(),
+            stream: relay_role.clone().recipient(),
+            panel: panel_hub.clone().recipient(),
+            billing: Some(accountant.clone().recipient()),
+        },
+    ));
 
     let bidder = Bidder::new(
         identity.clone(),
@@ -205,8 +219,12 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     .start();
 
     let courier = PaymentCourier::new(
-        settler.clone(),
-        peer_manager_address.clone(),
+        CourierLinks {
+            due: settler.clone().recipient(),
+            accept: settler.clone().recipient(),
+            confirm: settler.clone().recipient(),
+            send: peer_manager_address.clone().recipient(),
+        },
         metrics.clone(),
     )
     .start();

@@ -15,35 +15,23 @@
 use std::collections::{HashMap, VecDeque};
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::Utc;
 use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::actors::peer_manager::{PeerInfo, RelayState};
-use crate::actors::relay::ExecutionEvent;
 use crate::messages::Vibe;
+
+// The messages this role answers, defined with the rest of the roles' protocol.
+pub use crate::protocol::panel::{
+    Connect, Disconnect, GetHubStats, GetTransactions, HubStats, PanelEvent, TransactionLogEntry,
+    TransactionType,
+};
 
 /// Transaction log entries kept.
 pub const TRANSACTION_LOG_MAX: usize = 1000;
 /// Deltas queued per websocket session before it counts as too slow.
 pub const SESSION_QUEUE_MAX: usize = 256;
-
-/// The typed entries of the transaction log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TransactionType {
-    TaskDistributed,
-    TaskReceived,
-    ExecutionStarted,
-    ExecutionCompleted,
-    ExecutionFailed,
-    BandwidthContributed,
-    ComputeContributed,
-    VibeEarned,
-    VibeSpent,
-}
 
 impl TransactionType {
     /// The name used in the API's `type=` filter.
@@ -60,22 +48,6 @@ impl TransactionType {
             TransactionType::VibeSpent => "vibe_spent",
         }
     }
-}
-
-/// One line of the transaction log.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct TransactionLogEntry {
-    /// Increasing; `before=` pages by it.
-    pub seq: u64,
-    #[serde(rename = "type")]
-    pub kind: TransactionType,
-    pub at: DateTime<Utc>,
-    pub task_id: Option<Uuid>,
-    /// The other node, when there is one.
-    pub peer: Option<String>,
-    pub amount: Option<Vibe>,
-    /// A sentence for people ("Fix the login bug → apn_1a2b3c4d").
-    pub detail: String,
 }
 
 impl TransactionLogEntry {
@@ -98,59 +70,6 @@ impl TransactionLogEntry {
         }
     }
 }
-
-/// Something the panel shows changed.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub enum PanelEvent {
-    /// A peer appeared or changed (latency, bytes, capabilities, path).
-    PeerUpdated(PeerInfo),
-    /// A peer left the table (peer id).
-    PeerRemoved(String),
-    /// The relay connection changed state.
-    RelayState(RelayState),
-    /// A verified message arrived (kind, sender node id). Counted, not logged: the roles
-    /// report what it meant as `Transaction`s.
-    MessageReceived { kind: &'static str, from: String },
-    /// A transaction log entry.
-    Transaction(TransactionLogEntry),
-    /// Progress, a log line, start or end of one of this node's tasks.
-    Execution(ExecutionEvent),
-}
-
-/// Register a websocket session: its id and its queue of JSON deltas.
-#[derive(Debug, Message)]
-#[rtype(result = "Option<(u64, mpsc::Receiver<String>)>")]
-pub struct Connect;
-
-/// A session ended.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Disconnect(pub u64);
-
-/// Log entries, newest first.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Vec<TransactionLogEntry>")]
-pub struct GetTransactions {
-    pub limit: usize,
-    /// Only entries with `seq` below this.
-    pub before: Option<u64>,
-    pub kind: Option<String>,
-}
-
-/// Hub figures for `/metrics`.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct HubStats {
-    pub clients: usize,
-    pub deltas_sent: u64,
-    pub slow_clients_dropped: u64,
-    pub messages_seen: u64,
-}
-
-/// Ask for [`HubStats`].
-#[derive(Debug, Message)]
-#[rtype(result = "HubStats")]
-pub struct GetHubStats;
 
 /// The `PanelHub` role.
 #[derive(Debug, Default)]

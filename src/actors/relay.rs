@@ -16,12 +16,15 @@
 use std::collections::{HashMap, VecDeque};
 
 use actix::prelude::*;
-use serde::Serialize;
 use uuid::Uuid;
 
-use crate::actors::panel_hub::PanelEvent;
 use crate::market::LogLine;
-use crate::messages::ExecutionStage;
+use crate::protocol::panel::PanelEvent;
+
+// The messages this role answers, defined with the rest of the roles' protocol.
+pub use crate::protocol::execution::{
+    ExecutionEvent, GetExecutionLogs, RecordUpdate, SubscribeExecution,
+};
 
 /// Log lines kept per task; older lines are dropped (the count is kept).
 pub const LOG_LINES_PER_TASK_MAX: usize = 10_000;
@@ -29,50 +32,6 @@ pub const LOG_LINES_PER_TASK_MAX: usize = 10_000;
 pub const TASKS_KEPT_MAX: usize = 1_000;
 /// Subscribers per task.
 pub const SUBSCRIBERS_PER_TASK_MAX: usize = 64;
-
-/// One event of a task's execution, as subscribers see it.
-#[derive(Debug, Clone, Serialize, Message)]
-#[rtype(result = "()")]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ExecutionEvent {
-    Started {
-        task_id: Uuid,
-        executor: String,
-    },
-    Progress {
-        task_id: Uuid,
-        stage: ExecutionStage,
-        percent: u8,
-        action: String,
-    },
-    Log {
-        task_id: Uuid,
-        line: LogLine,
-    },
-    Finished {
-        task_id: Uuid,
-        succeeded: bool,
-        detail: String,
-    },
-}
-
-/// Store and fan out an event.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct RecordUpdate(pub ExecutionEvent);
-
-/// Receive a task's history, then its live events.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Vec<ExecutionEvent>")]
-pub struct SubscribeExecution {
-    pub task_id: Uuid,
-    pub subscriber: Recipient<ExecutionEvent>,
-}
-
-/// A task's stored log lines (oldest first).
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Vec<LogLine>")]
-pub struct GetExecutionLogs(pub Uuid);
 
 #[derive(Default)]
 struct TaskStream {

@@ -14,18 +14,21 @@
 use std::path::Path;
 
 use actix::prelude::*;
-use serde::Serialize;
 use uuid::Uuid;
 
-use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
-use super::peer_manager::Inbound;
-use crate::identity::{Identity, PUBLIC_KEY_BYTES};
-use crate::ledger::{
-    HistoryQuery, JournaledTask, Ledger, LedgerError, PendingPayment, Recovery, TransferRecord,
-};
+use crate::identity::Identity;
+use crate::ledger::{JournaledTask, Ledger, LedgerError, PendingPayment, Recovery, TransferRecord};
 use crate::messages::{APNMessage, TransactionReason, Vibe, VibeTransaction};
+use crate::protocol::panel::{PanelEvent, TransactionLogEntry, TransactionType};
 
 pub use crate::ledger::Outcome;
+
+// The messages this role answers, defined with the rest of the roles' protocol.
+pub use crate::protocol::ledger::{
+    AcceptPayment, BalanceSummary, ConfirmDelivery, GetBalance, GetHistory, GetReputation,
+    HoldEscrow, JournalTask, LookupTask, PayPeer, RecordCounterparty, RecordIncoming,
+    RecordOutcome, RefundEscrow, ReleaseEscrow, SettleBatch, TakeDuePayments, UndeliveredPayments,
+};
 
 /// The settlement engine: one ledger, one writer.
 pub struct SettlementEngine {
@@ -94,18 +97,6 @@ pub fn start_settlement_engine(
     }))
 }
 
-/// This node's balance and what it has in escrow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct BalanceSummary {
-    pub balance: Vibe,
-    pub escrowed: Vibe,
-}
-
-/// Ask for the [`BalanceSummary`].
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<BalanceSummary, LedgerError>")]
-pub struct GetBalance;
-
 impl Handler<GetBalance> for SettlementEngine {
     type Result = Result<BalanceSummary, LedgerError>;
 
@@ -117,27 +108,12 @@ impl Handler<GetBalance> for SettlementEngine {
     }
 }
 
-/// Transfers, newest first.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Vec<TransferRecord>, LedgerError>")]
-pub struct GetHistory(pub HistoryQuery);
-
 impl Handler<GetHistory> for SettlementEngine {
     type Result = Result<Vec<TransferRecord>, LedgerError>;
 
     fn handle(&mut self, request: GetHistory, _ctx: &mut Self::Context) -> Self::Result {
         self.ledger.history(&request.0)
     }
-}
-
-/// Move `amount` from this node into escrow `task_id` (the escrow id). Overdraft is an error
-/// and writes nothing.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), LedgerError>")]
-pub struct HoldEscrow {
-    pub transfer_id: Uuid,
-    pub task_id: Uuid,
-    pub amount: Vibe,
 }
 
 impl Handler<HoldEscrow> for SettlementEngine {
@@ -148,15 +124,6 @@ impl Handler<HoldEscrow> for SettlementEngine {
             .hold(request.task_id, Some(request.transfer_id), request.amount)
             .map(|_| ())
     }
-}
-
-/// Pay escrow `task_id` to `payee` and return the signed transaction to send it.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<VibeTransaction, LedgerError>")]
-pub struct ReleaseEscrow {
-    pub task_id: Uuid,
-    pub payee: [u8; PUBLIC_KEY_BYTES],
-    pub amount: Vibe,
 }
 
 impl Handler<ReleaseEscrow> for SettlementEngine {
@@ -179,16 +146,6 @@ impl Handler<ReleaseEscrow> for SettlementEngine {
                 )
             })
     }
-}
-
-/// Pay a peer directly (bandwidth shared with this node) and return the signed transaction.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<VibeTransaction, LedgerError>")]
-pub struct PayPeer {
-    pub transfer_id: Uuid,
-    pub payee: [u8; PUBLIC_KEY_BYTES],
-    pub amount: Vibe,
-    pub reason: TransactionReason,
 }
 
 impl Handler<PayPeer> for SettlementEngine {
@@ -216,24 +173,12 @@ impl Handler<PayPeer> for SettlementEngine {
     }
 }
 
-/// Several ledger operations in one SQLite transaction, all or none.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), LedgerError>")]
-pub struct SettleBatch(pub Vec<crate::ledger::LedgerOp>);
-
 impl Handler<SettleBatch> for SettlementEngine {
     type Result = Result<(), LedgerError>;
 
     fn handle(&mut self, request: SettleBatch, _ctx: &mut Self::Context) -> Self::Result {
         self.ledger.apply_batch(&request.0)
     }
-}
-
-/// Return escrow `task_id` to this node.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), LedgerError>")]
-pub struct RefundEscrow {
-    pub task_id: Uuid,
 }
 
 impl Handler<RefundEscrow> for SettlementEngine {
@@ -248,14 +193,6 @@ impl Handler<RefundEscrow> for SettlementEngine {
     }
 }
 
-/// Count what a peer did with a task.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct RecordOutcome {
-    pub peer: [u8; PUBLIC_KEY_BYTES],
-    pub outcome: Outcome,
-}
-
 impl Handler<RecordOutcome> for SettlementEngine {
     type Result = ();
 
@@ -266,27 +203,12 @@ impl Handler<RecordOutcome> for SettlementEngine {
     }
 }
 
-/// A peer's reputation in [0, 1].
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<f64, LedgerError>")]
-pub struct GetReputation {
-    pub peer: [u8; PUBLIC_KEY_BYTES],
-}
-
 impl Handler<GetReputation> for SettlementEngine {
     type Result = Result<f64, LedgerError>;
 
     fn handle(&mut self, request: GetReputation, _ctx: &mut Self::Context) -> Self::Result {
         self.ledger.reputation(&request.peer)
     }
-}
-
-/// This node admitted a task of `peer`'s: accept its payments from now on (see
-/// `Ledger::record_counterparty`).
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct RecordCounterparty {
-    pub peer: [u8; PUBLIC_KEY_BYTES],
 }
 
 impl Handler<RecordCounterparty> for SettlementEngine {
@@ -299,11 +221,6 @@ impl Handler<RecordCounterparty> for SettlementEngine {
     }
 }
 
-/// Record a payment to this node (also what `Inbound` does for `VibeTransaction`s).
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<bool, LedgerError>")]
-pub struct RecordIncoming(pub VibeTransaction);
-
 impl Handler<RecordIncoming> for SettlementEngine {
     type Result = Result<bool, LedgerError>;
 
@@ -312,12 +229,6 @@ impl Handler<RecordIncoming> for SettlementEngine {
             .record_incoming(&request.0, &self.identity.public_key())
     }
 }
-
-/// A payment another node delivered (its envelope, as verified). Credited once; a repeat
-/// is `Ok(false)`, which still deserves a receipt.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<bool, LedgerError>")]
-pub struct AcceptPayment(pub Inbound);
 
 impl Handler<AcceptPayment> for SettlementEngine {
     type Result = Result<bool, LedgerError>;
@@ -354,27 +265,12 @@ impl Handler<AcceptPayment> for SettlementEngine {
     }
 }
 
-/// Payments whose next delivery is due (see `ledger::outbox`), at most `limit`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Vec<PendingPayment>, LedgerError>")]
-pub struct TakeDuePayments {
-    pub limit: usize,
-}
-
 impl Handler<TakeDuePayments> for SettlementEngine {
     type Result = Result<Vec<PendingPayment>, LedgerError>;
 
     fn handle(&mut self, request: TakeDuePayments, _ctx: &mut Self::Context) -> Self::Result {
         self.ledger.take_due_payments(request.limit)
     }
-}
-
-/// The payee `payee` sent a receipt for payment `tx_id`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<bool, LedgerError>")]
-pub struct ConfirmDelivery {
-    pub tx_id: Uuid,
-    pub payee: Vec<u8>,
 }
 
 impl Handler<ConfirmDelivery> for SettlementEngine {
@@ -385,26 +281,12 @@ impl Handler<ConfirmDelivery> for SettlementEngine {
     }
 }
 
-/// Payments still waiting for a receipt.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<u64, LedgerError>")]
-pub struct UndeliveredPayments;
-
 impl Handler<UndeliveredPayments> for SettlementEngine {
     type Result = Result<u64, LedgerError>;
 
     fn handle(&mut self, _request: UndeliveredPayments, _ctx: &mut Self::Context) -> Self::Result {
         self.ledger.undelivered_payments()
     }
-}
-
-/// Write a task's view to the journal (`open` until final).
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct JournalTask {
-    pub id: Uuid,
-    pub open: bool,
-    pub view: String,
 }
 
 impl Handler<JournalTask> for SettlementEngine {
@@ -419,11 +301,6 @@ impl Handler<JournalTask> for SettlementEngine {
         }
     }
 }
-
-/// Read task `0` from the journal.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Option<JournaledTask>, LedgerError>")]
-pub struct LookupTask(pub Uuid);
 
 impl Handler<LookupTask> for SettlementEngine {
     type Result = Result<Option<JournaledTask>, LedgerError>;

@@ -53,6 +53,11 @@ struct RequestWindow {
 
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
+/// How long a bid's slot stays reserved after the bid window, for the assignment to arrive.
+/// Short, because a losing bidder whose withdrawal is lost gets its slot back when this
+/// runs out.
+pub const RESERVATION_GRACE: Duration = Duration::from_secs(2);
+
 /// The bidder's memory of requests and bids.
 #[derive(Debug)]
 pub struct BidBook<P> {

@@ -22,9 +22,9 @@ use std::time::Duration;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::{Multiaddr, PeerId};
 
-use crate::actors::peer_manager::RelayState;
 use crate::messages::Topic;
 use crate::messages::envelope::{Audience, DropReason};
+use crate::protocol::mesh::RelayState;
 
 pub use events::{EventReceiver, EventSender, MESH_EVENT_BYTES_MAX, MESH_EVENTS_MAX};
 

@@ -17,8 +17,8 @@ use libp2p::PeerId;
 
 use super::events::{EventReceiver, EventRefused, EventSender, mesh_event_queue};
 use super::{FrameVia, MeshError, MeshEvent};
-use crate::actors::peer_manager::RelayState;
 use crate::messages::Topic;
+use crate::protocol::mesh::RelayState;
 
 /// Subject prefix for broadcasts.
 const BROADCAST_PREFIX: &str = "apn.v1.broadcast.";

@@ -216,6 +216,16 @@ impl<'de> Deserialize<'de> for Vibe {
     }
 }
 
+/// The value of `bytes` at `rate_per_gb`.
+pub fn bandwidth_value(bytes: u64, rate_per_gb: Vibe) -> Vibe {
+    Vibe::rate_times(rate_per_gb, bytes as f64 / 1_000_000_000.0)
+}
+
+/// The value of `cpu_seconds` at `rate_per_cpu_hour`.
+pub fn compute_value(cpu_seconds: f64, rate_per_cpu_hour: Vibe) -> Vibe {
+    Vibe::rate_times(rate_per_cpu_hour, cpu_seconds / 3600.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,19 +12,18 @@ use super::openapi::{
     ApiError, BandwidthDoc, ComputeDoc, Health, ResourcesDoc, SandboxDoc, StatusDoc, TaskCreated,
 };
 use super::{WebError, WebState};
-use crate::actors::accountant::GetResources;
 use crate::actors::distributor::{
     CancelTask, CreateTaskAttempt, GetTask, ListTasks, MarketError, TaskStatus, TaskView,
 };
-use crate::actors::executor::GetExecutorStatus;
-use crate::actors::panel_hub::{
-    GetHubStats, GetTransactions, TRANSACTION_LOG_MAX, TransactionLogEntry, TransactionType,
-};
-use crate::actors::peer_manager::{GetMeshStatus, GetPeers, PeerInfo, RelayState};
-use crate::actors::relay::{ExecutionEvent, SubscribeExecution};
-use crate::actors::settler::GetBalance;
+use crate::actors::panel_hub::TRANSACTION_LOG_MAX;
 use crate::messages::DropReason;
 use crate::metrics::NetMetrics;
+use crate::protocol::accounting::GetResources;
+use crate::protocol::execution::GetExecutorStatus;
+use crate::protocol::execution::{ExecutionEvent, SubscribeExecution};
+use crate::protocol::ledger::GetBalance;
+use crate::protocol::mesh::{GetMeshStatus, GetPeers, PeerInfo, RelayState};
+use crate::protocol::panel::{GetHubStats, GetTransactions, TransactionLogEntry, TransactionType};
 
 /// Events queued per SSE client before it is cut off.
 const SSE_QUEUE_MAX: usize = 1024;

@@ -11,12 +11,12 @@ use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::api;
-use crate::actors::accountant::RatePoint;
 use crate::actors::distributor::{CreateTaskAttempt, Prefer, TaskStatus, TaskView};
-use crate::actors::panel_hub::{TransactionLogEntry, TransactionType};
-use crate::actors::peer_manager::{PeerInfo, PeerPath, RelayState};
 use crate::identity::NodeId;
 use crate::messages::{ExecutionStage, TaskRequirements, Vibe};
+use crate::protocol::accounting::RatePoint;
+use crate::protocol::mesh::{PeerInfo, PeerPath, RelayState};
+use crate::protocol::panel::{TransactionLogEntry, TransactionType};
 
 /// `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]

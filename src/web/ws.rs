@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::api::{peers_value, resources_value, status_value, tasks_value, transactions_value};
 use super::{WebError, WebState};
-use crate::actors::panel_hub::{Connect, Disconnect};
+use crate::protocol::panel::{Connect, Disconnect};
 
 /// How often the server pings.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);

@@ -12,13 +12,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{REPO_CHUNK_BYTES, Sealed, TaskDistributor, TaskStatus, VERIFY_TIMEOUT};
-use crate::actors::panel_hub::TransactionType;
-use crate::actors::peer_manager::{Broadcast, GetPeerNoiseKey, GetPeers, SendTo};
-use crate::actors::relay::ExecutionEvent;
-use crate::actors::settler::{
-    GetReputation, HoldEscrow, Outcome, RecordOutcome, RefundEscrow, ReleaseEscrow,
-};
 use crate::identity::{self, NodeId};
+use crate::ledger::Outcome;
 use crate::market::origin_task::{BidOffer, Effect, OriginTask, Phase};
 use crate::market::{self, BidFacts};
 use crate::mesh::e2e;
@@ -26,6 +21,12 @@ use crate::messages::{
     APNMessage, DropReason, ExecutionStage, RepoChunk, TaskAssigned, TaskCancelled,
     TaskDistributionRequest, Topic, Vibe,
 };
+use crate::protocol::execution::ExecutionEvent;
+use crate::protocol::ledger::{
+    GetReputation, HoldEscrow, RecordOutcome, RefundEscrow, ReleaseEscrow,
+};
+use crate::protocol::mesh::{Broadcast, GetPeerNoiseKey, GetPeers, SendTo};
+use crate::protocol::panel::TransactionType;
 use crate::workspace;
 
 /// The status the API shows for a phase that is not final.
@@ -116,7 +117,9 @@ impl TaskDistributor {
                 escrow_id,
             } => self.release(id, peer, price, escrow_id, ctx),
             Effect::Refund { escrow_id } => {
-                self.settler.do_send(RefundEscrow { task_id: escrow_id });
+                self.links
+                    .refund
+                    .do_send(RefundEscrow { task_id: escrow_id });
                 if let Some(task) = self.tasks.get_mut(&id) {
                     if task
                         .sealed
@@ -132,7 +135,9 @@ impl TaskDistributor {
             }
             Effect::RecordOutcome { peer, outcome } => {
                 if let Some(key) = identity::public_key_of(&peer) {
-                    self.settler.do_send(RecordOutcome { peer: key, outcome });
+                    self.links
+                        .outcome
+                        .do_send(RecordOutcome { peer: key, outcome });
                 }
             }
             Effect::CancelAssignment { peer, reason } => self.tell_cancelled(id, peer, reason),
@@ -167,7 +172,7 @@ impl TaskDistributor {
     }
 
     fn tell_cancelled(&self, id: Uuid, peer: PeerId, reason: String) {
-        self.peer_manager.do_send(SendTo {
+        self.links.send.do_send(SendTo {
             peer,
             message: APNMessage::TaskCancelled(TaskCancelled {
                 task_id: id,
@@ -197,11 +202,15 @@ impl TaskDistributor {
             content_hash: hex::encode(hasher.finalize()),
             bid_deadline: Utc::now() + chrono::Duration::from_std(window).unwrap_or_default(),
         };
-        let peer_manager = self.peer_manager.clone();
+        let (peers_of, send, broadcast) = (
+            self.links.peers.clone(),
+            self.links.send.clone(),
+            self.links.broadcast.clone(),
+        );
         let profile = request.executor_profile.clone();
         let message = APNMessage::TaskDistributionRequest(request);
         let work = async move {
-            let peers = peer_manager.send(GetPeers).await.unwrap_or_default();
+            let peers = peers_of.send(GetPeers).await.unwrap_or_default();
             let direct: Vec<PeerId> = peers
                 .iter()
                 .filter(|p| p.announced && p.executor_profiles.contains(&profile))
@@ -210,7 +219,7 @@ impl TaskDistributor {
                 .collect();
             let offered_directly = !direct.is_empty();
             for peer in direct {
-                if let Ok(Err(e)) = peer_manager
+                if let Ok(Err(e)) = send
                     .send(SendTo {
                         peer,
                         message: message.clone(),
@@ -220,7 +229,7 @@ impl TaskDistributor {
                     tracing::debug!(%peer, error = %e, "direct offer not delivered");
                 }
             }
-            match peer_manager
+            match broadcast
                 .send(Broadcast {
                     topic: Topic::Tasks,
                     message,
@@ -272,11 +281,11 @@ impl TaskDistributor {
         let reward = task.request.reward;
         let profile = task.request.executor_profile.clone();
         let minimum = self.config.economics.min_task_reward;
-        let peer_manager = self.peer_manager.clone();
-        let settler = self.settler.clone();
+        let peers_of = self.links.peers.clone();
+        let reputation_of = self.links.reputation.clone();
         let metrics = self.metrics.clone();
         let work = async move {
-            let peers = peer_manager.send(GetPeers).await.unwrap_or_default();
+            let peers = peers_of.send(GetPeers).await.unwrap_or_default();
             let mut judged = Vec::new();
             for (peer, bid) in bids {
                 let info = peers.iter().find(|p| p.peer_id == peer.to_string());
@@ -296,7 +305,7 @@ impl TaskDistributor {
                     continue;
                 }
                 let reputation = match identity::public_key_of(&peer) {
-                    Some(key) => settler
+                    Some(key) => reputation_of
                         .send(GetReputation { peer: key })
                         .await
                         .ok()
@@ -339,23 +348,22 @@ impl TaskDistributor {
         };
         let executor_node = bid.node_id.clone();
         let payload = Self::payload(task);
-        let settler = self.settler.clone();
-        let peer_manager = self.peer_manager.clone();
+        let hold = self.links.hold.clone();
+        let noise_key = self.links.noise_key.clone();
         let identity = self.identity.clone();
         let deadline =
             Utc::now() + chrono::Duration::seconds(self.config.market.heartbeat_timeout_s as i64);
         // `Err((escrow_held, reason))`.
         let prepare = async move {
-            settler
-                .send(HoldEscrow {
-                    transfer_id: escrow_id,
-                    task_id: escrow_id,
-                    amount: price,
-                })
-                .await
-                .map_err(|e| (false, format!("ledger unavailable: {e}")))?
-                .map_err(|e| (false, format!("cannot escrow {price} VIBE: {e}")))?;
-            let key = peer_manager
+            hold.send(HoldEscrow {
+                transfer_id: escrow_id,
+                task_id: escrow_id,
+                amount: price,
+            })
+            .await
+            .map_err(|e| (false, format!("ledger unavailable: {e}")))?
+            .map_err(|e| (false, format!("cannot escrow {price} VIBE: {e}")))?;
+            let key = noise_key
                 .send(GetPeerNoiseKey(peer))
                 .await
                 .ok()
@@ -388,7 +396,10 @@ impl TaskDistributor {
                 .map(move |prepared, actor, ctx| match prepared {
                     Ok((pending, message)) => {
                         let Some(task) = actor.tasks.get_mut(&id) else {
-                            actor.settler.do_send(RefundEscrow { task_id: escrow_id });
+                            actor
+                                .links
+                                .refund
+                                .do_send(RefundEscrow { task_id: escrow_id });
                             return;
                         };
                         task.sealed = Some(Sealed {
@@ -422,16 +433,15 @@ impl TaskDistributor {
         let Some((_, message)) = task.outbox.take().filter(|(e, _)| *e == escrow_id) else {
             return;
         };
-        let peer_manager = self.peer_manager.clone();
-        let send = async move {
-            peer_manager
-                .send(SendTo { peer, message })
+        let send = self.links.send.clone();
+        let sending = async move {
+            send.send(SendTo { peer, message })
                 .await
                 .map_err(|e| e.to_string())?
                 .map(|_| ())
                 .map_err(|e| format!("cannot reach the executor: {e}"))
         };
-        ctx.spawn(send.into_actor(self).map(move |sent, actor, ctx| {
+        ctx.spawn(sending.into_actor(self).map(move |sent, actor, ctx| {
             if sent.is_ok() {
                 tracing::info!(task_id = %id, executor = %peer, "task assigned");
             }
@@ -475,12 +485,11 @@ impl TaskDistributor {
                 }
             }
         }
-        let peer_manager = self.peer_manager.clone();
+        let send = self.links.send.clone();
         // Sent one after another: each waits for the previous one's acknowledgement.
         let work = async move {
             for message in chunks {
-                peer_manager
-                    .send(SendTo { peer, message })
+                send.send(SendTo { peer, message })
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
@@ -576,10 +585,13 @@ impl TaskDistributor {
             let reason = format!("{peer} has no Ed25519 key to pay");
             return self.drive(id, ctx, |task| task.release_failed(reason));
         };
-        let settler = self.settler.clone();
-        let peer_manager = self.peer_manager.clone();
+        let (release, outcome, send) = (
+            self.links.release.clone(),
+            self.links.outcome.clone(),
+            self.links.send.clone(),
+        );
         let work = async move {
-            let transaction = settler
+            let transaction = release
                 .send(ReleaseEscrow {
                     task_id: escrow_id,
                     payee,
@@ -588,11 +600,11 @@ impl TaskDistributor {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-            settler.do_send(RecordOutcome {
+            outcome.do_send(RecordOutcome {
                 peer: payee,
                 outcome: Outcome::Completed,
             });
-            if let Err(e) = peer_manager
+            if let Err(e) = send
                 .send(SendTo {
                     peer,
                     message: APNMessage::VibeTransaction(transaction),

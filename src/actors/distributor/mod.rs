@@ -29,12 +29,7 @@ use chrono::Utc;
 use libp2p::PeerId;
 use uuid::Uuid;
 
-use super::executor::{RunLocal, TaskExecutor, available_profiles};
-use super::executor_run::LocalExecution;
-use super::panel_hub::{PanelEvent, TransactionLogEntry, TransactionType};
-use super::peer_manager::{Inbound, PeerManager};
-use super::relay::{ExecutionEvent, ExecutionRelay, RecordUpdate};
-use super::settler::{JournalTask, LookupTask, SettlementEngine};
+use crate::agent_process::available_profiles;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::market::origin_task::{OriginLimits, OriginTask};
@@ -42,6 +37,15 @@ use crate::market::{self, ExecutionResult, RepoDelivery, TaskPayload};
 use crate::mesh::e2e::{E2eSession, PendingInitiator};
 use crate::messages::{APNMessage, Vibe};
 use crate::metrics::NetMetrics;
+use crate::protocol::accounting::BillableBytes;
+use crate::protocol::execution::{
+    CancelRun, ExecutionEvent, LocalExecution, RecordUpdate, RunLocal,
+};
+use crate::protocol::ledger::{
+    GetReputation, HoldEscrow, JournalTask, LookupTask, RecordOutcome, RefundEscrow, ReleaseEscrow,
+};
+use crate::protocol::mesh::{Broadcast, GetPeerNoiseKey, GetPeers, Inbound, SendTo};
+use crate::protocol::panel::{PanelEvent, TransactionLogEntry, TransactionType};
 use crate::workspace;
 
 /// Peers a task request is also sent to directly.
@@ -88,59 +92,60 @@ impl TaskRecord {
     }
 }
 
+/// The `Recipient`s the distributor talks to, wired in `actors/node.rs`.
+pub struct DistributorLinks {
+    /// The peer manager: direct sends, broadcasts, the peer table, Noise keys.
+    pub send: Recipient<SendTo>,
+    pub broadcast: Recipient<Broadcast>,
+    pub peers: Recipient<GetPeers>,
+    pub noise_key: Recipient<GetPeerNoiseKey>,
+    /// The executor: runs on this node.
+    pub run_local: Recipient<RunLocal>,
+    pub cancel_run: Recipient<CancelRun>,
+    /// The settlement engine: escrow, reputation, the task journal.
+    pub hold: Recipient<HoldEscrow>,
+    pub release: Recipient<ReleaseEscrow>,
+    pub refund: Recipient<RefundEscrow>,
+    pub outcome: Recipient<RecordOutcome>,
+    pub reputation: Recipient<GetReputation>,
+    pub journal: Recipient<JournalTask>,
+    pub lookup: Recipient<LookupTask>,
+    /// The execution relay: the stream of this node's tasks.
+    pub stream: Recipient<RecordUpdate>,
+    /// The panel hub.
+    pub panel: Recipient<PanelEvent>,
+    /// The accountant: log and progress bytes of assigned executors are billed there.
+    pub billing: Option<Recipient<BillableBytes>>,
+}
+
 /// The `TaskDistributor` role.
 pub struct TaskDistributor {
     identity: Identity,
     config: Arc<Config>,
     metrics: Arc<NetMetrics>,
-    peer_manager: Addr<PeerManager>,
-    executor: Addr<TaskExecutor>,
-    settler: Addr<SettlementEngine>,
-    relay: Addr<ExecutionRelay>,
-    panel: Recipient<PanelEvent>,
+    links: DistributorLinks,
     tasks: HashMap<Uuid, TaskRecord>,
     order: VecDeque<Uuid>,
     profiles: Vec<String>,
-    /// Where the log and progress bytes of assigned executors are billed.
-    billing: Option<Recipient<crate::actors::accountant::BillableBytes>>,
 }
 
 impl TaskDistributor {
     /// A distributor for this node.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         identity: Identity,
         config: Arc<Config>,
         metrics: Arc<NetMetrics>,
-        peer_manager: Addr<PeerManager>,
-        executor: Addr<TaskExecutor>,
-        settler: Addr<SettlementEngine>,
-        relay: Addr<ExecutionRelay>,
-        panel: Recipient<PanelEvent>,
+        links: DistributorLinks,
     ) -> Self {
         TaskDistributor {
-            panel,
             profiles: available_profiles(&config.executor),
             identity,
             config,
             metrics,
-            peer_manager,
-            executor,
-            settler,
-            relay,
+            links,
             tasks: HashMap::new(),
             order: VecDeque::new(),
-            billing: None,
         }
-    }
-
-    /// Bill the log and progress bytes of assigned executors to `billing` (the accountant).
-    pub fn with_billing(
-        mut self,
-        billing: Recipient<crate::actors::accountant::BillableBytes>,
-    ) -> Self {
-        self.billing = Some(billing);
-        self
     }
 
     fn validate(&self, request: &CreateTaskAttempt) -> Result<String, MarketError> {
@@ -191,7 +196,7 @@ impl TaskDistributor {
             return;
         };
         match serde_json::to_string(&task.view) {
-            Ok(view) => self.settler.do_send(JournalTask {
+            Ok(view) => self.links.journal.do_send(JournalTask {
                 id,
                 open: !task.view.status.is_final(),
                 view,
@@ -209,6 +214,7 @@ impl TaskDistributor {
         detail: String,
     ) {
         let _ = self
+            .links
             .panel
             .try_send(PanelEvent::Transaction(TransactionLogEntry::new(
                 kind,
@@ -227,7 +233,7 @@ impl TaskDistributor {
     }
 
     fn event(&self, event: ExecutionEvent) {
-        self.relay.do_send(RecordUpdate(event));
+        self.links.stream.do_send(RecordUpdate(event));
     }
 
     fn payload(task: &TaskRecord) -> TaskPayload {
@@ -436,11 +442,11 @@ impl Handler<CreateTaskAttempt> for TaskDistributor {
         let payload = Self::payload(&task);
         tracing::info!(task_id = %id, profile = %task.request.executor_profile, reward = %task.request.reward, ?prefer, "task attempt created");
         self.remember(id, task);
-        let executor = self.executor.clone();
+        let run_local = self.links.run_local.clone();
         let try_local = prefer != Prefer::Mesh && profile_here;
         let work = async move {
             if try_local {
-                executor
+                run_local
                     .send(RunLocal {
                         task_id: id,
                         payload,
@@ -497,10 +503,10 @@ impl Handler<GetTask> for TaskDistributor {
             return Box::pin(fut::ready(Some(task.view.clone())));
         }
         // Not in memory: evicted, or from before a restart. The journal has the last view.
-        let settler = self.settler.clone();
+        let lookup = self.links.lookup.clone();
         Box::pin(
             async move {
-                let journaled = settler.send(LookupTask(request.0)).await.ok()?.ok()??;
+                let journaled = lookup.send(LookupTask(request.0)).await.ok()?.ok()??;
                 journaled_view(&journaled)
             }
             .into_actor(self),
@@ -518,7 +524,7 @@ impl Handler<CancelTask> for TaskDistributor {
             return Err(MarketError::AlreadyFinished);
         }
         if task.local {
-            self.executor.do_send(super::executor::CancelRun(id));
+            self.links.cancel_run.do_send(CancelRun(id));
         }
         let effects = task.mesh.as_mut().map(|m| m.cancel()).unwrap_or_default();
         for effect in effects {

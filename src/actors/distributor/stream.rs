@@ -10,14 +10,14 @@ use actix::prelude::*;
 use chrono::Utc;
 
 use super::{TaskDistributor, TaskStatus};
-use crate::actors::executor_run::ExecutionUpdate;
-use crate::actors::panel_hub::TransactionType;
-use crate::actors::relay::ExecutionEvent;
-use crate::actors::settler::Outcome;
 use crate::identity;
+use crate::ledger::Outcome;
 use crate::market::origin_task::{BidOffer, BidRefused};
 use crate::market::{ExecutionResult, FailureDetail, LogLine, ProgressAction, SealedPayload};
 use crate::messages::{APNMessage, DropReason, ExecutionStage, TaskBid, VerifiedEnvelope};
+use crate::protocol::execution::ExecutionEvent;
+use crate::protocol::execution::ExecutionUpdate;
+use crate::protocol::panel::TransactionType;
 use crate::workspace;
 
 use uuid::Uuid;
@@ -84,9 +84,9 @@ impl TaskDistributor {
         if matches!(
             envelope.message,
             APNMessage::ExecutionLogs(_) | APNMessage::ExecutionProgress(_)
-        ) && let Some(billing) = &self.billing
+        ) && let Some(billing) = &self.links.billing
         {
-            let _ = billing.try_send(crate::actors::accountant::BillableBytes {
+            let _ = billing.try_send(crate::protocol::accounting::BillableBytes {
                 peer: envelope.from_peer,
                 bytes: envelope.frame_bytes as u64,
             });

@@ -1,0 +1,96 @@
+//! Panel messages: the deltas the roles publish for the Mesh Panel, the transaction log's
+//! entries, and the hub's connection and query messages.
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::execution::ExecutionEvent;
+use super::mesh::{PeerInfo, RelayState};
+use crate::messages::Vibe;
+
+/// The typed entries of the transaction log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionType {
+    TaskDistributed,
+    TaskReceived,
+    ExecutionStarted,
+    ExecutionCompleted,
+    ExecutionFailed,
+    BandwidthContributed,
+    ComputeContributed,
+    VibeEarned,
+    VibeSpent,
+}
+
+/// One line of the transaction log.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TransactionLogEntry {
+    /// Increasing; `before=` pages by it.
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: TransactionType,
+    pub at: DateTime<Utc>,
+    pub task_id: Option<Uuid>,
+    /// The other node, when there is one.
+    pub peer: Option<String>,
+    pub amount: Option<Vibe>,
+    /// A sentence for people ("Fix the login bug → apn_1a2b3c4d").
+    pub detail: String,
+}
+
+/// Something the panel shows changed.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum PanelEvent {
+    /// A peer appeared or changed (latency, bytes, capabilities, path).
+    PeerUpdated(PeerInfo),
+    /// A peer left the table (peer id).
+    PeerRemoved(String),
+    /// The relay connection changed state.
+    RelayState(RelayState),
+    /// A verified message arrived (kind, sender node id). Counted, not logged: the roles
+    /// report what it meant as `Transaction`s.
+    MessageReceived { kind: &'static str, from: String },
+    /// A transaction log entry.
+    Transaction(TransactionLogEntry),
+    /// Progress, a log line, start or end of one of this node's tasks.
+    Execution(ExecutionEvent),
+}
+
+/// Register a websocket session: its id and its queue of JSON deltas.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<(u64, mpsc::Receiver<String>)>")]
+pub struct Connect;
+
+/// A session ended.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Disconnect(pub u64);
+
+/// Log entries, newest first.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<TransactionLogEntry>")]
+pub struct GetTransactions {
+    pub limit: usize,
+    /// Only entries with `seq` below this.
+    pub before: Option<u64>,
+    pub kind: Option<String>,
+}
+
+/// Hub figures for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct HubStats {
+    pub clients: usize,
+    pub deltas_sent: u64,
+    pub slow_clients_dropped: u64,
+    pub messages_seen: u64,
+}
+
+/// Ask for [`HubStats`].
+#[derive(Debug, Message)]
+#[rtype(result = "HubStats")]
+pub struct GetHubStats;
