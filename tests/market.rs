@@ -532,11 +532,25 @@ async fn local_runs_need_no_payment_and_timeouts_kill_the_process_group() {
         (Vibe::from_whole(INITIAL), Vibe::ZERO)
     );
     applies_cleanly(repo.path(), view.diff.as_deref().unwrap());
+    node.shutdown().await;
 
+    // The timeout's kill, seen from outside: a node without the sandbox, so the script's pid
+    // is one this test can watch and the marker's directory is writable (in the sandbox the
+    // run has its own PID namespace and cannot write there, and the check below would pass
+    // whatever happened; the sandbox's own containment is tests/sandbox.rs's business).
+    let dir = tempfile::tempdir().unwrap();
+    let mut unsandboxed = market_config(dir.path(), 10, true);
+    unsandboxed.executor.sandbox = apn::config::SandboxMode::Off;
+    let node = common::node(unsandboxed).await;
     let marker = dir.path().join("background-still-alive");
+    let pid_file = dir.path().join("background.pid");
     let mut slow = task(
         repo.path(),
-        &format!("(sleep 3; touch {}) & sleep 30", marker.display()),
+        &format!(
+            "(sleep 3; touch {}) & echo $! > {}; sleep 30",
+            marker.display(),
+            pid_file.display()
+        ),
         10,
     );
     slow.prefer = Prefer::Local;
@@ -548,8 +562,12 @@ async fn local_runs_need_no_payment_and_timeouts_kill_the_process_group() {
         view.error.as_deref().unwrap_or("").contains("timed out"),
         "{view:?}"
     );
-    // The background child was in the killed group: it never gets to touch the marker.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The background child was in the killed group: it is gone, and it never got to touch
+    // the marker (had it lived, it would have ended only after touching it).
+    assert!(
+        common::process::gone(common::process::read_pid(&pid_file), EVENT_TIMEOUT).await,
+        "a process of the timed-out run survived"
+    );
     assert!(!marker.exists(), "a process of the timed-out run survived");
     node.shutdown().await;
 }

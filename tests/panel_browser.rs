@@ -252,7 +252,7 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
             "Emulation.setDeviceMetricsOverride",
             json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}),
         );
-        std::thread::sleep(Duration::from_millis(300));
+        browser.wait_for("the phone width", "window.innerWidth === 390");
         let overflow =
             browser.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1");
         browser.screenshot(&screenshots.join("panel-screenshot-phone.png"));

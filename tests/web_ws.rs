@@ -108,9 +108,11 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
 
     // A client that never reads: the hub drops it once its queue is full; memory stays bounded.
     let lazy_token = token.clone();
+    let (release_lazy, lazy_released) = std::sync::mpsc::channel::<()>();
     let lazy = std::thread::spawn(move || {
         let socket = connect(address, &lazy_token);
-        std::thread::sleep(Duration::from_secs(8));
+        // Hold the socket, unread, until the test has seen the hub drop it (or gave up).
+        let _ = lazy_released.recv_timeout(EVENT_TIMEOUT * 2);
         drop(socket);
     });
     assert!(
@@ -148,6 +150,7 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
         .await,
         "the slow client was never dropped"
     );
+    let _ = release_lazy.send(());
     // The node still serves: a new client gets a snapshot.
     let fresh = tokio::task::spawn_blocking(move || {
         let mut socket = connect(address, &token);
