@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use actix::Actor;
-use apn::actors::distributor::{GetTask, TaskStatus};
+use apn::actors::distributor::TaskStatus;
 use apn::actors::settler::GetBalance;
 use apn::messages::*;
 use common::attacker::Attacker;
@@ -16,13 +16,9 @@ use uuid::Uuid;
 #[actix_rt::test]
 async fn lies_are_refused_counted_and_cost_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let mut config = shell_config(dir.path());
     config.market.bid_window_ms = 1500;
     config.market.requests_per_peer_per_minute = 5;
-    config
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
     let victim = node(config).await;
     let mut attacker = Attacker::attach(&victim).await;
     // The attacker announces a profile it will lie about.
@@ -236,12 +232,7 @@ async fn unsafe_or_oversized_results_are_refused_and_not_paid() {
     let mut originator = test_config(dir_a.path());
     originator.market.bid_window_ms = 300;
     originator.market.reassignments_max = 0;
-    let mut executor = test_config(dir_b.path());
-    executor
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
-    let (a, b) = connected_pair(originator, executor).await;
+    let (a, b) = connected_pair(originator, shell_config(dir_b.path())).await;
     let repo = git_repo(&[("f", "x\n")]);
     for (prompt, expected) in [
         ("ln -s /etc/passwd leak; echo y >> f", "symbolic link"),
@@ -252,23 +243,16 @@ async fn unsafe_or_oversized_results_are_refused_and_not_paid() {
     ] {
         let id = a
             .distributor
-            .send(mesh_shell_task(repo.path(), "hostile", prompt, 3))
+            .send(mesh_shell_task(
+                repo.path(),
+                &format!("hostile: {prompt}"),
+                prompt,
+                3,
+            ))
             .await
             .unwrap()
             .unwrap();
-        assert!(
-            wait_until(Duration::from_secs(60), || async {
-                a.distributor
-                    .send(GetTask(id))
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|v| v.status.is_final())
-            })
-            .await,
-            "{prompt}: never finished"
-        );
-        let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+        let view = task_final(&a, id, Duration::from_secs(60)).await;
         assert_eq!(view.status, TaskStatus::Failed, "{prompt}: {view:?}");
         let error = view.error.clone().unwrap_or_default();
         assert!(error.contains(expected), "{prompt}: {error}");

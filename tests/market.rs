@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use apn::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus};
+use apn::actors::distributor::{CreateTaskAttempt, Prefer, TaskStatus};
 use apn::actors::node::NodeHandle;
 use apn::actors::relay::{ExecutionEvent, SubscribeExecution};
 use apn::actors::settler::{GetBalance, GetReputation};
@@ -18,25 +18,9 @@ use common::*;
 const TASK_TIMEOUT: Duration = Duration::from_secs(60);
 const INITIAL: u64 = 1000;
 
-fn git(repo: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(repo)
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?}");
-}
-
 /// A small real repository: a.txt, b.txt, one commit.
 fn sample_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.path().join("a.txt"), "alpha\n").unwrap();
-    std::fs::write(dir.path().join("b.txt"), "old value\n").unwrap();
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-q", "-m", "initial"]);
-    dir
+    git_repo(&[("a.txt", "alpha\n"), ("b.txt", "old value\n")])
 }
 
 /// Edits two files and adds one, reporting progress and some logs.
@@ -430,18 +414,7 @@ async fn a_dead_executor_is_not_paid_and_the_task_moves_to_the_next_bidder() {
         .unwrap()
         .unwrap();
     // Wait until the cheap node runs it, then stop that node.
-    assert!(
-        wait_until(TASK_TIMEOUT, || async {
-            origin
-                .distributor
-                .send(GetTask(id))
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|v| v.status == TaskStatus::Running)
-        })
-        .await
-    );
+    assert!(task_reaches(&origin, id, TaskStatus::Running, TASK_TIMEOUT).await);
     let winner_node = winner.identity.node_id().to_string();
     let winner_key = winner.identity.public_key();
     winner.shutdown().await;

@@ -13,8 +13,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use apn::actors::distributor::{CreateTaskAttempt, Prefer};
-use apn::messages::Vibe;
+use apn::actors::distributor::Prefer;
 use base64::Engine;
 use common::*;
 use serde_json::{Value, json};
@@ -177,13 +176,9 @@ impl Browser {
 async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     let program = chromium();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut config = test_config(dirs[0].path());
-    config.http.bind = "127.0.0.1:0".into();
     // The first node also runs a SHELL task of its own, whose diff the panel fetches.
-    config
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
+    let mut config = shell_config(dirs[0].path());
+    config.http.bind = "127.0.0.1:0".into();
     let (first, second) = connected_pair(config, test_config(dirs[1].path())).await;
 
     let url = first.login_url().expect("the panel's login URL");
@@ -271,29 +266,15 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     // The event: a task offered to the mesh (nobody runs SHELL here, so it fails after the
     // bid window: two entries, task_distributed then execution_failed).
     let repo = git_repo(&[("f", "x")]);
-    let task = CreateTaskAttempt {
-        title: "Panel test task".into(),
-        prompt: "true".into(),
-        executor_profile: "SHELL".into(),
-        repo_path: repo.path().display().to_string(),
-        base: "HEAD".into(),
-        requirements: Default::default(),
-        reward: Vibe::from_whole(2),
-        prefer: Prefer::Mesh,
-        verify_command: None,
-    };
+    let task = mesh_shell_task(repo.path(), "Panel test task", "true", 2);
     first.distributor.send(task).await.unwrap().unwrap();
-    let local = CreateTaskAttempt {
-        title: "Panel local task".into(),
-        prompt: "echo 'panel diff line' >> f".into(),
-        executor_profile: "SHELL".into(),
-        repo_path: repo.path().display().to_string(),
-        base: "HEAD".into(),
-        requirements: Default::default(),
-        reward: Vibe::from_whole(1),
-        prefer: Prefer::Local,
-        verify_command: None,
-    };
+    let mut local = mesh_shell_task(
+        repo.path(),
+        "Panel local task",
+        "echo 'panel diff line' >> f",
+        1,
+    );
+    local.prefer = Prefer::Local;
     let local_id = first.distributor.send(local).await.unwrap().unwrap();
     event_sender.send(local_id.to_string()).unwrap();
     let phone_fits =

@@ -24,7 +24,7 @@ use apn::actors::distributor::{TaskStatus, TaskView};
 use apn::actors::node::NodeHandle;
 use apn::messages::Vibe;
 use common::{
-    EVENT_TIMEOUT, git, git_repo, mesh_shell_task, nats, node, peers, task_final, test_config,
+    EVENT_TIMEOUT, git, git_repo, has_peer, mesh_shell_task, nats, node, task_final, test_config,
 };
 
 /// How long one escape task may take end to end.
@@ -198,11 +198,8 @@ async fn originator(dir: &Path, executor: &Executor) -> NodeHandle {
     config.market.bid_window_ms = 300;
     config.node.bootstrap = vec![executor.dial.clone()];
     let handle = node(config).await;
-    let announced = common::wait_until(EVENT_TIMEOUT, || async {
-        peers(&handle)
-            .await
-            .iter()
-            .any(|p| p.peer_id == executor.peer_id && p.announced)
+    let announced = common::wait_until(EVENT_TIMEOUT, || {
+        has_peer(&handle, &executor.peer_id, |p| p.announced)
     })
     .await;
     assert!(

@@ -204,6 +204,33 @@ pub fn mesh_shell_task(
     }
 }
 
+/// The view of a task of `node` (None when the node does not know it).
+pub async fn task_view(
+    node: &NodeHandle,
+    id: uuid::Uuid,
+) -> Option<apn::actors::distributor::TaskView> {
+    node.distributor
+        .send(apn::actors::distributor::GetTask(id))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// True once a task of `node` has `status`, within `timeout`.
+pub async fn task_reaches(
+    node: &NodeHandle,
+    id: uuid::Uuid,
+    status: apn::actors::distributor::TaskStatus,
+    timeout: Duration,
+) -> bool {
+    wait_until(timeout, || async {
+        task_view(node, id)
+            .await
+            .is_some_and(|v| v.status == status)
+    })
+    .await
+}
+
 /// Poll a task of `node` until it is final (panics with its view after `timeout`).
 pub async fn task_final(
     node: &NodeHandle,
@@ -212,13 +239,7 @@ pub async fn task_final(
 ) -> apn::actors::distributor::TaskView {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let view = node
-            .distributor
-            .send(apn::actors::distributor::GetTask(id))
-            .await
-            .ok()
-            .flatten()
-            .expect("task exists");
+        let view = task_view(node, id).await.expect("task exists");
         if view.status.is_final() {
             return view;
         }
@@ -228,4 +249,23 @@ pub async fn task_final(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// True when `node`'s peer table holds `peer_id` and `state` holds of it (e.g. connected,
+/// announced).
+pub async fn has_peer(node: &NodeHandle, peer_id: &str, state: impl Fn(&PeerInfo) -> bool) -> bool {
+    peers(node)
+        .await
+        .iter()
+        .any(|p| p.peer_id == peer_id && state(p))
+}
+
+/// A test config whose node runs SHELL tasks, its own and peers'.
+pub fn shell_config(data_dir: &Path) -> Config {
+    let mut config = test_config(data_dir);
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
+    config
 }
