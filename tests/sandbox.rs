@@ -24,7 +24,8 @@ use apn::actors::distributor::{TaskStatus, TaskView};
 use apn::actors::node::NodeHandle;
 use apn::messages::Vibe;
 use common::{
-    EVENT_TIMEOUT, git, git_repo, has_peer, mesh_shell_task, nats, node, task_final, test_config,
+    EVENT_TIMEOUT, free_port, git, git_repo, has_peer, mesh_shell_task, nats, node, task_final,
+    test_config,
 };
 
 /// How long one escape task may take end to end.
@@ -44,14 +45,6 @@ fn require_sandbox() {
         "this kernel cannot sandbox runs: {:?}",
         support.problem
     );
-}
-
-/// A free TCP port on loopback (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// An executor node as a child process.

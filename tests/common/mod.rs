@@ -124,6 +124,11 @@ impl Tap {
     }
 }
 
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
+    apn::harness::free_port().expect("a free port")
+}
+
 /// A real nats-server on a free port (panics with the reason when it cannot start).
 pub fn nats() -> NatsServer {
     NatsServer::start().unwrap_or_else(|e| panic!("{e}"))
