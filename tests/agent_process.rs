@@ -3,6 +3,8 @@
 //! consumer that stops reading; CPU and memory metering. Every run is bounded by
 //! `RUN_TIMEOUT`, so a regression fails instead of hanging.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use apn::agent_process::{
 };
 use apn::config::ProfileConfig;
 use apn::messages::ExecutionStage;
+use common::process::{gone, pid_written, read_pid};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Room in the event channel, as the executor has.
 const EVENTS_QUEUED_MAX: usize = 64;
+/// A killed group is gone well within this (its background `sleep 300` would run on).
+const KILLED_WITHIN: Duration = Duration::from_secs(5);
 
 fn spec(argv: Vec<String>, dir: &Path) -> AgentSpec {
     AgentSpec {
@@ -70,44 +75,6 @@ fn stdout_lines(events: &[AgentEvent]) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-/// Alive by `kill(pid, 0)`, and not a zombie (a killed child whose parent is gone may wait
-/// a moment for init to reap it; it runs nothing).
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                != Some("Z")
-        }
-        Err(_) => false,
-    }
-}
-
-/// The pid a script wrote to `file`.
-fn read_pid(file: &Path) -> i32 {
-    std::fs::read_to_string(file)
-        .expect("the script wrote its background pid")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// Wait (briefly) for `pid` to be gone; false if it is still running after two seconds.
-async fn gone(pid: i32) -> bool {
-    for _ in 0..40 {
-        if !alive(pid) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 #[tokio::test]
@@ -225,7 +192,7 @@ async fn a_timeout_kills_the_whole_process_group() {
     assert_eq!(outcome.exit_code, None);
     assert!(outcome.usage.wall_seconds >= 1.0);
     assert!(
-        gone(read_pid(&pid_file)).await,
+        gone(read_pid(&pid_file), KILLED_WITHIN).await,
         "the background child survived the timeout"
     );
 }
@@ -247,7 +214,7 @@ async fn a_normal_exit_kills_stray_children_and_does_not_wait_for_their_pipes() 
     assert!(!outcome.timed_out);
     assert_eq!(stdout_lines(&events), vec!["done"]);
     assert!(
-        gone(read_pid(&pid_file)).await,
+        gone(read_pid(&pid_file), KILLED_WITHIN).await,
         "a background child outlived the run"
     );
 }
@@ -261,17 +228,43 @@ async fn cancel_kills_the_whole_group() {
         pid_file.display()
     );
     let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        trigger.cancel();
-    });
-    let (outcome, events) = run(spec(sh(&script), dir.path()), cancel).await;
+    let (sender, mut receiver) = mpsc::channel(EVENTS_QUEUED_MAX);
+    let run = tokio::spawn(run_agent(
+        spec(sh(&script), dir.path()),
+        sender,
+        cancel.clone(),
+    ));
+    // Cancel once the script has said it started (its background child is running then).
+    let mut events = Vec::new();
+    let started = tokio::time::timeout(RUN_TIMEOUT, async {
+        while let Some(event) = receiver.recv().await {
+            let is_started = matches!(&event, AgentEvent::Log { line, .. } if line == "started");
+            events.push(event);
+            if is_started {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(started, Ok(true), "the script never said it started");
+    cancel.cancel();
+    while let Some(event) = tokio::time::timeout(RUN_TIMEOUT, receiver.recv())
+        .await
+        .expect("the event stream ends")
+    {
+        events.push(event);
+    }
+    let outcome = tokio::time::timeout(RUN_TIMEOUT, run)
+        .await
+        .expect("the run ends in time")
+        .unwrap()
+        .expect("the run starts");
     assert!(outcome.cancelled && !outcome.timed_out);
     assert_eq!(outcome.signal, Some(libc::SIGKILL));
     assert_eq!(stdout_lines(&events), vec!["started"]);
     assert!(
-        gone(read_pid(&pid_file)).await,
+        gone(read_pid(&pid_file), KILLED_WITHIN).await,
         "the background child survived the cancel"
     );
 }
@@ -287,16 +280,14 @@ async fn dropping_the_run_kills_the_group() {
         sender,
         CancellationToken::new(),
     ));
-    for _ in 0..100 {
-        if pid_file.exists() && !std::fs::read_to_string(&pid_file).unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        pid_written(&pid_file, RUN_TIMEOUT).await,
+        "the script never wrote its background pid"
+    );
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
     assert!(
-        gone(read_pid(&pid_file)).await,
+        gone(read_pid(&pid_file), KILLED_WITHIN).await,
         "the group outlived the dropped run"
     );
 }

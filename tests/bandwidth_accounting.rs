@@ -183,6 +183,8 @@ async fn a_log_stream_nobody_asked_for_is_not_paid() {
         })
         .await
     );
+    // A negative window, kept on purpose: "never billed" has no event to wait for, so the
+    // test lets three settlement intervals (1 s each, see `bandwidth_config`) pass.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let after = victim.settler.send(GetBalance).await.unwrap().unwrap();
     assert_eq!(

@@ -7,14 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::git_repo;
+use common::{free_port, git_repo};
 
 const APN: &str = env!("CARGO_BIN_EXE_apn");
 const WAIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    apn::harness::free_port().expect("a free port")
-}
 
 /// Run to completion with a timeout.
 fn run(command: &mut Command) -> std::process::Output {

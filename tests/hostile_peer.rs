@@ -6,117 +6,23 @@ mod common;
 use std::time::Duration;
 
 use actix::Actor;
-use apn::actors::distributor::{GetTask, TaskStatus};
+use apn::actors::distributor::TaskStatus;
 use apn::actors::settler::GetBalance;
-use apn::identity::Identity;
-use apn::mesh::MeshEvent;
-use apn::mesh::swarm::{SwarmSettings, spawn_swarm};
-use apn::messages::envelope::{EnvelopeLimits, ReplayCache, verify_frame};
 use apn::messages::*;
+use common::attacker::Attacker;
 use common::*;
 use uuid::Uuid;
-
-fn frame(identity: &Identity, to: &libp2p::PeerId, message: &APNMessage) -> Vec<u8> {
-    Envelope::seal(
-        identity,
-        &Audience::peer(to),
-        message,
-        chrono::Utc::now().timestamp_millis(),
-    )
-    .unwrap()
-}
-
-/// A raw swarm with a fresh identity, connected to `victim`.
-async fn attach_attacker(
-    victim: &apn::actors::node::NodeHandle,
-) -> (
-    Identity,
-    apn::mesh::swarm::SwarmClient,
-    apn::mesh::EventReceiver,
-) {
-    let attacker = Identity::ephemeral();
-    let (swarm, events) = spawn_swarm(
-        &attacker,
-        SwarmSettings {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            bootstrap: vec![victim.dial_address().unwrap()],
-            mdns: false,
-        },
-    )
-    .unwrap();
-    assert!(
-        wait_until(EVENT_TIMEOUT, || async {
-            peers(victim)
-                .await
-                .iter()
-                .any(|p| p.peer_id == attacker.peer_id().to_string() && p.connected)
-        })
-        .await,
-        "the attacker never connected"
-    );
-    (attacker, swarm, events)
-}
-
-/// The next verified message from the victim that `wanted` accepts.
-async fn next_message(
-    events: &mut apn::mesh::EventReceiver,
-    cache: &mut ReplayCache,
-    me: &libp2p::PeerId,
-    wanted: impl Fn(&APNMessage) -> bool,
-) -> APNMessage {
-    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("the expected message within the timeout")
-            .expect("events");
-        if let MeshEvent::Frame { frame, via, .. } = event
-            && let Ok(v) = verify_frame(
-                &frame,
-                chrono::Utc::now().timestamp_millis(),
-                &EnvelopeLimits::default(),
-                cache,
-                &via.expected_audience(me),
-            )
-            && wanted(&v.message)
-        {
-            return v.message;
-        }
-    }
-}
 
 #[actix_rt::test]
 async fn lies_are_refused_counted_and_cost_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let mut config = shell_config(dir.path());
     config.market.bid_window_ms = 1500;
     config.market.requests_per_peer_per_minute = 5;
-    config
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
     let victim = node(config).await;
-    let (attacker, swarm, mut events) = attach_attacker(&victim).await;
-    let victim_peer = victim.identity.peer_id();
+    let mut attacker = Attacker::attach(&victim).await;
     // The attacker announces a profile it will lie about.
-    let announcement = APNMessage::NodeAnnouncement(NodeAnnouncement {
-        node_id: attacker.node_id().clone(),
-        capabilities: vec![],
-        executor_profiles: vec!["CODEX".into()],
-        compute_rate_per_cpu_hour: Vibe::from_whole(1),
-        min_task_reward: Vibe::from_whole(1),
-        max_concurrent_tasks: 1,
-        free_slots: 1,
-        noise_static_key: serde_bytes::ByteBuf::from(attacker.noise_public().to_vec()),
-        noise_key_signature: serde_bytes::ByteBuf::from(attacker.noise_binding().to_vec()),
-        listen_addrs: vec![],
-        relay_only: false,
-        version: "evil".into(),
-    });
-    swarm
-        .send_direct(victim_peer, frame(&attacker, &victim_peer, &announcement))
-        .await
-        .unwrap();
+    attacker.announce(&["CODEX"]).await;
 
     // The victim offers a task for a profile the attacker does not advertise (SHELL runs on
     // no other node), so only lies could win it.
@@ -124,14 +30,9 @@ async fn lies_are_refused_counted_and_cost_nothing() {
     let task = mesh_shell_task(repo.path(), "target", "echo hi", 3);
     let id = victim.distributor.send(task).await.unwrap().unwrap();
     // The attacker reads the request from gossip (or the direct offer) to learn the task id.
-    let mut cache = ReplayCache::new(1024);
-    next_message(
-        &mut events,
-        &mut cache,
-        &attacker.peer_id(),
-        |m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == id),
-    )
-    .await;
+    attacker
+        .next(|m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == id))
+        .await;
     let unauthorized_before = victim.metrics.dropped(DropReason::Unauthorized);
     let bid = |bidder: apn::identity::NodeId, price: Vibe| {
         APNMessage::TaskBid(TaskBid {
@@ -144,28 +45,15 @@ async fn lies_are_refused_counted_and_cost_nothing() {
         })
     };
     // 1. A bid above the reward, for a profile it lacks. 2. A bid in another node's name.
-    swarm
-        .send_direct(
-            victim_peer,
-            frame(
-                &attacker,
-                &victim_peer,
-                &bid(attacker.node_id().clone(), Vibe::from_whole(30)),
-            ),
-        )
-        .await
-        .unwrap();
-    swarm
-        .send_direct(
-            victim_peer,
-            frame(
-                &attacker,
-                &victim_peer,
-                &bid(victim.identity.node_id().clone(), Vibe::from_whole(1)),
-            ),
-        )
-        .await
-        .unwrap();
+    attacker
+        .send(&bid(
+            attacker.identity.node_id().clone(),
+            Vibe::from_whole(30),
+        ))
+        .await;
+    attacker
+        .send(&bid(victim.identity.node_id().clone(), Vibe::from_whole(1)))
+        .await;
     // 3. A result for a task it was never assigned.
     let fake_result = APNMessage::ExecutionCompleted(ExecutionCompleted {
         task_id: id,
@@ -178,15 +66,12 @@ async fn lies_are_refused_counted_and_cost_nothing() {
         },
         usage: ComputeUsage::default(),
     });
-    swarm
-        .send_direct(victim_peer, frame(&attacker, &victim_peer, &fake_result))
-        .await
-        .unwrap();
+    attacker.send(&fake_result).await;
     // 4. A payment "from" the victim to the attacker, signed by the attacker.
     let forged = VibeTransaction::signed_with_id(
-        &attacker,
+        &attacker.identity,
         Uuid::new_v4(),
-        attacker.public_key(),
+        attacker.identity.public_key(),
         Vibe::from_whole(50),
         TransactionReason::TaskExecution,
         Some(id),
@@ -194,17 +79,7 @@ async fn lies_are_refused_counted_and_cost_nothing() {
     );
     let mut claimed = forged.clone();
     claimed.from = serde_bytes::ByteBuf::from(victim.identity.public_key().to_vec());
-    swarm
-        .send_direct(
-            victim_peer,
-            frame(
-                &attacker,
-                &victim_peer,
-                &APNMessage::VibeTransaction(claimed),
-            ),
-        )
-        .await
-        .unwrap();
+    attacker.send(&APNMessage::VibeTransaction(claimed)).await;
     // 5. A flood of task requests: past the per-peer limit they are dropped.
     for _ in 0..20 {
         let request = APNMessage::TaskDistributionRequest(TaskDistributionRequest {
@@ -215,26 +90,10 @@ async fn lies_are_refused_counted_and_cost_nothing() {
             content_hash: String::new(),
             bid_deadline: chrono::Utc::now(),
         });
-        swarm
-            .send_direct(victim_peer, frame(&attacker, &victim_peer, &request))
-            .await
-            .unwrap();
+        attacker.send(&request).await;
     }
 
-    let view = {
-        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-        loop {
-            let view = victim.distributor.send(GetTask(id)).await.unwrap().unwrap();
-            if view.status.is_final() {
-                break view;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "task never finished: {view:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let view = task_final(&victim, id, EVENT_TIMEOUT).await;
     // Nobody honest bid: the task fails, the liar got nothing.
     assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
     assert_eq!(view.assigned_node, None);
@@ -269,7 +128,7 @@ async fn lies_are_refused_counted_and_cost_nothing() {
         "{:?}",
         victim.metrics.dropped_by_reason()
     );
-    swarm.shutdown(Duration::from_secs(2)).await;
+    attacker.swarm.shutdown(Duration::from_secs(2)).await;
     victim.shutdown().await;
 }
 
@@ -277,21 +136,21 @@ async fn lies_are_refused_counted_and_cost_nothing() {
 async fn a_replayed_payment_is_credited_once() {
     let dir = tempfile::tempdir().unwrap();
     let victim = node(test_config(dir.path())).await;
-    let (attacker, swarm, mut events) = attach_attacker(&victim).await;
+    let mut attacker = Attacker::attach(&victim).await;
     let victim_peer = victim.identity.peer_id();
     // The victim ran a task for the attacker: its payments are accepted (a stranger's are
     // not: see hostile_peer_ledger.rs).
     victim
         .settler
         .send(apn::actors::settler::RecordCounterparty {
-            peer: attacker.public_key(),
+            peer: attacker.identity.public_key(),
         })
         .await
         .unwrap();
     // A real payment, attacker to victim, then the same frame again, then the same payment
     // in a fresh envelope (which passes the replay cache and must meet the ledger's dedupe).
     let payment = VibeTransaction::signed_with_id(
-        &attacker,
+        &attacker.identity,
         Uuid::new_v4(),
         victim.identity.public_key(),
         Vibe::from_whole(2),
@@ -300,26 +159,25 @@ async fn a_replayed_payment_is_credited_once() {
         chrono::Utc::now(),
     );
     let message = APNMessage::VibeTransaction(payment.clone());
-    let first = frame(&attacker, &victim_peer, &message);
+    let first = attacker::frame(&attacker.identity, &victim_peer, &message);
     let replayed_before = victim.metrics.dropped(DropReason::Replayed);
     for bytes in [
         first.clone(),
         first,
-        frame(&attacker, &victim_peer, &message),
+        attacker::frame(&attacker.identity, &victim_peer, &message),
     ] {
-        swarm.send_direct(victim_peer, bytes).await.unwrap();
+        attacker
+            .swarm
+            .send_direct(victim_peer, bytes)
+            .await
+            .unwrap();
     }
     // The victim answers each payment it accepts (new or already recorded) with a receipt:
     // two receipts mean both distinct envelopes were processed.
-    let mut cache = ReplayCache::new(1024);
     for _ in 0..2 {
-        next_message(
-            &mut events,
-            &mut cache,
-            &attacker.peer_id(),
-            |m| matches!(m, APNMessage::PaymentReceipt(r) if r.tx_id == payment.tx_id),
-        )
-        .await;
+        attacker
+            .next(|m| matches!(m, APNMessage::PaymentReceipt(r) if r.tx_id == payment.tx_id))
+            .await;
     }
     assert_eq!(
         victim.metrics.dropped(DropReason::Replayed),
@@ -328,7 +186,7 @@ async fn a_replayed_payment_is_credited_once() {
     );
     let summary = victim.settler.send(GetBalance).await.unwrap().unwrap();
     assert_eq!(summary.balance, Vibe::from_whole(1002), "credited once");
-    swarm.shutdown(Duration::from_secs(2)).await;
+    attacker.swarm.shutdown(Duration::from_secs(2)).await;
     victim.shutdown().await;
 }
 
@@ -374,12 +232,7 @@ async fn unsafe_or_oversized_results_are_refused_and_not_paid() {
     let mut originator = test_config(dir_a.path());
     originator.market.bid_window_ms = 300;
     originator.market.reassignments_max = 0;
-    let mut executor = test_config(dir_b.path());
-    executor
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
-    let (a, b) = connected_pair(originator, executor).await;
+    let (a, b) = connected_pair(originator, shell_config(dir_b.path())).await;
     let repo = git_repo(&[("f", "x\n")]);
     for (prompt, expected) in [
         ("ln -s /etc/passwd leak; echo y >> f", "symbolic link"),
@@ -390,23 +243,16 @@ async fn unsafe_or_oversized_results_are_refused_and_not_paid() {
     ] {
         let id = a
             .distributor
-            .send(mesh_shell_task(repo.path(), "hostile", prompt, 3))
+            .send(mesh_shell_task(
+                repo.path(),
+                &format!("hostile: {prompt}"),
+                prompt,
+                3,
+            ))
             .await
             .unwrap()
             .unwrap();
-        assert!(
-            wait_until(Duration::from_secs(60), || async {
-                a.distributor
-                    .send(GetTask(id))
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|v| v.status.is_final())
-            })
-            .await,
-            "{prompt}: never finished"
-        );
-        let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+        let view = task_final(&a, id, Duration::from_secs(60)).await;
         assert_eq!(view.status, TaskStatus::Failed, "{prompt}: {view:?}");
         let error = view.error.clone().unwrap_or_default();
         assert!(error.contains(expected), "{prompt}: {error}");

@@ -19,29 +19,13 @@ use uuid::Uuid;
 
 /// A victim that runs SHELL tasks for peers.
 async fn victim(dir: &std::path::Path) -> NodeHandle {
-    let mut config = test_config(dir);
-    config
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
-    node(config).await
+    node(shell_config(dir)).await
 }
 
 /// An attacker connected to `victim` whose announcement (and Noise key) the victim knows.
 async fn announced_attacker(victim: &NodeHandle) -> Attacker {
     let attacker = Attacker::attach(victim).await;
-    attacker.announce(&[]).await;
-    let peer_id = attacker.identity.peer_id().to_string();
-    assert!(
-        wait_until(EVENT_TIMEOUT, || async {
-            peers(victim)
-                .await
-                .iter()
-                .any(|p| p.peer_id == peer_id && p.announced)
-        })
-        .await,
-        "the victim never took the attacker's announcement"
-    );
+    attacker.announce_to(victim, &[]).await;
     attacker
 }
 
@@ -190,31 +174,13 @@ async fn a_bundle_announcing_a_huge_chunk_count_is_refused_without_allocating() 
 
 #[actix_rt::test]
 async fn a_zero_bid_is_refused_and_the_task_goes_to_an_honest_bidder() {
-    use apn::actors::distributor::{GetTask, TaskStatus};
+    use apn::actors::distributor::TaskStatus;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut originator = test_config(dir_a.path());
     originator.market.bid_window_ms = 1500;
-    let (a, b) = connected_pair(originator, {
-        let mut executor = test_config(dir_b.path());
-        executor
-            .executor
-            .profiles
-            .insert("SHELL".into(), shell_profile());
-        executor
-    })
-    .await;
+    let (a, b) = connected_pair(originator, shell_config(dir_b.path())).await;
     let mut attacker = Attacker::attach(&a).await;
-    attacker.announce(&["SHELL"]).await;
-    let attacker_id = attacker.identity.peer_id().to_string();
-    assert!(
-        wait_until(EVENT_TIMEOUT, || async {
-            peers(&a)
-                .await
-                .iter()
-                .any(|p| p.peer_id == attacker_id && p.announced)
-        })
-        .await
-    );
+    attacker.announce_to(&a, &["SHELL"]).await;
     let repo = git_repo(&[("f", "x\n")]);
     let id = a
         .distributor
@@ -236,18 +202,7 @@ async fn a_zero_bid_is_refused_and_the_task_goes_to_an_honest_bidder() {
             valid_until: chrono::Utc::now() + chrono::Duration::seconds(30),
         }))
         .await;
-    assert!(
-        wait_until(Duration::from_secs(60), || async {
-            a.distributor
-                .send(GetTask(id))
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|v| v.status.is_final())
-        })
-        .await
-    );
-    let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+    let view = task_final(&a, id, Duration::from_secs(60)).await;
     assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
     assert_eq!(
         view.assigned_node.as_deref(),
@@ -260,34 +215,20 @@ async fn a_zero_bid_is_refused_and_the_task_goes_to_an_honest_bidder() {
 
 #[actix_rt::test]
 async fn an_escrow_that_cannot_be_held_moves_on_to_the_next_bidder() {
-    use apn::actors::distributor::{GetTask, TaskStatus};
+    use apn::actors::distributor::TaskStatus;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut originator = test_config(dir_a.path());
     originator.market.bid_window_ms = 1500;
     // Enough for the honest bid (17 VIBE/h for 10 min: 2.833333), not for the reward.
     originator.economics.initial_balance = Vibe::from_micros(2_900_000);
     let (a, b) = connected_pair(originator, {
-        let mut executor = test_config(dir_b.path());
+        let mut executor = shell_config(dir_b.path());
         executor.economics.compute_rate_per_cpu_hour = Vibe::from_whole(17);
-        executor
-            .executor
-            .profiles
-            .insert("SHELL".into(), shell_profile());
         executor
     })
     .await;
     let mut attacker = Attacker::attach(&a).await;
-    attacker.announce(&["SHELL"]).await;
-    let attacker_id = attacker.identity.peer_id().to_string();
-    assert!(
-        wait_until(EVENT_TIMEOUT, || async {
-            peers(&a)
-                .await
-                .iter()
-                .any(|p| p.peer_id == attacker_id && p.announced)
-        })
-        .await
-    );
+    attacker.announce_to(&a, &["SHELL"]).await;
     let repo = git_repo(&[("f", "x\n")]);
     let id = a
         .distributor
@@ -309,18 +250,7 @@ async fn an_escrow_that_cannot_be_held_moves_on_to_the_next_bidder() {
             valid_until: chrono::Utc::now() + chrono::Duration::seconds(30),
         }))
         .await;
-    assert!(
-        wait_until(Duration::from_secs(60), || async {
-            a.distributor
-                .send(GetTask(id))
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|v| v.status.is_final())
-        })
-        .await
-    );
-    let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+    let view = task_final(&a, id, Duration::from_secs(60)).await;
     assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
     assert_eq!(
         view.assigned_node.as_deref(),
@@ -332,15 +262,11 @@ async fn an_escrow_that_cannot_be_held_moves_on_to_the_next_bidder() {
 
 #[actix_rt::test]
 async fn one_peer_cannot_hold_every_slot_with_a_stream_of_requests() {
-    use apn::actors::distributor::{GetTask, TaskStatus};
+    use apn::actors::distributor::TaskStatus;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut originator = test_config(dir_a.path());
     originator.market.bid_window_ms = 300;
-    let mut executor = test_config(dir_b.path());
-    executor
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
+    let mut executor = shell_config(dir_b.path());
     // Two slots, and reservations that last (the bidder's window sets their length).
     executor.resources.max_concurrent_tasks = 2;
     executor.market.bid_window_ms = 20_000;
@@ -389,18 +315,7 @@ async fn one_peer_cannot_hold_every_slot_with_a_stream_of_requests() {
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(60), || async {
-            a.distributor
-                .send(GetTask(id))
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|v| v.status.is_final())
-        })
-        .await
-    );
-    let view = a.distributor.send(GetTask(id)).await.unwrap().unwrap();
+    let view = task_final(&a, id, Duration::from_secs(60)).await;
     assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
     a.shutdown().await;
     b.shutdown().await;
@@ -409,11 +324,7 @@ async fn one_peer_cannot_hold_every_slot_with_a_stream_of_requests() {
 #[actix_rt::test]
 async fn a_withdrawn_bid_gives_its_slot_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
+    let mut config = shell_config(dir.path());
     // Reservations that would last 22 s if nobody withdrew them.
     config.market.bid_window_ms = 20_000;
     let victim = node(config).await;

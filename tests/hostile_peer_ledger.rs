@@ -138,11 +138,7 @@ async fn balance(victim: &NodeHandle) -> Vibe {
 #[actix_rt::test]
 async fn unsolicited_and_overflowing_payments_are_refused_and_cost_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
+    let mut config = shell_config(dir.path());
     // As rich as a node can be told to start: a few large credits reach i64::MAX µVIBE.
     config.economics.initial_balance = apn::messages::vibe::VIBE_MAX;
     let victim = node(config).await;
@@ -168,17 +164,7 @@ async fn unsolicited_and_overflowing_payments_are_refused_and_cost_nothing() {
     // A customer: the victim admitted its task, so its payments count, until one would
     // overflow the victim's balance.
     let mut customer = Attacker::attach(&victim).await;
-    customer.announce(&[]).await;
-    let customer_id = customer.identity.peer_id().to_string();
-    assert!(
-        wait_until(EVENT_TIMEOUT, || async {
-            peers(&victim)
-                .await
-                .iter()
-                .any(|p| p.peer_id == customer_id && p.announced)
-        })
-        .await
-    );
+    customer.announce_to(&victim, &[]).await;
     let bid = customer.request_bid(Vibe::from_whole(100)).await;
     let assignment = customer.assignment(
         &victim,

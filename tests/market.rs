@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use apn::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus};
+use apn::actors::distributor::{CreateTaskAttempt, Prefer, TaskStatus};
 use apn::actors::node::NodeHandle;
 use apn::actors::relay::{ExecutionEvent, SubscribeExecution};
 use apn::actors::settler::{GetBalance, GetReputation};
@@ -18,25 +18,9 @@ use common::*;
 const TASK_TIMEOUT: Duration = Duration::from_secs(60);
 const INITIAL: u64 = 1000;
 
-fn git(repo: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(repo)
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?}");
-}
-
 /// A small real repository: a.txt, b.txt, one commit.
 fn sample_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.path().join("a.txt"), "alpha\n").unwrap();
-    std::fs::write(dir.path().join("b.txt"), "old value\n").unwrap();
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-q", "-m", "initial"]);
-    dir
+    git_repo(&[("a.txt", "alpha\n"), ("b.txt", "old value\n")])
 }
 
 /// Edits two files and adds one, reporting progress and some logs.
@@ -430,18 +414,7 @@ async fn a_dead_executor_is_not_paid_and_the_task_moves_to_the_next_bidder() {
         .unwrap()
         .unwrap();
     // Wait until the cheap node runs it, then stop that node.
-    assert!(
-        wait_until(TASK_TIMEOUT, || async {
-            origin
-                .distributor
-                .send(GetTask(id))
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|v| v.status == TaskStatus::Running)
-        })
-        .await
-    );
+    assert!(task_reaches(&origin, id, TaskStatus::Running, TASK_TIMEOUT).await);
     let winner_node = winner.identity.node_id().to_string();
     let winner_key = winner.identity.public_key();
     winner.shutdown().await;
@@ -532,11 +505,25 @@ async fn local_runs_need_no_payment_and_timeouts_kill_the_process_group() {
         (Vibe::from_whole(INITIAL), Vibe::ZERO)
     );
     applies_cleanly(repo.path(), view.diff.as_deref().unwrap());
+    node.shutdown().await;
 
+    // The timeout's kill, seen from outside: a node without the sandbox, so the script's pid
+    // is one this test can watch and the marker's directory is writable (in the sandbox the
+    // run has its own PID namespace and cannot write there, and the check below would pass
+    // whatever happened; the sandbox's own containment is tests/sandbox.rs's business).
+    let dir = tempfile::tempdir().unwrap();
+    let mut unsandboxed = market_config(dir.path(), 10, true);
+    unsandboxed.executor.sandbox = apn::config::SandboxMode::Off;
+    let node = common::node(unsandboxed).await;
     let marker = dir.path().join("background-still-alive");
+    let pid_file = dir.path().join("background.pid");
     let mut slow = task(
         repo.path(),
-        &format!("(sleep 3; touch {}) & sleep 30", marker.display()),
+        &format!(
+            "(sleep 3; touch {}) & echo $! > {}; sleep 30",
+            marker.display(),
+            pid_file.display()
+        ),
         10,
     );
     slow.prefer = Prefer::Local;
@@ -548,8 +535,12 @@ async fn local_runs_need_no_payment_and_timeouts_kill_the_process_group() {
         view.error.as_deref().unwrap_or("").contains("timed out"),
         "{view:?}"
     );
-    // The background child was in the killed group: it never gets to touch the marker.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The background child was in the killed group: it is gone, and it never got to touch
+    // the marker (had it lived, it would have ended only after touching it).
+    assert!(
+        common::process::gone(common::process::read_pid(&pid_file), EVENT_TIMEOUT).await,
+        "a process of the timed-out run survived"
+    );
     assert!(!marker.exists(), "a process of the timed-out run survived");
     node.shutdown().await;
 }

@@ -297,13 +297,10 @@ async fn bad_frames_on_the_network_are_dropped_and_counted_by_reason() {
         },
     )
     .unwrap();
+    let attacker_peer = attacker.peer_id().to_string();
     assert!(
-        wait_until(EVENT_TIMEOUT, || async {
-            peers(&victim)
-                .await
-                .iter()
-                .any(|p| p.peer_id == attacker.peer_id().to_string() && p.connected)
-        })
+        wait_until(EVENT_TIMEOUT, || has_peer(&victim, &attacker_peer, |p| p
+            .connected))
         .await,
         "attacker never connected"
     );

@@ -13,8 +13,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use apn::actors::distributor::{CreateTaskAttempt, Prefer};
-use apn::messages::Vibe;
+use apn::actors::distributor::Prefer;
 use base64::Engine;
 use common::*;
 use serde_json::{Value, json};
@@ -37,11 +36,24 @@ impl Drop for Browser {
     }
 }
 
-fn chromium() -> Option<String> {
-    ["chromium", "chromium-browser", "google-chrome"]
+/// The browsers this test can drive, looked up on PATH in this order.
+const BROWSERS: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
+
+/// The browser to drive. Without one the test fails rather than skips: a skipped browser
+/// test would pass while checking nothing.
+fn chromium() -> String {
+    BROWSERS
         .into_iter()
         .find(|p| apn::actors::executor::program_exists(p))
         .map(String::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "chromium is missing: none of {BROWSERS:?} is on PATH ({}). Install it \
+                 (`sudo apt-get install chromium` on Debian), or run scripts/test.sh, which \
+                 installs it.",
+                std::env::var("PATH").unwrap_or_default()
+            )
+        })
 }
 
 impl Browser {
@@ -162,22 +174,11 @@ impl Browser {
 
 #[actix_rt::test]
 async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
-    let Some(program) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is required under CI (scripts/test.sh installs it)"
-        );
-        eprintln!("skipped: chromium is not installed (scripts/test.sh installs it)");
-        return;
-    };
+    let program = chromium();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut config = test_config(dirs[0].path());
-    config.http.bind = "127.0.0.1:0".into();
     // The first node also runs a SHELL task of its own, whose diff the panel fetches.
-    config
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
+    let mut config = shell_config(dirs[0].path());
+    config.http.bind = "127.0.0.1:0".into();
     let (first, second) = connected_pair(config, test_config(dirs[1].path())).await;
 
     let url = first.login_url().expect("the panel's login URL");
@@ -252,7 +253,7 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
             "Emulation.setDeviceMetricsOverride",
             json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}),
         );
-        std::thread::sleep(Duration::from_millis(300));
+        browser.wait_for("the phone width", "window.innerWidth === 390");
         let overflow =
             browser.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1");
         browser.screenshot(&screenshots.join("panel-screenshot-phone.png"));
@@ -265,29 +266,15 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     // The event: a task offered to the mesh (nobody runs SHELL here, so it fails after the
     // bid window: two entries, task_distributed then execution_failed).
     let repo = git_repo(&[("f", "x")]);
-    let task = CreateTaskAttempt {
-        title: "Panel test task".into(),
-        prompt: "true".into(),
-        executor_profile: "SHELL".into(),
-        repo_path: repo.path().display().to_string(),
-        base: "HEAD".into(),
-        requirements: Default::default(),
-        reward: Vibe::from_whole(2),
-        prefer: Prefer::Mesh,
-        verify_command: None,
-    };
+    let task = mesh_shell_task(repo.path(), "Panel test task", "true", 2);
     first.distributor.send(task).await.unwrap().unwrap();
-    let local = CreateTaskAttempt {
-        title: "Panel local task".into(),
-        prompt: "echo 'panel diff line' >> f".into(),
-        executor_profile: "SHELL".into(),
-        repo_path: repo.path().display().to_string(),
-        base: "HEAD".into(),
-        requirements: Default::default(),
-        reward: Vibe::from_whole(1),
-        prefer: Prefer::Local,
-        verify_command: None,
-    };
+    let mut local = mesh_shell_task(
+        repo.path(),
+        "Panel local task",
+        "echo 'panel diff line' >> f",
+        1,
+    );
+    local.prefer = Prefer::Local;
     let local_id = first.distributor.send(local).await.unwrap().unwrap();
     event_sender.send(local_id.to_string()).unwrap();
     let phone_fits =

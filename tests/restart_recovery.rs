@@ -15,13 +15,10 @@ use apn::messages::{TransactionReason, Vibe};
 use common::*;
 use uuid::Uuid;
 
-fn shell_config(dir: &std::path::Path) -> Config {
-    let mut config = test_config(dir);
+/// A node that runs SHELL tasks, with a short bid window.
+fn quick_shell_config(dir: &std::path::Path) -> Config {
+    let mut config = shell_config(dir);
     config.market.bid_window_ms = 300;
-    config
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
     config
 }
 
@@ -93,7 +90,7 @@ async fn a_task_cut_short_by_a_restart_fails_with_a_reason_and_its_escrow_return
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut config_a = test_config(dir_a.path());
     config_a.market.bid_window_ms = 300;
-    let (a, b) = connected_pair(config_a.clone(), shell_config(dir_b.path())).await;
+    let (a, b) = connected_pair(config_a.clone(), quick_shell_config(dir_b.path())).await;
     let repo = git_repo(&[("f", "x\n")]);
     let id = a
         .distributor
@@ -102,15 +99,7 @@ async fn a_task_cut_short_by_a_restart_fails_with_a_reason_and_its_escrow_return
         .unwrap()
         .unwrap();
     assert!(
-        wait_until(EVENT_TIMEOUT, || async {
-            a.distributor
-                .send(GetTask(id))
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|view| view.status == TaskStatus::Running)
-        })
-        .await,
+        task_reaches(&a, id, TaskStatus::Running, EVENT_TIMEOUT).await,
         "the task never ran"
     );
     let escrowed = a.settler.send(GetBalance).await.unwrap().unwrap().escrowed;

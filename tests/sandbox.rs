@@ -24,7 +24,8 @@ use apn::actors::distributor::{TaskStatus, TaskView};
 use apn::actors::node::NodeHandle;
 use apn::messages::Vibe;
 use common::{
-    EVENT_TIMEOUT, git, git_repo, mesh_shell_task, nats, node, peers, task_final, test_config,
+    EVENT_TIMEOUT, free_port, git, git_repo, has_peer, mesh_shell_task, nats, node, task_final,
+    test_config,
 };
 
 /// How long one escape task may take end to end.
@@ -44,14 +45,6 @@ fn require_sandbox() {
         "this kernel cannot sandbox runs: {:?}",
         support.problem
     );
-}
-
-/// A free TCP port on loopback (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// An executor node as a child process.
@@ -198,11 +191,8 @@ async fn originator(dir: &Path, executor: &Executor) -> NodeHandle {
     config.market.bid_window_ms = 300;
     config.node.bootstrap = vec![executor.dial.clone()];
     let handle = node(config).await;
-    let announced = common::wait_until(EVENT_TIMEOUT, || async {
-        peers(&handle)
-            .await
-            .iter()
-            .any(|p| p.peer_id == executor.peer_id && p.announced)
+    let announced = common::wait_until(EVENT_TIMEOUT, || {
+        has_peer(&handle, &executor.peer_id, |p| p.announced)
     })
     .await;
     assert!(
@@ -460,7 +450,8 @@ async fn processes_memory_and_signals_are_contained() {
         forks <= RUN_PROCESSES_MAX,
         "{forks} processes started under a limit of {RUN_PROCESSES_MAX}"
     );
-    // The survivors would write 3 s after the start; wait past that.
+    // A negative window, kept on purpose: the survivors would write 3 s after the start
+    // (their pids are in the run's PID namespace, out of the test's sight), so wait past that.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let workspaces: Vec<PathBuf> = std::fs::read_dir(data.join("workspaces"))
         .expect("workspaces kept")

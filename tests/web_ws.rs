@@ -108,9 +108,11 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
 
     // A client that never reads: the hub drops it once its queue is full; memory stays bounded.
     let lazy_token = token.clone();
+    let (release_lazy, lazy_released) = std::sync::mpsc::channel::<()>();
     let lazy = std::thread::spawn(move || {
         let socket = connect(address, &lazy_token);
-        std::thread::sleep(Duration::from_secs(8));
+        // Hold the socket, unread, until the test has seen the hub drop it (or gave up).
+        let _ = lazy_released.recv_timeout(EVENT_TIMEOUT * 2);
         drop(socket);
     });
     assert!(
@@ -148,6 +150,7 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
         .await,
         "the slow client was never dropped"
     );
+    let _ = release_lazy.send(());
     // The node still serves: a new client gets a snapshot.
     let fresh = tokio::task::spawn_blocking(move || {
         let mut socket = connect(address, &token);
@@ -165,14 +168,10 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
 
 #[actix_rt::test]
 async fn tasks_travel_as_deltas_without_their_diffs() {
-    use apn::actors::distributor::{GetTask, Prefer};
+    use apn::actors::distributor::Prefer;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let mut config = shell_config(dir.path());
     config.http.bind = "127.0.0.1:0".into();
-    config
-        .executor
-        .profiles
-        .insert("SHELL".into(), shell_profile());
     let node = node(config).await;
     let address = node.http_addr.unwrap();
     let token = node.api_token().expect("a token");
@@ -181,23 +180,9 @@ async fn tasks_travel_as_deltas_without_their_diffs() {
     let mut task = mesh_shell_task(repo.path(), "big diff", "seq 1 20000 >> big.txt", 1);
     task.prefer = Prefer::Local;
     let id = node.distributor.send(task).await.unwrap().unwrap();
-    assert!(
-        wait_until(EVENT_TIMEOUT, || async {
-            node.distributor
-                .send(GetTask(id))
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|t| t.status.is_final())
-        })
+    let diff_len = task_final(&node, id, EVENT_TIMEOUT)
         .await
-    );
-    let diff_len = node
-        .distributor
-        .send(GetTask(id))
-        .await
-        .unwrap()
-        .and_then(|t| t.diff)
+        .diff
         .expect("a diff")
         .len();
     assert!(diff_len > 50_000, "{diff_len}");

@@ -2,6 +2,8 @@
 //! and from a path, the agent's diff (modified, added, deleted, binary, non-UTF-8 files)
 //! applied back to the original, size limits, hostile diffs refused, the verify command.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
@@ -11,6 +13,7 @@ use apn::workspace::{
     DiffResult, RepoSource, WorkspaceError, apply_and_verify, apply_check, check_diff_paths,
     checkout_workspace, create_bundle, diff_against_base, remove_workspace, resolve_commit,
 };
+use common::process::{gone_blocking, read_pid};
 
 /// No test here should take this long; one that does has hung.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -377,31 +380,11 @@ fn the_verify_command_runs_on_the_patched_copy_without_node_secrets() {
             .unwrap()
         );
         assert!(started.elapsed() < Duration::from_secs(20));
-        let pid = std::fs::read_to_string(&pid_file).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        let alive = Command::new("kill")
-            .args(["-0", pid.trim()])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success();
         assert!(
-            !alive || zombie(pid.trim()),
+            gone_blocking(read_pid(&pid_file), Duration::from_secs(5)),
             "the verify command's child survived"
         );
         // The user's repository is untouched.
         assert_eq!(git(&repo, &["status", "--porcelain"]), "");
     });
-}
-
-/// A killed process whose parent is gone may linger as a zombie until init reaps it.
-fn zombie(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                == Some("Z")
-        })
-        .unwrap_or(true)
 }

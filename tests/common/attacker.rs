@@ -13,7 +13,7 @@ use apn::messages::envelope::{EnvelopeLimits, ReplayCache, verify_frame};
 use apn::messages::*;
 use uuid::Uuid;
 
-use super::{EVENT_TIMEOUT, peers, wait_until};
+use super::{EVENT_TIMEOUT, has_peer, wait_until};
 
 /// A signed frame carrying `message` from `identity` to the node `to`.
 pub fn frame(identity: &Identity, to: &libp2p::PeerId, message: &APNMessage) -> Vec<u8> {
@@ -50,12 +50,8 @@ impl Attacker {
         .expect("the attacker's swarm starts");
         let peer_id = identity.peer_id().to_string();
         assert!(
-            wait_until(EVENT_TIMEOUT, || async {
-                peers(victim)
-                    .await
-                    .iter()
-                    .any(|p| p.peer_id == peer_id && p.connected)
-            })
+            wait_until(EVENT_TIMEOUT, || has_peer(victim, &peer_id, |p| p
+                .connected))
             .await,
             "the attacker never connected"
         );
@@ -79,6 +75,18 @@ impl Attacker {
     /// Announce the attacker (with its real Noise key) offering `profiles`.
     pub async fn announce(&self, profiles: &[&str]) {
         self.send(&self.announcement(profiles)).await;
+    }
+
+    /// Announce (see `announce`) and wait until `victim` holds the announcement.
+    pub async fn announce_to(&self, victim: &NodeHandle, profiles: &[&str]) {
+        self.announce(profiles).await;
+        let peer_id = self.identity.peer_id().to_string();
+        assert!(
+            wait_until(EVENT_TIMEOUT, || has_peer(victim, &peer_id, |p| p
+                .announced))
+            .await,
+            "the victim never took the attacker's announcement"
+        );
     }
 
     /// The attacker's own, correctly signed announcement (no listen addresses, so nobody

@@ -13,6 +13,7 @@ pub use apn::harness::NatsServer;
 use tokio::sync::mpsc;
 
 pub mod attacker;
+pub mod process;
 
 /// Default bound on waiting for something that should happen.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -123,6 +124,11 @@ impl Tap {
     }
 }
 
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
+    apn::harness::free_port().expect("a free port")
+}
+
 /// A real nats-server on a free port (panics with the reason when it cannot start).
 pub fn nats() -> NatsServer {
     NatsServer::start().unwrap_or_else(|e| panic!("{e}"))
@@ -203,6 +209,33 @@ pub fn mesh_shell_task(
     }
 }
 
+/// The view of a task of `node` (None when the node does not know it).
+pub async fn task_view(
+    node: &NodeHandle,
+    id: uuid::Uuid,
+) -> Option<apn::actors::distributor::TaskView> {
+    node.distributor
+        .send(apn::actors::distributor::GetTask(id))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// True once a task of `node` has `status`, within `timeout`.
+pub async fn task_reaches(
+    node: &NodeHandle,
+    id: uuid::Uuid,
+    status: apn::actors::distributor::TaskStatus,
+    timeout: Duration,
+) -> bool {
+    wait_until(timeout, || async {
+        task_view(node, id)
+            .await
+            .is_some_and(|v| v.status == status)
+    })
+    .await
+}
+
 /// Poll a task of `node` until it is final (panics with its view after `timeout`).
 pub async fn task_final(
     node: &NodeHandle,
@@ -211,13 +244,7 @@ pub async fn task_final(
 ) -> apn::actors::distributor::TaskView {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let view = node
-            .distributor
-            .send(apn::actors::distributor::GetTask(id))
-            .await
-            .ok()
-            .flatten()
-            .expect("task exists");
+        let view = task_view(node, id).await.expect("task exists");
         if view.status.is_final() {
             return view;
         }
@@ -227,4 +254,23 @@ pub async fn task_final(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// True when `node`'s peer table holds `peer_id` and `state` holds of it (e.g. connected,
+/// announced).
+pub async fn has_peer(node: &NodeHandle, peer_id: &str, state: impl Fn(&PeerInfo) -> bool) -> bool {
+    peers(node)
+        .await
+        .iter()
+        .any(|p| p.peer_id == peer_id && state(p))
+}
+
+/// A test config whose node runs SHELL tasks, its own and peers'.
+pub fn shell_config(data_dir: &Path) -> Config {
+    let mut config = test_config(data_dir);
+    config
+        .executor
+        .profiles
+        .insert("SHELL".into(), shell_profile());
+    config
 }
