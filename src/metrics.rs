@@ -1,12 +1,120 @@
 //! Counters shared by the roles and exported at `GET /metrics`. Plain atomics: any actor or
 //! task bumps them without a message, and reading them never blocks a role. Besides the
 //! network's counters, the HTTP layer counts its refusals here by reason
-//! (`apn_http_refused_total{reason}`, see `web/access.rs`).
+//! (`apn_http_refused_total{reason}`, see `web/access.rs`), and a message one role could
+//! not hand to another (`apn_role_drops_total{role, reason}`, see [`try_send_counted`]).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+
 use crate::messages::DropReason;
 use crate::web::Refusal;
+
+/// A role a message is handed to with `try_send` (which fails rather than wait when the
+/// role's mailbox is full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Distributor,
+    Bidder,
+    Executor,
+    Payments,
+    Accountant,
+    Panel,
+    Taps,
+}
+
+impl Role {
+    pub const ALL: [Role; 7] = [
+        Role::Distributor,
+        Role::Bidder,
+        Role::Executor,
+        Role::Payments,
+        Role::Accountant,
+        Role::Panel,
+        Role::Taps,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Distributor => "distributor",
+            Role::Bidder => "bidder",
+            Role::Executor => "executor",
+            Role::Payments => "payments",
+            Role::Accountant => "accountant",
+            Role::Panel => "panel",
+            Role::Taps => "taps",
+        }
+    }
+}
+
+/// Why a `try_send` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailure {
+    /// The role's mailbox is full.
+    Full,
+    /// The role has stopped.
+    Closed,
+}
+
+impl SendFailure {
+    pub const ALL: [SendFailure; 2] = [SendFailure::Full, SendFailure::Closed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SendFailure::Full => "mailbox_full",
+            SendFailure::Closed => "stopped",
+        }
+    }
+}
+
+/// Hand `message` to `role` without waiting; what cannot be delivered is counted in
+/// `metrics` and dropped. Only for what may be lost (deltas, log lines, byte counts):
+/// results, payments and receipts go with `do_send`, which a full mailbox never refuses.
+pub fn try_send_counted<M>(
+    recipient: &Recipient<M>,
+    message: M,
+    metrics: &NetMetrics,
+    role: Role,
+) -> bool
+where
+    M: Message + Send,
+    M::Result: Send,
+{
+    match recipient.try_send(message) {
+        Ok(()) => true,
+        Err(SendError::Full(_)) => {
+            metrics.count_role_drop(role, SendFailure::Full);
+            false
+        }
+        Err(SendError::Closed(_)) => {
+            metrics.count_role_drop(role, SendFailure::Closed);
+            false
+        }
+    }
+}
+
+/// [`try_send_counted`] for an actor's address.
+pub fn try_send_to<A, M>(address: &Addr<A>, message: M, metrics: &NetMetrics, role: Role) -> bool
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    match address.try_send(message) {
+        Ok(()) => true,
+        Err(SendError::Full(_)) => {
+            metrics.count_role_drop(role, SendFailure::Full);
+            false
+        }
+        Err(SendError::Closed(_)) => {
+            metrics.count_role_drop(role, SendFailure::Closed);
+            false
+        }
+    }
+}
 
 /// Network counters of one node.
 #[derive(Debug, Default)]
@@ -24,9 +132,20 @@ pub struct NetMetrics {
     pub relay_reconnects: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
     http_refused: [AtomicU64; Refusal::ALL.len()],
+    role_drops: [[AtomicU64; SendFailure::ALL.len()]; Role::ALL.len()],
 }
 
 impl NetMetrics {
+    /// Count a message `role` could not be handed.
+    pub fn count_role_drop(&self, role: Role, failure: SendFailure) {
+        self.role_drops[role as usize][failure as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages `role` could not be handed for `failure`, since start.
+    pub fn role_drops(&self, role: Role, failure: SendFailure) -> u64 {
+        self.role_drops[role as usize][failure as usize].load(Ordering::Relaxed)
+    }
+
     /// Count one dropped frame.
     pub fn count_drop(&self, reason: DropReason) {
         self.count_drops(reason, 1);
@@ -81,5 +200,42 @@ impl Gauge {
     }
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod role_drop_tests {
+    use super::*;
+
+    struct Slow;
+
+    impl Actor for Slow {
+        type Context = Context<Self>;
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Delta;
+
+    impl Handler<Delta> for Slow {
+        type Result = ();
+
+        fn handle(&mut self, _: Delta, _: &mut Context<Self>) {}
+    }
+
+    #[actix_rt::test]
+    async fn a_full_mailbox_drops_what_may_be_lost_and_counts_it() {
+        let mut context = Context::<Slow>::new();
+        context.set_mailbox_capacity(1);
+        let slow = context.run(Slow).recipient::<Delta>();
+        let metrics = NetMetrics::default();
+        // Nothing runs the actor between these sends: the second finds the mailbox full.
+        assert!(try_send_counted(&slow, Delta, &metrics, Role::Panel));
+        assert!(!try_send_counted(&slow, Delta, &metrics, Role::Panel));
+        assert_eq!(metrics.role_drops(Role::Panel, SendFailure::Full), 1);
+        assert_eq!(metrics.role_drops(Role::Distributor, SendFailure::Full), 0);
+        // What must not be lost goes with do_send, which a full mailbox takes anyway.
+        slow.do_send(Delta);
+        assert_eq!(metrics.role_drops(Role::Panel, SendFailure::Full), 1);
     }
 }

@@ -18,7 +18,7 @@ use crate::identity::Identity;
 use crate::messages::Vibe;
 use crate::protocol::ledger::PayPeer;
 use crate::protocol::mesh::{Inbound, SendTo};
-use crate::protocol::panel::{PanelEvent, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
 
 // The messages this role answers, defined with the rest of the roles' protocol.
 pub use crate::protocol::accounting::{
@@ -69,7 +69,7 @@ pub struct ResourceAccounting {
     pay: Option<Recipient<PayPeer>>,
     /// The peer manager, which delivers the payment.
     send: Option<Recipient<SendTo>>,
-    panel: Option<Recipient<PanelEvent>>,
+    panel: Option<PanelSender>,
 }
 
 /// How often settlement and contribution reports are considered.
@@ -94,7 +94,7 @@ impl ResourceAccounting {
         resources: ResourcesConfig,
         pay: Option<Recipient<PayPeer>>,
         send: Option<Recipient<SendTo>>,
-        panel: Option<Recipient<PanelEvent>>,
+        panel: Option<PanelSender>,
     ) -> Self {
         ResourceAccounting {
             unsettled: HashMap::new(),
@@ -181,7 +181,7 @@ impl ResourceAccounting {
                                     Some(amount),
                                     format!("bandwidth: {bytes} bytes of logs from {node}"),
                                 );
-                                let _ = panel.try_send(PanelEvent::Transaction(entry));
+                                panel.publish(PanelEvent::Transaction(entry));
                             }
                             let message = crate::messages::APNMessage::VibeTransaction(transaction);
                             let _ = peer_manager.send(SendTo { peer, message }).await;
@@ -207,7 +207,7 @@ impl ResourceAccounting {
                     Some(bandwidth_value(bytes, rate)),
                     format!("{bytes} bytes sent to peers"),
                 );
-                let _ = panel.try_send(PanelEvent::Transaction(entry));
+                panel.publish(PanelEvent::Transaction(entry));
             }
         }
     }

@@ -41,7 +41,7 @@ use crate::protocol::accounting::ComputeUsed;
 use crate::protocol::execution::LocalExecution;
 use crate::protocol::ledger::RecordCounterparty;
 use crate::protocol::mesh::{GetPeerNoiseKey, Inbound, SendTo, SetFreeSlots};
-use crate::protocol::panel::{PanelEvent, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
 
 /// Repository chunks buffered per run before the sender is slowed down.
 const CHUNKS_QUEUED_MAX: usize = 64;
@@ -69,7 +69,7 @@ pub struct ExecutorLinks {
     pub local_updates: Recipient<LocalExecution>,
     /// The accountant, told the compute each run used.
     pub compute: Option<Recipient<ComputeUsed>>,
-    pub panel: Option<Recipient<PanelEvent>>,
+    pub panel: Option<PanelSender>,
     /// The settlement engine, told of each peer whose task is admitted: the ledger accepts
     /// payments only from them.
     pub counterparties: Option<Recipient<RecordCounterparty>>,
@@ -294,7 +294,7 @@ impl TaskExecutor {
                     RunOrigin::Local { .. } => None,
                 };
                 let entry = TransactionLogEntry::new(TransactionType::TaskReceived, Some(task_id), origin_node, None, format!("{} from a peer", payload.title));
-                let _ = panel.try_send(PanelEvent::Transaction(entry));
+                panel.publish(PanelEvent::Transaction(entry));
             }
             actor.start_run(task_id, origin, payload, ctx);
         }));

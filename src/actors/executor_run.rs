@@ -35,7 +35,7 @@ use crate::messages::{
 };
 use crate::protocol::accounting::ComputeUsed;
 use crate::protocol::mesh::SendTo;
-use crate::protocol::panel::{PanelEvent, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
 use crate::sandbox::{self, SandboxLimits, SandboxNetwork, SandboxPolicy};
 use crate::workspace;
 
@@ -158,7 +158,7 @@ pub struct RunContext {
     /// The peer manager, which carries the execution stream to the originator.
     pub send: Recipient<SendTo>,
     pub compute: Option<Recipient<ComputeUsed>>,
-    pub panel: Option<Recipient<PanelEvent>>,
+    pub panel: Option<PanelSender>,
     pub origin: RunOrigin,
     pub payload: TaskPayload,
     pub chunks: mpsc::Receiver<RepoChunk>,
@@ -393,7 +393,7 @@ pub async fn run(mut run: RunContext) -> bool {
                 usage.cpu_seconds, usage.memory_gb_seconds, run.payload.title
             ),
         );
-        let _ = panel.try_send(PanelEvent::Transaction(entry));
+        panel.publish(PanelEvent::Transaction(entry));
     }
     if let Some(compute) = &run.compute {
         let peer = match &reporter.origin {

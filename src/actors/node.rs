@@ -1,11 +1,17 @@
-//! Wiring: starts one node's actors in dependency order and hands each the `Recipient`s it
-//! needs. Reads like the diagram in DESIGN.md:
+//! Wiring: starts one node's actors in dependency order, each with its mailbox size, and
+//! hands each role the `Recipient`s it needs (its `*Links`). This is the only file that
+//! names concrete actors; roles know each other only through `protocol/` messages.
 //!
 //! ```text
-//!  PaymentCourier ──► SettlementEngine ◄── ResourceAccounting   PanelHub ◄── every role
-//!        ▲                   ▲                                    ▲
-//!  TaskDistributor ◄─┐   TaskExecutor   ExecutionRelay  │
-//!                    └── PeerManager (swarm task + relay task) ──► Inbound to each role
+//!                   ┌──────────── Inbound (verified envelopes) ─────────────┐
+//!                   ▼              ▼             ▼            ▼           ▼
+//!  PeerManager ─► Bidder    TaskDistributor  TaskExecutor  PaymentCourier  ResourceAccounting
+//!  (swarm task,     │ReserveSlot  │ │ RunLocal ▲ │ LocalExecution│           │ PayPeer
+//!   relay task)     └────────────►│ └──────────┘ │               │           │
+//!      ▲  SendTo, Broadcast,      │ escrow, journal, reputation  ▼           ▼
+//!      └─ GetPeers, NoiseKey ◄────┤ ──────────────────────► SettlementEngine (SQLite)
+//!                                 └─► ExecutionRelay (streams)    ▲ RecordCounterparty
+//!  every role ──► PanelHub (deltas, transaction log) ──► websocket clients
 //! ```
 //!
 //! `start_node` must run inside an actix `System`. Several nodes can run in one process
@@ -35,6 +41,7 @@ use crate::mesh::relay::{RelaySettings, spawn_relay};
 use crate::mesh::swarm::{SwarmSettings, spawn_swarm};
 use crate::mesh::{MeshError, MeshEvent};
 use crate::metrics::NetMetrics;
+use crate::protocol::panel::PanelSender;
 
 /// How long start-up waits for the swarm to report its listen addresses.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -126,6 +133,29 @@ impl NodeHandle {
     }
 }
 
+/// Mailbox sizes, one per role (actix's default is 16). What may be lost (panel deltas, log
+/// lines, byte counts) is handed over with `try_send` and counted when a mailbox is full
+/// (`apn_role_drops_total`); assignments, results, payments and receipts go with
+/// `do_send`, which a full mailbox never refuses (`peer_manager::must_deliver`).
+pub const PEER_MANAGER_MAILBOX: usize = crate::mesh::MESH_EVENTS_MAX;
+pub const DISTRIBUTOR_MAILBOX: usize = 4096;
+pub const BIDDER_MAILBOX: usize = 1024;
+pub const EXECUTOR_MAILBOX: usize = 1024;
+pub const RELAY_MAILBOX: usize = 4096;
+pub const ACCOUNTANT_MAILBOX: usize = 4096;
+pub const COURIER_MAILBOX: usize = 1024;
+pub const PANEL_HUB_MAILBOX: usize = 4096;
+
+/// Start `actor` with a mailbox of `capacity` messages.
+fn start_with_mailbox<A>(actor: A, capacity: usize) -> Addr<A>
+where
+    A: Actor<Context = Context<A>>,
+{
+    let mut context = Context::new();
+    context.set_mailbox_capacity(capacity);
+    context.run(actor)
+}
+
 /// Start a node with this configuration. Must run inside an actix `System`.
 pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     config.validate()?;
@@ -139,50 +169,62 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
 
     // The peer manager and the distributor are addressed before they start: the roles they
     // serve need their addresses, and they need the roles'.
-    let peer_manager_context = Context::<PeerManager>::new();
+    let mut peer_manager_context = Context::<PeerManager>::new();
+    peer_manager_context.set_mailbox_capacity(PEER_MANAGER_MAILBOX);
     let peer_manager_address = peer_manager_context.address();
-    let distributor_context = Context::<TaskDistributor>::new();
+    let mut distributor_context = Context::<TaskDistributor>::new();
+    distributor_context.set_mailbox_capacity(DISTRIBUTOR_MAILBOX);
     let distributor_address = distributor_context.address();
 
     let ledger_path = data_dir.join(crate::ledger::LEDGER_FILE);
-    let panel_hub = PanelHub::new(config.http.websocket_clients_max).start();
+    let panel_hub = start_with_mailbox(
+        PanelHub::new(config.http.websocket_clients_max),
+        PANEL_HUB_MAILBOX,
+    );
+    let panel = PanelSender::new(panel_hub.clone().recipient(), metrics.clone());
     let settler = start_settlement_engine(
         &ledger_path,
         identity.clone(),
         config.economics.initial_balance,
-        Some(panel_hub.clone().recipient()),
+        Some(panel.clone()),
     )
     .map_err(|e| NodeError::Ledger(e.to_string()))?;
-    let accountant = ResourceAccounting::new(
-        identity.clone(),
-        config.economics.clone(),
-        config.resources.clone(),
-        Some(settler.clone().recipient()),
-        Some(peer_manager_address.clone().recipient()),
-        Some(panel_hub.clone().recipient()),
-    )
-    .start();
-    let relay_role = ExecutionRelay::with_store(
-        Some(panel_hub.clone().recipient()),
-        &data_dir.join(super::relay::LOG_STORE_FILE),
-    )
-    .map_err(|e| NodeError::LogStore(e.to_string()))?
-    .start();
-    let executor = TaskExecutor::new(
-        identity.clone(),
-        config.clone(),
-        metrics.clone(),
-        ExecutorLinks {
-            send: peer_manager_address.clone().recipient(),
-            noise_key: peer_manager_address.clone().recipient(),
-            free_slots: peer_manager_address.clone().recipient(),
-            local_updates: distributor_address.clone().recipient(),
-            compute: Some(accountant.clone().recipient()),
-            panel: Some(panel_hub.clone().recipient()),
-            counterparties: Some(settler.clone().recipient()),
-        },
-    )
-    .start();
+    let accountant = start_with_mailbox(
+        ResourceAccounting::new(
+            identity.clone(),
+            config.economics.clone(),
+            config.resources.clone(),
+            Some(settler.clone().recipient()),
+            Some(peer_manager_address.clone().recipient()),
+            Some(panel.clone()),
+        ),
+        ACCOUNTANT_MAILBOX,
+    );
+    let relay_role = start_with_mailbox(
+        ExecutionRelay::with_store(
+            Some(panel.clone()),
+            &data_dir.join(super::relay::LOG_STORE_FILE),
+        )
+        .map_err(|e| NodeError::LogStore(e.to_string()))?,
+        RELAY_MAILBOX,
+    );
+    let executor = start_with_mailbox(
+        TaskExecutor::new(
+            identity.clone(),
+            config.clone(),
+            metrics.clone(),
+            ExecutorLinks {
+                send: peer_manager_address.clone().recipient(),
+                noise_key: peer_manager_address.clone().recipient(),
+                free_slots: peer_manager_address.clone().recipient(),
+                local_updates: distributor_address.clone().recipient(),
+                compute: Some(accountant.clone().recipient()),
+                panel: Some(panel.clone()),
+                counterparties: Some(settler.clone().recipient()),
+            },
+        ),
+        EXECUTOR_MAILBOX,
+    );
     let distributor = distributor_context.run(TaskDistributor::new(
         identity.clone(),
         config.clone(),
@@ -202,32 +244,36 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
             journal: settler.clone().recipient(),
             lookup: settler.clone().recipient(),
             stream: relay_role.clone().recipient(),
-            panel: panel_hub.clone().recipient(),
+            panel: panel.clone(),
             billing: Some(accountant.clone().recipient()),
         },
     ));
 
-    let bidder = Bidder::new(
-        identity.clone(),
-        config.clone(),
-        metrics.clone(),
-        BidderLinks {
-            reserve: executor.clone().recipient(),
-            send: peer_manager_address.clone().recipient(),
-        },
-    )
-    .start();
+    let bidder = start_with_mailbox(
+        Bidder::new(
+            identity.clone(),
+            config.clone(),
+            metrics.clone(),
+            BidderLinks {
+                reserve: executor.clone().recipient(),
+                send: peer_manager_address.clone().recipient(),
+            },
+        ),
+        BIDDER_MAILBOX,
+    );
 
-    let courier = PaymentCourier::new(
-        CourierLinks {
-            due: settler.clone().recipient(),
-            accept: settler.clone().recipient(),
-            confirm: settler.clone().recipient(),
-            send: peer_manager_address.clone().recipient(),
-        },
-        metrics.clone(),
-    )
-    .start();
+    let courier = start_with_mailbox(
+        PaymentCourier::new(
+            CourierLinks {
+                due: settler.clone().recipient(),
+                accept: settler.clone().recipient(),
+                confirm: settler.clone().recipient(),
+                send: peer_manager_address.clone().recipient(),
+            },
+            metrics.clone(),
+        ),
+        COURIER_MAILBOX,
+    );
 
     let transports = start_transports(&identity, &config).await?;
     let listen_addrs = transports.listen_addrs.clone();

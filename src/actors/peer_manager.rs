@@ -34,7 +34,7 @@ use crate::messages::{
     APNMessage, BandwidthPurpose, DropReason, Envelope, EnvelopeLimits, NodeAnnouncement,
     PingReply, PingRequest, ReplayCache, Topic, VerifiedEnvelope,
 };
-use crate::metrics::NetMetrics;
+use crate::metrics::{NetMetrics, Role, try_send_counted};
 use crate::protocol::accounting::{BytesTransferred, Direction};
 use crate::protocol::panel::PanelEvent;
 
@@ -61,6 +61,22 @@ pub struct Routes {
     pub panel: Recipient<PanelEvent>,
     /// Byte counts per peer and purpose, for resource accounting.
     pub bytes: Recipient<BytesTransferred>,
+}
+
+/// Messages a role must get even when its mailbox is full: an assignment, the end of a run,
+/// payments and their receipts. Losing one costs money or a task; their rate is bounded by
+/// the per-peer frame budget before they get here.
+pub fn must_deliver(message: &APNMessage) -> bool {
+    matches!(
+        message,
+        APNMessage::TaskAssigned(_)
+            | APNMessage::TaskCancelled(_)
+            | APNMessage::ExecutionStarted(_)
+            | APNMessage::ExecutionCompleted(_)
+            | APNMessage::ExecutionFailed(_)
+            | APNMessage::VibeTransaction(_)
+            | APNMessage::PaymentReceipt(_)
+    )
 }
 
 /// What a message's bytes count as in bandwidth accounting.
@@ -264,9 +280,7 @@ impl PeerManager {
 
     fn panel(&self, event: PanelEvent) {
         // The hub is bounded by its own mailbox; a full hub loses a delta, not the node.
-        if let Err(e) = self.routes.panel.try_send(event) {
-            tracing::debug!(error = %e, "panel hub busy, delta dropped");
-        }
+        try_send_counted(&self.routes.panel, event, &self.metrics, Role::Panel);
     }
 
     fn entry(&mut self, peer: PeerId) -> Option<&mut PeerEntry> {
@@ -432,12 +446,17 @@ impl PeerManager {
             PeerPath::Direct
         };
         let frame_bytes = frame.len() as u64;
-        let _ = self.routes.bytes.try_send(BytesTransferred {
-            peer: transport_peer.unwrap_or(author),
-            purpose: purpose_of(&verified.message),
-            direction: Direction::In,
-            bytes: frame_bytes,
-        });
+        try_send_counted(
+            &self.routes.bytes,
+            BytesTransferred {
+                peer: transport_peer.unwrap_or(author),
+                purpose: purpose_of(&verified.message),
+                direction: Direction::In,
+                bytes: frame_bytes,
+            },
+            &self.metrics,
+            Role::Accountant,
+        );
         let is_new = !self.peers.contains_key(&author);
         let Some(entry) = self.entry(author) else {
             return Err(DropReason::RateLimited);
@@ -468,29 +487,34 @@ impl PeerManager {
                 }
             }
             message => {
-                let route = match message {
-                    APNMessage::TaskDistributionRequest(_) => &self.routes.bidder,
-                    APNMessage::TaskBid(_) => &self.routes.distributor,
+                let (route, role) = match message {
+                    APNMessage::TaskDistributionRequest(_) => (&self.routes.bidder, Role::Bidder),
+                    APNMessage::TaskBid(_) => (&self.routes.distributor, Role::Distributor),
                     APNMessage::TaskAssigned(_)
                     | APNMessage::RepoChunk(_)
-                    | APNMessage::TaskCancelled(_) => &self.routes.executor,
+                    | APNMessage::TaskCancelled(_) => (&self.routes.executor, Role::Executor),
                     // The distributor holds the Noise session of each of its tasks, so it
                     // decrypts the stream and hands it to the execution relay.
                     APNMessage::ExecutionStarted(_)
                     | APNMessage::ExecutionProgress(_)
                     | APNMessage::ExecutionLogs(_)
                     | APNMessage::ExecutionCompleted(_)
-                    | APNMessage::ExecutionFailed(_) => &self.routes.distributor,
-                    APNMessage::VibeTransaction(_) | APNMessage::PaymentReceipt(_) => {
-                        &self.routes.payments
+                    | APNMessage::ExecutionFailed(_) => {
+                        (&self.routes.distributor, Role::Distributor)
                     }
-                    _ => &self.routes.accountant,
+                    APNMessage::VibeTransaction(_) | APNMessage::PaymentReceipt(_) => {
+                        (&self.routes.payments, Role::Payments)
+                    }
+                    _ => (&self.routes.accountant, Role::Accountant),
                 };
                 let inbound = Inbound {
                     envelope: envelope.clone(),
                     path,
                 };
-                if route.try_send(inbound).is_err() {
+                if must_deliver(message) {
+                    // Never refused for a full mailbox; the frame budget upstream bounds it.
+                    route.do_send(inbound);
+                } else if !try_send_counted(route, inbound, &self.metrics, role) {
                     self.metrics.count_drop(DropReason::RateLimited);
                     self.log_drop(format!("{author} -> busy role"), DropReason::RateLimited);
                 }
@@ -501,8 +525,10 @@ impl PeerManager {
             }
         }
         let inbound = Inbound { envelope, path };
-        self.taps
-            .retain(|tap| tap.try_send(inbound.clone()).is_ok() || tap.connected());
+        let metrics = &self.metrics;
+        self.taps.retain(|tap| {
+            try_send_counted(tap, inbound.clone(), metrics, Role::Taps) || tap.connected()
+        });
         Ok(())
     }
 
@@ -580,12 +606,17 @@ impl PeerManager {
     }
 
     fn record_sent(&mut self, peer: PeerId, path: PeerPath, bytes: u64, purpose: BandwidthPurpose) {
-        let _ = self.routes.bytes.try_send(BytesTransferred {
-            peer,
-            purpose,
-            direction: Direction::Out,
-            bytes,
-        });
+        try_send_counted(
+            &self.routes.bytes,
+            BytesTransferred {
+                peer,
+                purpose,
+                direction: Direction::Out,
+                bytes,
+            },
+            &self.metrics,
+            Role::Accountant,
+        );
         NetMetrics::add(&self.metrics.messages_out, 1);
         NetMetrics::add(&self.metrics.bytes_out, bytes);
         if let Some(entry) = self.peers.get_mut(&peer) {
@@ -607,9 +638,6 @@ impl Actor for PeerManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Roles may be slow for a moment; the mailbox bound keeps memory in check and the
-        // transports' own bounded queues take the rest.
-        ctx.set_mailbox_capacity(crate::mesh::MESH_EVENTS_MAX);
         for event in std::mem::take(&mut self.early_events) {
             StreamHandler::handle(self, event, ctx);
         }
@@ -912,6 +940,36 @@ impl Handler<Shutdown> for PeerManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assignments_results_and_payments_are_never_dropped_for_a_full_mailbox() {
+        let every = crate::messages::samples::every_variant(&Identity::ephemeral(), Utc::now());
+        let must: Vec<&str> = every
+            .iter()
+            .filter(|m| must_deliver(m))
+            .map(|m| m.kind())
+            .collect();
+        for kind in [
+            "task_assigned",
+            "task_cancelled",
+            "execution_started",
+            "execution_completed",
+            "execution_failed",
+            "vibe_transaction",
+            "payment_receipt",
+        ] {
+            assert!(must.contains(&kind), "{kind} may be dropped");
+        }
+        // Streams and offers may be lost under load (and are counted when they are).
+        for kind in [
+            "execution_logs",
+            "execution_progress",
+            "task_distribution_request",
+            "task_bid",
+        ] {
+            assert!(!must.contains(&kind), "{kind} bypasses the mailbox bound");
+        }
+    }
 
     #[test]
     fn only_unknown_unconnected_peers_make_room() {

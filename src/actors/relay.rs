@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::market::LogLine;
 use crate::protocol::panel::PanelEvent;
+use crate::protocol::panel::PanelSender;
 
 // The messages this role answers, defined with the rest of the roles' protocol.
 pub use crate::protocol::execution::{
@@ -50,7 +51,7 @@ const LOG_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 pub struct ExecutionRelay {
     streams: HashMap<Uuid, TaskStream>,
     order: VecDeque<Uuid>,
-    panel: Option<Recipient<PanelEvent>>,
+    panel: Option<PanelSender>,
     store: Option<rusqlite::Connection>,
     pending: Vec<(Uuid, LogLine)>,
     stored_per_task: HashMap<Uuid, usize>,
@@ -58,7 +59,7 @@ pub struct ExecutionRelay {
 
 impl ExecutionRelay {
     /// A relay that also feeds the panel (no log store).
-    pub fn new(panel: Option<Recipient<PanelEvent>>) -> Self {
+    pub fn new(panel: Option<PanelSender>) -> Self {
         ExecutionRelay {
             panel,
             ..ExecutionRelay::default()
@@ -67,7 +68,7 @@ impl ExecutionRelay {
 
     /// A relay that keeps logs in `path` too.
     pub fn with_store(
-        panel: Option<Recipient<PanelEvent>>,
+        panel: Option<PanelSender>,
         path: &std::path::Path,
     ) -> Result<Self, rusqlite::Error> {
         let store = rusqlite::Connection::open(path)?;
@@ -185,7 +186,7 @@ impl Handler<RecordUpdate> for ExecutionRelay {
             }
         }
         if let Some(panel) = &self.panel {
-            let _ = panel.try_send(PanelEvent::Execution(event.clone()));
+            panel.publish(PanelEvent::Execution(event.clone()));
         }
         let stream = self.stream(task_of(&event));
         stream.subscribers.retain(|s| s.connected());

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::identity::Identity;
 use crate::ledger::{JournaledTask, Ledger, LedgerError, PendingPayment, Recovery, TransferRecord};
 use crate::messages::{APNMessage, TransactionReason, Vibe, VibeTransaction};
-use crate::protocol::panel::{PanelEvent, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
 
 pub use crate::ledger::Outcome;
 
@@ -34,7 +34,7 @@ pub use crate::protocol::ledger::{
 pub struct SettlementEngine {
     ledger: Ledger,
     identity: Identity,
-    panel: Option<Recipient<PanelEvent>>,
+    panel: Option<PanelSender>,
 }
 
 impl Actor for SettlementEngine {
@@ -51,7 +51,7 @@ pub fn start_settlement_engine(
     db_path: &Path,
     identity: Identity,
     initial_balance: Vibe,
-    panel: Option<Recipient<PanelEvent>>,
+    panel: Option<PanelSender>,
 ) -> Result<Addr<SettlementEngine>, LedgerError> {
     if let Some(parent) = db_path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| {
@@ -255,7 +255,7 @@ impl Handler<AcceptPayment> for SettlementEngine {
                     Some(transaction.amount),
                     format!("earned from {}", envelope.from_node),
                 );
-                let _ = panel.try_send(PanelEvent::Transaction(entry));
+                panel.publish(PanelEvent::Transaction(entry));
             }
             tracing::info!(amount = %transaction.amount, from = %envelope.from_node, "payment received");
         } else {

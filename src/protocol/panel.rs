@@ -1,6 +1,8 @@
 //! Panel messages: the deltas the roles publish for the Mesh Panel, the transaction log's
 //! entries, and the hub's connection and query messages.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -10,6 +12,7 @@ use uuid::Uuid;
 use super::execution::ExecutionEvent;
 use super::mesh::{PeerInfo, RelayState};
 use crate::messages::Vibe;
+use crate::metrics::{NetMetrics, Role, try_send_counted};
 
 /// The typed entries of the transaction log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -94,3 +97,22 @@ pub struct HubStats {
 #[derive(Debug, Message)]
 #[rtype(result = "HubStats")]
 pub struct GetHubStats;
+
+/// Where a role publishes panel deltas: the hub's mailbox is bounded, and a full hub loses
+/// the delta (counted in `apn_role_drops_total{role="panel"}`), never stalls the role.
+#[derive(Clone)]
+pub struct PanelSender {
+    hub: Recipient<PanelEvent>,
+    metrics: Arc<NetMetrics>,
+}
+
+impl PanelSender {
+    pub fn new(hub: Recipient<PanelEvent>, metrics: Arc<NetMetrics>) -> Self {
+        PanelSender { hub, metrics }
+    }
+
+    /// Hand `event` to the hub now, or count it lost.
+    pub fn publish(&self, event: PanelEvent) {
+        try_send_counted(&self.hub, event, &self.metrics, Role::Panel);
+    }
+}

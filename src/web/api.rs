@@ -577,6 +577,26 @@ pub(super) async fn metrics(state: web::Data<WebState>) -> Result<HttpResponse, 
             .collect(),
     );
     line(
+        "apn_role_drops_total",
+        "Messages a role could not be handed (mailbox full, or the role stopped), by role.",
+        "counter",
+        crate::metrics::Role::ALL
+            .iter()
+            .flat_map(|role| {
+                crate::metrics::SendFailure::ALL.iter().map(move |failure| {
+                    (
+                        format!(
+                            "{{role=\"{}\",reason=\"{}\"}}",
+                            role.label(),
+                            failure.label()
+                        ),
+                        net.role_drops(*role, *failure) as f64,
+                    )
+                })
+            })
+            .collect(),
+    );
+    line(
         "apn_http_refused_total",
         "HTTP requests refused by the access rules, by reason.",
         "counter",

@@ -45,7 +45,7 @@ use crate::protocol::ledger::{
     GetReputation, HoldEscrow, JournalTask, LookupTask, RecordOutcome, RefundEscrow, ReleaseEscrow,
 };
 use crate::protocol::mesh::{Broadcast, GetPeerNoiseKey, GetPeers, Inbound, SendTo};
-use crate::protocol::panel::{PanelEvent, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
 use crate::workspace;
 
 /// Peers a task request is also sent to directly.
@@ -113,7 +113,7 @@ pub struct DistributorLinks {
     /// The execution relay: the stream of this node's tasks.
     pub stream: Recipient<RecordUpdate>,
     /// The panel hub.
-    pub panel: Recipient<PanelEvent>,
+    pub panel: PanelSender,
     /// The accountant: log and progress bytes of assigned executors are billed there.
     pub billing: Option<Recipient<BillableBytes>>,
 }
@@ -213,10 +213,9 @@ impl TaskDistributor {
         amount: Option<Vibe>,
         detail: String,
     ) {
-        let _ = self
-            .links
+        self.links
             .panel
-            .try_send(PanelEvent::Transaction(TransactionLogEntry::new(
+            .publish(PanelEvent::Transaction(TransactionLogEntry::new(
                 kind,
                 Some(id),
                 peer,
