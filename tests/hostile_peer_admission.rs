@@ -40,6 +40,15 @@ fn payload(repo: RepoDelivery) -> TaskPayload {
     }
 }
 
+/// The task the attacker's requests commit to (the repository's delivery is not part of
+/// the content hash).
+fn any_payload() -> TaskPayload {
+    payload(RepoDelivery::Bundle {
+        bytes: 10,
+        total_chunks: 1,
+    })
+}
+
 /// The victim's first answer to an assignment of `task_id`: its refusal, or its start.
 async fn answer(attacker: &mut Attacker, task_id: Uuid) -> APNMessage {
     attacker
@@ -103,7 +112,9 @@ async fn an_assignment_at_another_price_or_with_a_local_path_is_refused() {
     let victim = victim(dir.path()).await;
     let mut attacker = announced_attacker(&victim).await;
     let repo = git_repo(&[("f", "x\n")]);
-    let bid = attacker.request_bid(Vibe::from_whole(100)).await;
+    let bid = attacker
+        .request_bid(Vibe::from_whole(100), &any_payload())
+        .await;
     // The agreed price must be the bid's.
     let cheaper = attacker.assignment(
         &victim,
@@ -145,11 +156,32 @@ async fn an_assignment_at_another_price_or_with_a_local_path_is_refused() {
 }
 
 #[actix_rt::test]
+async fn an_assignment_whose_task_is_not_the_one_bid_on_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = victim(dir.path()).await;
+    let mut attacker = announced_attacker(&victim).await;
+    // The request commits to a harmless task; the assignment seals another one.
+    let offered = any_payload();
+    let bid = attacker.request_bid(Vibe::from_whole(100), &offered).await;
+    let mut switched = offered.clone();
+    switched.prompt = "cat ~/.ssh/id_ed25519".into();
+    let assignment = attacker.assignment(&victim, bid.task_id, bid.price, &switched);
+    attacker.send(&assignment).await;
+    let error = refusal(answer(&mut attacker, bid.task_id).await);
+    assert!(error.contains("not the one this node bid on"), "{error}");
+    assert_eq!(victim.metrics.dropped(DropReason::ContentMismatch), 1);
+    nothing_started(&victim).await;
+    victim.shutdown().await;
+}
+
+#[actix_rt::test]
 async fn a_bundle_announcing_a_huge_chunk_count_is_refused_without_allocating() {
     let dir = tempfile::tempdir().unwrap();
     let victim = victim(dir.path()).await;
     let mut attacker = announced_attacker(&victim).await;
-    let bid = attacker.request_bid(Vibe::from_whole(100)).await;
+    let bid = attacker
+        .request_bid(Vibe::from_whole(100), &any_payload())
+        .await;
     // 1000 bytes is one chunk; a peer-chosen u32 once sized a vector of options and
     // aborted the whole process.
     let huge = attacker.assignment(
@@ -167,7 +199,9 @@ async fn a_bundle_announcing_a_huge_chunk_count_is_refused_without_allocating() 
     assert_eq!(victim.metrics.dropped(DropReason::BadChunkCount), 1);
     nothing_started(&victim).await;
     // The victim is alive and still bids.
-    let again = attacker.request_bid(Vibe::from_whole(100)).await;
+    let again = attacker
+        .request_bid(Vibe::from_whole(100), &any_payload())
+        .await;
     assert_ne!(again.task_id, bid.task_id);
     victim.shutdown().await;
 }
@@ -273,7 +307,9 @@ async fn one_peer_cannot_hold_every_slot_with_a_stream_of_requests() {
     let (a, b) = connected_pair(originator, executor).await;
     let mut attacker = Attacker::attach(&b).await;
     // The attacker asks for bids on task after task, each reserving a slot if it can.
-    attacker.request_bid(Vibe::from_whole(100)).await;
+    attacker
+        .request_bid(Vibe::from_whole(100), &any_payload())
+        .await;
     for _ in 0..5 {
         let task_id = Uuid::new_v4();
         attacker
@@ -329,7 +365,9 @@ async fn a_withdrawn_bid_gives_its_slot_back_at_once() {
     config.market.bid_window_ms = 20_000;
     let victim = node(config).await;
     let mut originator = Attacker::attach(&victim).await;
-    let first = originator.request_bid(Vibe::from_whole(100)).await;
+    let first = originator
+        .request_bid(Vibe::from_whole(100), &any_payload())
+        .await;
     // Another bid now would pass this originator's share of one reservation: the originator
     // says the first one lost, and its slot comes back.
     originator
@@ -338,7 +376,9 @@ async fn a_withdrawn_bid_gives_its_slot_back_at_once() {
             reason: "another bid won".into(),
         }))
         .await;
-    let second = originator.request_bid(Vibe::from_whole(100)).await;
+    let second = originator
+        .request_bid(Vibe::from_whole(100), &any_payload())
+        .await;
     assert_ne!(second.task_id, first.task_id);
     assert_eq!(victim.metrics.dropped(DropReason::ReservationLimit), 0);
     // Someone else's withdrawal of the second bid changes nothing.

@@ -165,23 +165,19 @@ async fn unsolicited_and_overflowing_payments_are_refused_and_cost_nothing() {
     // overflow the victim's balance.
     let mut customer = Attacker::attach(&victim).await;
     customer.announce_to(&victim, &[]).await;
-    let bid = customer.request_bid(Vibe::from_whole(100)).await;
-    let assignment = customer.assignment(
-        &victim,
-        bid.task_id,
-        bid.price,
-        &apn::market::TaskPayload {
-            title: "customer".into(),
-            prompt: "true".into(),
-            executor_profile: "SHELL".into(),
-            base_commit: "0".repeat(40),
-            repo: apn::market::RepoDelivery::Bundle {
-                bytes: 10,
-                total_chunks: 1,
-            },
-            timeout_s: 30,
+    let task = apn::market::TaskPayload {
+        title: "customer".into(),
+        prompt: "true".into(),
+        executor_profile: "SHELL".into(),
+        base_commit: "0".repeat(40),
+        repo: apn::market::RepoDelivery::Bundle {
+            bytes: 10,
+            total_chunks: 1,
         },
-    );
+        timeout_s: 30,
+    };
+    let bid = customer.request_bid(Vibe::from_whole(100), &task).await;
+    let assignment = customer.assignment(&victim, bid.task_id, bid.price, &task);
     customer.send(&assignment).await;
     customer
         .next(|m| matches!(m, APNMessage::ExecutionStarted(s) if s.task_id == bid.task_id))

@@ -126,6 +126,7 @@ impl Bidder {
         let reserve = self.links.reserve.clone();
         let send = self.links.send.clone();
         let task_id = request.task_id;
+        let content_hash = request.content_hash.clone();
         ctx.spawn(
             async move {
                 let reserved = reserve
@@ -134,6 +135,7 @@ impl Bidder {
                         until,
                         origin,
                         price,
+                        content_hash,
                     })
                     .await
                     .unwrap_or(false);

@@ -244,6 +244,11 @@ impl TaskExecutor {
         // The originator's Noise key comes from its signed announcement.
         let work = async move { noise_key.send(GetPeerNoiseKey(origin)).await.ok().flatten() };
         ctx.spawn(work.into_actor(self).map(move |key, actor, ctx| {
+            let bid_content_hash = actor
+                .reservations
+                .get(&task_id)
+                .map(|r| r.bid.content_hash.clone())
+                .unwrap_or_default();
             let admitted = key
                 .ok_or((
                     DropReason::Unauthorized,
@@ -259,11 +264,12 @@ impl TaskExecutor {
                         .map_err(|e| (DropReason::Malformed, format!("the task is malformed: {e}")))
                 })
                 .and_then(|(payload, answer, session)| {
-                    market::admit_payload(&payload, executor_run::BUNDLE_BYTES_MAX)
+                    market::admit_payload(&payload, executor_run::BUNDLE_BYTES_MAX, &bid_content_hash)
                         .map(|()| (payload, answer, session))
                         .map_err(|refusal| {
                             let reason = match refusal {
                                 AdmissionRefusal::LocalPath => DropReason::LocalPathFromPeer,
+                                AdmissionRefusal::ContentMismatch => DropReason::ContentMismatch,
                                 _ => DropReason::BadChunkCount,
                             };
                             (reason, refusal.to_string())
@@ -415,6 +421,7 @@ impl Handler<ReserveSlot> for TaskExecutor {
             // same bid again (a new round of the request) holds its slot longer.
             let same = existing.bid.origin == request.origin
                 && existing.bid.price == request.price
+                && existing.bid.content_hash == request.content_hash
                 && !existing.bid.claimed;
             if same {
                 existing.until = existing.until.max(request.until);
@@ -441,6 +448,7 @@ impl Handler<ReserveSlot> for TaskExecutor {
                 bid: LiveBid {
                     origin: request.origin,
                     price: request.price,
+                    content_hash: request.content_hash.clone(),
                     claimed: false,
                 },
                 until: request.until,

@@ -14,6 +14,8 @@ use super::REPO_CHUNK_BYTES;
 pub struct LiveBid<P> {
     pub origin: P,
     pub price: Vibe,
+    /// The request's `content_hash`: the task that arrives must be the one bid on.
+    pub content_hash: String,
     /// An assignment for it was admitted (it is being decrypted or runs).
     pub claimed: bool,
 }
@@ -31,6 +33,8 @@ pub enum AdmissionRefusal {
     AlreadyClaimed,
     #[error("a repository given as a local path is accepted only from this node itself")]
     LocalPath,
+    #[error("the task is not the one this node bid on (its content hash differs)")]
+    ContentMismatch,
     #[error(transparent)]
     Bundle(#[from] BundleShapeError),
 }
@@ -102,14 +106,35 @@ pub fn admit_assignment<P: PartialEq>(
 
 /// Admit a peer's decrypted task: the repository must come as a bundle, never as a path on
 /// this node's disk (that is for this node's own tasks only).
-pub fn admit_payload(payload: &TaskPayload, bundle_bytes_max: u64) -> Result<(), AdmissionRefusal> {
+/// The task must also be the one the request described: its prompt and base commit hash to
+/// the request's `content_hash` the bid was made for (no bait and switch).
+pub fn admit_payload(
+    payload: &TaskPayload,
+    bundle_bytes_max: u64,
+    bid_content_hash: &str,
+) -> Result<(), AdmissionRefusal> {
     match payload.repo {
-        RepoDelivery::LocalPath(_) => Err(AdmissionRefusal::LocalPath),
+        RepoDelivery::LocalPath(_) => return Err(AdmissionRefusal::LocalPath),
         RepoDelivery::Bundle {
             bytes,
             total_chunks,
-        } => Ok(check_bundle_shape(bytes, total_chunks, bundle_bytes_max)?),
+        } => check_bundle_shape(bytes, total_chunks, bundle_bytes_max)?,
     }
+    if content_hash(&payload.prompt, &payload.base_commit) != bid_content_hash {
+        return Err(AdmissionRefusal::ContentMismatch);
+    }
+    Ok(())
+}
+
+/// What a `TaskDistributionRequest` commits to: SHA-256 (hex) of the prompt, a zero byte and
+/// the base commit. The executor checks the sealed task against it before running.
+pub fn content_hash(prompt: &str, base_commit: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(prompt.as_bytes());
+    hasher.update([0]);
+    hasher.update(base_commit.as_bytes());
+    hex::encode(hasher.finalize())
 }
 
 /// How long an executor may hold an assignment, in seconds: the task's own timeout (capped
@@ -140,6 +165,7 @@ mod tests {
         let bid = LiveBid {
             origin: "origin",
             price: Vibe::from_whole(2),
+            content_hash: String::new(),
             claimed: false,
         };
         assert_eq!(
@@ -182,25 +208,56 @@ mod tests {
             repo: RepoDelivery::LocalPath("/etc".into()),
             timeout_s: 0,
         };
+        let hash = content_hash("p", "");
         assert_eq!(
-            admit_payload(&payload, 1 << 20),
+            admit_payload(&payload, 1 << 20, &hash),
             Err(AdmissionRefusal::LocalPath)
         );
         payload.repo = RepoDelivery::Bundle {
             bytes: 1,
             total_chunks: 1,
         };
-        assert_eq!(admit_payload(&payload, 1 << 20), Ok(()));
+        assert_eq!(admit_payload(&payload, 1 << 20, &hash), Ok(()));
         payload.repo = RepoDelivery::Bundle {
             bytes: 1,
             total_chunks: u32::MAX,
         };
         assert!(matches!(
-            admit_payload(&payload, 1 << 20),
+            admit_payload(&payload, 1 << 20, &hash),
             Err(AdmissionRefusal::Bundle(
                 BundleShapeError::ChunkCount { .. }
             ))
         ));
+    }
+
+    #[test]
+    fn the_task_must_be_the_one_the_bid_was_for() {
+        let payload = TaskPayload {
+            title: "t".into(),
+            prompt: "fix the typo".into(),
+            executor_profile: "SHELL".into(),
+            base_commit: "a".repeat(40),
+            repo: RepoDelivery::Bundle {
+                bytes: 1,
+                total_chunks: 1,
+            },
+            timeout_s: 0,
+        };
+        let bid_for = content_hash("fix the typo", &"a".repeat(40));
+        assert_eq!(admit_payload(&payload, 1 << 20, &bid_for), Ok(()));
+        for other in [
+            content_hash("rm -rf ~", &"a".repeat(40)),
+            content_hash("fix the typo", &"b".repeat(40)),
+            // The separator keeps prompt and commit from sliding into each other.
+            content_hash("fix the typoa", &"a".repeat(39)),
+            String::new(),
+        ] {
+            assert_eq!(
+                admit_payload(&payload, 1 << 20, &other),
+                Err(AdmissionRefusal::ContentMismatch)
+            );
+        }
+        assert_eq!(bid_for.len(), 64);
     }
 
     #[test]

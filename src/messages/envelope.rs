@@ -117,11 +117,13 @@ pub enum DropReason {
     ReservationLimit,
     /// The queue from a transport to the peer manager was full (in frames or bytes).
     QueueFull,
+    /// An assignment whose sealed task is not the one the request (and the bid) described.
+    ContentMismatch,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero counters too.
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Oversized,
         DropReason::Malformed,
         DropReason::UnknownVersion,
@@ -140,6 +142,7 @@ impl DropReason {
         DropReason::BidBelowMinimum,
         DropReason::ReservationLimit,
         DropReason::QueueFull,
+        DropReason::ContentMismatch,
     ];
 
     /// The reason's label in metrics and logs.
@@ -163,6 +166,7 @@ impl DropReason {
             DropReason::BidBelowMinimum => "bid_below_minimum",
             DropReason::ReservationLimit => "reservation_limit",
             DropReason::QueueFull => "queue_full",
+            DropReason::ContentMismatch => "content_mismatch",
         }
     }
 }

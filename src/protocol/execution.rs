@@ -20,6 +20,8 @@ pub struct ReserveSlot {
     pub until: Instant,
     pub origin: PeerId,
     pub price: Vibe,
+    /// The request's `content_hash`: the task that comes must be the one bid on.
+    pub content_hash: String,
 }
 
 /// Run one of this node's own tasks here. False when no slot is free.

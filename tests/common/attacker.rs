@@ -141,8 +141,9 @@ impl Attacker {
             .expect("the expected message within the timeout")
     }
 
-    /// Offer a SHELL task to the victim and wait for its bid.
-    pub async fn request_bid(&mut self, reward: Vibe) -> TaskBid {
+    /// Offer a SHELL task to the victim, committing to `task`'s content, and wait for its
+    /// bid.
+    pub async fn request_bid(&mut self, reward: Vibe, task: &TaskPayload) -> TaskBid {
         let task_id = Uuid::new_v4();
         self.send(&APNMessage::TaskDistributionRequest(
             TaskDistributionRequest {
@@ -150,7 +151,7 @@ impl Attacker {
                 executor_profile: "SHELL".into(),
                 requirements: Default::default(),
                 reward,
-                content_hash: String::new(),
+                content_hash: apn::market::content_hash(&task.prompt, &task.base_commit),
                 bid_deadline: chrono::Utc::now(),
             },
         ))

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use libp2p::PeerId;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{REPO_CHUNK_BYTES, Sealed, TaskDistributor, TaskStatus, VERIFY_TIMEOUT};
@@ -190,16 +189,12 @@ impl TaskDistributor {
             return;
         };
         let window = Duration::from_millis(self.config.market.bid_window_ms);
-        let mut hasher = Sha256::new();
-        hasher.update(task.request.prompt.as_bytes());
-        hasher.update([0]);
-        hasher.update(task.base_commit.as_bytes());
         let request = TaskDistributionRequest {
             task_id: id,
             executor_profile: task.request.executor_profile.clone(),
             requirements: task.request.requirements.clone(),
             reward: task.request.reward,
-            content_hash: hex::encode(hasher.finalize()),
+            content_hash: market::content_hash(&task.request.prompt, &task.base_commit),
             bid_deadline: Utc::now() + chrono::Duration::from_std(window).unwrap_or_default(),
         };
         let (peers_of, send, broadcast) = (
