@@ -172,6 +172,8 @@ struct Reporter {
     identity: Identity,
     send: Recipient<SendTo>,
     origin: RunOrigin,
+    /// The next log batch's sequence number.
+    log_sequence: u64,
 }
 
 impl Reporter {
@@ -198,6 +200,7 @@ impl Reporter {
             self.execution_id,
             &self.identity,
             session,
+            &mut self.log_sequence,
             update,
         ) {
             Ok(message) => message,
@@ -228,6 +231,7 @@ fn seal_update(
     execution_id: Uuid,
     identity: &Identity,
     session: &mut E2eSession,
+    log_sequence: &mut u64,
     update: ExecutionUpdate,
 ) -> Result<APNMessage, String> {
     fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
@@ -252,10 +256,12 @@ fn seal_update(
         }
         ExecutionUpdate::Logs(lines) => {
             let plaintext = encode(&lines)?;
+            let sequence = *log_sequence;
+            *log_sequence += 1;
             APNMessage::ExecutionLogs(ExecutionLogs {
                 task_id,
                 execution_id,
-                sequence: 0,
+                sequence,
                 lines: session.seal(&plaintext).map_err(|e| e.to_string())?,
             })
         }
@@ -311,6 +317,7 @@ pub async fn run(mut run: RunContext) -> bool {
         identity: run.identity.clone(),
         send: run.send.clone(),
         origin: run.origin,
+        log_sequence: 0,
     };
     match &reporter.origin {
         RunOrigin::Remote { origin, .. } => {

@@ -19,6 +19,7 @@
 pub mod admission;
 pub mod bidder;
 pub mod bids;
+pub mod log_order;
 pub mod origin_task;
 pub mod originator;
 

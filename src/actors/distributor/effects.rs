@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{REPO_CHUNK_BYTES, Sealed, TaskDistributor, TaskStatus, VERIFY_TIMEOUT};
 use crate::identity::{self, NodeId};
 use crate::ledger::Outcome;
+use crate::market::log_order::LogOrder;
 use crate::market::origin_task::{BidOffer, Effect, OriginTask, Phase};
 use crate::market::{self, BidFacts};
 use crate::mesh::e2e;
@@ -401,6 +402,7 @@ impl TaskDistributor {
                             escrow_id,
                             pending: Some(pending),
                             session: None,
+                            logs: LogOrder::default(),
                         });
                         task.outbox = Some((escrow_id, message));
                         actor.drive(id, ctx, |task| task.prepared(escrow_id, Instant::now()));

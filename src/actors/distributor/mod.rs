@@ -32,8 +32,9 @@ use uuid::Uuid;
 use crate::agent_process::available_profiles;
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::market::log_order::LogOrder;
 use crate::market::origin_task::{OriginLimits, OriginTask};
-use crate::market::{self, ExecutionResult, RepoDelivery, TaskPayload};
+use crate::market::{self, ExecutionResult, LogLine, RepoDelivery, TaskPayload};
 use crate::mesh::e2e::{E2eSession, PendingInitiator};
 use crate::messages::{APNMessage, Vibe};
 use crate::metrics::NetMetrics;
@@ -64,6 +65,8 @@ struct Sealed {
     escrow_id: Uuid,
     pending: Option<PendingInitiator>,
     session: Option<E2eSession>,
+    /// The run's log batches, back in the order they were sent.
+    logs: LogOrder<Vec<LogLine>>,
 }
 
 /// A task attempt this node created.

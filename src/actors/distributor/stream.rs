@@ -141,10 +141,19 @@ impl TaskDistributor {
             }
             APNMessage::ExecutionLogs(logs) => {
                 if let Some(lines) = self.open_payload::<Vec<LogLine>>(task_id, &logs.lines) {
-                    self.on_update(task_id, ExecutionUpdate::Logs(lines));
+                    let ready = self
+                        .tasks
+                        .get_mut(&task_id)
+                        .and_then(|t| t.current_sealed())
+                        .map(|s| s.logs.accept(logs.sequence, lines))
+                        .unwrap_or_default();
+                    for lines in ready {
+                        self.on_update(task_id, ExecutionUpdate::Logs(lines));
+                    }
                 }
             }
             APNMessage::ExecutionCompleted(completed) => {
+                self.flush_logs(task_id);
                 let Some(result) = self.open_payload::<ExecutionResult>(task_id, &completed.result)
                 else {
                     return self.drive(task_id, ctx, |task| {
@@ -177,6 +186,7 @@ impl TaskDistributor {
                 self.drive(task_id, ctx, |task| task.result_arrived());
             }
             APNMessage::ExecutionFailed(failed) => {
+                self.flush_logs(task_id);
                 // A run's failure is sealed; only a refusal before any session is clear.
                 let has_session = self
                     .tasks
@@ -212,6 +222,19 @@ impl TaskDistributor {
                 });
             }
             _ => {}
+        }
+    }
+
+    /// The run ended: log batches still waiting for a missing one go out now, in order.
+    fn flush_logs(&mut self, task_id: Uuid) {
+        let held = self
+            .tasks
+            .get_mut(&task_id)
+            .and_then(|t| t.current_sealed())
+            .map(|s| s.logs.drain())
+            .unwrap_or_default();
+        for lines in held {
+            self.on_update(task_id, ExecutionUpdate::Logs(lines));
         }
     }
 
