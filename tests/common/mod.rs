@@ -236,24 +236,61 @@ pub async fn task_reaches(
     .await
 }
 
-/// Poll a task of `node` until it is final (panics with its view after `timeout`).
+/// Forwards a task's execution events to the test.
+struct EventWatcher(mpsc::UnboundedSender<apn::actors::relay::ExecutionEvent>);
+
+impl Actor for EventWatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<apn::actors::relay::ExecutionEvent> for EventWatcher {
+    type Result = ();
+    fn handle(&mut self, event: apn::actors::relay::ExecutionEvent, _ctx: &mut Self::Context) {
+        let _ = self.0.send(event);
+    }
+}
+
+/// Wait until a task of `node` is final, on the task's own `Finished` event in its
+/// execution stream (panics with its view after `timeout`). A task journaled as final before
+/// a restart has no stream; its view says so at once.
 pub async fn task_final(
     node: &NodeHandle,
     id: uuid::Uuid,
     timeout: Duration,
 ) -> apn::actors::distributor::TaskView {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let view = task_view(node, id).await.expect("task exists");
-        if view.status.is_final() {
-            return view;
+    use apn::actors::relay::{ExecutionEvent, SubscribeExecution};
+    let is_finished = |event: &ExecutionEvent| matches!(event, ExecutionEvent::Finished { .. });
+    let (sender, mut events) = mpsc::unbounded_channel();
+    let watcher = EventWatcher(sender).start();
+    let history = node
+        .relay
+        .send(SubscribeExecution {
+            task_id: id,
+            subscriber: watcher.recipient(),
+        })
+        .await
+        .expect("the relay is running");
+    let already_final = history.iter().any(is_finished)
+        || task_view(node, id)
+            .await
+            .is_some_and(|view| view.status.is_final());
+    if !already_final {
+        let finished = tokio::time::timeout(timeout, async {
+            while let Some(event) = events.recv().await {
+                if is_finished(&event) {
+                    return;
+                }
+            }
+        })
+        .await;
+        if finished.is_err() {
+            panic!("task did not finish: {:?}", task_view(node, id).await);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task did not finish: {view:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The distributor sets the final view before it publishes `Finished`.
+    let view = task_view(node, id).await.expect("task exists");
+    assert!(view.status.is_final(), "finished but not final: {view:?}");
+    view
 }
 
 /// True when `node`'s peer table holds `peer_id` and `state` holds of it (e.g. connected,
