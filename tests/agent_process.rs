@@ -2,6 +2,7 @@
 //! killed on timeout, cancel, normal exit and drop; the output cap; progress lines; a
 //! consumer that stops reading; CPU and memory metering. Every run is bounded by
 //! `RUN_TIMEOUT`, so a regression fails instead of hanging.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

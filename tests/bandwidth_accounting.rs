@@ -1,5 +1,6 @@
 //! Bytes sent between two real nodes show up in both nodes' bandwidth totals, within a few
 //! percent of what the test sent. (CPU metering is tested in tests/agent_process.rs.)
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

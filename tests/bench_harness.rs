@@ -1,5 +1,6 @@
 //! The benchmark harness runs in the suite so it cannot rot: one quick scenario, and every
 //! line it prints must be a well-formed figure. No timing is asserted.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 use std::process::Command;
 

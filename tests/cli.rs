@@ -1,5 +1,6 @@
 //! The binary as a user runs it: `apn demo`, and `status`, `peers`, `ledger`, `task submit`
 //! against a real node, with exit codes and `--json` output that parses.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `apn node` as a real child process: it starts, logs its identity and addresses, and
 //! stops cleanly on SIGTERM; a bad config value exits non-zero naming the key.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -5,6 +5,7 @@
 //! - regression tests: every input a fuzz target crashed on, fed to the code it crashed;
 //! - `write_fuzz_seeds` (ignored): regenerates the committed seed inputs under
 //!   `fuzz/seeds/`.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 use std::path::Path;
 

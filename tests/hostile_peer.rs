@@ -1,5 +1,6 @@
 //! A hostile peer built on the project's own libraries (a raw swarm sending signed frames of
 //! its choosing) against a real node: lies are refused, counted, and cost the victim nothing.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! (`RepoDelivery::LocalPath`) from a peer, a bundle announcing a chunk count its size does
 //! not imply, and a flood of requests holding every slot. Each refusal reaches the attacker
 //! at once as an `ExecutionFailed`, is counted by reason, and starts nothing.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Issue 13, discovery and gossip: a hostile peer cannot make a node dial addresses that a
 //! third party reported (Kademlia lookups would), and junk it publishes on gossipsub stops at
 //! the first honest node instead of being forwarded through the mesh.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! `wrong_recipient`, over libp2p and over a real nats-server; so is a broadcast sent as a
 //! direct message. The same channel carries a message signed for the victim, so the
 //! refusals are not a dead line.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! A full disk under the ledger: the write that does not fit is a clear `DiskFull` error,
 //! nothing of it is written, the database stays whole, and writing resumes once there is
 //! space. The disk is a real 1 MiB tmpfs, mounted by the test (it runs as root, like CI).
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Issue 15, "sequence numbers really order batches": a run's log batches carry 0, 1, 2, …
 //! and the originator keeps its stream in that order.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Node foundation and mesh transport, with real nodes on loopback, real libp2p connections
 //! and a real nats-server.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! panel's diff button. Two real nodes; the header shows the node id and 1 peer, the peers list shows the other
 //! node, and a transaction log entry appears live (no reload) after an event. Screenshots
 //! at 1280 px and phone width are saved under target/.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! authorization lets in nodes that hold the user's seed (`relay.credentials`), and they
 //! find each other through it; a node without the seed never gets in, and a bad
 //! credentials file is a start-up error that names the key.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

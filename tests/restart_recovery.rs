@@ -1,6 +1,7 @@
 //! What a restart must not lose, with real nodes on real data dirs: a payment whose payee
 //! was down is delivered when it returns (the outbox and receipts), and a task whose
 //! originator restarted mid-run is failed with a reason and its escrow refunded.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -10,6 +10,7 @@
 //!
 //! On a kernel that cannot sandbox these tests fail with the reason (`apn sandbox check`),
 //! except `a_node_that_cannot_sandbox_refuses_peers_tasks`, which checks the refusal rule.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The short soak: `apn-soak --quick` runs six `apn node` processes and a nats-server,
 //! injects SIGKILLs, a SIGSTOP past the heartbeat timeout and a relay restart while tasks
 //! flow, then audits every ledger. The long run is `apn-soak` with its defaults.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! The HTTP API of a real node on an ephemeral port: every endpoint's shape, access control,
 //! bad JSON, oversized bodies.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

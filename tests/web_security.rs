@@ -6,6 +6,7 @@
 //!
 //! Requests are written by hand on a `TcpStream` so that the test, like an attacker, chooses
 //! every header (`Host` included).
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The panel websocket with a real client: snapshot on connect, a delta after a message
 //! exchange between two real nodes, and a client that never reads is cut off instead of
 //! growing the node's memory.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Workspace git operations on real repositories: resolve, bundle, checkout from the bundle
 //! and from a path, the agent's diff (modified, added, deleted, binary, non-UTF-8 files)
 //! applied back to the original, size limits, hostile diffs refused, the verify command.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 

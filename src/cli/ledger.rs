@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 /// Prints the report for `data_dir` with its `last` transfers.
-pub fn ledger(data_dir: &Path, last: usize, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn ledger(data_dir: &Path, last: usize, json: bool) -> anyhow::Result<ExitCode> {
     let report = apn::ledger::report(data_dir, last)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -3,11 +3,11 @@
 //! returns the exit status: 0 done, 1 the operation failed. Part of the binary, not the
 //! library, so `anyhow` stops here.
 
-pub mod ledger;
-pub mod node;
-pub mod sandbox;
-pub mod status;
-pub mod task;
+pub(crate) mod ledger;
+pub(crate) mod node;
+pub(crate) mod sandbox;
+pub(crate) mod status;
+pub(crate) mod task;
 
 use serde::Serialize;
 

@@ -15,7 +15,7 @@ const DEFAULT_CONFIG: &str = "config/apn.toml";
 /// Runs a node until a shutdown signal, configured from `config_file` (else
 /// `config/apn.toml` when it exists), the environment and the command line's `overrides`.
 /// A config that does not load is a usage error: exit 2, naming the key.
-pub fn run(config_file: Option<&Path>, overrides: &[Override]) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config_file: Option<&Path>, overrides: &[Override]) -> anyhow::Result<ExitCode> {
     let (path, explicit) = match config_file {
         Some(path) => (path.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -43,7 +43,7 @@ pub fn run(config_file: Option<&Path>, overrides: &[Override]) -> anyhow::Result
 }
 
 /// Runs the loopback demo, printing its lines, until its tasks are done or a signal.
-pub fn demo(options: DemoOptions) -> anyhow::Result<ExitCode> {
+pub(crate) fn demo(options: DemoOptions) -> anyhow::Result<ExitCode> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         let demo = apn::demo::run_demo(options, |line| println!("{line}"));

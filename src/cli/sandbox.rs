@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 /// Probes the kernel and prints the answer.
-pub fn check(json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn check(json: bool) -> anyhow::Result<ExitCode> {
     let support = apn::sandbox::probe();
     if json {
         println!("{}", serde_json::to_string_pretty(&support)?);

@@ -10,7 +10,7 @@ use apn::web::openapi::StatusDoc;
 use super::print_answer;
 
 /// Prints the node's identity, mesh and balance.
-pub fn status(client: &ApiClient, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn status(client: &ApiClient, json: bool) -> anyhow::Result<ExitCode> {
     let status = client.status()?;
     if json {
         print_answer(&status)?;
@@ -36,7 +36,7 @@ fn print_status(status: &StatusDoc) {
 }
 
 /// Prints the peer table, one row per peer.
-pub fn peers(client: &ApiClient, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn peers(client: &ApiClient, json: bool) -> anyhow::Result<ExitCode> {
     let peers = client.peers()?;
     if json {
         print_answer(&peers)?;

@@ -15,7 +15,7 @@ use super::print_answer;
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Prints one line per task attempt, newest first.
-pub fn list(client: &ApiClient, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn list(client: &ApiClient, json: bool) -> anyhow::Result<ExitCode> {
     let tasks = client.tasks()?;
     if json {
         print_answer(&tasks)?;
@@ -35,13 +35,13 @@ pub fn list(client: &ApiClient, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints one task attempt with its diff.
-pub fn show(client: &ApiClient, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn show(client: &ApiClient, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let task = client.get_task(id)?;
     print_final(&task, json)
 }
 
 /// Cancels a task attempt (its escrow is refunded).
-pub fn cancel(client: &ApiClient, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn cancel(client: &ApiClient, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let task = client.cancel_task(id)?;
     if json {
         print_answer(&task)?;
@@ -52,7 +52,7 @@ pub fn cancel(client: &ApiClient, id: &str, json: bool) -> anyhow::Result<ExitCo
 }
 
 /// Creates a task attempt; unless `follow` is off, follows it to its end and prints it.
-pub fn submit(
+pub(crate) fn submit(
     client: &ApiClient,
     request: &CreateTaskAttempt,
     follow: bool,

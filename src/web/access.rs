@@ -90,7 +90,7 @@ impl Refusal {
 
 /// A refusal with the sentence that explains it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
+pub(crate) struct Denial {
     pub reason: Refusal,
     pub detail: String,
 }
@@ -132,7 +132,7 @@ pub fn cookie_name(port: u16) -> String {
 }
 
 /// The session cookie's value: a hash of the token, so the cookie is not the API token.
-pub fn session_value(token: &str) -> String {
+pub(crate) fn session_value(token: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"apn panel session v1\0");
     hasher.update(token.as_bytes());
@@ -140,7 +140,7 @@ pub fn session_value(token: &str) -> String {
 }
 
 /// The value of cookie `name` in a `Cookie` header (`a=1; b=2`).
-pub fn cookie_value<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie_value<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
     header?.split(';').find_map(|pair| {
         let (key, value) = pair.trim().split_once('=')?;
         (key.trim() == name).then(|| value.trim().trim_matches('"'))
@@ -325,7 +325,7 @@ pub fn client_address(
 
 /// What `decide` needs to know about one request.
 #[derive(Debug, Clone, Default)]
-pub struct RequestFacts<'a> {
+pub(crate) struct RequestFacts<'a> {
     /// A method that changes state.
     pub mutation: bool,
     /// `GET /ws`.
@@ -377,7 +377,7 @@ node's data dir; the CLI reads it with --data-dir or APN_TOKEN), or open the log
 node logs at start in the browser";
 
 /// Admit or refuse one request (see the module docs for the order of the checks).
-pub fn decide(facts: &RequestFacts, policy: &AccessPolicy) -> Result<(), Denial> {
+pub(crate) fn decide(facts: &RequestFacts, policy: &AccessPolicy) -> Result<(), Denial> {
     let Some(host) = facts.host else {
         return Err(deny(Refusal::ForeignHost, "the request names no Host"));
     };
@@ -449,7 +449,7 @@ fn login_token(request: &ServiceRequest) -> Option<String> {
 }
 
 /// The access middleware: gathers the facts, applies `decide`, counts and answers refusals.
-pub async fn guard(
+pub(crate) async fn guard(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {

@@ -1,6 +1,6 @@
 //! Shared helpers for integration tests: node configs on ephemeral loopback ports, a real
 //! `nats-server` child process, inbound taps, and waiting on conditions with timeouts.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
