@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
 use crate::messages::DropReason;
@@ -83,27 +82,6 @@ where
     M::Result: Send,
 {
     match recipient.try_send(message) {
-        Ok(()) => true,
-        Err(SendError::Full(_)) => {
-            metrics.count_role_drop(role, SendFailure::Full);
-            false
-        }
-        Err(SendError::Closed(_)) => {
-            metrics.count_role_drop(role, SendFailure::Closed);
-            false
-        }
-    }
-}
-
-/// [`try_send_counted`] for an actor's address.
-pub fn try_send_to<A, M>(address: &Addr<A>, message: M, metrics: &NetMetrics, role: Role) -> bool
-where
-    A: Actor + Handler<M>,
-    A::Context: ToEnvelope<A, M>,
-    M: Message + Send + 'static,
-    M::Result: Send,
-{
-    match address.try_send(message) {
         Ok(()) => true,
         Err(SendError::Full(_)) => {
             metrics.count_role_drop(role, SendFailure::Full);

@@ -406,20 +406,16 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         self.next(now)
     }
 
-    /// The escrow is held but the task could not be sealed or sent to the bidder.
+    /// The escrow is held but the task could not be sealed or sent to the bidder: refund
+    /// it, then as [`OriginTask::escrow_failed`].
     pub fn prepare_failed(
         &mut self,
         escrow_id: Uuid,
         reason: String,
         now: DateTime<Utc>,
     ) -> Vec<Effect<P>> {
-        if !self.escrowing_matches(escrow_id) {
-            return vec![Effect::Refund { escrow_id }];
-        }
-        self.escrowing = None;
-        self.last_failure = Some(reason);
         let mut effects = vec![Effect::Refund { escrow_id }];
-        effects.extend(self.next(now));
+        effects.extend(self.escrow_failed(escrow_id, reason, now));
         effects
     }
 

@@ -347,6 +347,24 @@ impl EventLoop {
         }
     }
 
+    /// Forward (or not) a gossip message held for validation. Nothing happens when
+    /// gossipsub no longer holds it (it expired).
+    fn report_validation(
+        &mut self,
+        receipt: &GossipReceipt,
+        acceptance: gossipsub::MessageAcceptance,
+    ) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(
+                &receipt.message_id,
+                &receipt.propagation_source,
+                acceptance,
+            );
+    }
+
     fn handle_command(&mut self, command: SwarmCommand) {
         match command {
             SwarmCommand::Publish {
@@ -393,17 +411,7 @@ impl EventLoop {
                 }
             }
             SwarmCommand::ReportValidation(receipt, acceptance) => {
-                // False when gossipsub no longer holds the message (it expired): nothing
-                // to forward then.
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(
-                        &receipt.message_id,
-                        &receipt.propagation_source,
-                        acceptance,
-                    );
+                self.report_validation(&receipt, acceptance)
             }
             SwarmCommand::Shutdown(_) => {}
         }
@@ -458,17 +466,7 @@ impl EventLoop {
                         gossip: Some(receipt),
                     }),
                     // A topic we never subscribed to: nobody should forward it.
-                    None => {
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .gossipsub
-                            .report_message_validation_result(
-                                &receipt.message_id,
-                                &receipt.propagation_source,
-                                gossipsub::MessageAcceptance::Reject,
-                            );
-                    }
+                    None => self.report_validation(&receipt, gossipsub::MessageAcceptance::Reject),
                 }
             }
             ApnBehaviourEvent::Direct(request_response::Event::Message {
