@@ -13,6 +13,7 @@
 
 pub mod e2e;
 pub mod events;
+pub mod frame_codec;
 pub mod rate;
 pub mod relay;
 pub mod swarm;

@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod envelope;
 pub mod payloads;
+pub mod replay;
 pub mod samples;
 pub mod vibe;
 

@@ -15,6 +15,7 @@
 
 mod api;
 mod effects;
+mod settle;
 mod stream;
 
 pub use api::*;

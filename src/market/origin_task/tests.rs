@@ -1,5 +1,7 @@
 //! Every transition of the originator's state machine, with injected time.
 
+use std::time::Duration;
+
 use super::*;
 
 const WINDOW: Duration = Duration::from_millis(300);

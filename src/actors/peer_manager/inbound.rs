@@ -1,0 +1,197 @@
+//! Inbound frames: the budget check, envelope verification, the peer table's update and the
+//! route to the role that owns the message; announcements (their Noise key binding, and a
+//! dial to the addresses the peer announced for itself).
+
+use super::*;
+
+impl PeerManager {
+    /// Verify and route one inbound frame. The answer (accepted, or dropped and why) tells
+    /// gossipsub whether to forward it.
+    pub(super) fn on_frame(
+        &mut self,
+        frame: Vec<u8>,
+        via: FrameVia,
+        transport_peer: Option<PeerId>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), DropReason> {
+        NetMetrics::add(&self.metrics.bytes_in, frame.len() as u64);
+        if let Some(peer) = transport_peer
+            && !self.frame_budgets.allow(&peer, Instant::now())
+        {
+            self.metrics.count_drop(DropReason::RateLimited);
+            self.log_drop(peer.to_string(), DropReason::RateLimited);
+            return Err(DropReason::RateLimited);
+        }
+        let expected = via.expected_audience(&self.identity.peer_id());
+        let verified = match verify_frame(
+            &frame,
+            now_ms(),
+            &self.limits,
+            &mut self.replay_cache,
+            &expected,
+        ) {
+            Ok(verified) => verified,
+            Err(reason) => {
+                self.metrics.count_drop(reason);
+                let source = match transport_peer {
+                    Some(peer) => peer.to_string(),
+                    None => "relay".to_string(),
+                };
+                self.log_drop(source, reason);
+                return Err(reason);
+            }
+        };
+        let author = verified.from_peer;
+        if author == self.identity.peer_id() {
+            // Our own broadcast, echoed by the relay.
+            return Ok(());
+        }
+        NetMetrics::add(&self.metrics.messages_in, 1);
+        let path = if via.is_relay() {
+            PeerPath::Relay
+        } else {
+            PeerPath::Direct
+        };
+        let frame_bytes = frame.len() as u64;
+        try_send_counted(
+            &self.routes.bytes,
+            BytesTransferred {
+                peer: transport_peer.unwrap_or(author),
+                purpose: purpose_of(&verified.message),
+                direction: Direction::In,
+                bytes: frame_bytes,
+            },
+            &self.metrics,
+            Role::Accountant,
+        );
+        let is_new = !self.peers.contains_key(&author);
+        let Some(entry) = self.entry(author) else {
+            return Err(DropReason::RateLimited);
+        };
+        entry.last_seen = Instant::now();
+        entry.info.last_seen = Utc::now();
+        entry.info.bytes_in += frame_bytes;
+        let path_changed = entry.info.path != path;
+        entry.info.path = path;
+        if is_new || path_changed {
+            self.publish_peer(&author);
+        }
+        let envelope = Arc::new(verified);
+        match &envelope.message {
+            APNMessage::NodeAnnouncement(announcement) => {
+                self.on_announcement(&envelope, announcement.clone(), ctx)?;
+            }
+            APNMessage::PingRequest(ping) => {
+                let message = APNMessage::PingReply(PingReply { nonce: ping.nonce });
+                ctx.address().do_send(SendTo {
+                    peer: author,
+                    message,
+                });
+            }
+            APNMessage::PingReply(reply) => {
+                if let Some(pending) = self.pending_pings.remove(&reply.nonce) {
+                    let _ = pending.reply.send(pending.sent_at.elapsed());
+                }
+            }
+            message => {
+                let (route, role) = match message {
+                    APNMessage::TaskDistributionRequest(_) => (&self.routes.bidder, Role::Bidder),
+                    APNMessage::TaskBid(_) => (&self.routes.distributor, Role::Distributor),
+                    APNMessage::TaskAssigned(_)
+                    | APNMessage::RepoChunk(_)
+                    | APNMessage::TaskCancelled(_) => (&self.routes.executor, Role::Executor),
+                    // The distributor holds the Noise session of each of its tasks, so it
+                    // decrypts the stream and hands it to the execution relay.
+                    APNMessage::ExecutionStarted(_)
+                    | APNMessage::ExecutionProgress(_)
+                    | APNMessage::ExecutionLogs(_)
+                    | APNMessage::ExecutionCompleted(_)
+                    | APNMessage::ExecutionFailed(_) => {
+                        (&self.routes.distributor, Role::Distributor)
+                    }
+                    APNMessage::VibeTransaction(_) | APNMessage::PaymentReceipt(_) => {
+                        (&self.routes.payments, Role::Payments)
+                    }
+                    _ => (&self.routes.accountant, Role::Accountant),
+                };
+                let inbound = Inbound {
+                    envelope: envelope.clone(),
+                    path,
+                };
+                if must_deliver(message) {
+                    // Never refused for a full mailbox; the frame budget upstream bounds it.
+                    route.do_send(inbound);
+                } else if !try_send_counted(route, inbound, &self.metrics, role) {
+                    self.metrics.count_drop(DropReason::RateLimited);
+                    self.log_drop(format!("{author} -> busy role"), DropReason::RateLimited);
+                }
+                self.panel(PanelEvent::MessageReceived {
+                    kind: envelope.message.kind(),
+                    from: envelope.from_node.to_string(),
+                });
+            }
+        }
+        let inbound = Inbound { envelope, path };
+        let metrics = &self.metrics;
+        self.taps.retain(|tap| {
+            try_send_counted(tap, inbound.clone(), metrics, Role::Taps) || tap.connected()
+        });
+        Ok(())
+    }
+
+    fn on_announcement(
+        &mut self,
+        envelope: &VerifiedEnvelope,
+        announcement: NodeAnnouncement,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), DropReason> {
+        let author = envelope.from_peer;
+        if announcement.node_id != envelope.from_node
+            || !identity::verify_noise_binding(
+                &envelope.from_key,
+                &announcement.noise_static_key,
+                &announcement.noise_key_signature,
+            )
+        {
+            self.metrics.count_drop(DropReason::BadSignature);
+            self.log_drop(author.to_string(), DropReason::BadSignature);
+            return Err(DropReason::BadSignature);
+        }
+        let listen_addrs: Vec<Multiaddr> = announcement
+            .listen_addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let reply_due;
+        {
+            let Some(entry) = self.peers.get_mut(&author) else {
+                return Ok(());
+            };
+            let info = &mut entry.info;
+            info.capabilities = announcement.capabilities;
+            info.executor_profiles = announcement.executor_profiles;
+            info.compute_rate_per_cpu_hour = Some(announcement.compute_rate_per_cpu_hour);
+            info.min_task_reward = Some(announcement.min_task_reward);
+            info.max_concurrent_tasks = announcement.max_concurrent_tasks;
+            info.free_slots = announcement.free_slots;
+            info.listen_addrs = announcement.listen_addrs;
+            info.announced = true;
+            entry.noise_static_key = announcement.noise_static_key.as_slice().try_into().ok();
+            reply_due = entry
+                .announced_to_at
+                .is_none_or(|at| at.elapsed() >= ANNOUNCE_REPLY_INTERVAL);
+        }
+        self.publish_peer(&author);
+        if !self.connected.contains(&author)
+            && !announcement.relay_only
+            && !listen_addrs.is_empty()
+            && let Some(swarm) = &self.swarm
+        {
+            swarm.dial(author, listen_addrs);
+        }
+        if reply_due {
+            self.send_announcement_to(author, ctx);
+        }
+        Ok(())
+    }
+}
