@@ -176,7 +176,7 @@ pub async fn run_demo(
         nodes.push(start_node(config).await?);
     }
     for node in &nodes {
-        // The login URL: opening it sets the panel's session cookie (see `web/access.rs`).
+        // The login URL: opening it sets the panel's session cookie (see `web/access/`).
         let url = node.login_url().unwrap_or_else(|| "(no panel)".into());
         on_line(format!("node {} panel {url}", node.identity.node_id()));
     }

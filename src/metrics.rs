@@ -1,7 +1,7 @@
 //! Counters shared by the roles and exported at `GET /metrics`. Plain atomics: any actor or
 //! task bumps them without a message, and reading them never blocks a role. Besides the
 //! network's counters, the HTTP layer counts its refusals here by reason
-//! (`apn_http_refused_total{reason}`, see `web/access.rs`), and a message one role could
+//! (`apn_http_refused_total{reason}`, see `web/access/`), and a message one role could
 //! not hand to another (`apn_role_drops_total{role, reason}`, see [`try_send_counted`]).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

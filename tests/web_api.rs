@@ -238,7 +238,7 @@ async fn mutations_need_the_token_and_bodies_are_checked() {
     node.shutdown().await;
 }
 
-/// The `/api/...` and other routes the server has (`src/web/api.rs`), each with its method.
+/// The `/api/...` and other routes the server has (`src/web/api/mod.rs`), each with its method.
 const ROUTES: [(&str, &str); 12] = [
     ("get", "/healthz"),
     ("get", "/metrics"),

@@ -14,7 +14,7 @@
 //! or the panel's session cookie, and an `Origin`, when sent, equal to the Host; reads from
 //! other hosts are off unless `http.allow_remote_reads`. The panel logs in through the URL
 //! the node logs at start (`/?token=…`, which sets the cookie). Refusals carry their reason
-//! as `error` and are counted in `/metrics`; `access.rs` has the rules. Bodies over
+//! as `error` and are counted in `/metrics`; `access/` has the rules. Bodies over
 //! `http.body_bytes_max` get 413, malformed JSON 400 with the reason.
 
 mod access;
@@ -113,7 +113,7 @@ impl ResponseError for WebError {
 #[derive(Clone)]
 pub struct WebState {
     pub node: NodeHandle,
-    /// Hosts, proxies, the token and the session cookie (see `access.rs`).
+    /// Hosts, proxies, the token and the session cookie (see `access/`).
     pub policy: std::sync::Arc<AccessPolicy>,
 }
 

@@ -1,0 +1,139 @@
+//! Running an agent command for a task.
+//!
+//! - **argv**: [`build_argv`] puts the prompt in as one argument (the profile's argument equal
+//!   to `{prompt}`); nothing goes through a shell unless the profile's program is one.
+//! - **environment**: cleared; only the variables named in [`AgentSpec::pass_env`] are copied
+//!   from the node, plus [`AgentSpec::extra_env`]. stdin is `/dev/null`, the cwd is the
+//!   workspace.
+//! - **sandbox**: with [`AgentSpec::sandbox`] the program runs in [`crate::sandbox`]; the
+//!   group's leader is then the sandbox's keeper, and killing the group (below) kills the
+//!   run's whole PID namespace, processes that left the group included.
+//! - **process group**: the agent leads its own group. On timeout or cancel the whole group
+//!   gets `SIGKILL`; when the leader exits normally the group is killed too, so stray
+//!   background children never outlive the run. The leader is waited for without being
+//!   reaped (`waitid(WNOWAIT)`) until the group is killed: its id cannot be reused by then.
+//! - **output**: stdout and stderr are read concurrently, split into lines (a line longer
+//!   than [`LINE_BYTES_MAX`] is cut, the rest of it dropped) and sent as
+//!   [`AgentEvent::Log`]. `send().await` gives backpressure (a slow consumer slows the agent
+//!   through its pipes), but never past the run's deadline or a cancel: both are watched
+//!   while sending too. Past [`AgentSpec::output_bytes_max`] bytes nothing more is forwarded
+//!   and one [`AgentEvent::OutputCapped`] is sent; the pipes are still drained (the agent is
+//!   not killed for talking: a verbose test run may still produce a good diff), so memory
+//!   stays bounded and the deadline still ends a flood.
+//! - **progress**: a stdout line `APN_PROGRESS <stage> <percent> <action…>` is forwarded
+//!   as its `Log` and then an [`AgentEvent::Progress`] ([`parse_progress_line`]).
+//! - **metering**: CPU seconds from the leader's `wait4` rusage (user + system, including
+//!   the descendants it waited for), memory GB-seconds from the resident memory of every
+//!   process in the group sampled every [`MEMORY_SAMPLE_INTERVAL`], wall seconds.
+//!
+//! Cancellation is a [`CancellationToken`](tokio_util::sync::CancellationToken): the caller
+//! keeps a clone and cancels it; the run then kills the group and returns with `cancelled`
+//! set. Dropping the `run_agent` future before it returns also kills the group (and reaps
+//! the leader on a background thread).
+//!
+//! Here: the spec, events, outcome and errors. The run loop is in `run`, the process group
+//! in `group`, line splitting and progress lines in `output`, argv and profile lookup in
+//! `profiles`.
+
+mod group;
+mod output;
+mod profiles;
+mod run;
+
+pub use output::parse_progress_line;
+pub use profiles::{available_profiles, build_argv, program_exists};
+pub use run::run_agent;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::messages::{ComputeUsage, ExecutionStage};
+use crate::sandbox::{SandboxError, SandboxPolicy};
+
+/// The argument replaced by the prompt.
+pub const PROMPT_PLACEHOLDER: &str = "{prompt}";
+/// Longest line forwarded, in bytes; the rest of a longer line is dropped.
+pub const LINE_BYTES_MAX: usize = 8 * 1024;
+/// How often the group's resident memory is sampled.
+pub const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// What a run reports while it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// One line of output (without its newline; cut at [`LINE_BYTES_MAX`]).
+    Log { stream: LogStream, line: String },
+    /// A progress line from the agent.
+    Progress {
+        stage: ExecutionStage,
+        percent: u8,
+        action: String,
+    },
+    /// The output cap was reached; sent once. `dropped_bytes` is what was dropped by then;
+    /// the run's total output is [`AgentOutcome::output_bytes`].
+    OutputCapped { dropped_bytes: u64 },
+}
+
+/// What to run and under which limits.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// Program then arguments (see [`build_argv`]); run without a shell.
+    pub argv: Vec<String>,
+    /// The working directory (the fresh checkout).
+    pub workspace: PathBuf,
+    /// Variables copied from the node's environment; everything else is cleared.
+    pub pass_env: Vec<String>,
+    /// Variables set for the agent (after `pass_env`).
+    pub extra_env: Vec<(String, String)>,
+    /// Wall-clock limit; past it the group is killed and the outcome is `timed_out`.
+    pub timeout: Duration,
+    /// Most stdout + stderr bytes forwarded as events.
+    pub output_bytes_max: u64,
+    /// Run inside this sandbox ([`crate::sandbox`]); `None` runs the program directly.
+    pub sandbox: Option<SandboxPolicy>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default)]
+pub struct AgentOutcome {
+    /// The leader's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the leader, if one did (9 after a timeout or cancel).
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    pub usage: ComputeUsage,
+    /// Every byte the agent wrote to stdout and stderr, forwarded or not.
+    pub output_bytes: u64,
+    /// The output cap was reached.
+    pub output_capped: bool,
+}
+
+/// The run could not start or be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("empty command: the profile has no program")]
+    EmptyCommand,
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the agent's output: {0}")]
+    Pipe(#[source] std::io::Error),
+    #[error("cannot sandbox the agent: {0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("cannot wait for the agent (pid {pid}): {source}")]
+    Wait {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+}

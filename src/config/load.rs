@@ -1,0 +1,232 @@
+//! Loading: the TOML file, then flag overrides, then `APN_*` environment overrides, merged as
+//! TOML values and deserialised once (so errors name the key), then validated.
+
+use std::path::{Path, PathBuf};
+
+use super::{Config, ConfigError, SECTIONS, invalid};
+
+/// One override: a dotted key (`relay.url`) and its value.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub key: String,
+    pub value: toml::Value,
+}
+
+impl Override {
+    /// An override from a flag.
+    pub fn new(key: &str, value: impl Into<toml::Value>) -> Self {
+        Override {
+            key: key.to_string(),
+            value: value.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Read the file (if given and present: a missing *default* file is fine, a missing
+    /// *named* file is an error), apply flag overrides, then `APN_*` environment overrides.
+    pub fn load(
+        path: Option<&Path>,
+        path_is_explicit: bool,
+        flags: &[Override],
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, origin) = match path {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => (text, path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path_is_explicit => {
+                    (String::new(), path)
+                }
+                Err(source) => {
+                    return Err(ConfigError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            },
+            None => (String::new(), Path::new("<none>")),
+        };
+        Config::from_text_with_overrides(&text, origin, flags, environment)
+    }
+
+    /// `load` without the file system: `text` is the file's contents and `origin` names it
+    /// in errors. The config fuzz target drives this.
+    pub fn from_text_with_overrides(
+        text: &str,
+        origin: &Path,
+        flags: &[Override],
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut root = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax {
+                path: origin.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        for flag in flags {
+            set_key(&mut root, &flag.key, flag.value.clone())?;
+        }
+        for (name, value) in environment {
+            if let Some((key, value)) = environment_override(&name, &value) {
+                set_key(&mut root, &key, value)?;
+            }
+        }
+        Config::from_table(root)
+    }
+
+    /// Parse a complete TOML text (tests, the demo).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax {
+                path: PathBuf::from("<inline>"),
+                message: e.to_string(),
+            })?;
+        Config::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Config, ConfigError> {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                invalid(&key, e.into_inner().to_string())
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// `APN_RELAY_URL=x` → (`relay.url`, x). Variables that name no section (such as `APN_TOKEN`,
+/// read by the CLI) are not config and are skipped.
+fn environment_override(name: &str, value: &str) -> Option<(String, toml::Value)> {
+    let rest = name.strip_prefix("APN_")?.to_ascii_lowercase();
+    let (section, key) = SECTIONS.iter().find_map(|section| {
+        rest.strip_prefix(section)
+            .and_then(|r| r.strip_prefix('_'))
+            .map(|key| (*section, key))
+    })?;
+    if key.is_empty() {
+        return None;
+    }
+    Some((format!("{section}.{key}"), parse_environment_value(value)))
+}
+
+/// Environment values are TOML when they parse as TOML (`42`, `true`, `["a", "b"]`), text
+/// otherwise; the typed deserialisation then judges them with the key's name.
+fn parse_environment_value(value: &str) -> toml::Value {
+    let probe = format!("value = {value}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut table) => table
+            .remove("value")
+            .unwrap_or_else(|| toml::Value::String(value.into())),
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+fn set_key(root: &mut toml::Table, dotted: &str, value: toml::Value) -> Result<(), ConfigError> {
+    let mut parts = dotted.split('.').peekable();
+    let mut table = root;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| invalid(dotted, format!("`{part}` is not a table")))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, flags: &[Override], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("apn.toml");
+        std::fs::write(&path, text).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(Some(&path), true, flags, env)
+    }
+
+    #[test]
+    fn shipped_config_file_parses_and_matches_defaults_where_it_should() {
+        let text = include_str!("../../config/apn.toml");
+        let config = Config::from_toml(text).unwrap();
+        assert_eq!(config.resources.max_concurrent_tasks, 2);
+        assert!(config.executor.profiles.contains_key("SHELL"));
+        assert!(!config.executor.profiles["SHELL"].enabled);
+        assert!(!config.http.allow_remote_reads);
+        assert!(config.http.trusted_proxies.is_empty() && config.http.allowed_hosts.is_empty());
+    }
+
+    #[test]
+    fn flags_override_file_and_environment_overrides_both() {
+        let config = load(
+            "[node]\nport = 1000\n[relay]\nurl = \"nats://a:1\"\n",
+            &[
+                Override::new("node.port", 2000i64),
+                Override::new("relay.url", "nats://b:2"),
+            ],
+            &[
+                ("APN_RELAY_URL", "nats://c:3"),
+                ("APN_TOKEN", "ignored"),
+                ("APN_NODE_MDNS", "false"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.node.port, 2000);
+        assert_eq!(config.relay.url, "nats://c:3");
+        assert!(!config.node.mdns);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let error = load("[economics]\nmin_task_reward = \"-1\"\n", &[], &[]).unwrap_err();
+        assert!(
+            error.to_string().contains("economics.min_task_reward"),
+            "{error}"
+        );
+        let error = load("[node]\nport = \"x\"\n", &[], &[]).unwrap_err();
+        assert!(error.to_string().contains("node.port"), "{error}");
+        let error = load("[node]\nprot = 1\n", &[], &[]).unwrap_err();
+        assert!(error.to_string().contains("prot"), "{error}");
+        let error = load("", &[], &[("APN_RESOURCES_MAX_CONCURRENT_TASKS", "0")]).unwrap_err();
+        assert!(
+            error.to_string().contains("resources.max_concurrent_tasks"),
+            "{error}"
+        );
+        let error = load("[http]\nbind = \"nowhere\"\n", &[], &[]).unwrap_err();
+        assert!(error.to_string().contains("http.bind"), "{error}");
+        let error = load(
+            "[http]\nallowed_hosts = [\"ok.lan\", \"http://x/\"]\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("http.allowed_hosts[1]"),
+            "{error}"
+        );
+        let error = load("[http]\ntrusted_proxies = [\"10.0.0.0/8\"]\n", &[], &[]).unwrap_err();
+        assert!(
+            error.to_string().contains("http.trusted_proxies"),
+            "{error}"
+        );
+        let error = load("[http]\ntrust_forwarded_for = true\n", &[], &[]).unwrap_err();
+        assert!(error.to_string().contains("trust_forwarded_for"), "{error}");
+        let error = load("[node]\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n", &[], &[]).unwrap_err();
+        assert!(error.to_string().contains("node.bootstrap[0]"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error_but_a_missing_default_is_not() {
+        let missing = Path::new("/nonexistent/apn.toml");
+        assert!(Config::load(Some(missing), true, &[], Vec::new()).is_err());
+        assert!(Config::load(Some(missing), false, &[], Vec::new()).is_ok());
+    }
+}

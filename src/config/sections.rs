@@ -1,0 +1,271 @@
+//! The plain sections of the config file (`[node]`, `[resources]`, `[economics]`, `[relay]`,
+//! `[http]`, `[market]`, `[accept]`): their fields, documented, and their defaults. The
+//! executor section and its profiles live in `executor.rs`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, invalid};
+use crate::messages::Vibe;
+
+/// `[node]`: identity, transport and discovery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// TCP port for libp2p when `listen` is empty (0 picks a free one).
+    pub port: u16,
+    /// Capability tags announced to the mesh.
+    pub capabilities: Vec<String>,
+    /// Where keys, the API token, the ledger and workspaces live.
+    pub data_dir: PathBuf,
+    /// libp2p listen multiaddrs; empty means `/ip4/0.0.0.0/tcp/<port>`.
+    pub listen: Vec<String>,
+    /// Multiaddrs (with `/p2p/<peer id>`) dialled at start.
+    pub bootstrap: Vec<String>,
+    /// LAN discovery.
+    pub mdns: bool,
+    /// Talk only through the NATS relay: no libp2p listening or dialling.
+    pub relay_only: bool,
+    /// Seconds between node announcements.
+    pub announce_interval_s: u64,
+    /// Tolerated clock difference to a sender, in seconds.
+    pub clock_skew_s: u64,
+    /// A peer not heard from for this long is removed from the peer table.
+    pub peer_timeout_s: u64,
+    /// Frames one connected peer may send per second (bursts of two seconds' worth); the
+    /// excess is dropped before its signature is checked.
+    pub frames_per_peer_per_second: u32,
+    /// Most peers in the peer table. When it is full, an entry that never announced itself
+    /// and is not connected makes room; known peers are never dropped for newcomers.
+    pub peers_max: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            port: 4001,
+            capabilities: vec!["rust".into(), "python".into(), "typescript".into()],
+            data_dir: PathBuf::from("data/apn"),
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: true,
+            relay_only: false,
+            announce_interval_s: 30,
+            clock_skew_s: 120,
+            peer_timeout_s: 120,
+            frames_per_peer_per_second: 500,
+            peers_max: 4096,
+        }
+    }
+}
+
+/// `[resources]`: what this node gives the mesh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourcesConfig {
+    pub max_concurrent_tasks: u32,
+    /// Bandwidth this node offers for relaying, in megabits per second.
+    pub max_bandwidth_mbps: u32,
+    /// Memory an agent run may use, in megabytes (the sandbox's data-segment limit per
+    /// process).
+    pub max_memory_mb: u64,
+    /// Processes a sandboxed run may have at once.
+    pub max_processes: u32,
+    pub cpu_cores: u32,
+}
+
+impl Default for ResourcesConfig {
+    fn default() -> Self {
+        ResourcesConfig {
+            max_concurrent_tasks: 2,
+            max_bandwidth_mbps: 100,
+            max_memory_mb: 4096,
+            max_processes: 512,
+            cpu_cores: 2,
+        }
+    }
+}
+
+/// `[economics]`: prices and the starting balance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EconomicsConfig {
+    pub compute_rate_per_cpu_hour: Vibe,
+    pub bandwidth_rate_per_gb: Vibe,
+    pub min_task_reward: Vibe,
+    /// Minted into this node's account when its ledger is created.
+    pub initial_balance: Vibe,
+    /// Settle bandwidth owed once this many bytes are unsettled…
+    pub bandwidth_settle_bytes: u64,
+    /// …or this many seconds passed since the last settlement.
+    pub bandwidth_settle_interval_s: u64,
+}
+
+impl Default for EconomicsConfig {
+    fn default() -> Self {
+        EconomicsConfig {
+            compute_rate_per_cpu_hour: Vibe::from_whole(10),
+            bandwidth_rate_per_gb: Vibe::from_whole(1),
+            min_task_reward: Vibe::from_whole(1),
+            initial_balance: Vibe::from_whole(1000),
+            bandwidth_settle_bytes: 64 * 1024 * 1024,
+            bandwidth_settle_interval_s: 300,
+        }
+    }
+}
+
+/// `[relay]`: the NATS relay for peers without a direct path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// `nats://host:port`, or empty for no relay.
+    pub url: String,
+    /// A NATS credentials file (`.creds`: user JWT and nkey seed) or an nkey seed file the
+    /// relay requires; empty for a relay without authorization. Read at start-up.
+    pub credentials: PathBuf,
+    pub auto_reconnect: bool,
+    /// Cap on the reconnect backoff, in milliseconds.
+    pub reconnect_backoff_max_ms: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            url: String::new(),
+            credentials: PathBuf::new(),
+            auto_reconnect: true,
+            reconnect_backoff_max_ms: 5_000,
+        }
+    }
+}
+
+/// `[http]`: the Mesh Panel and API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port`, or `none` to disable.
+    pub bind: String,
+    /// Serve read-only endpoints to non-loopback clients without the token (off by default;
+    /// with the token, other hosts may always read).
+    pub allow_remote_reads: bool,
+    /// Largest request body accepted, in bytes.
+    pub body_bytes_max: usize,
+    /// Most websocket clients at once.
+    pub websocket_clients_max: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: the header is read only when the
+    /// TCP peer is one of these, and the client is the rightmost address in it that is not
+    /// one of these. Empty by default: anyone can write the header.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Extra `Host` names the node answers to (`name` for any port, `name:port` for one),
+    /// besides `127.0.0.1`, `localhost`, `[::1]` and the bind address. Anything else is
+    /// refused with 421, which is what stops DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: "127.0.0.1:8080".into(),
+            allow_remote_reads: false,
+            body_bytes_max: 256 * 1024,
+            websocket_clients_max: 256,
+            trusted_proxies: Vec::new(),
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to bind, or `None` when HTTP is disabled.
+    pub fn bind_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.bind.eq_ignore_ascii_case("none") || self.bind.is_empty() {
+            return Ok(None);
+        }
+        self.bind.parse().map(Some).map_err(|e| {
+            invalid(
+                "http.bind",
+                format!("{:?} is not host:port or none: {e}", self.bind),
+            )
+        })
+    }
+}
+
+/// `[market]`: bidding and assignment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketConfig {
+    /// How long an originator collects bids, in milliseconds.
+    pub bid_window_ms: u64,
+    /// Bids accepted per task; later ones are dropped.
+    pub bids_per_task_max: usize,
+    /// Bid windows held for a task that got no bid before it fails.
+    pub bid_rounds_max: u32,
+    /// How often a task moves to the next bidder before it fails.
+    pub reassignments_max: u32,
+    /// No progress heartbeat for this long and the executor is presumed gone, in seconds.
+    pub heartbeat_timeout_s: u64,
+    /// Task requests accepted per peer per minute.
+    pub requests_per_peer_per_minute: u32,
+    /// Slots one requesting peer may hold reserved for this node's bids at a time: beyond it
+    /// its requests get no bid, so one key cannot hold every slot with a stream of requests.
+    pub reservations_per_peer: u32,
+    /// Longest an executor may hold an assignment (and its escrow) when the task names no
+    /// timeout, in seconds; with a timeout, the timeout plus `heartbeat_timeout_s`. Past it
+    /// the task moves on however many heartbeats arrive.
+    pub run_deadline_s: u64,
+}
+
+impl Default for MarketConfig {
+    fn default() -> Self {
+        MarketConfig {
+            bid_window_ms: 300,
+            bids_per_task_max: 64,
+            bid_rounds_max: 3,
+            reassignments_max: 2,
+            heartbeat_timeout_s: 30,
+            requests_per_peer_per_minute: 120,
+            reservations_per_peer: 1,
+            run_deadline_s: 3600,
+        }
+    }
+}
+
+/// `[accept]`: whose tasks this node runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcceptConfig {
+    /// `any`, `none`, or `list` (only the peer ids in `peers`).
+    pub policy: AcceptPolicy,
+    pub peers: Vec<String>,
+}
+
+impl Default for AcceptConfig {
+    fn default() -> Self {
+        AcceptConfig {
+            policy: AcceptPolicy::Any,
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// Whose tasks a node accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptPolicy {
+    Any,
+    None,
+    List,
+}
+
+impl AcceptConfig {
+    /// True when tasks from `peer_id` (text form) may run here.
+    pub fn allows(&self, peer_id: &str) -> bool {
+        match self.policy {
+            AcceptPolicy::Any => true,
+            AcceptPolicy::None => false,
+            AcceptPolicy::List => self.peers.iter().any(|p| p == peer_id),
+        }
+    }
+}
