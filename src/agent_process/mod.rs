@@ -121,8 +121,7 @@ pub struct AgentOutcome {
     pub signal: Option<i32>,
     /// The wall-clock [`AgentSpec::timeout`] passed and the group was killed.
     pub timed_out: bool,
-    /// The caller's cancellation token fired (or the future was dropped) and the group was
-    /// killed.
+    /// The caller's cancellation token fired and the group was killed.
     pub cancelled: bool,
     /// CPU seconds, memory GB-seconds and wall seconds the run used (see module docs).
     pub usage: ComputeUsage,

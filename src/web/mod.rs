@@ -155,7 +155,7 @@ impl ResponseError for WebError {
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct WebState {
-    /// Addresses of the node's actors and its config; handlers ask them, never own state.
+    /// The node's actor addresses, config and identity; handlers ask the actors.
     pub node: NodeHandle,
     /// Hosts, proxies, the token and the session cookie (see `access/`).
     pub policy: std::sync::Arc<AccessPolicy>,
