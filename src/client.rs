@@ -28,13 +28,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum ClientError {
     /// The request did not get an answer (refused, reset, timed out).
     #[error("cannot reach the node at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        /// The URL requested.
+        url: String,
+        /// The transport error, e.g. connection refused or timed out after 30 s.
+        reason: String,
+    },
     /// The node answered with a non-2xx status; `error` and `detail` are its JSON reason
     /// (empty when the body had none).
     #[error("the node answered {status}: {error}: {detail}")]
     Api {
+        /// The HTTP status code.
         status: u16,
+        /// The API's machine-readable code, e.g. `unauthorized`.
         error: String,
+        /// The API's sentence for a human.
         detail: String,
     },
     /// The answer could not be read, or is not JSON.
@@ -43,7 +51,9 @@ pub enum ClientError {
     /// The answer is JSON but not the shape the API promises for this call.
     #[error("the node's answer is not {expected}: {reason}")]
     Decode {
+        /// What the call expected, e.g. `a status document`.
         expected: &'static str,
+        /// The decoder's complaint.
         reason: String,
     },
 }

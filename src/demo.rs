@@ -22,19 +22,25 @@ const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Demo settings from the command line.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
+    /// Nodes started on loopback; at least 2 are started whatever this says.
     pub nodes: usize,
     /// `None`: run forever (until Ctrl-C).
     pub tasks: Option<usize>,
+    /// HTTP port of the first node's panel; node `i` listens on this + `i`.
     pub http_base_port: u16,
+    /// NATS relay URL for every node; `None`: no relay, direct libp2p only.
     pub relay: Option<String>,
+    /// Keep the temporary data dirs and sample repository after the demo, and print where.
     pub keep: bool,
 }
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
+    /// Preparing the temp dirs, sample repository or configs failed, or nodes never met.
     #[error("demo set-up failed: {0}")]
     Setup(String),
+    /// A node failed to start.
     #[error(transparent)]
     Node(#[from] crate::actors::node::NodeError),
 }
@@ -42,8 +48,11 @@ pub enum DemoError {
 /// One finished task, for the summary line and for tests.
 #[derive(Debug, Clone)]
 pub struct DemoOutcome {
+    /// The demo task's title, e.g. `Fix a typo in the README`.
     pub title: String,
+    /// The task attempt in its final state, as the first node's distributor reports it.
     pub view: TaskView,
+    /// Wall-clock seconds from submission to the final state.
     pub seconds: f64,
 }
 

@@ -13,16 +13,22 @@ const NATS_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a helper process could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
+    /// The helper program could not be started (usually: not installed).
     #[error("cannot start {program}: {source} (install it: apt-get install -y nats-server)")]
     Spawn {
+        /// The program tried (see [`nats_server_program`]).
         program: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The server started but did not accept TCP connections on this port within 10 s.
     #[error("nats-server did not accept connections on port {0} in time")]
     NotReady(u16),
+    /// Binding an ephemeral loopback port failed.
     #[error("no free port: {0}")]
     NoPort(std::io::Error),
+    /// The temporary nats-server config file could not be written.
     #[error("cannot write the nats-server config: {0}")]
     Config(std::io::Error),
 }
@@ -51,6 +57,7 @@ pub fn nats_server_program() -> String {
 /// A real `nats-server` on loopback, killed on drop.
 #[derive(Debug)]
 pub struct NatsServer {
+    /// Loopback TCP port the server accepts clients on (`nats://127.0.0.1:<port>`).
     pub port: u16,
     child: Option<Child>,
     /// The server's configuration file, if it has one (kept until the server is dropped).

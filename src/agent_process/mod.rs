@@ -60,7 +60,9 @@ pub const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogStream {
+    /// The agent's standard output (where `APN_PROGRESS` lines are looked for).
     Stdout,
+    /// The agent's standard error.
     Stderr,
 }
 
@@ -68,16 +70,27 @@ pub enum LogStream {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
     /// One line of output (without its newline; cut at [`LINE_BYTES_MAX`]).
-    Log { stream: LogStream, line: String },
+    Log {
+        /// The pipe the line was read from.
+        stream: LogStream,
+        /// The text, lossily decoded as UTF-8.
+        line: String,
+    },
     /// A progress line from the agent.
     Progress {
+        /// Phase the agent says it is in (`setup`, `coding`, `testing`, `done`).
         stage: ExecutionStage,
+        /// Completion the agent claims, 0..=100 (lines above 100 are not progress).
         percent: u8,
+        /// Free text after the percent, e.g. `running tests`; may be empty.
         action: String,
     },
     /// The output cap was reached; sent once. `dropped_bytes` is what was dropped by then;
     /// the run's total output is [`AgentOutcome::output_bytes`].
-    OutputCapped { dropped_bytes: u64 },
+    OutputCapped {
+        /// Bytes of output discarded when this event was sent.
+        dropped_bytes: u64,
+    },
 }
 
 /// What to run and under which limits.
@@ -106,8 +119,11 @@ pub struct AgentOutcome {
     pub exit_code: Option<i32>,
     /// The signal that killed the leader, if one did (9 after a timeout or cancel).
     pub signal: Option<i32>,
+    /// The wall-clock [`AgentSpec::timeout`] passed and the group was killed.
     pub timed_out: bool,
+    /// The caller's cancellation token fired and the group was killed.
     pub cancelled: bool,
+    /// CPU seconds, memory GB-seconds and wall seconds the run used (see module docs).
     pub usage: ComputeUsage,
     /// Every byte the agent wrote to stdout and stderr, forwarded or not.
     pub output_bytes: u64,
@@ -118,21 +134,30 @@ pub struct AgentOutcome {
 /// The run could not start or be watched.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// [`AgentSpec::argv`] is empty: a misconfigured executor profile.
     #[error("empty command: the profile has no program")]
     EmptyCommand,
+    /// The program could not be started (not found, not executable, no resources).
     #[error("cannot start {program}: {source}")]
     Spawn {
+        /// The program (`argv[0]`) that failed to start.
         program: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// Reading the agent's stdout or stderr pipe failed.
     #[error("cannot read the agent's output: {0}")]
     Pipe(#[source] std::io::Error),
+    /// The sandbox could not be set up; the agent was not run unsandboxed instead.
     #[error("cannot sandbox the agent: {0}")]
     Sandbox(#[from] SandboxError),
+    /// Waiting for the group leader failed; the group is still killed.
     #[error("cannot wait for the agent (pid {pid}): {source}")]
     Wait {
+        /// Process id of the group leader.
         pid: i32,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

@@ -85,6 +85,8 @@ pub struct ExecutorConfig {
     /// `required`: every peer's run and every verify command runs in the sandbox, and a
     /// node whose kernel cannot sandbox refuses peers' tasks. `off`: no sandbox (dangerous).
     pub sandbox: SandboxMode,
+    /// `[executor.profiles.<NAME>]`: profiles by name (`CLAUDE_CODE`, `SHELL`, …); only
+    /// those whose program exists are advertised.
     pub profiles: BTreeMap<String, ProfileConfig>,
 }
 

@@ -8,7 +8,9 @@ use super::{Config, ConfigError, SECTIONS, invalid};
 /// One override: a dotted key (`relay.url`) and its value.
 #[derive(Debug, Clone)]
 pub struct Override {
+    /// Dotted `section.key`, e.g. `relay.url`; it must name a known section.
     pub key: String,
+    /// The value, replacing the file's; type-checked with the rest of the config.
     pub value: toml::Value,
 }
 

@@ -43,16 +43,31 @@ pub const SECTIONS: [&str; 8] = [
 /// A configuration problem, naming the key or file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file named by `--config` could not be read (missing, no permission).
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The config file's path.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not TOML at all; no key could be judged.
     #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
+    Syntax {
+        /// The config file's path.
+        path: PathBuf,
+        /// The TOML parser's message, with line and column.
+        message: String,
+    },
+    /// A key is unknown, has the wrong type, or a value fails validation.
     #[error("config key `{key}`: {problem}")]
-    Invalid { key: String, problem: String },
+    Invalid {
+        /// Dotted key, e.g. `economics.min_task_reward`.
+        key: String,
+        /// What is wrong and what is allowed.
+        problem: String,
+    },
 }
 
 fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
@@ -66,13 +81,21 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[node]`: data dir, ports, listen addresses, bootstrap peers, discovery.
     pub node: NodeConfig,
+    /// `[resources]`: run slots, bandwidth, memory and process limits offered.
     pub resources: ResourcesConfig,
+    /// `[economics]`: prices, minimum reward, starting balance, bandwidth settlement.
     pub economics: EconomicsConfig,
+    /// `[relay]`: the NATS relay URL, credentials and reconnect policy.
     pub relay: RelayConfig,
+    /// `[http]`: the panel and API's bind address, allowed hosts and limits.
     pub http: HttpConfig,
+    /// `[market]`: bid windows, deadlines and reassignment.
     pub market: MarketConfig,
+    /// `[executor]`: agent profiles, sandbox mode, workspaces and run limits.
     pub executor: ExecutorConfig,
+    /// `[accept]`: which peers' tasks this node bids for.
     pub accept: AcceptConfig,
 }
 

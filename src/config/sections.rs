@@ -65,6 +65,7 @@ impl Default for NodeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResourcesConfig {
+    /// Agent runs at once (local and peers'); a node with no free slot does not bid.
     pub max_concurrent_tasks: u32,
     /// Bandwidth this node offers for relaying, in megabits per second.
     pub max_bandwidth_mbps: u32,
@@ -73,6 +74,7 @@ pub struct ResourcesConfig {
     pub max_memory_mb: u64,
     /// Processes a sandboxed run may have at once.
     pub max_processes: u32,
+    /// CPU cores the operator means to offer; informational, nothing enforces it yet.
     pub cpu_cores: u32,
 }
 
@@ -92,8 +94,11 @@ impl Default for ResourcesConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EconomicsConfig {
+    /// This node's price for compute, in VIBE per CPU hour; bids are priced from it.
     pub compute_rate_per_cpu_hour: Vibe,
+    /// This node's price for relayed bandwidth, in VIBE per gigabyte.
     pub bandwidth_rate_per_gb: Vibe,
+    /// Floor of this node's bid prices, and the lowest bid it accepts as originator.
     pub min_task_reward: Vibe,
     /// Minted into this node's account when its ledger is created.
     pub initial_balance: Vibe,
@@ -125,6 +130,7 @@ pub struct RelayConfig {
     /// A NATS credentials file (`.creds`: user JWT and nkey seed) or an nkey seed file the
     /// relay requires; empty for a relay without authorization. Read at start-up.
     pub credentials: PathBuf,
+    /// Reconnect after the relay drops, with backoff; false gives up after one attempt.
     pub auto_reconnect: bool,
     /// Cap on the reconnect backoff, in milliseconds.
     pub reconnect_backoff_max_ms: u64,
@@ -238,6 +244,7 @@ impl Default for MarketConfig {
 pub struct AcceptConfig {
     /// `any`, `none`, or `list` (only the peer ids in `peers`).
     pub policy: AcceptPolicy,
+    /// libp2p peer ids (text form) allowed when `policy` is `list`; ignored otherwise.
     pub peers: Vec<String>,
 }
 
@@ -254,8 +261,11 @@ impl Default for AcceptConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AcceptPolicy {
+    /// Bid for every peer's task (still only with a free slot and a matching profile).
     Any,
+    /// Run no peer's task: this node only originates.
     None,
+    /// Only peers listed in `accept.peers`.
     List,
 }
 

@@ -20,8 +20,11 @@ pub struct LedgerDump {
     pub paid: Vec<(String, String, i64)>,
     /// Payments this node received: (payer account, payment id, micro-VIBE).
     pub received: Vec<(String, String, i64)>,
+    /// Escrows still `held`; a clean shutdown leaves none.
     pub escrows_held: u64,
+    /// Signed payments in the outbox still awaiting their payee's receipt.
     pub undelivered: u64,
+    /// Journaled tasks not yet in a final state.
     pub open_tasks: u64,
     /// The ledger's own invariant check, as text when it failed.
     pub invariant_error: Option<String>,

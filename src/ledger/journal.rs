@@ -21,7 +21,9 @@ pub struct JournaledTask {
 /// What start-up recovery did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recovery {
+    /// Open journaled tasks marked interrupted because the node restarted under them.
     pub tasks_interrupted: u64,
+    /// Held escrows of those tasks returned to this node's own account.
     pub escrows_refunded: u64,
 }
 

@@ -54,42 +54,77 @@ pub const MINT: &str = "mint";
 /// A ledger operation failed; nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
+    /// SQLite reported an error other than a full disk; the transaction was rolled back.
     #[error("database: {0}")]
     Sqlite(rusqlite::Error),
+    /// SQLITE_FULL: the write was rolled back; retrying after freeing space is safe.
     #[error("the disk holding the ledger is full; nothing was written: free space and retry")]
     DiskFull,
     #[error(
         "the ledger has schema version {found}, this build supports up to {supported}: upgrade the node"
     )]
-    SchemaTooNew { found: i64, supported: i64 },
+    /// The file was written by a newer build; it is left untouched rather than downgraded.
+    SchemaTooNew {
+        /// Schema version stored in the file.
+        found: i64,
+        /// Highest version this build understands ([`SCHEMA_VERSION`]).
+        supported: i64,
+    },
+    /// A debit would take this node's own account or an escrow below zero.
     #[error("overdraft: {account} has {available} VIBE, {needed} needed")]
     Overdraft {
+        /// The account that would go negative (`node:<hex>` or `escrow:<id>`).
         account: String,
+        /// Amount the debit asked for.
         needed: Vibe,
+        /// Balance the account holds now.
         available: Vibe,
     },
+    /// The id was already used by a transfer with other accounts, amount or kind.
     #[error("transfer {0} exists with different content")]
     TransferConflict(Uuid),
+    /// No escrow was ever held under this id.
     #[error("no escrow {0}")]
     NoEscrow(Uuid),
+    /// The escrow was released or refunded before; money leaves an escrow only once.
     #[error("escrow {id} is already {state:?}")]
-    EscrowSettled { id: Uuid, state: EscrowState },
+    EscrowSettled {
+        /// The escrow (its task attempt's id).
+        id: Uuid,
+        /// The final state it reached first.
+        state: EscrowState,
+    },
+    /// A peer's `VibeTransaction` signature does not match its payer's key.
     #[error("the transaction's signature does not verify")]
     Forged,
+    /// A peer's `VibeTransaction` pays some other node; it is not credited here.
     #[error("the transaction does not name this node as payee")]
     NotPayee,
+    /// The payer is not a counterparty (no admitted task or bandwidth with this node).
     #[error("the payer has no task or bandwidth relationship with this node")]
     Unsolicited,
+    /// A credit would take a balance past `i64::MAX` micro-VIBE.
     #[error("crediting {amount} VIBE to {account} would overflow its balance")]
-    Overflow { account: String, amount: Vibe },
+    Overflow {
+        /// The account that would overflow.
+        account: String,
+        /// The credit that was refused.
+        amount: Vibe,
+    },
+    /// Transfers of zero are refused: they would only add rows.
     #[error("amount must be above zero")]
     ZeroAmount,
+    /// A consistency check failed (non-zero sum, negative own or escrow balance): a bug.
     #[error("ledger invariant broken: {0}")]
     Invariant(String),
+    /// No ledger file at this path (read-only tools such as `apn ledger` never create one).
     #[error("no ledger at {0}: has a node run with this data dir?")]
     NotFound(String),
+    /// The data dir's identity key is missing or unreadable, so the own account is unknown.
     #[error("cannot read the node's identity: {0}")]
     Identity(String),
+    /// An outbox payment failed to (de)serialize, or a payment envelope holds no
+    /// `VibeTransaction`.
     #[error("a stored payment cannot be encoded or decoded: {0}")]
     Encoding(String),
 }
@@ -117,35 +152,69 @@ pub fn escrow_account(id: &Uuid) -> String {
 /// One operation of a batch.
 #[derive(Debug, Clone)]
 pub enum LedgerOp {
-    Mint { id: Uuid, amount: Vibe },
-    Hold { escrow: Uuid, amount: Vibe },
-    Release { escrow: Uuid, payee: [u8; 32] },
-    Refund { escrow: Uuid },
+    /// Credit this node's own account from the mint (e.g. `economics.initial_balance`).
+    Mint {
+        /// Transfer id; minting again under the same id is a no-op.
+        id: Uuid,
+        /// Amount granted.
+        amount: Vibe,
+    },
+    /// Move money from this node's own account into a new escrow.
+    Hold {
+        /// The escrow's id (the task attempt it pays for).
+        escrow: Uuid,
+        /// Amount held; fails with `Overdraft` if the own balance is short.
+        amount: Vibe,
+    },
+    /// Pay a held escrow out in full to the executor's mirror account.
+    Release {
+        /// The escrow to release.
+        escrow: Uuid,
+        /// Ed25519 public key of the node paid.
+        payee: [u8; 32],
+    },
+    /// Return a held escrow in full to this node's own account.
+    Refund {
+        /// The escrow to refund.
+        escrow: Uuid,
+    },
 }
 
 /// One transfer as history shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TransferRecord {
+    /// Unique transfer id (for a peer's payment, derived from payer key and `tx_id`).
     pub id: Uuid,
+    /// Debited account (`node:<hex>`, `escrow:<id>` or `mint`).
     pub from: String,
+    /// Credited account, same naming as `from`.
     pub to: String,
+    /// Amount moved, always above zero.
     pub amount: Vibe,
     /// mint, hold, release, refund, incoming.
     pub kind: String,
+    /// Task attempt the money was for; None for mints and bandwidth payments.
     pub task_id: Option<Uuid>,
+    /// `TransactionReason` name (e.g. `TaskExecution`); None for escrow moves and mints.
     pub reason: Option<String>,
+    /// When this ledger committed the transfer (this node's clock).
     pub created_at: DateTime<Utc>,
 }
 
 /// Filters for [`Ledger::history`].
 #[derive(Debug, Clone, Default)]
 pub struct HistoryQuery {
+    /// Only transfers created at or after this instant; None: no lower bound.
     pub since: Option<DateTime<Utc>>,
+    /// Only transfers created strictly before this instant; None: no upper bound.
     pub before: Option<DateTime<Utc>>,
     /// An account involved on either side (e.g. `node:<hex>`).
     pub account: Option<String>,
+    /// Only transfers for this task attempt; None: any.
     pub task_id: Option<Uuid>,
+    /// Only transfers with this `TransactionReason` name; None: any.
     pub reason: Option<String>,
+    /// Most rows returned, newest first; clamped to 1..=[`HISTORY_LIMIT_MAX`].
     pub limit: usize,
 }
 

@@ -19,6 +19,7 @@ const RETRY_MAX_MS: i64 = 30_000;
 /// A payment waiting for its payee's receipt.
 #[derive(Debug, Clone)]
 pub struct PendingPayment {
+    /// The signed payment, resent unchanged until the payee acknowledges it.
     pub transaction: VibeTransaction,
     /// Deliveries tried so far (the first, immediate one is not counted).
     pub attempts: u32,

@@ -11,9 +11,13 @@ use crate::messages::Vibe;
 /// What `apn ledger` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerReport {
+    /// This node's own account, `node:<hex key>`.
     pub account: String,
+    /// Spendable balance of the own account (escrowed money excluded).
     pub balance: Vibe,
+    /// Total held in escrows not yet released or refunded.
     pub escrowed: Vibe,
+    /// The most recent transfers, newest first (`--last`, at least one).
     pub transfers: Vec<TransferRecord>,
 }
 

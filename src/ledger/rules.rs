@@ -58,8 +58,11 @@ pub fn same_transfer(existing: (&str, &str, i64, &str), new: (&str, &str, i64, &
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EscrowState {
+    /// Money is in the escrow account, waiting for the task's outcome.
     Held,
+    /// Paid out to the executor; final.
     Released,
+    /// Returned to this node's own account; final.
     Refunded,
 }
 
@@ -117,18 +120,26 @@ pub fn incoming_transfer_id(payer_key: &[u8], tx_id: &Uuid) -> Uuid {
 /// What happened when a peer ran a task for this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Outcome {
+    /// The peer returned a result that verified.
     Completed,
+    /// The peer reported `ExecutionFailed`.
     Failed,
+    /// The peer went silent past the task's deadline (weighs twice a failure).
     TimedOut,
+    /// The result failed verification: bad signature, hash or verify command (weighs 3x).
     BadResult,
 }
 
 /// A peer's record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ReputationCounts {
+    /// Tasks the peer completed with a verified result.
     pub completed: u64,
+    /// Tasks the peer reported as failed.
     pub failed: u64,
+    /// Tasks the peer let pass their deadline without an outcome.
     pub timed_out: u64,
+    /// Results that failed verification.
     pub bad_results: u64,
 }
 

@@ -13,11 +13,19 @@ pub const FRAME_BYTES_MAX: usize = 512 * 1024;
 /// Why bytes could not become a value or the other way round.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
+    /// The frame is larger than the caller's limit; refused before decoding.
     #[error("frame of {size} bytes is over the {limit} byte limit")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// Length of the refused frame, in bytes.
+        size: usize,
+        /// The limit it exceeded, in bytes.
+        limit: usize,
+    },
     #[error("malformed frame: {0}")]
+    /// The bytes are not valid CBOR of the expected type.
     Malformed(String),
     #[error("cannot encode: {0}")]
+    /// The value could not be serialised (should not happen for wire types).
     Encode(String),
 }
 

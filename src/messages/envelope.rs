@@ -65,7 +65,9 @@ impl Audience {
 /// A signed message as it travels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// Wire protocol version ([`PROTOCOL_VERSION`](super::PROTOCOL_VERSION)); others are dropped.
     pub version: u16,
+    /// Random per message, chosen by the sender; the replay cache refuses a repeat from one key.
     pub msg_id: Uuid,
     /// The sender's Ed25519 public key (its PeerId is derived from it).
     pub from: ByteBuf,
@@ -75,6 +77,7 @@ pub struct Envelope {
     pub to: Audience,
     /// The encoded [`APNMessage`].
     pub body: ByteBuf,
+    /// Ed25519 by `from` over a domain tag, version, `msg_id`, `sent_at_ms`, audience and body.
     pub signature: ByteBuf,
 }
 
@@ -82,11 +85,17 @@ pub struct Envelope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DropReason {
+    /// The frame is larger than `frame_bytes_max`; refused before decoding.
     Oversized,
+    /// The frame or its body is not valid CBOR of the expected type.
     Malformed,
+    /// `version` is not this node's [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
     UnknownVersion,
+    /// The signature does not verify against the `from` key (or the key is invalid).
     BadSignature,
+    /// `sent_at_ms` differs from this node's clock by more than `clock_skew_ms_max`.
     ClockSkew,
+    /// The same sender already sent this `msg_id` within the replay window.
     Replayed,
     /// Decrypting an end-to-end sealed payload failed.
     DecryptFailed,
@@ -172,7 +181,9 @@ impl DropReason {
 /// Limits an inbound frame is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct EnvelopeLimits {
+    /// Largest whole encoded envelope accepted, in bytes (default [`FRAME_BYTES_MAX`]).
     pub frame_bytes_max: usize,
+    /// Largest accepted difference between `sent_at_ms` and the local clock, in milliseconds.
     pub clock_skew_ms_max: i64,
 }
 
@@ -188,11 +199,17 @@ impl Default for EnvelopeLimits {
 /// An envelope that passed every check, with its decoded message.
 #[derive(Debug, Clone)]
 pub struct VerifiedEnvelope {
+    /// The sender's `msg_id`, already recorded in the replay cache.
     pub msg_id: Uuid,
+    /// The sender's Ed25519 public key; the signature was checked against it.
     pub from_key: [u8; PUBLIC_KEY_BYTES],
+    /// The sender's libp2p peer id, derived from `from_key`.
     pub from_peer: PeerId,
+    /// The sender's display name, derived from `from_key`; never use it for authorisation.
     pub from_node: NodeId,
+    /// The sender's clock at sending, milliseconds since the Unix epoch (within the skew window).
     pub sent_at_ms: i64,
+    /// The decoded body.
     pub message: APNMessage,
     /// Size of the frame on the wire, for bandwidth accounting.
     pub frame_bytes: usize,

@@ -63,17 +63,29 @@ impl Topic {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "body")]
 pub enum APNMessage {
+    /// Who a node is and what it offers (announce topic; also sent to each new connection).
     NodeAnnouncement(NodeAnnouncement),
+    /// An originator looking for an executor (tasks topic); carries no prompt and no code.
     TaskDistributionRequest(TaskDistributionRequest),
+    /// A bidder's offer to run a task, sent directly to the originator.
     TaskBid(TaskBid),
+    /// The originator's award to the winning bidder, with the task sealed in a Noise handshake.
     TaskAssigned(TaskAssigned),
+    /// The executor began a run; completes the Noise handshake.
     ExecutionStarted(ExecutionStarted),
+    /// Heartbeat and stage/percent of a run; silence past the deadline means reassignment.
     ExecutionProgress(ExecutionProgress),
+    /// A sealed, sequenced batch of the run's log lines.
     ExecutionLogs(ExecutionLogs),
+    /// The run finished; the sealed result and the signed result hash.
     ExecutionCompleted(ExecutionCompleted),
+    /// The run failed, or the executor refused the assignment before running.
     ExecutionFailed(ExecutionFailed),
+    /// Bandwidth one node gave another over a period, and its value.
     BandwidthContribution(BandwidthContribution),
+    /// Compute a node gave to a task, and its value.
     ComputeContribution(ComputeContribution),
+    /// A payment signed by the payer (escrow release, bandwidth share, relay).
     VibeTransaction(VibeTransaction),
     /// The payee of a `VibeTransaction` recorded it (or had already): the payer stops
     /// delivering it.
@@ -84,6 +96,7 @@ pub enum APNMessage {
     TaskCancelled(TaskCancelled),
     /// Round-trip probe answered by the receiving node's peer manager.
     PingRequest(PingRequest),
+    /// Answer to a `PingRequest`; the round trip gives the peer's latency.
     PingReply(PingReply),
 }
 
@@ -116,14 +129,19 @@ impl APNMessage {
 /// periodically, and to each new connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeAnnouncement {
+    /// Display name derived from the sender's key; never trusted for authorisation.
     pub node_id: NodeId,
     /// Capability tags from `[node] capabilities` (languages, tools, hardware).
     pub capabilities: Vec<String>,
     /// Executor profiles this node can run (configured and present).
     pub executor_profiles: Vec<String>,
+    /// What this node charges per CPU-hour; bids are priced from it.
     pub compute_rate_per_cpu_hour: Vibe,
+    /// This node never bids below this amount.
     pub min_task_reward: Vibe,
+    /// Slots for concurrently running tasks (`max_concurrent_tasks` in the config).
     pub max_concurrent_tasks: u32,
+    /// Slots free when announced; a node with none does not bid.
     pub free_slots: u32,
     /// X25519 static key for end-to-end encryption to this node.
     pub noise_static_key: ByteBuf,
@@ -155,8 +173,11 @@ pub struct TaskRequirements {
 /// no prompt, no code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskDistributionRequest {
+    /// Chosen by the originator; every later message about the task carries it.
     pub task_id: Uuid,
+    /// Executor profile the task runs with (e.g. `CLAUDE_CODE`); bidders must have it.
     pub executor_profile: String,
+    /// What the executing node must have (capabilities, memory, timeout).
     pub requirements: TaskRequirements,
     /// The most the originator will pay.
     pub reward: Vibe,
@@ -169,10 +190,15 @@ pub struct TaskDistributionRequest {
 /// A node's offer to run a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskBid {
+    /// The originator's `task_id` this bid answers.
     pub task_id: Uuid,
+    /// The bidding node; the originator checks it against the envelope's signer key.
     pub bidder: NodeId,
+    /// What the bidder asks; within the request's `reward`, never below its `min_task_reward`.
     pub price: Vibe,
+    /// The bidder's estimate of the run's wall-clock time, in seconds; used in scoring.
     pub estimated_duration_s: u64,
+    /// The bidder's capability tags, for matching the request's requirements.
     pub capabilities: Vec<String>,
     /// The slot is reserved for the bidder until this instant.
     pub valid_until: DateTime<Utc>,
@@ -182,15 +208,20 @@ pub struct TaskBid {
 /// arriving out of order (gossip, relay) still decrypt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sealed {
+    /// Noise nonce of the first segment (later ones count up), so out-of-order messages decrypt.
     pub nonce: u64,
+    /// The Noise transport messages, one per plaintext segment, each with its authentication tag.
     pub ciphertext: ByteBuf,
 }
 
 /// The originator gives a task to the winning bidder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskAssigned {
+    /// The task being assigned (the originator's `task_id`).
     pub task_id: Uuid,
+    /// The winning bidder, who alone may run the task.
     pub executor: NodeId,
+    /// The winning bid's price, held in escrow and paid on a verified result.
     pub agreed_price: Vibe,
     /// The escrow transfer holding the payment.
     pub escrow_id: Uuid,
@@ -203,9 +234,13 @@ pub struct TaskAssigned {
 /// The executor started a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionStarted {
+    /// The task this run belongs to (the originator's `task_id`).
     pub task_id: Uuid,
+    /// Chosen by the executor for this run; a reassignment gets a new one.
     pub execution_id: Uuid,
+    /// The node running the task.
     pub executor: NodeId,
+    /// When the executor began the run (executor's clock).
     pub started_at: DateTime<Utc>,
     /// Second Noise handshake message; after it both sides have transport keys.
     pub noise_handshake: ByteBuf,
@@ -215,17 +250,24 @@ pub struct ExecutionStarted {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStage {
+    /// Checking out the project and preparing the workspace.
     Setup,
+    /// The agent is running.
     Coding,
+    /// The profile's tests or verify step are running.
     Testing,
+    /// The run is finished.
     Done,
 }
 
 /// Heartbeat and progress of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionProgress {
+    /// The task this run belongs to (the originator's `task_id`).
     pub task_id: Uuid,
+    /// The run being reported (from `ExecutionStarted`).
     pub execution_id: Uuid,
+    /// The stage the run is in now.
     pub stage: ExecutionStage,
     /// 0..=100.
     pub percent: u8,
@@ -236,30 +278,41 @@ pub struct ExecutionProgress {
 /// A batch of log lines (encrypted); `sequence` orders batches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionLogs {
+    /// The task this batch belongs to (the originator's `task_id`).
     pub task_id: Uuid,
+    /// The run that produced these lines (from `ExecutionStarted`).
     pub execution_id: Uuid,
+    /// Position of this batch in the run's log stream, from 0; the receiver reorders by it.
     pub sequence: u64,
+    /// The log lines, sealed in the run's Noise session.
     pub lines: Sealed,
 }
 
 /// Compute a run used, measured from the child process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ComputeUsage {
+    /// CPU time the agent's processes used, in seconds.
     pub cpu_seconds: f64,
+    /// Resident memory integrated over time, in GB·seconds.
     pub memory_gb_seconds: f64,
+    /// Elapsed wall-clock time of the run, in seconds.
     pub wall_seconds: f64,
 }
 
 /// The run finished; the result (summary, files modified, diff) is sealed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionCompleted {
+    /// The task this run belongs to (the originator's `task_id`).
     pub task_id: Uuid,
+    /// The run that finished (from `ExecutionStarted`).
     pub execution_id: Uuid,
     /// SHA-256 (hex) of the plaintext result.
     pub result_hash: String,
     /// The executor's Ed25519 signature over `result_hash`.
     pub result_signature: ByteBuf,
+    /// Summary, files modified and git diff, sealed in the run's Noise session.
     pub result: Sealed,
+    /// What the run used, measured by the executor; the basis of its compute contribution.
     pub usage: ComputeUsage,
 }
 
@@ -267,7 +320,9 @@ pub struct ExecutionCompleted {
 /// before running anything; `error` says why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionFailed {
+    /// The task this run or refusal belongs to (the originator's `task_id`).
     pub task_id: Uuid,
+    /// The run that failed; nil when the executor refused before running anything.
     pub execution_id: Uuid,
     /// In clear text only for a refusal before any session exists (nil `execution_id`);
     /// for a run's failure `Setup`, and the real stage travels in `detail`.
@@ -278,6 +333,7 @@ pub struct ExecutionFailed {
     /// A run's failure: `market::FailureDetail` (stage and error) sealed in the run's
     /// Noise session, so the relay and other peers never read it.
     pub detail: Option<Sealed>,
+    /// What the run used before it failed (zero for a refusal).
     pub usage: ComputeUsage,
 }
 
@@ -285,51 +341,73 @@ pub struct ExecutionFailed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BandwidthPurpose {
+    /// Carrying task requests, assignments and results between nodes.
     TaskRelay,
+    /// Streaming a run's progress and logs back to the originator.
     LogStream,
+    /// Transferring the git bundle of a task's base commit.
     GitSync,
 }
 
 /// Bandwidth a node gave another over a period.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BandwidthContribution {
+    /// The node that carried the bytes and earns the credit.
     pub contributor: NodeId,
+    /// The node the bytes were carried for.
     pub beneficiary: NodeId,
+    /// What the bytes were carried for.
     pub purpose: BandwidthPurpose,
+    /// Bytes carried in the period.
     pub bytes: u64,
+    /// Start of the measured period.
     pub period_start: DateTime<Utc>,
+    /// End of the measured period.
     pub period_end: DateTime<Utc>,
+    /// The credit earned for these bytes, at the configured bandwidth rate.
     pub amount: Vibe,
 }
 
 /// Compute a node gave to a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ComputeContribution {
+    /// The task the compute was given to (the originator's `task_id`).
     pub task_id: Uuid,
+    /// The node that ran the task and earns the credit.
     pub contributor: NodeId,
+    /// What the run used.
     pub usage: ComputeUsage,
+    /// The credit earned for this usage, at the contributor's compute rate.
     pub amount: Vibe,
 }
 
 /// Why credits moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TransactionReason {
+    /// Payment for running a task (escrow released to the executor).
     TaskExecution,
+    /// Payment for bandwidth a node contributed.
     BandwidthShare,
+    /// Payment for relaying traffic.
     Relay,
 }
 
 /// A payment, signed by the payer so the payee (and anyone) can check it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VibeTransaction {
+    /// Unique per payment; paying the same id twice is one transfer (idempotent ledger).
     pub tx_id: Uuid,
     /// The payer's Ed25519 public key.
     pub from: ByteBuf,
     /// The payee's Ed25519 public key.
     pub to: ByteBuf,
+    /// The amount paid, in µVIBE fixed point.
     pub amount: Vibe,
+    /// Why the credits moved.
     pub reason: TransactionReason,
+    /// The task paid for; `None` for payments not tied to a task (e.g. bandwidth).
     pub task_id: Option<Uuid>,
+    /// When the payer created the payment; covered by the signature.
     pub created_at: DateTime<Utc>,
     /// The payer's signature over [`VibeTransaction::signing_bytes`].
     pub signature: ByteBuf,
@@ -413,16 +491,22 @@ impl VibeTransaction {
 /// A chunk of the git bundle of a task's base commit, encrypted to the executor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoChunk {
+    /// The task whose base commit this bundle holds (the originator's `task_id`).
     pub task_id: Uuid,
+    /// Position of this chunk, from 0; must be below `total`.
     pub index: u32,
+    /// Number of chunks in the bundle; the same in every chunk of a task.
     pub total: u32,
+    /// This chunk's bytes of the bundle, sealed in the task's Noise session.
     pub data: Sealed,
 }
 
 /// The originator withdrew an assignment; the executor stops the run and is not paid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskCancelled {
+    /// The task withdrawn (the originator's `task_id`).
     pub task_id: Uuid,
+    /// Why the originator withdrew it, for logs and the panel.
     pub reason: String,
 }
 
@@ -430,17 +514,20 @@ pub struct TaskCancelled {
 /// matches the envelope's signer against the payment's `to`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentReceipt {
+    /// The payment received (the `VibeTransaction`'s `tx_id`).
     pub tx_id: Uuid,
 }
 
 /// Round-trip probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PingRequest {
+    /// Random value the reply must echo, matching replies to probes.
     pub nonce: u64,
 }
 
 /// Answer to a [`PingRequest`], echoing its nonce.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PingReply {
+    /// The nonce of the `PingRequest` answered.
     pub nonce: u64,
 }

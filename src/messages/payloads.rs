@@ -13,7 +13,12 @@ use super::codec::{self, CodecError};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RepoDelivery {
     /// A git bundle of the base commit follows in `total_chunks` sealed `RepoChunk`s.
-    Bundle { bytes: u64, total_chunks: u32 },
+    Bundle {
+        /// Size of the whole bundle, in bytes.
+        bytes: u64,
+        /// Number of `RepoChunk`s the bundle is split into.
+        total_chunks: u32,
+    },
     /// The repository is at this path on a disk both nodes share.
     LocalPath(String),
 }
@@ -21,27 +26,39 @@ pub enum RepoDelivery {
 /// The task as the executor receives it, inside the first Noise handshake message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskPayload {
+    /// Human-readable title the user gave the task attempt.
     pub title: String,
+    /// The agent's instructions; only ever sent sealed to the assigned executor.
     pub prompt: String,
+    /// Executor profile to run (must match the request the executor bid on).
     pub executor_profile: String,
+    /// The git commit the run starts from; the result's diff is against it.
     pub base_commit: String,
+    /// How the executor gets the repository.
     pub repo: RepoDelivery,
+    /// Wall-clock limit for the run, in seconds.
     pub timeout_s: u64,
 }
 
 /// One log line from a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
+    /// Where the line came from: `stdout`, `stderr`, or `apn` for the node's own notes.
     pub stream: String,
+    /// The line's text, without its newline.
     pub line: String,
+    /// When the line was read, milliseconds since the Unix epoch (the sender's clock).
     pub at_ms: i64,
 }
 
 /// The result, sealed inside `ExecutionCompleted`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionResult {
+    /// What the agent says it did, for the user.
     pub summary: String,
+    /// Repository paths the run changed.
     pub files_modified: Vec<String>,
+    /// Git diff of the workspace against `base_commit`.
     pub diff: String,
 }
 
@@ -49,7 +66,9 @@ pub struct ExecutionResult {
 /// files, commands and output of a private task, so they travel end-to-end encrypted too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailureDetail {
+    /// The stage the run was in when it failed.
     pub stage: ExecutionStage,
+    /// What went wrong, readable by the user.
     pub error: String,
 }
 
@@ -69,7 +88,9 @@ pub const FAILURE_DETAIL_BYTES_MAX: usize = 16 * 1024;
 /// A progress report's plaintext action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProgressAction {
+    /// The stage the run is in.
     pub stage: ExecutionStage,
+    /// What the agent is doing now (may quote code, hence sealed).
     pub action: String,
 }
 

@@ -27,14 +27,19 @@ pub struct Vibe(u64);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VibeParseError {
     #[error("amount is empty")]
+    /// The input was empty or only whitespace.
     Empty,
     #[error("amount must not be negative")]
+    /// The input had a minus sign; amounts are never negative.
     Negative,
     #[error("amount is not a finite decimal number: {0:?}")]
+    /// The input is not a finite decimal number (NaN, infinity, garbage).
     NotANumber(String),
     #[error("amount has more than {VIBE_DECIMALS_MAX} decimals: {0:?}")]
+    /// The input has more than 6 decimal places (finer than one µVIBE).
     TooManyDecimals(String),
     #[error("amount is larger than the maximum {VIBE_MAX}")]
+    /// The amount exceeds [`VIBE_MAX`].
     TooLarge,
 }
 

@@ -13,7 +13,9 @@ use crate::messages::{BandwidthPurpose, ComputeUsage, Vibe};
 /// Which way bytes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// Received from the peer.
     In,
+    /// Sent to the peer.
     Out,
 }
 
@@ -21,9 +23,13 @@ pub enum Direction {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct BytesTransferred {
+    /// The peer at the other end of the connection.
     pub peer: PeerId,
+    /// What the bytes carried (derived from the message variant).
     pub purpose: BandwidthPurpose,
+    /// Whether the bytes were received or sent.
     pub direction: Direction,
+    /// Size of the frame on the wire, in bytes.
     pub bytes: u64,
 }
 
@@ -33,7 +39,9 @@ pub struct BytesTransferred {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct BillableBytes {
+    /// The executor of the assigned task, whom this node owes for the bytes.
     pub peer: PeerId,
+    /// Bytes of that task's logs and progress received from `peer`.
     pub bytes: u64,
 }
 
@@ -41,43 +49,60 @@ pub struct BillableBytes {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct ComputeUsed {
+    /// The task the run was for.
     pub task_id: Uuid,
     /// The originator, for runs done for a peer.
     pub peer: Option<PeerId>,
+    /// What the run used, measured from its process.
     pub usage: ComputeUsage,
 }
 
 /// One point of the rate chart.
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct RatePoint {
+    /// End of the sampling step, seconds since the Unix epoch.
     pub at_s: i64,
+    /// Average upload rate over the last minute, in megabits per second.
     pub upload_mbps: f64,
+    /// Average download rate over the last minute, in megabits per second.
     pub download_mbps: f64,
 }
 
 /// Totals for one peer.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct PeerBytes {
+    /// Bytes received from the peer today (UTC).
     pub bytes_in: u64,
+    /// Bytes sent to the peer today (UTC).
     pub bytes_out: u64,
 }
 
 /// What the panel and `/api/resources` show.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResourceSnapshot {
+    /// Upload rate over the last minute, in megabits per second.
     pub upload_mbps: f64,
+    /// Download rate over the last minute, in megabits per second.
     pub download_mbps: f64,
+    /// The configured bandwidth cap (`max_bandwidth_mbps`), in megabits per second.
     pub bandwidth_limit_mbps: u32,
+    /// Bytes received from all peers since midnight UTC.
     pub bytes_in_today: u64,
+    /// Bytes sent to all peers since midnight UTC.
     pub bytes_out_today: u64,
+    /// Bytes moved today by purpose (`task_relay`, `log_stream`, `git_sync`).
     pub bytes_by_purpose: BTreeMap<String, u64>,
+    /// CPU time of runs on this node since midnight UTC, in seconds.
     pub cpu_seconds_today: f64,
+    /// Memory integrated over time of runs since midnight UTC, in GB·seconds.
     pub memory_gb_seconds_today: f64,
     /// Compute given to peers today, priced at `compute_rate_per_cpu_hour`.
     pub compute_value_today: Vibe,
     /// Bandwidth given to peers today, priced at `bandwidth_rate_per_gb`.
     pub bandwidth_value_today: Vibe,
+    /// Bytes in and out today per peer, keyed by peer id (at most `PEERS_TRACKED_MAX`).
     pub peers: BTreeMap<String, PeerBytes>,
+    /// Upload and download rates sampled every 5 s, oldest first (at most 120 points).
     pub history: Vec<RatePoint>,
 }
 

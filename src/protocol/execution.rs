@@ -16,9 +16,13 @@ use crate::messages::{ComputeUsage, ExecutionStage, Vibe};
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "bool")]
 pub struct ReserveSlot {
+    /// The task bid on (the originator's `task_id`).
     pub task_id: Uuid,
+    /// The reservation lapses at this instant unless the assignment arrives first.
     pub until: Instant,
+    /// The originator the bid went to; only its assignment may claim the slot.
     pub origin: PeerId,
+    /// The bid's price; the assignment must agree to it.
     pub price: Vibe,
     /// The request's `content_hash`: the task that comes must be the one bid on.
     pub content_hash: String,
@@ -28,7 +32,9 @@ pub struct ReserveSlot {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "bool")]
 pub struct RunLocal {
+    /// The task (this node is its originator).
     pub task_id: Uuid,
+    /// What to run: prompt, profile, base commit and repository.
     pub payload: TaskPayload,
 }
 
@@ -45,8 +51,11 @@ pub struct CancelAllRuns;
 /// Slots and runs, for the resources view.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct ExecutorStatus {
+    /// Runs in progress on this node (local and for peers).
     pub active: u32,
+    /// Slots in total (`max_concurrent_tasks`).
     pub max: u32,
+    /// Runs finished since midnight UTC.
     pub completed_today: u64,
 }
 
@@ -58,22 +67,36 @@ pub struct GetExecutorStatus;
 /// What a run reports, in plaintext (sealed on the way for remote runs).
 #[derive(Debug, Clone)]
 pub enum ExecutionUpdate {
+    /// The run began.
     Started {
+        /// Chosen by the executor for this run.
         execution_id: Uuid,
     },
+    /// Heartbeat with the run's stage and completion.
     Progress {
+        /// The stage the run is in now.
         stage: ExecutionStage,
+        /// Completion estimate, 0..=100.
         percent: u8,
+        /// What the agent is doing now (may quote code).
         action: String,
     },
+    /// A batch of log lines from the agent's stdout and stderr.
     Logs(Vec<LogLine>),
+    /// The run succeeded.
     Completed {
+        /// Summary, files modified and diff.
         result: ExecutionResult,
+        /// What the run used.
         usage: ComputeUsage,
     },
+    /// The run failed (the agent errored, timed out or could not be set up).
     Failed {
+        /// The stage the run was in.
         stage: ExecutionStage,
+        /// What went wrong, readable by the user.
         error: String,
+        /// What the run used before it stopped.
         usage: ComputeUsage,
     },
 }
@@ -82,7 +105,9 @@ pub enum ExecutionUpdate {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct LocalExecution {
+    /// The task (this node is its originator).
     pub task_id: Uuid,
+    /// What the run reported.
     pub update: ExecutionUpdate,
 }
 
@@ -91,23 +116,38 @@ pub struct LocalExecution {
 #[rtype(result = "()")]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ExecutionEvent {
+    /// A run of the task began.
     Started {
+        /// The task (the originator's `task_id`).
         task_id: Uuid,
+        /// Node id of the executor, or `local` for a run on this node.
         executor: String,
     },
+    /// The run's stage and completion changed.
     Progress {
+        /// The task (the originator's `task_id`).
         task_id: Uuid,
+        /// The stage the run is in now.
         stage: ExecutionStage,
+        /// Completion estimate, 0..=100.
         percent: u8,
+        /// What the agent is doing now.
         action: String,
     },
+    /// One log line of the run.
     Log {
+        /// The task (the originator's `task_id`).
         task_id: Uuid,
+        /// The line, with its stream and time.
         line: LogLine,
     },
+    /// The task attempt ended: completed, failed or cancelled.
     Finished {
+        /// The task (the originator's `task_id`).
         task_id: Uuid,
+        /// True when the task completed with a result; false on failure or cancellation.
         succeeded: bool,
+        /// The result's summary on success; otherwise the reason the user reads.
         detail: String,
     },
 }
@@ -121,7 +161,9 @@ pub struct RecordUpdate(pub ExecutionEvent);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Vec<ExecutionEvent>")]
 pub struct SubscribeExecution {
+    /// The task whose events to receive.
     pub task_id: Uuid,
+    /// Receives each later event of the task.
     pub subscriber: Recipient<ExecutionEvent>,
 }
 

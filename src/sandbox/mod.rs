@@ -107,17 +107,22 @@ pub struct SandboxPolicy {
     pub read_only_paths: Vec<PathBuf>,
     /// Directories inside a writable one that are mounted read-only (missing ones skipped).
     pub read_only_binds: Vec<PathBuf>,
+    /// What the run may reach on the network: nothing, or TCP to the profile's ports.
     pub network: SandboxNetwork,
+    /// Memory, process and CPU limits, from `[resources]` and the run's timeout.
     pub limits: SandboxLimits,
 }
 
 /// The sandbox could not be set up for a run.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    /// Building or enforcing the Landlock ruleset failed; the run does not start.
     #[error("Landlock: {0}")]
     Landlock(String),
+    /// The kernel has no Landlock (ABI 0), so file access cannot be restricted.
     #[error("this kernel does not support Landlock")]
     LandlockUnsupported,
+    /// A path in the policy cannot be passed to the kernel.
     #[error("path {0} cannot be used in the sandbox (it contains a NUL byte)")]
     Path(PathBuf),
 }

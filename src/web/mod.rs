@@ -44,24 +44,67 @@ const HTTP_WORKERS: usize = 2;
 /// An HTTP-layer error, rendered as JSON `{error, detail}`.
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
+    /// 400 `bad_request`: a malformed body or parameter, or a task that cannot be run.
     #[error("{detail}")]
-    BadRequest { detail: String },
+    BadRequest {
+        /// What was wrong, in a sentence for the caller.
+        detail: String,
+    },
+    /// Refused by the access policy (401, 403 or 421, code from the [`Refusal`]).
     #[error("{detail}")]
-    Refused { reason: Refusal, detail: String },
+    Refused {
+        /// Which check failed; decides the status and the `error` code.
+        reason: Refusal,
+        /// What to do about it, for the caller.
+        detail: String,
+    },
+    /// 404 `not_found`.
     #[error("{what} not found")]
-    NotFound { what: String },
+    NotFound {
+        /// The missing thing, e.g. `task <id>`.
+        what: String,
+    },
+    /// 413 `payload_too_large`: the body exceeds `http.body_bytes_max`.
     #[error("request body over {limit} bytes")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 503 `unavailable`: no capacity, or an actor is gone because the node is stopping.
     #[error("{detail}")]
-    Unavailable { detail: String },
+    Unavailable {
+        /// Why, for the caller.
+        detail: String,
+    },
+    /// 409 `conflict`: the request clashes with state, e.g. the balance cannot cover the reward.
     #[error("{detail}")]
-    Conflict { detail: String },
+    Conflict {
+        /// What clashed, for the caller.
+        detail: String,
+    },
+    /// 405 `method_not_allowed` on a known path.
     #[error("{method} is not allowed here; allowed: {allow}")]
-    MethodNotAllowed { method: String, allow: &'static str },
+    MethodNotAllowed {
+        /// The HTTP method the request used.
+        method: String,
+        /// The methods the path accepts, comma-separated (also the `Allow` header).
+        allow: &'static str,
+    },
+    /// 500 `internal`: a bug or an unexpected failure inside the node.
     #[error("internal error: {detail}")]
-    Internal { detail: String },
+    Internal {
+        /// What failed.
+        detail: String,
+    },
+    /// Start-up only: the listener could not be bound (address in use, no permission).
     #[error("cannot start the HTTP server on {address}: {reason}")]
-    Bind { address: SocketAddr, reason: String },
+    Bind {
+        /// The `http.bind` address tried.
+        address: SocketAddr,
+        /// The operating system's error.
+        reason: String,
+    },
+    /// Start-up only: the API token file could not be read or written in the data dir.
     #[error("cannot create the API token: {0}")]
     Token(String),
 }
@@ -112,6 +155,7 @@ impl ResponseError for WebError {
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct WebState {
+    /// The node's actor addresses, config and identity; handlers ask the actors.
     pub node: NodeHandle,
     /// Hosts, proxies, the token and the session cookie (see `access/`).
     pub policy: std::sync::Arc<AccessPolicy>,

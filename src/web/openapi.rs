@@ -28,17 +28,27 @@ pub struct Health {
 /// `GET /api/status`: who this node is, its mesh and its balance.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusDoc {
+    /// Display name `apn_` + 8 hex chars, derived from the public key; not an authority.
     pub node_id: NodeId,
+    /// The libp2p PeerId (base58), which carries the node's public key.
     pub peer_id: String,
+    /// Seconds since this node started.
     pub uptime_s: i64,
     /// Peers in the peer table.
     pub peers: usize,
+    /// Connection state of the NATS relay client.
     pub relay: RelayState,
+    /// `node.relay_only`: the node talks only through the relay, no direct libp2p links.
     pub relay_only: bool,
+    /// Spendable VIBE in this node's own ledger account (escrowed money excluded).
     pub balance: Vibe,
+    /// VIBE held in escrow for task attempts this node originated and has not settled.
     pub escrowed: Vibe,
+    /// Multiaddrs the libp2p swarm listens on; empty when relay-only.
     pub listen_addrs: Vec<String>,
+    /// The `apn` build's crate version.
     pub version: String,
+    /// Whether peers' tasks run sandboxed here.
     pub sandbox: SandboxDoc,
 }
 
@@ -77,39 +87,56 @@ impl SandboxDoc {
 /// Bandwidth metered today.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BandwidthDoc {
+    /// Upload rate averaged over the last minute, in megabits per second.
     pub upload_mbps: f64,
+    /// Download rate averaged over the last minute, in megabits per second.
     pub download_mbps: f64,
+    /// `resources.max_bandwidth_mbps`: the bandwidth this node offers, megabits per second.
     pub limit_mbps: u32,
+    /// Bytes received from peers since 00:00 UTC.
     pub bytes_in_today: u64,
+    /// Bytes sent to peers since 00:00 UTC.
     pub bytes_out_today: u64,
     /// Bytes by purpose (`task_relay`, `git_sync`, `log_stream`).
     pub by_purpose: BTreeMap<String, u64>,
+    /// VIBE value of bytes sent to peers today, at `economics.bandwidth_rate_per_gb`.
     pub value_today: Vibe,
+    /// Recent rate samples for the panel's chart, oldest first.
     pub history: Vec<RatePoint>,
 }
 
 /// Compute metered today.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ComputeDoc {
+    /// Agent runs executing now, local and peers'.
     pub active: u32,
+    /// Run slots: `resources.max_concurrent_tasks`.
     pub max: u32,
+    /// Runs finished since 00:00 UTC.
     pub completed_today: u64,
+    /// CPU time used by finished runs since 00:00 UTC, in seconds.
     pub cpu_seconds_today: f64,
+    /// Memory use of finished runs since 00:00 UTC, in gigabyte-seconds.
     pub memory_gb_seconds_today: f64,
+    /// VIBE value of today's CPU time for peers' tasks, at `compute_rate_per_cpu_hour`.
     pub value_today: Vibe,
 }
 
 /// `GET /api/resources`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ResourcesDoc {
+    /// Bytes relayed for the mesh and the current rates.
     pub bandwidth: BandwidthDoc,
+    /// Agent runs and the CPU and memory they used.
     pub compute: ComputeDoc,
 }
 
 /// `POST /api/tasks` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TaskCreated {
+    /// The new task attempt's id, for `GET /api/tasks/{id}` and the log stream.
     pub id: Uuid,
+    /// The attempt's state right after creation; null if it could not be read back yet.
     pub task: Option<TaskView>,
 }
 
@@ -119,6 +146,7 @@ pub struct ApiError {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `payload_too_large`,
     /// `conflict`, `unavailable` or `internal`.
     pub error: String,
+    /// A sentence for a human: what went wrong and, where possible, what to do.
     pub detail: String,
 }
 

@@ -49,38 +49,66 @@ pub enum WorkspaceError {
     /// The `git` binary (or a verify shell) could not be started.
     #[error("cannot run {command}: {source}")]
     Spawn {
+        /// The command line tried, e.g. `git clone`.
         command: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// git ran and failed.
     #[error("`{command}` failed ({status}): {stderr}")]
     Git {
+        /// The git command line that failed.
         command: String,
+        /// Its exit status as text, e.g. `exit status: 128`.
         status: String,
+        /// Its stderr, cut at [`STDERR_BYTES_MAX`] bytes.
         stderr: String,
     },
     /// A reference or commit name that is not acceptable or does not resolve.
     #[error("invalid reference {reference:?}: {reason}")]
-    BadReference { reference: String, reason: String },
+    BadReference {
+        /// The name as given (truncated if long).
+        reference: String,
+        /// Why it was refused, e.g. starts with `-` or does not resolve.
+        reason: String,
+    },
     /// The commit is not in the cloned repository (or bundle).
     #[error("commit {commit} is not in {source_path}")]
-    CommitMissing { commit: String, source_path: String },
+    CommitMissing {
+        /// The commit asked for.
+        commit: String,
+        /// The repository or bundle that was searched.
+        source_path: String,
+    },
     /// The workspace directory exists and is not empty.
     #[error("workspace {0} already exists and is not empty")]
     WorkspaceNotFresh(PathBuf),
     /// The diff is over the configured limit.
     #[error("diff of {bytes} bytes is over the {limit} byte limit")]
-    DiffTooLarge { bytes: usize, limit: usize },
+    DiffTooLarge {
+        /// Size of the diff (or name list) git produced, in bytes.
+        bytes: usize,
+        /// The limit in bytes (`executor.diff_bytes_max`).
+        limit: usize,
+    },
     /// The diff touches a path outside the repository, a `.git` directory, or creates a
     /// symbolic link or submodule.
     #[error("diff refused: {reason}: {line:?}")]
-    UnsafeDiff { reason: &'static str, line: String },
+    UnsafeDiff {
+        /// Which rule the diff broke, e.g. `creates a symbolic link or submodule`.
+        reason: &'static str,
+        /// The offending diff line, cut at 256 bytes.
+        line: String,
+    },
     /// A file system operation failed.
     #[error("cannot {action} {path}: {source}")]
     Io {
+        /// What was attempted, e.g. `create` or `read`.
         action: &'static str,
+        /// The file or directory concerned.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

@@ -57,6 +57,7 @@ pub struct AccessPolicy {
     pub token: String,
     /// The session cookie's name and value.
     pub cookie_name: String,
+    /// The cookie value that counts as logged in: a SHA-256 of the token, not the token.
     pub session: String,
 }
 
