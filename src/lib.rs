@@ -14,6 +14,7 @@
 //! - [`actors`]: one actix actor per role, and `node.rs` that wires them.
 //! - [`market`]: bid, scoring and assignment rules (pure) and the encrypted payload types.
 //! - [`ledger`]: SQLite double-entry ledger (no actix).
+//! - [`network_ledger`]: VIBE on a JetStream stream: signed entries, pure rules, projection.
 //! - [`metrics`]: counters shared by the roles, exported by the HTTP layer.
 //! - [`demo`]: `apn demo`, several nodes and a stream of tasks in one process.
 //! - [`harness`]: a real nats-server child for tests and benchmarks.
@@ -34,6 +35,7 @@ pub mod market;
 pub mod mesh;
 pub mod messages;
 pub mod metrics;
+pub mod network_ledger;
 pub mod protocol;
 pub mod sandbox;
 pub mod web;

@@ -1,0 +1,13 @@
+//! VIBE on a network ledger: signed entries on a replicated NATS JetStream stream.
+//!
+//! Every account (a node's or the treasury's Ed25519 key) writes its own entries on its own
+//! subject, each naming the subject sequence it follows, so JetStream orders an account's
+//! debits and never takes two written against one balance. Every node reads the whole stream
+//! and applies the same pure rules ([`rules`]) to derive the same balances and escrows; only a
+//! treasury key mints, and an escrow is an entry neither party can take back alone.
+//!
+//! - [`entry`]: the entry kinds, their signed wire form, subjects.
+//! - [`rules`]: validation and application, a pure function of the stream.
+
+pub mod entry;
+pub mod rules;
