@@ -8,6 +8,10 @@
 //!
 //! - [`entry`]: the entry kinds, their signed wire form, subjects.
 //! - [`rules`]: validation and application, a pure function of the stream.
+//! - [`stream`]: the JetStream stream: creating it, appending in order, reading it back.
+//! - [`projection`]: the node's SQLite projection of the stream, resumable after a crash.
 
 pub mod entry;
+pub mod projection;
 pub mod rules;
+pub mod stream;

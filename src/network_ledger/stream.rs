@@ -1,0 +1,283 @@
+//! The JetStream side of the network ledger: the stream, appending an account's entries in
+//! order, and reading every entry back from a sequence on.
+//!
+//! The stream is created by the first node that finds it missing: file storage, no delete, no
+//! purge, no rollup, so history is only ever appended. An existing stream that allows any of
+//! those is refused rather than trusted. An append reads the account's last subject sequence,
+//! signs the entry after it, and publishes with `Nats-Expected-Last-Subject-Sequence` and
+//! `Nats-Msg-Id`: a concurrent debit or someone's junk on the subject makes the server refuse
+//! the publish, and the append signs again after the new last sequence (a retry, never a
+//! doubled debit: the id stays the same and JetStream de-duplicates it).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull::OrderedConfig},
+    context::PublishErrorKind,
+    message::PublishMessage,
+    stream::{Config, DiscardPolicy, LastRawMessageErrorKind, StorageType},
+};
+use futures::{Stream, StreamExt};
+use uuid::Uuid;
+
+use super::entry::{self, AccountKey, EntryBody, EntryError, SUBJECT_PREFIX};
+use super::rules::StreamSlot;
+use crate::identity::Identity;
+
+/// How often an append signs again after losing its subject sequence to another publish.
+pub const MAX_APPEND_ATTEMPTS: usize = 16;
+/// How long the server remembers `Nats-Msg-Id`s for de-duplication.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Which stream holds the ledger and how it is replicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Stream name (no spaces or dots).
+    pub name: String,
+    /// Servers holding a copy: 1 for one server, 3 in a cluster.
+    pub replicas: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            name: "APN_LEDGER".into(),
+            replicas: 1,
+        }
+    }
+}
+
+/// A JetStream operation on the ledger failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Creating or looking up the stream failed.
+    #[error("ledger stream {name}: {reason}")]
+    Stream {
+        /// The stream's name.
+        name: String,
+        /// What the server or client said.
+        reason: String,
+    },
+    /// The stream exists but could lose history: it allows delete, purge or rollup.
+    #[error("ledger stream {0} allows delete, purge or rollup: refusing to use it")]
+    Mutable(String),
+    /// The entry could not be signed (too large).
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    /// The server refused the publish for another reason than a lost sequence.
+    #[error("publish refused: {0}")]
+    Publish(String),
+    /// Every attempt lost its sequence to another publish on the subject.
+    #[error("gave up after {MAX_APPEND_ATTEMPTS} attempts: the subject keeps moving")]
+    Contended,
+    /// Reading the stream failed.
+    #[error("reading the ledger stream: {0}")]
+    Read(String),
+}
+
+/// Where an appended entry landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The entry's stream sequence.
+    pub sequence: u64,
+    /// The server had the id already (an earlier attempt got through): stored once.
+    pub duplicate: bool,
+}
+
+/// One message read from the stream: where it sits and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The subject it was published on.
+    pub subject: String,
+    /// Its stream sequence.
+    pub sequence: u64,
+    /// The stream's timestamp, milliseconds since the epoch.
+    pub time_ms: i64,
+    /// The payload as stored.
+    pub payload: Vec<u8>,
+}
+
+impl StoredMessage {
+    /// The slot the rules judge the message by; `None` when the subject is not an account's.
+    pub fn slot(&self) -> Option<StreamSlot> {
+        Some(StreamSlot {
+            account: entry::account_of_subject(&self.subject)?,
+            sequence: self.sequence,
+            time_ms: self.time_ms,
+        })
+    }
+}
+
+/// The ledger stream on a NATS server or cluster.
+#[derive(Clone)]
+pub struct LedgerStream {
+    jetstream: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    name: String,
+}
+
+impl std::fmt::Debug for LedgerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerStream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LedgerStream {
+    /// Open the ledger stream on `client`'s server, creating it if missing.
+    pub async fn open(
+        client: async_nats::Client,
+        settings: &StreamSettings,
+    ) -> Result<Self, StreamError> {
+        let jetstream = jetstream::new(client);
+        let stream_error = |reason: String| StreamError::Stream {
+            name: settings.name.clone(),
+            reason,
+        };
+        let mut stream = jetstream
+            .get_or_create_stream(Config {
+                name: settings.name.clone(),
+                subjects: vec![format!("{SUBJECT_PREFIX}>")],
+                storage: StorageType::File,
+                num_replicas: settings.replicas,
+                discard: DiscardPolicy::New,
+                duplicate_window: DUPLICATE_WINDOW,
+                max_message_size: i32::try_from(entry::MAX_ENTRY_BYTES).unwrap_or(i32::MAX),
+                deny_delete: true,
+                deny_purge: true,
+                allow_rollup: false,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| stream_error(e.to_string()))?;
+        let config = &stream
+            .info()
+            .await
+            .map_err(|e| stream_error(e.to_string()))?
+            .config;
+        if !config.deny_delete || !config.deny_purge || config.allow_rollup {
+            return Err(StreamError::Mutable(settings.name.clone()));
+        }
+        tracing::info!(stream = %settings.name, replicas = settings.replicas, "ledger stream open");
+        Ok(LedgerStream {
+            jetstream,
+            stream,
+            name: settings.name.clone(),
+        })
+    }
+
+    /// The stream sequence of the last message on `account`'s subject (0: none yet).
+    pub async fn last_sequence_of(&self, account: &AccountKey) -> Result<u64, StreamError> {
+        match self
+            .stream
+            .get_last_raw_message_by_subject(&entry::subject_of(account))
+            .await
+        {
+            Ok(message) => Ok(message.sequence),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(StreamError::Read(e.to_string())),
+        }
+    }
+
+    /// The sequence of the stream's last message (0: empty).
+    pub async fn last_stream_sequence(&self) -> Result<u64, StreamError> {
+        let mut stream = self.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| StreamError::Read(e.to_string()))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Append `body` as `signer`'s entry `id`, after the account's last entry.
+    pub async fn append(
+        &self,
+        signer: &Identity,
+        id: Uuid,
+        body: EntryBody,
+    ) -> Result<Appended, StreamError> {
+        let account = signer.public_key();
+        let subject = entry::subject_of(&account);
+        for attempt in 1..=MAX_APPEND_ATTEMPTS {
+            let prev = self.last_sequence_of(&account).await?;
+            let bytes = entry::sign(signer, id, prev, body.clone())?;
+            let publish = PublishMessage::build()
+                .payload(bytes.into())
+                .message_id(id.to_string())
+                .expected_last_subject_sequence(prev);
+            let acked = match self.jetstream.send_publish(subject.clone(), publish).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(ack) => {
+                    return Ok(Appended {
+                        sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                    });
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    tracing::debug!(%id, attempt, "ledger subject moved; signing again");
+                }
+                Err(e) => return Err(StreamError::Publish(e.to_string())),
+            }
+        }
+        Err(StreamError::Contended)
+    }
+
+    /// Publish raw bytes on a subject with no expectations: what anyone holding the server's
+    /// credentials can do (tests use it to play the hostile account).
+    pub async fn publish_unchecked(
+        &self,
+        subject: &str,
+        payload: Vec<u8>,
+    ) -> Result<u64, StreamError> {
+        let ack = self
+            .jetstream
+            .publish(subject.to_string(), payload.into())
+            .await
+            .map_err(|e| StreamError::Publish(e.to_string()))?
+            .await
+            .map_err(|e| StreamError::Publish(e.to_string()))?;
+        Ok(ack.sequence)
+    }
+
+    /// Every message from stream sequence `start` (1 for all) on, in order, then each new one
+    /// as it is stored.
+    pub async fn read_from(
+        &self,
+        start: u64,
+    ) -> Result<impl Stream<Item = Result<StoredMessage, StreamError>> + use<>, StreamError> {
+        let consumer = self
+            .stream
+            .create_consumer(OrderedConfig {
+                filter_subject: format!("{SUBJECT_PREFIX}>"),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| StreamError::Read(e.to_string()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| StreamError::Read(e.to_string()))?;
+        Ok(messages.map(|message| {
+            let message = message.map_err(|e| StreamError::Read(e.to_string()))?;
+            let info = message
+                .info()
+                .map_err(|e| StreamError::Read(e.to_string()))?;
+            let time_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000)
+                .map_err(|_| StreamError::Read("timestamp out of range".into()))?;
+            Ok(StoredMessage {
+                subject: message.subject.to_string(),
+                sequence: info.stream_sequence,
+                time_ms,
+                payload: message.payload.to_vec(),
+            })
+        }))
+    }
+}
