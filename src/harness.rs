@@ -62,6 +62,8 @@ pub struct NatsServer {
     child: Option<Child>,
     /// The server's configuration file, if it has one (kept until the server is dropped).
     config_file: Option<std::sync::Arc<tempfile::NamedTempFile>>,
+    /// JetStream's store directory, if JetStream is on (kept across restarts and until drop).
+    store_dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl NatsServer {
@@ -75,6 +77,20 @@ impl NatsServer {
     /// Start with `config` (nats-server configuration text, e.g. an `authorization`
     /// block) on a free port.
     pub fn start_with_config(config: Option<&str>) -> Result<NatsServer, HarnessError> {
+        NatsServer::start_with(config, None)
+    }
+
+    /// Start with JetStream on, storing in a fresh temporary directory that survives
+    /// [`NatsServer::restart`] (so a restarted server has its streams back).
+    pub fn start_jetstream() -> Result<NatsServer, HarnessError> {
+        let store = tempfile::tempdir().map_err(HarnessError::Config)?;
+        NatsServer::start_with(None, Some(std::sync::Arc::new(store)))
+    }
+
+    fn start_with(
+        config: Option<&str>,
+        store_dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    ) -> Result<NatsServer, HarnessError> {
         let config_file = match config {
             None => None,
             Some(text) => {
@@ -90,6 +106,7 @@ impl NatsServer {
                 port: free_port()?,
                 child: None,
                 config_file: config_file.clone(),
+                store_dir: store_dir.clone(),
             };
             match server.restart() {
                 Ok(()) => return Ok(server),
@@ -119,6 +136,9 @@ impl NatsServer {
         let mut command = Command::new(&program);
         if let Some(file) = &self.config_file {
             command.arg("-c").arg(file.path());
+        }
+        if let Some(store) = &self.store_dir {
+            command.arg("-js").arg("-sd").arg(store.path());
         }
         let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])

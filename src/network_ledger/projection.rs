@@ -33,6 +33,9 @@ pub enum ProjectionError {
         "the projection's balances do not match its history: delete {PROJECTION_FILE} to rebuild it from the stream"
     )]
     Inconsistent,
+    /// Reading the stream failed; what was applied so far is stored.
+    #[error(transparent)]
+    Stream(#[from] super::stream::StreamError),
 }
 
 /// What one batch did.

@@ -83,6 +83,8 @@ pub struct Appended {
     pub sequence: u64,
     /// The server had the id already (an earlier attempt got through): stored once.
     pub duplicate: bool,
+    /// Publishes it took (more than one when the subject moved under it).
+    pub attempts: usize,
 }
 
 /// One message read from the stream: where it sits and its bytes.
@@ -191,17 +193,25 @@ impl LedgerStream {
         Ok(info.state.last_sequence)
     }
 
-    /// Append `body` as `signer`'s entry `id`, after the account's last entry.
+    /// Append `body` as `signer`'s entry `id`, after the account's last entry. `known_prev`
+    /// is the account's last subject sequence if the caller knows it (from its projection),
+    /// saving a round trip; when it is stale the server refuses the publish and the append
+    /// asks the stream and signs again.
     pub async fn append(
         &self,
         signer: &Identity,
         id: Uuid,
         body: EntryBody,
+        known_prev: Option<u64>,
     ) -> Result<Appended, StreamError> {
         let account = signer.public_key();
         let subject = entry::subject_of(&account);
+        let mut known_prev = known_prev;
         for attempt in 1..=MAX_APPEND_ATTEMPTS {
-            let prev = self.last_sequence_of(&account).await?;
+            let prev = match known_prev.take() {
+                Some(prev) => prev,
+                None => self.last_sequence_of(&account).await?,
+            };
             let bytes = entry::sign(signer, id, prev, body.clone())?;
             let publish = PublishMessage::build()
                 .payload(bytes.into())
@@ -216,6 +226,7 @@ impl LedgerStream {
                     return Ok(Appended {
                         sequence: ack.sequence,
                         duplicate: ack.duplicate,
+                        attempts: attempt,
                     });
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
@@ -280,4 +291,41 @@ impl LedgerStream {
             })
         }))
     }
+}
+
+/// How long a catch-up waits for the next message before giving up.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read every message after `projection`'s position up to the stream's last sequence at the
+/// time of the call, and apply them in batches.
+pub async fn catch_up(
+    stream: &LedgerStream,
+    projection: &mut super::projection::Projection,
+) -> Result<super::projection::BatchOutcome, super::projection::ProjectionError> {
+    const BATCH: usize = 256;
+    let target = stream.last_stream_sequence().await?;
+    let mut total = super::projection::BatchOutcome::default();
+    if projection.position() >= target {
+        return Ok(total);
+    }
+    let messages = stream.read_from(projection.position() + 1).await?;
+    futures::pin_mut!(messages);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut reached = projection.position();
+    while reached < target {
+        let message = tokio::time::timeout(READ_TIMEOUT, messages.next())
+            .await
+            .map_err(|_| StreamError::Read("timed out waiting for the next entry".into()))?
+            .ok_or_else(|| StreamError::Read("the stream ended early".into()))??;
+        reached = message.sequence;
+        batch.push(message);
+        if batch.len() == BATCH || reached >= target {
+            let outcome = projection.apply(&batch)?;
+            total.applied += outcome.applied;
+            total.skipped += outcome.skipped;
+            total.already_projected += outcome.already_projected;
+            batch.clear();
+        }
+    }
+    Ok(total)
 }
