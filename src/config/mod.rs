@@ -13,6 +13,7 @@
 mod executor;
 mod load;
 mod sections;
+mod settlement;
 mod validate;
 
 pub use executor::{DIFF_BYTES_LIMIT, ExecutorConfig, ProfileConfig};
@@ -21,6 +22,7 @@ pub use sections::{
     AcceptConfig, AcceptPolicy, EconomicsConfig, HttpConfig, MarketConfig, NodeConfig, RelayConfig,
     ResourcesConfig,
 };
+pub use settlement::{SettlementConfig, SettlementMode};
 
 use std::path::PathBuf;
 
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::sandbox::SandboxMode;
 
 /// Sections of the config file, in the order the file documents them.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "node",
     "resources",
     "economics",
@@ -38,6 +40,7 @@ pub const SECTIONS: [&str; 8] = [
     "market",
     "executor",
     "accept",
+    "settlement",
 ];
 
 /// A configuration problem, naming the key or file.
@@ -97,6 +100,8 @@ pub struct Config {
     pub executor: ExecutorConfig,
     /// `[accept]`: which peers' tasks this node bids for.
     pub accept: AcceptConfig,
+    /// `[settlement]`: local ledger or the network ledger on JetStream.
+    pub settlement: SettlementConfig,
 }
 
 impl Config {

@@ -126,6 +126,7 @@ impl Config {
                 })?;
             }
         }
+        self.settlement.validate(&self.relay.url)?;
         Ok(())
     }
 }
