@@ -39,8 +39,10 @@ pub enum ProjectionError {
 }
 
 /// What one batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
+    /// Escrows the batch created or moved (executors wait for theirs).
+    pub holds: Vec<Uuid>,
     /// Entries applied.
     pub applied: usize,
     /// Messages skipped by the rules.
@@ -183,6 +185,7 @@ impl Projection {
                             && let Some(hold) = self.state.hold(&hold_id)
                         {
                             store_hold(&transaction, &hold_id, hold)?;
+                            outcome.holds.push(hold_id);
                         }
                         (Some(slot.account), applied.entry.body.kind(), None)
                     }
@@ -279,6 +282,16 @@ impl Projection {
         self.position = position.map(from_sql).unwrap_or(0);
         self.state = state;
         Ok(())
+    }
+
+    /// Why the message at `sequence` was skipped: `Ok(None)` when it was applied, `Ok(Some)`
+    /// with the reason when skipped, an error when it is not projected (yet).
+    pub fn verdict(&self, sequence: u64) -> Result<Option<String>, ProjectionError> {
+        Ok(self.connection.query_row(
+            "SELECT skipped FROM net_messages WHERE sequence = ?1",
+            params![as_sql(sequence)],
+            |row| row.get(0),
+        )?)
     }
 
     /// An account's entries (written by it), newest first, before stream sequence `before`.

@@ -207,6 +207,19 @@ impl LedgerState {
         self.last_sequence.get(account).copied().unwrap_or(0)
     }
 
+    /// Whether entry `id` was applied (not skipped).
+    pub fn was_applied(&self, id: &Uuid) -> bool {
+        self.applied_ids.contains(id)
+    }
+
+    /// What `account` has in escrows it paid into that are still held.
+    pub fn escrowed_by(&self, account: &AccountKey) -> u64 {
+        self.holds
+            .values()
+            .filter(|h| h.state == HoldState::Held && h.payer == *account)
+            .fold(0u64, |sum, h| sum.saturating_add(h.amount))
+    }
+
     /// Everything the treasury created.
     pub fn minted(&self) -> u128 {
         self.minted
@@ -400,6 +413,62 @@ impl LedgerState {
         }
         Ok(())
     }
+}
+
+/// Why an executor does not run on an escrow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HoldRefusal {
+    /// The escrow is not on the ledger (yet, or it was skipped).
+    #[error("no escrow {0} on the network ledger")]
+    Missing(Uuid),
+    /// The escrow is for another payee.
+    #[error("escrow {0} pays another node")]
+    OtherPayee(Uuid),
+    /// The escrow holds less than the agreed price.
+    #[error("escrow {hold} holds {held} µVIBE, {needed} agreed")]
+    TooSmall {
+        /// The escrow.
+        hold: Uuid,
+        /// What it holds, micro-VIBE.
+        held: u64,
+        /// The agreed price, micro-VIBE.
+        needed: u64,
+    },
+    /// The escrow's deadline leaves no time to run and commit.
+    #[error("escrow {0} ends before the run can finish")]
+    TooShort(Uuid),
+    /// The escrow was already paid out or refunded.
+    #[error("escrow {0} is already settled")]
+    Settled(Uuid),
+}
+
+/// Whether an escrow lets `payee` run for `price`: held for it, at least the price, and
+/// not ending before `run_ends_ms` (when a run started now must have committed).
+pub fn check_hold(
+    id: Uuid,
+    hold: Option<&Hold>,
+    payee: &AccountKey,
+    price: u64,
+    run_ends_ms: i64,
+) -> Result<(), HoldRefusal> {
+    let hold = hold.ok_or(HoldRefusal::Missing(id))?;
+    if hold.payee != *payee {
+        return Err(HoldRefusal::OtherPayee(id));
+    }
+    if hold.state != HoldState::Held {
+        return Err(HoldRefusal::Settled(id));
+    }
+    if hold.amount < price {
+        return Err(HoldRefusal::TooSmall {
+            hold: id,
+            held: hold.amount,
+            needed: price,
+        });
+    }
+    if hold.deadline_ms < run_ends_ms {
+        return Err(HoldRefusal::TooShort(id));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy)]

@@ -321,6 +321,7 @@ pub async fn catch_up(
         batch.push(message);
         if batch.len() == BATCH || reached >= target {
             let outcome = projection.apply(&batch)?;
+            total.holds.extend(outcome.holds);
             total.applied += outcome.applied;
             total.skipped += outcome.skipped;
             total.already_projected += outcome.already_projected;

@@ -406,6 +406,42 @@ fn a_credit_past_u64_is_skipped() {
 }
 
 #[test]
+fn an_executor_runs_only_on_an_escrow_held_for_it_for_its_price_and_long_enough() {
+    let (mut stream, _, payer, payee) = funded();
+    let id = Uuid::new_v4();
+    let deadline = stream.time_ms + 60_000;
+    stream.write(&payer, hold(id, &payee, 4, deadline)).unwrap();
+    let me = payee.public_key();
+    let held = stream.state.hold(&id);
+    assert_eq!(check_hold(id, held, &me, micros(4), deadline), Ok(()));
+    assert_eq!(
+        check_hold(id, None, &me, micros(4), deadline),
+        Err(HoldRefusal::Missing(id))
+    );
+    assert_eq!(
+        check_hold(id, held, &payer.public_key(), micros(4), deadline),
+        Err(HoldRefusal::OtherPayee(id))
+    );
+    assert!(matches!(
+        check_hold(id, held, &me, micros(5), deadline),
+        Err(HoldRefusal::TooSmall { .. })
+    ));
+    assert_eq!(
+        check_hold(id, held, &me, micros(4), deadline + 1),
+        Err(HoldRefusal::TooShort(id))
+    );
+    assert_eq!(stream.state.escrowed_by(&payer.public_key()), micros(4));
+    stream
+        .write(&payer, EntryBody::Release { hold: id })
+        .unwrap();
+    assert_eq!(
+        check_hold(id, stream.state.hold(&id), &me, micros(4), deadline),
+        Err(HoldRefusal::Settled(id))
+    );
+    assert_eq!(stream.state.escrowed_by(&payer.public_key()), 0);
+}
+
+#[test]
 fn bytes_on_a_non_account_subject_are_not_entries() {
     let (mut stream, _, payer, payee) = funded();
     let bytes = sign(&payer, Uuid::new_v4(), 1, transfer(&payee, 1)).unwrap();
