@@ -12,7 +12,9 @@ use super::REPO_CHUNK_BYTES;
 /// runs out. `P` names the originator the bid went to (a `PeerId` in the executor).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveBid<P> {
+    /// The originator the bid went to; only it may assign the task.
     pub origin: P,
+    /// The price bid; an assignment must agree to it.
     pub price: Vibe,
     /// The request's `content_hash`: the task that arrives must be the one bid on.
     pub content_hash: String,
@@ -23,18 +25,30 @@ pub struct LiveBid<P> {
 /// Why an executor refuses a `TaskAssigned`. The text travels back to the originator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionRefusal {
+    /// This node holds no live bid for the task (none made, or its reservation is gone).
     #[error("no live bid of this node for the task")]
     NoLiveBid,
+    /// The bid went to another originator than the one assigning.
     #[error("this node bid for the task to another originator")]
     OtherOriginator,
+    /// The assignment names another price than the bid.
     #[error("the agreed price {agreed} is not this node's bid price {bid}")]
-    Price { agreed: Vibe, bid: Vibe },
+    Price {
+        /// The price the assignment names.
+        agreed: Vibe,
+        /// The price this node bid.
+        bid: Vibe,
+    },
+    /// An assignment for the bid was already admitted.
     #[error("an assignment for this bid was already accepted")]
     AlreadyClaimed,
+    /// A peer's task names a path on this node's disk instead of sending a bundle.
     #[error("a repository given as a local path is accepted only from this node itself")]
     LocalPath,
+    /// The prompt and base commit do not hash to the `content_hash` the bid was made for.
     #[error("the task is not the one this node bid on (its content hash differs)")]
     ContentMismatch,
+    /// The bundle's announced size or chunk count does not hold.
     #[error(transparent)]
     Bundle(#[from] BundleShapeError),
 }
@@ -42,12 +56,22 @@ pub enum AdmissionRefusal {
 /// A bundle's announced shape that does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleShapeError {
+    /// The announced size is over the limit.
     #[error("bundle of {bytes} bytes is over the {limit} byte limit")]
-    TooLarge { bytes: u64, limit: u64 },
+    TooLarge {
+        /// The announced size, in bytes.
+        bytes: u64,
+        /// The largest bundle accepted, in bytes.
+        limit: u64,
+    },
+    /// The announced chunk count is not the one the size implies.
     #[error("{announced} chunks announced; {bytes} bytes make {expected} chunk(s)")]
     ChunkCount {
+        /// The chunk count announced.
         announced: u32,
+        /// The announced size, in bytes.
         bytes: u64,
+        /// The chunk count that size implies ([`bundle_chunks`]).
         expected: u64,
     },
 }

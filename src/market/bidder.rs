@@ -29,10 +29,14 @@ pub struct BidBookLimits {
 /// Why a request gets no bid before the bid rules are even asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RequestRefused {
+    /// The task id came again within the copies window while its bid is still live.
     #[error("a copy of a request already answered")]
     Copy,
+    /// The peer asked more than `requests_per_peer_per_minute` times this minute, or too
+    /// many peers are counted already to count a new one.
     #[error("the requester is over its requests per minute")]
     RateLimited,
+    /// This node already remembers `bids_remembered_max` live bids.
     #[error("this node holds its limit of live bids")]
     TooManyLiveBids,
 }
@@ -67,6 +71,7 @@ pub struct BidBook<P> {
 }
 
 impl<P: Eq + Hash + Copy> BidBook<P> {
+    /// An empty book: no bids made, no requests counted.
     pub fn new(limits: BidBookLimits) -> Self {
         BidBook {
             limits,

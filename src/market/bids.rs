@@ -11,11 +11,17 @@ use super::DEFAULT_ESTIMATE_S;
 /// What a bidder knows about itself when a request arrives.
 #[derive(Debug, Clone)]
 pub struct BidderState<'a> {
+    /// The executor profiles this node can run.
     pub profiles: &'a [String],
+    /// The capability tags this node offers; a request needing another is not bid for.
     pub capabilities: &'a [String],
+    /// Slots free to run a task; with none, no bid.
     pub free_slots: u32,
+    /// This node's compute price, in VIBE per CPU hour; the bid price is derived from it.
     pub compute_rate_per_cpu_hour: Vibe,
+    /// The floor of this node's bid price.
     pub min_task_reward: Vibe,
+    /// Whose tasks this node runs (`[accept]`).
     pub accept: &'a AcceptConfig,
     /// Memory an agent run may use here, in megabytes.
     pub memory_mb: u64,
@@ -26,22 +32,44 @@ pub struct BidderState<'a> {
 /// Why a node does not bid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoBid {
+    /// This node has no sandbox, so it runs no peer's task; holds the reason.
     #[error("peers' tasks are refused here: {0}")]
     Unsandboxed(String),
+    /// This node cannot run the requested executor profile (named).
     #[error("profile {0} is not available here")]
     Profile(String),
+    /// Every slot is busy or reserved.
     #[error("no free slot")]
     NoSlot,
+    /// The requesting peer already holds its share of reservations here
+    /// (`market.reservations_per_peer`).
     #[error("the requesting peer already holds {held} reservation(s) here")]
-    PeerReservations { held: usize },
+    PeerReservations {
+        /// Reservations the requesting peer holds here now.
+        held: usize,
+    },
+    /// The `[accept]` policy does not allow the requesting peer.
     #[error("the accept policy refuses tasks from this peer")]
     Policy,
+    /// The request needs a capability (named) this node does not offer.
     #[error("capability {0} is missing")]
     Capability(String),
+    /// The request needs more memory than an agent run may use here.
     #[error("the task needs {needed} MB of memory, {available} MB are offered")]
-    Memory { needed: u64, available: u64 },
+    Memory {
+        /// Memory the request needs, in megabytes.
+        needed: u64,
+        /// Memory an agent run may use here, in megabytes.
+        available: u64,
+    },
+    /// This node's price is above what the request offers.
     #[error("price {price} would be above the reward {reward}")]
-    Price { price: Vibe, reward: Vibe },
+    Price {
+        /// The price this node would ask.
+        price: Vibe,
+        /// The reward the request offers.
+        reward: Vibe,
+    },
 }
 
 /// Whether a bid may reserve a slot: one must be free, and the requesting peer may hold
@@ -125,7 +153,9 @@ pub fn decide_bid(
 /// A bid as the originator judges it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BidFacts {
+    /// What the bidder asks.
     pub price: Vibe,
+    /// The bidder's estimate of the run's wall-clock time, in seconds.
     pub estimated_duration_s: u64,
     /// The bidder's reputation in [0, 1] from this node's ledger.
     pub reputation: f64,
@@ -136,12 +166,26 @@ pub struct BidFacts {
 /// Why an originator refuses a bid outright.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadBid {
+    /// The bid asks nothing.
     #[error("a bid price of zero")]
     Zero,
+    /// The bid asks less than this node's `min_task_reward`.
     #[error("price {price} below the minimum task reward {minimum}")]
-    BelowMinimum { price: Vibe, minimum: Vibe },
+    BelowMinimum {
+        /// The bid's price.
+        price: Vibe,
+        /// This node's `min_task_reward`.
+        minimum: Vibe,
+    },
+    /// The bid asks more than the task's reward.
     #[error("price {price} above the reward {reward}")]
-    AboveReward { price: Vibe, reward: Vibe },
+    AboveReward {
+        /// The bid's price.
+        price: Vibe,
+        /// The task's reward.
+        reward: Vibe,
+    },
+    /// The bidder does not advertise the task's executor profile (named).
     #[error("the bidder does not advertise profile {0}")]
     Profile(String),
 }
@@ -182,8 +226,11 @@ pub fn check_bid(
 
 /// Weights of the score terms; they sum to 1 so a score is in [0, 1].
 pub const WEIGHT_PRICE: f64 = 0.45;
+/// Weight of the estimated run time in a score.
 pub const WEIGHT_TIME: f64 = 0.2;
+/// Weight of the bidder's reputation in a score.
 pub const WEIGHT_REPUTATION: f64 = 0.25;
+/// Weight of the measured round trip to the bidder in a score.
 pub const WEIGHT_LATENCY: f64 = 0.1;
 
 /// Score a bid in [0, 1]; higher is better. Price counts as the share of the reward saved,

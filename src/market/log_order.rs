@@ -24,6 +24,7 @@ impl<T> Default for LogOrder<T> {
 }
 
 impl<T> LogOrder<T> {
+    /// A buffer expecting batch 0 that holds at most `early_max` early batches (at least 1).
     pub fn new(early_max: usize) -> Self {
         LogOrder {
             next: 0,

@@ -62,6 +62,7 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         }
     }
 
+    /// Where the task is now.
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -71,10 +72,12 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         self.tries.attempts
     }
 
+    /// Bids collected in the current round (cleared when a new round opens).
     pub fn bids_received(&self) -> usize {
         self.bids.len()
     }
 
+    /// The assignment in progress, once escrow is held and the task sealed.
     pub fn assignment(&self) -> Option<&Assignment<P>> {
         self.assignment.as_ref()
     }

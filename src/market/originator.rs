@@ -16,7 +16,10 @@ pub enum NextStep<P> {
     /// Assign the task to this bidder.
     Assign(P),
     /// Every bid left had run out: offer the task to the mesh again.
-    OfferAgain { expired: usize },
+    OfferAgain {
+        /// How many ranked bids were skipped as run out or unknown.
+        expired: usize,
+    },
     /// Nothing left to try.
     GiveUp,
 }
@@ -62,9 +65,15 @@ pub fn next_step<P: Copy>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overdue {
     /// No message from the executor for longer than the heartbeat timeout.
-    Silent { timeout: Duration },
+    Silent {
+        /// The heartbeat timeout that passed.
+        timeout: Duration,
+    },
     /// Past the run's deadline (`market::assignment_deadline_s`).
-    PastDeadline { deadline: Duration },
+    PastDeadline {
+        /// The run's deadline, counted from the assignment.
+        deadline: Duration,
+    },
 }
 
 impl std::fmt::Display for Overdue {
@@ -81,11 +90,14 @@ impl std::fmt::Display for Overdue {
 /// An assignment's clock: when it was made and when the executor was last heard from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AssignmentClock {
+    /// When the assignment was made; the run's deadline counts from here.
     pub assigned_at: Instant,
+    /// The latest message from the executor; the heartbeat timeout counts from here.
     pub last_heard: Instant,
 }
 
 impl AssignmentClock {
+    /// A clock for an assignment made at `now`, which counts as hearing from the executor.
     pub fn new(now: Instant) -> Self {
         AssignmentClock {
             assigned_at: now,
