@@ -35,14 +35,24 @@ pub const NOISE_PARAMS: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
 /// Errors loading or creating the node's keys.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// Reading or writing a key file, or creating the data dir, failed.
     #[error("cannot read or write key file {path}: {source}")]
     Io {
+        /// The key file or directory concerned.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A key file has the wrong length or does not hold a valid key; it is never replaced.
     #[error("key file {path} is corrupt: {reason} (move it away to create a new identity)")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Generating the X25519 Noise keypair failed.
     #[error("cannot generate a Noise key: {0}")]
     Noise(String),
 }

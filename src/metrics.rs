@@ -15,16 +15,24 @@ use crate::web::Refusal;
 /// role's mailbox is full).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The distributor: bids for this node's tasks and their execution stream.
     Distributor,
+    /// The bidder: task distribution requests from peers.
     Bidder,
+    /// The executor: task assignments, repository chunks and cancellations.
     Executor,
+    /// The payment courier: incoming payments and receipts.
     Payments,
+    /// The accountant: traffic records and any other inbound message.
     Accountant,
+    /// The panel hub: deltas for the Mesh Panel.
     Panel,
+    /// Subscribers to copies of every verified inbound message.
     Taps,
 }
 
 impl Role {
+    /// Every role, in declaration order (the order of the drop counters).
     pub const ALL: [Role; 7] = [
         Role::Distributor,
         Role::Bidder,
@@ -35,6 +43,7 @@ impl Role {
         Role::Taps,
     ];
 
+    /// The role's `role` label in `apn_role_drops_total`.
     pub fn label(self) -> &'static str {
         match self {
             Role::Distributor => "distributor",
@@ -58,8 +67,10 @@ pub enum SendFailure {
 }
 
 impl SendFailure {
+    /// Every failure, in declaration order (the order of the drop counters).
     pub const ALL: [SendFailure; 2] = [SendFailure::Full, SendFailure::Closed];
 
+    /// The failure's `reason` label in `apn_role_drops_total`.
     pub fn label(self) -> &'static str {
         match self {
             SendFailure::Full => "mailbox_full",
@@ -101,8 +112,9 @@ pub struct NetMetrics {
     pub messages_in: AtomicU64,
     /// Envelopes this node sent (a broadcast counts once per path).
     pub messages_out: AtomicU64,
-    /// Frame bytes received and sent.
+    /// Frame bytes received, counted before any check (dropped frames included).
     pub bytes_in: AtomicU64,
+    /// Frame bytes sent (a broadcast counts once per path).
     pub bytes_out: AtomicU64,
     /// Sends that failed on every path.
     pub send_failures: AtomicU64,
@@ -173,9 +185,11 @@ impl NetMetrics {
 pub struct Gauge(AtomicI64);
 
 impl Gauge {
+    /// Replace the value.
     pub fn set(&self, value: i64) {
         self.0.store(value, Ordering::Relaxed);
     }
+    /// The current value.
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }

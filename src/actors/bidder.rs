@@ -46,6 +46,7 @@ pub struct Bidder {
 }
 
 impl Bidder {
+    /// A bidder for the profiles this node can run, its bid book limited by the `market` settings.
     pub fn new(
         identity: Identity,
         config: Arc<Config>,

@@ -28,17 +28,20 @@ const OUTBOX_POLL: Duration = Duration::from_secs(1);
 /// Payments resent per poll: a long outage drains over several polls instead of one burst.
 const RESEND_PER_POLL: usize = 64;
 
-/// The courier of one node.
 /// The `Recipient`s the courier talks to, wired in `actors/node.rs`.
 pub struct CourierLinks {
     /// The settlement engine: the payment outbox and incoming payments.
     pub due: Recipient<TakeDuePayments>,
+    /// Credits a payment from a peer; on success a receipt is sent back.
     pub accept: Recipient<AcceptPayment>,
+    /// Records a payee's receipt, so the payment is not sent again.
     pub confirm: Recipient<ConfirmDelivery>,
     /// The peer manager: payments and receipts go out through it.
     pub send: Recipient<SendTo>,
 }
 
+/// The courier of one node: resends due payments every `OUTBOX_POLL`, answers payments
+/// with receipts, records receipts.
 pub struct PaymentCourier {
     links: CourierLinks,
     metrics: Arc<NetMetrics>,
@@ -47,6 +50,7 @@ pub struct PaymentCourier {
 }
 
 impl PaymentCourier {
+    /// A courier with nothing in flight; polling starts with the actor.
     pub fn new(links: CourierLinks, metrics: Arc<NetMetrics>) -> Self {
         PaymentCourier {
             links,

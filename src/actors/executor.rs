@@ -63,12 +63,15 @@ struct Running {
 pub struct ExecutorLinks {
     /// The peer manager: the execution stream and refusals, Noise keys, free slots.
     pub send: Recipient<SendTo>,
+    /// Fetches an originator's announced Noise key, to open the task it sealed to this node.
     pub noise_key: Recipient<GetPeerNoiseKey>,
+    /// Announces this node's free slots to the mesh whenever they change.
     pub free_slots: Recipient<SetFreeSlots>,
     /// The distributor, told how this node's own (local) runs go.
     pub local_updates: Recipient<LocalExecution>,
     /// The accountant, told the compute each run used.
     pub compute: Option<Recipient<ComputeUsed>>,
+    /// The panel hub, told of each task taken from a peer (and, per run, its compute).
     pub panel: Option<PanelSender>,
     /// The settlement engine, told of each peer whose task is admitted: the ledger accepts
     /// payments only from them.
@@ -89,6 +92,7 @@ pub struct TaskExecutor {
 }
 
 impl TaskExecutor {
+    /// An executor with `resources.max_concurrent_tasks` slots, none reserved or running.
     pub fn new(
         identity: Identity,
         config: Arc<Config>,

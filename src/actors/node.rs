@@ -49,20 +49,28 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// The configuration breaks a rule, or its HTTP bind address does not parse.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The node's keys in the data dir cannot be loaded or created.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The swarm could not start, or stopped before reporting a listen address.
     #[error(transparent)]
     Mesh(#[from] MeshError),
+    /// The SQLite ledger in the data dir could not be opened.
     #[error("the ledger cannot start: {0}")]
     Ledger(String),
+    /// The execution relay's SQLite log store in the data dir could not be opened.
     #[error("the execution log store cannot open: {0}")]
     LogStore(String),
+    /// The panel's HTTP server could not bind or start.
     #[error("the HTTP server cannot start: {0}")]
     Http(String),
+    /// The swarm reported no listen address within `LISTEN_TIMEOUT` (the value is carried).
     #[error("the swarm reported no listen address within {0:?}")]
     NoListenAddress(Duration),
+    /// The `relay.credentials` file could not be read or parsed.
     #[error("config key 'relay.credentials': {0}")]
     RelayCredentials(String),
 }
@@ -70,21 +78,33 @@ pub enum NodeError {
 /// Everything outside code needs to talk to a running node. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeHandle {
+    /// The node's keys and ids.
     pub identity: Identity,
+    /// The configuration the node started with.
     pub config: Arc<Config>,
+    /// The node's network counters, shared by its roles and read by `/metrics`.
     pub metrics: Arc<NetMetrics>,
+    /// The peer manager: swarm, relay client, peer table; the node's only door to the network.
     pub peer_manager: Addr<PeerManager>,
+    /// The distributor: creates, lists and cancels this node's task attempts.
     pub distributor: Addr<TaskDistributor>,
+    /// The executor: runs tasks for peers and for this node.
     pub executor: Addr<TaskExecutor>,
+    /// The execution relay: history and live stream of this node's tasks' runs.
     pub relay: Addr<ExecutionRelay>,
+    /// The settlement engine: the SQLite ledger (balance, escrows, reputation, task journal).
     pub settler: Addr<SettlementEngine>,
+    /// The accountant: bytes and compute this node gives the mesh.
     pub accountant: Addr<ResourceAccounting>,
+    /// The panel hub: live deltas for websocket clients and the transaction log.
     pub panel_hub: Addr<PanelHub>,
+    /// When the node finished starting its actors; the status API's uptime counts from it.
     pub started_at: DateTime<Utc>,
     /// The bound HTTP address, when the panel is on.
     pub http_addr: Option<SocketAddr>,
     /// libp2p listen addresses at start (empty in relay-only mode).
     pub listen_addrs: Vec<Multiaddr>,
+    /// The node's data directory (keys, ledger, API token, scratch dirs).
     pub data_dir: PathBuf,
     http_server: Option<actix_web::dev::ServerHandle>,
 }
@@ -138,12 +158,19 @@ impl NodeHandle {
 /// (`apn_role_drops_total`); assignments, results, payments and receipts go with
 /// `do_send`, which a full mailbox never refuses (`peer_manager::must_deliver`).
 pub const PEER_MANAGER_MAILBOX: usize = crate::mesh::MESH_EVENTS_MAX;
+/// Mailbox of the task distributor (API requests, bids, execution streams, local updates).
 pub const DISTRIBUTOR_MAILBOX: usize = 4096;
+/// Mailbox of the bidder (task requests from peers).
 pub const BIDDER_MAILBOX: usize = 1024;
+/// Mailbox of the task executor (assignments, repo chunks, cancels, slot reservations).
 pub const EXECUTOR_MAILBOX: usize = 1024;
+/// Mailbox of the execution relay (updates of this node's tasks, subscriptions, log reads).
 pub const RELAY_MAILBOX: usize = 4096;
+/// Mailbox of the resource accountant (one byte count per transport frame).
 pub const ACCOUNTANT_MAILBOX: usize = 4096;
+/// Mailbox of the payment courier (payments and receipts from peers).
 pub const COURIER_MAILBOX: usize = 1024;
+/// Mailbox of the panel hub (panel events from every role).
 pub const PANEL_HUB_MAILBOX: usize = 4096;
 
 /// Start `actor` with a mailbox of `capacity` messages.

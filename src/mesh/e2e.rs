@@ -32,12 +32,21 @@ pub const SEALED_PLAINTEXT_MAX: usize = crate::messages::codec::FRAME_BYTES_MAX;
 /// Why encryption or decryption failed.
 #[derive(Debug, thiserror::Error)]
 pub enum E2eError {
+    /// snow refused a key, a handshake step, or a message (e.g. one that fails to decrypt).
     #[error("noise: {0}")]
     Noise(String),
+    /// A handshake payload, plaintext or ciphertext is over its limit.
     #[error("payload of {size} bytes is over the {limit} byte limit")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// Bytes given.
+        size: usize,
+        /// The limit that applies, in bytes.
+        limit: usize,
+    },
+    /// The handshake has not completed; nothing in this module returns it at present.
     #[error("the session is not established yet")]
     NotEstablished,
+    /// A nonce would overflow `u64`; the session can seal or open no more.
     #[error("the nonce space is exhausted")]
     NoncesExhausted,
 }

@@ -23,10 +23,13 @@ pub const MESH_EVENT_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Why an event was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EventRefused {
+    /// The queue is at its event capacity (given).
     #[error("the event queue holds {0} events already")]
     QueueFull(usize),
+    /// The frame would push the queued frame bytes (given) over the byte bound.
     #[error("the event queue holds {0} frame bytes already")]
     BytesFull(usize),
+    /// The receiving end was dropped.
     #[error("the peer manager is gone")]
     Closed,
 }

@@ -37,24 +37,44 @@ pub const RELAY_COMMANDS_MAX: usize = 1024;
 /// A transport failure the caller can act on.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MeshError {
+    /// Building the swarm or subscribing to a gossip topic failed at startup.
     #[error("cannot start the libp2p swarm: {0}")]
     SwarmStart(String),
+    /// The swarm could not listen on a configured address at startup.
     #[error("cannot listen on {address}: {reason}")]
-    Listen { address: String, reason: String },
+    Listen {
+        /// The multiaddr that was refused.
+        address: String,
+        /// libp2p's error, as text.
+        reason: String,
+    },
+    /// The transport task has stopped, or dropped the request without answering.
     #[error("the transport is shutting down")]
     Closed,
+    /// The command queue or the table of pending requests is full; try again later.
     #[error("the transport queue is full")]
     Busy,
+    /// A direct send to a peer with no libp2p connection, and no relay to fall back on.
     #[error("no path to peer {0}: not connected and the relay is not connected")]
     NoPath(PeerId),
+    /// A libp2p send failed (a direct request, or a gossip publish other than "no peers").
     #[error("direct send to {peer} failed: {reason}")]
-    Direct { peer: PeerId, reason: String },
+    Direct {
+        /// The recipient (this node's own id for a failed gossip publish).
+        peer: PeerId,
+        /// libp2p's error, as text.
+        reason: String,
+    },
+    /// The NATS relay failed: not connected, bad credentials, connect, subscribe or publish.
     #[error("relay publish failed: {0}")]
     Relay(String),
+    /// The message could not be sealed into a signed envelope.
     #[error("cannot encode the message: {0}")]
     Encode(String),
+    /// A ping reply or a relay publish did not complete within the given time.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// A broadcast found no gossip peers on the topic and no connected relay.
     #[error("broadcast reached no path (no gossip peers and no relay)")]
     NoBroadcastPath,
 }
@@ -66,6 +86,7 @@ pub enum MeshEvent {
     ListenAddr(Multiaddr),
     /// A libp2p connection to a peer opened (first) or closed (last).
     Connected(PeerId),
+    /// The last libp2p connection to a peer closed.
     Disconnected(PeerId),
     /// Round-trip time to a connected peer from libp2p ping.
     Latency(PeerId, Duration),
@@ -75,9 +96,13 @@ pub enum MeshEvent {
     /// forwarder, not necessarily the author); `None` for relay frames. A gossip frame
     /// carries the receipt the swarm needs to forward it (or not) once it is judged.
     Frame {
+        /// The envelope bytes as received, not yet verified.
         frame: Vec<u8>,
+        /// The path the frame came by.
         via: FrameVia,
+        /// The libp2p peer that handed us the frame; `None` for the relay.
         transport_peer: Option<PeerId>,
+        /// For a gossip frame, what the swarm needs to forward or reject it.
         gossip: Option<GossipReceipt>,
     },
     /// Inbound frames the transport dropped because this queue was full (in events or
@@ -91,7 +116,9 @@ pub enum MeshEvent {
 /// forwards nothing on its own (`validate_messages`), so junk stops at the first node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GossipReceipt {
+    /// Gossipsub's id for the message (a SHA-256 of its data).
     pub message_id: MessageId,
+    /// The peer that forwarded the message to us.
     pub propagation_source: PeerId,
 }
 
@@ -116,9 +143,13 @@ pub fn gossip_acceptance(judged: Result<(), DropReason>) -> MessageAcceptance {
 /// Which path a frame came by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameVia {
+    /// Gossipsub, on this topic.
     Gossip(Topic),
+    /// A libp2p request-response sent straight to this node.
     Direct,
+    /// The relay's broadcast subject for this topic.
     RelayBroadcast(Topic),
+    /// The relay subject addressed to this node.
     RelayDirect,
 }
 

@@ -34,8 +34,11 @@ const RECONNECT_DELAY_INITIAL: Duration = Duration::from_millis(100);
 /// Settings for the relay client.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
+    /// The NATS server's URL (`nats://…`).
     pub url: String,
+    /// Reconnect without limit; when false, async-nats makes one reconnect attempt only.
     pub auto_reconnect: bool,
+    /// Cap on the reconnect delay, which doubles per attempt from 100 ms.
     pub reconnect_backoff_max: Duration,
     /// What the relay requires to let this node in, if anything.
     pub credentials: Option<RelayCredentials>,

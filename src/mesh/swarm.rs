@@ -62,8 +62,11 @@ pub struct ApnBehaviour {
 /// What the swarm task needs to start.
 #[derive(Debug, Clone)]
 pub struct SwarmSettings {
+    /// Addresses to listen on; failing to listen on one stops the start.
     pub listen: Vec<Multiaddr>,
+    /// Peers dialled at start; a failed dial is only logged.
     pub bootstrap: Vec<Multiaddr>,
+    /// Run mDNS discovery on the LAN.
     pub mdns: bool,
 }
 

@@ -16,7 +16,9 @@ use crate::messages::{TransactionReason, Vibe, VibeTransaction};
 /// This node's balance and what it has in escrow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BalanceSummary {
+    /// This node's own account balance (shown as 0 if the account is negative).
     pub balance: Vibe,
+    /// VIBE held in escrows this node funded that are not settled yet.
     pub escrowed: Vibe,
 }
 
@@ -35,8 +37,11 @@ pub struct GetHistory(pub HistoryQuery);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), LedgerError>")]
 pub struct HoldEscrow {
+    /// Recorded as the task id of the hold transfer (callers pass the escrow id).
     pub transfer_id: Uuid,
+    /// The escrow id; also the hold transfer's id, so a retry holds nothing twice.
     pub task_id: Uuid,
+    /// How much to move into escrow.
     pub amount: Vibe,
 }
 
@@ -44,8 +49,11 @@ pub struct HoldEscrow {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<VibeTransaction, LedgerError>")]
 pub struct ReleaseEscrow {
+    /// The escrow id; also the id of the payment sent to the payee.
     pub task_id: Uuid,
+    /// The Ed25519 public key of the node paid.
     pub payee: [u8; PUBLIC_KEY_BYTES],
+    /// The expected price; unused by the handler, which pays the amount held.
     pub amount: Vibe,
 }
 
@@ -53,9 +61,13 @@ pub struct ReleaseEscrow {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<VibeTransaction, LedgerError>")]
 pub struct PayPeer {
+    /// The payment's id; a retry with the same id returns the queued payment, paying once.
     pub transfer_id: Uuid,
+    /// The Ed25519 public key of the node paid.
     pub payee: [u8; PUBLIC_KEY_BYTES],
+    /// How much to pay.
     pub amount: Vibe,
+    /// Why the payment is made, as written into the signed transaction.
     pub reason: TransactionReason,
 }
 
@@ -68,6 +80,7 @@ pub struct SettleBatch(pub Vec<crate::ledger::LedgerOp>);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), LedgerError>")]
 pub struct RefundEscrow {
+    /// The escrow id.
     pub task_id: Uuid,
 }
 
@@ -75,7 +88,9 @@ pub struct RefundEscrow {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct RecordOutcome {
+    /// The peer's Ed25519 public key.
     pub peer: [u8; PUBLIC_KEY_BYTES],
+    /// What the peer did; counted towards its reputation.
     pub outcome: Outcome,
 }
 
@@ -83,6 +98,7 @@ pub struct RecordOutcome {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<f64, LedgerError>")]
 pub struct GetReputation {
+    /// The peer's Ed25519 public key.
     pub peer: [u8; PUBLIC_KEY_BYTES],
 }
 
@@ -91,6 +107,7 @@ pub struct GetReputation {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct RecordCounterparty {
+    /// The peer's Ed25519 public key.
     pub peer: [u8; PUBLIC_KEY_BYTES],
 }
 
@@ -109,6 +126,7 @@ pub struct AcceptPayment(pub Inbound);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Vec<PendingPayment>, LedgerError>")]
 pub struct TakeDuePayments {
+    /// The most payments to return.
     pub limit: usize,
 }
 
@@ -116,7 +134,9 @@ pub struct TakeDuePayments {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<bool, LedgerError>")]
 pub struct ConfirmDelivery {
+    /// The payment's id.
     pub tx_id: Uuid,
+    /// Public key of the receipt's signer; the payment leaves the outbox only if it is the payee.
     pub payee: Vec<u8>,
 }
 
@@ -129,8 +149,11 @@ pub struct UndeliveredPayments;
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct JournalTask {
+    /// The task's id.
     pub id: Uuid,
+    /// True until the task reaches a final state.
     pub open: bool,
+    /// The task's view, as JSON.
     pub view: String,
 }
 

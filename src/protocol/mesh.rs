@@ -29,24 +29,34 @@ pub enum RelayState {
     Disabled,
     /// Configured, not connected (first attempt or reconnecting with backoff).
     Connecting,
+    /// Connected to the NATS server.
     Connected,
 }
 
 /// One row of the peer table.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PeerInfo {
+    /// The peer's libp2p peer id, as text.
     pub peer_id: String,
+    /// Display name derived from the peer's public key.
     pub node_id: NodeId,
+    /// Capability tags from its announcement (empty until it announces).
     pub capabilities: Vec<String>,
+    /// Executor profiles it announced it can run.
     pub executor_profiles: Vec<String>,
+    /// Its announced price per CPU-hour; `None` until it announces.
     pub compute_rate_per_cpu_hour: Option<Vibe>,
+    /// The smallest reward it announced it will bid for; `None` until it announces.
     pub min_task_reward: Option<Vibe>,
+    /// Task slots it announced in total (0 until it announces).
     pub max_concurrent_tasks: u32,
+    /// Task slots free at its last announcement.
     pub free_slots: u32,
     /// Round-trip time from libp2p ping, in milliseconds.
     pub latency_ms: Option<f64>,
-    /// Frame bytes received from and sent to this peer.
+    /// Frame bytes received from this peer.
     pub bytes_in: u64,
+    /// Frame bytes sent to this peer.
     pub bytes_out: u64,
     /// The path last used with this peer.
     pub path: PeerPath,
@@ -54,8 +64,11 @@ pub struct PeerInfo {
     pub connected: bool,
     /// An announcement from it was verified (capabilities are known).
     pub announced: bool,
+    /// Multiaddrs it listens on, from its announcement or from libp2p identify.
     pub listen_addrs: Vec<String>,
+    /// When the peer entered the table.
     pub first_seen: DateTime<Utc>,
+    /// When we last heard from it (a verified message or a libp2p ping).
     pub last_seen: DateTime<Utc>,
 }
 
@@ -63,7 +76,9 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Inbound {
+    /// The message, with its signature, freshness and replay checks passed.
     pub envelope: Arc<VerifiedEnvelope>,
+    /// How the message reached us.
     pub path: PeerPath,
 }
 
@@ -71,7 +86,9 @@ pub struct Inbound {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), crate::mesh::MeshError>")]
 pub struct Broadcast {
+    /// The gossip topic (and relay subject suffix) to publish on.
     pub topic: Topic,
+    /// The message to sign and publish.
     pub message: APNMessage,
 }
 
@@ -79,7 +96,9 @@ pub struct Broadcast {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<PeerPath, crate::mesh::MeshError>")]
 pub struct SendTo {
+    /// The recipient.
     pub peer: libp2p::PeerId,
+    /// The message to sign and send.
     pub message: APNMessage,
 }
 
@@ -87,6 +106,7 @@ pub struct SendTo {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<std::time::Duration, crate::mesh::MeshError>")]
 pub struct Ping {
+    /// The peer to ping.
     pub peer: libp2p::PeerId,
 }
 
@@ -98,10 +118,15 @@ pub struct GetPeers;
 /// This node's network status.
 #[derive(Debug, Clone, Serialize)]
 pub struct MeshStatus {
+    /// This node's display name.
     pub node_id: NodeId,
+    /// This node's libp2p peer id, as text.
     pub peer_id: String,
+    /// Multiaddrs this node listens on.
     pub listen_addrs: Vec<String>,
+    /// State of the relay connection.
     pub relay: RelayState,
+    /// True when configured to talk only through the relay (no libp2p).
     pub relay_only: bool,
     /// Peers in the table.
     pub peers: usize,

@@ -18,14 +18,23 @@ use crate::metrics::{NetMetrics, Role, try_send_counted};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransactionType {
+    /// One of this node's tasks was offered to the mesh.
     TaskDistributed,
+    /// This node accepted a peer's task to run.
     TaskReceived,
+    /// One of this node's tasks started running, here or on a peer.
     ExecutionStarted,
+    /// One of this node's tasks completed (for a remote run, verified and paid).
     ExecutionCompleted,
+    /// One of this node's tasks failed.
     ExecutionFailed,
+    /// Bytes this node sent to peers since the last such entry.
     BandwidthContributed,
+    /// This node finished running a peer's task; the entry values the CPU it used.
     ComputeContributed,
+    /// A payment from a peer was credited to this node.
     VibeEarned,
+    /// This node paid a peer (a task's price or a bandwidth share).
     VibeSpent,
 }
 
@@ -34,12 +43,16 @@ pub enum TransactionType {
 pub struct TransactionLogEntry {
     /// Increasing; `before=` pages by it.
     pub seq: u64,
+    /// What happened.
     #[serde(rename = "type")]
     pub kind: TransactionType,
+    /// When the entry was made.
     pub at: DateTime<Utc>,
+    /// The task concerned, if any.
     pub task_id: Option<Uuid>,
     /// The other node, when there is one.
     pub peer: Option<String>,
+    /// VIBE moved or valued, when the entry has an amount.
     pub amount: Option<Vibe>,
     /// A sentence for people ("Fix the login bug → apn_1a2b3c4d").
     pub detail: String,
@@ -57,7 +70,12 @@ pub enum PanelEvent {
     RelayState(RelayState),
     /// A verified message arrived (kind, sender node id). Counted, not logged: the roles
     /// report what it meant as `Transaction`s.
-    MessageReceived { kind: &'static str, from: String },
+    MessageReceived {
+        /// The message's variant name.
+        kind: &'static str,
+        /// The sender's node id.
+        from: String,
+    },
     /// A transaction log entry.
     Transaction(TransactionLogEntry),
     /// Progress, a log line, start or end of one of this node's tasks.
@@ -78,18 +96,24 @@ pub struct Disconnect(pub u64);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Vec<TransactionLogEntry>")]
 pub struct GetTransactions {
+    /// The most entries to return (clamped to 1..=`TRANSACTION_LOG_MAX`).
     pub limit: usize,
     /// Only entries with `seq` below this.
     pub before: Option<u64>,
+    /// Only entries of this type, by its snake_case name (e.g. `vibe_earned`).
     pub kind: Option<String>,
 }
 
 /// Hub figures for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct HubStats {
+    /// Websocket sessions open now.
     pub clients: usize,
+    /// Deltas queued to sessions, one per session per delta.
     pub deltas_sent: u64,
+    /// Sessions closed because their queue was full.
     pub slow_clients_dropped: u64,
+    /// Verified inbound messages reported by the peer manager.
     pub messages_seen: u64,
 }
 
@@ -107,6 +131,7 @@ pub struct PanelSender {
 }
 
 impl PanelSender {
+    /// A sender to `hub` that counts lost deltas in `metrics`.
     pub fn new(hub: Recipient<PanelEvent>, metrics: Arc<NetMetrics>) -> Self {
         PanelSender { hub, metrics }
     }

@@ -20,8 +20,11 @@ const VERIFY_COMMAND_BYTES_MAX: usize = 4 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Prefer {
+    /// Run only on this node; refused if the profile is missing here or no slot is free.
     Local,
+    /// Always offer the task to the mesh, never run it here.
     Mesh,
+    /// Run here when the profile is here and a slot is free, else offer it to the mesh.
     #[default]
     Auto,
 }
@@ -31,6 +34,8 @@ pub enum Prefer {
 #[rtype(result = "Result<Uuid, MarketError>")]
 #[serde(deny_unknown_fields)]
 pub struct CreateTaskAttempt {
+    /// Short name for lists (at most `TITLE_CHARS_MAX` characters); when empty, the first 60
+    /// characters of the prompt are shown.
     #[serde(default)]
     pub title: String,
     /// What the agent is asked to do (not blank).
@@ -45,9 +50,12 @@ pub struct CreateTaskAttempt {
     /// Commit or branch the agent starts from.
     #[serde(default = "default_base")]
     pub base: String,
+    /// What the executing node must offer: capabilities, memory, run time limit.
     #[serde(default)]
     pub requirements: TaskRequirements,
+    /// The most VIBE the creator will pay (above zero); bids above it are refused.
     pub reward: Vibe,
+    /// Where the task may run (default: here if possible, else the mesh).
     #[serde(default)]
     pub prefer: Prefer,
     /// Optional command (run with `sh -c`) on the diff applied to a scratch checkout; a
@@ -108,16 +116,29 @@ fn default_base() -> String {
 #[derive(Debug, Clone, thiserror::Error, Serialize)]
 #[serde(tag = "error", content = "detail", rename_all = "snake_case")]
 pub enum MarketError {
+    /// The node has no task market to take the request (answered 503). The distributor
+    /// itself never returns it.
     #[error("the task market is not available on this node")]
     Unavailable,
+    /// No task with this id is in memory (cancel only looks there).
     #[error("no task with id {0}")]
     NotFound(Uuid),
+    /// The request failed a check; the text says which.
     #[error("invalid task: {0}")]
     Invalid(String),
+    /// The balance does not cover the reward (answered 409). The distributor itself never
+    /// returns it.
     #[error("balance too low: {needed} VIBE needed, {available} available")]
-    InsufficientBalance { needed: Vibe, available: Vibe },
+    InsufficientBalance {
+        /// VIBE the task needs.
+        needed: Vibe,
+        /// VIBE the balance holds.
+        available: Vibe,
+    },
+    /// `Prefer::Local` was asked but the profile is not here or no slot is free.
     #[error("cannot run locally: {0}")]
     NoLocalCapacity(String),
+    /// A cancel came after the task completed, failed or was cancelled.
     #[error("the task already finished")]
     AlreadyFinished,
 }
@@ -126,12 +147,19 @@ pub enum MarketError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
+    /// Created: the repository is being bundled, or a local run has not started yet.
     Pending,
+    /// Offered to the mesh: bids are collected, then ranked.
     Bidding,
+    /// A bid won: its price is escrowed and the task is sent; the executor has not started.
     Assigned,
+    /// The executor runs it (also while its result is verified and paid for).
     Running,
+    /// The result was verified and the executor paid.
     Completed,
+    /// Given up for good; `error` says why.
     Failed,
+    /// Cancelled by the user.
     Cancelled,
 }
 
@@ -159,27 +187,43 @@ impl TaskStatus {
 /// A task attempt as the API shows it (and as the task journal keeps it).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
+    /// Random id given at creation; `GetTask` and `CancelTask` name the task by it.
     pub id: Uuid,
+    /// The request's title, or the start of the prompt when it had none.
     pub title: String,
+    /// Executor profile the task asks for.
     pub executor_profile: String,
+    /// Where the attempt is in its life cycle.
     pub status: TaskStatus,
+    /// The most the creator offered to pay, in VIBE.
     pub reward: Vibe,
     /// What the executor is paid (the winning bid), once assigned.
     pub price: Option<Vibe>,
     /// Node id of the executor, `local` when it runs here.
     pub assigned_node: Option<String>,
+    /// Stage of the run last reported, once it reports progress.
     pub stage: Option<ExecutionStage>,
+    /// Progress last reported, 0 to 100.
     pub progress_percent: u8,
+    /// What the agent last said it was doing (empty reports do not clear it).
     pub current_action: Option<String>,
+    /// Bids accepted in the current bid round.
     pub bids_received: usize,
+    /// Executors assigned so far (1 for a local run).
     pub attempts: u32,
+    /// The executor's summary of its work, once completed.
     pub summary: Option<String>,
+    /// Paths the result changes, once completed.
     pub files_modified: Vec<String>,
+    /// The result's diff against the base commit, once completed.
     pub diff: Option<String>,
+    /// Why the attempt failed or was cancelled.
     pub error: Option<String>,
     /// VIBE paid to the executor.
     pub paid: Option<Vibe>,
+    /// When the attempt was created.
     pub created_at: DateTime<Utc>,
+    /// When the view last changed.
     pub updated_at: DateTime<Utc>,
 }
 

@@ -100,19 +100,29 @@ impl TaskRecord {
 pub struct DistributorLinks {
     /// The peer manager: direct sends, broadcasts, the peer table, Noise keys.
     pub send: Recipient<SendTo>,
+    /// Broadcasts the task request to every peer.
     pub broadcast: Recipient<Broadcast>,
+    /// Reads the peer table: who gets direct offers, and which profiles a bidder has.
     pub peers: Recipient<GetPeers>,
+    /// Fetches the winner's Noise key, to seal `TaskAssigned` to it.
     pub noise_key: Recipient<GetPeerNoiseKey>,
     /// The executor: runs on this node.
     pub run_local: Recipient<RunLocal>,
+    /// Stops a local run when its task is cancelled.
     pub cancel_run: Recipient<CancelRun>,
     /// The settlement engine: escrow, reputation, the task journal.
     pub hold: Recipient<HoldEscrow>,
+    /// Pays the escrow to the executor and signs the `VibeTransaction`.
     pub release: Recipient<ReleaseEscrow>,
+    /// Returns an escrow to this node when its assignment fails or is dropped.
     pub refund: Recipient<RefundEscrow>,
+    /// Records how an executor did, for its reputation.
     pub outcome: Recipient<RecordOutcome>,
+    /// Reads a bidder's reputation for ranking bids.
     pub reputation: Recipient<GetReputation>,
+    /// Writes a task's view to the journal at creation and at its final state.
     pub journal: Recipient<JournalTask>,
+    /// Reads a journaled task that is no longer in memory.
     pub lookup: Recipient<LookupTask>,
     /// The execution relay: the stream of this node's tasks.
     pub stream: Recipient<RecordUpdate>,

@@ -61,12 +61,16 @@ const CPU_SECONDS_MARGIN: u64 = 60;
 /// The directories of one run besides its workspace: a fresh `HOME` and a private temp dir,
 /// siblings of the workspace so that nothing in them shows up in the diff.
 pub struct RunDirs {
+    /// The checkout the agent works in; the result is its diff against the base commit.
     pub workspace: PathBuf,
+    /// The run's private `HOME` (`<workspace>.home`).
     pub home: PathBuf,
+    /// The run's private `TMPDIR` (`<workspace>.tmp`).
     pub tmp: PathBuf,
 }
 
 impl RunDirs {
+    /// The directories of the run whose workspace is `workspace`; creates nothing.
     pub fn beside(workspace: &std::path::Path) -> Self {
         RunDirs {
             workspace: workspace.to_path_buf(),
@@ -140,28 +144,43 @@ pub fn agent_sandbox_policy(
 
 /// Who the run reports to.
 pub enum RunOrigin {
+    /// A peer assigned the task: updates go back to it, sealed with the Noise session.
     Remote {
+        /// The originator's peer id.
         origin: PeerId,
+        /// The Noise session every update is sealed with.
         session: Box<E2eSession>,
+        /// The Noise handshake answer, sent in `ExecutionStarted` before any sealed update.
         handshake_answer: Vec<u8>,
     },
+    /// This node's own task: updates go to the distributor in plaintext.
     Local {
+        /// The distributor, which takes the run's updates.
         distributor: Recipient<LocalExecution>,
     },
 }
 
 /// Everything a run needs.
 pub struct RunContext {
+    /// The task being run.
     pub task_id: Uuid,
+    /// This node's keys: its node id goes in `ExecutionStarted`, and it signs the result hash.
     pub identity: Identity,
+    /// The node's configuration: data dir, executor profiles, sandbox and resource limits.
     pub config: Arc<Config>,
     /// The peer manager, which carries the execution stream to the originator.
     pub send: Recipient<SendTo>,
+    /// The accountant, told the compute the run used.
     pub compute: Option<Recipient<ComputeUsed>>,
+    /// The panel hub, told the compute a peer's run contributed.
     pub panel: Option<PanelSender>,
+    /// Who assigned the run, and so where its updates go.
     pub origin: RunOrigin,
+    /// The task itself: prompt, profile, base commit, how the repository comes, timeout.
     pub payload: TaskPayload,
+    /// The repository bundle's chunks, as they arrive from the originator.
     pub chunks: mpsc::Receiver<RepoChunk>,
+    /// Cancelled to stop the run: a cancel from the originator or this node, or shutdown.
     pub cancel: CancellationToken,
 }
 

@@ -92,7 +92,9 @@ pub fn purpose_of(message: &APNMessage) -> BandwidthPurpose {
 
 /// Transports handed to the peer manager by the node (already started).
 pub struct Transports {
+    /// The libp2p swarm's command client and its events; `None` in relay-only mode.
     pub swarm: Option<(SwarmClient, EventReceiver)>,
+    /// The NATS relay client and its events; `None` when no relay URL is configured.
     pub relay: Option<(RelayClient, EventReceiver)>,
     /// Addresses the swarm reported before the actor started.
     pub listen_addrs: Vec<Multiaddr>,
