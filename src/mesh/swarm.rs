@@ -51,7 +51,7 @@ const PENDING_DIRECT_MAX: usize = 4096;
 
 /// The swarm's protocols.
 #[derive(NetworkBehaviour)]
-pub struct ApnBehaviour {
+pub(crate) struct ApnBehaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
