@@ -23,6 +23,8 @@ async fn hold(victim: &NodeHandle, escrow: Uuid, amount: Vibe) {
             transfer_id: escrow,
             task_id: escrow,
             amount,
+            payee: None,
+            deadline: chrono::Utc::now() + chrono::Duration::hours(1),
         })
         .await
         .unwrap()

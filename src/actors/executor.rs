@@ -41,6 +41,7 @@ use crate::protocol::accounting::ComputeUsed;
 use crate::protocol::execution::LocalExecution;
 use crate::protocol::ledger::RecordCounterparty;
 use crate::protocol::mesh::{GetPeerNoiseKey, Inbound, SendTo, SetFreeSlots};
+use crate::protocol::network_ledger::{CheckHold, CommitResult};
 use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
 
 /// Repository chunks buffered per run before the sender is slowed down.
@@ -76,6 +77,18 @@ pub struct ExecutorLinks {
     /// The settlement engine, told of each peer whose task is admitted: the ledger accepts
     /// payments only from them.
     pub counterparties: Option<Recipient<RecordCounterparty>>,
+    /// The network settler (settlement mode `jetstream`): the escrow is checked before a
+    /// peer's run and the result committed before it is delivered. `None` in `local` mode.
+    pub escrow: Option<EscrowLinks>,
+}
+
+/// The network settler's part in a peer's run.
+#[derive(Clone)]
+pub struct EscrowLinks {
+    /// Checks the originator's escrow on the network ledger.
+    pub check: Recipient<CheckHold>,
+    /// Commits to the result's hash before it is delivered.
+    pub commit: Recipient<CommitResult>,
 }
 
 /// The `TaskExecutor` role.
@@ -137,6 +150,7 @@ impl TaskExecutor {
         task_id: Uuid,
         origin: RunOrigin,
         payload: TaskPayload,
+        commit: Option<(Uuid, Recipient<CommitResult>)>,
         ctx: &mut Context<Self>,
     ) {
         let cancel = CancellationToken::new();
@@ -166,6 +180,7 @@ impl TaskExecutor {
             payload,
             chunks: chunk_receiver,
             cancel,
+            commit,
         };
         let address = ctx.address();
         actix::spawn(async move {
@@ -242,6 +257,7 @@ impl TaskExecutor {
         }
         let handshake = assigned.noise_handshake.to_vec();
         let deadline = assigned.deadline;
+        let escrow_check = (assigned.escrow_id, assigned.agreed_price);
         let noise_key = self.links.noise_key.clone();
         let identity = self.identity.clone();
         let metrics = self.metrics.clone();
@@ -306,7 +322,55 @@ impl TaskExecutor {
                 let entry = TransactionLogEntry::new(TransactionType::TaskReceived, Some(task_id), origin_node, None, format!("{} from a peer", payload.title));
                 panel.publish(PanelEvent::Transaction(entry));
             }
-            actor.start_run(task_id, origin, payload, ctx);
+            match actor.links.escrow.clone() {
+                None => actor.start_run(task_id, origin, payload, None, ctx),
+                Some(escrow) => actor.check_escrow_then_run(task_id, origin, payload, escrow, escrow_check, ctx),
+            }
+        }));
+    }
+
+    /// Settlement mode `jetstream`: run only once the originator's escrow is on the network
+    /// ledger as agreed; refuse the assignment (counted, answered at once) otherwise.
+    fn check_escrow_then_run(
+        &mut self,
+        task_id: Uuid,
+        origin: RunOrigin,
+        payload: TaskPayload,
+        escrow: EscrowLinks,
+        (hold, price): (Uuid, crate::messages::Vibe),
+        ctx: &mut Context<Self>,
+    ) {
+        let timeout_s = match payload.timeout_s {
+            0 => self.config.executor.timeout_s,
+            requested => requested.min(self.config.executor.timeout_s),
+        };
+        let run_ends_ms = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_add(i64::try_from(timeout_s.saturating_mul(1000)).unwrap_or(i64::MAX));
+        let check = escrow.check.send(CheckHold {
+            hold,
+            price,
+            run_ends_ms,
+        });
+        ctx.spawn(check.into_actor(self).map(move |checked, actor, ctx| {
+            let refusal = match checked {
+                Ok(Ok(())) => None,
+                Ok(Err(refusal)) => Some(refusal.to_string()),
+                Err(e) => Some(format!("the network settler is unavailable: {e}")),
+            };
+            match (refusal, &origin) {
+                (None, _) => {
+                    actor.start_run(task_id, origin, payload, Some((hold, escrow.commit)), ctx)
+                }
+                (Some(detail), RunOrigin::Remote { origin: peer, .. }) => {
+                    actor.reservations.remove(&task_id);
+                    actor.announce_slots();
+                    actor.refuse(*peer, task_id, DropReason::NoEscrow, detail);
+                }
+                (Some(detail), RunOrigin::Local { .. }) => {
+                    tracing::warn!(%task_id, %detail, "escrow check on a local run");
+                }
+            }
         }));
     }
 }
@@ -473,7 +537,7 @@ impl Handler<RunLocal> for TaskExecutor {
         let origin = RunOrigin::Local {
             distributor: self.links.local_updates.clone(),
         };
-        self.start_run(request.task_id, origin, request.payload, ctx);
+        self.start_run(request.task_id, origin, request.payload, None, ctx);
         true
     }
 }

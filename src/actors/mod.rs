@@ -10,6 +10,7 @@
 //! | `ExecutionRelay` | `relay.rs` | log and progress streams |
 //! | `ResourceAccounting` | `accountant.rs` | bandwidth and compute metering |
 //! | `SettlementEngine` | `settler.rs` | the SQLite ledger (SyncArbiter) |
+//! | `NetworkSettler` | `network_settler.rs` | settlement mode `jetstream`: the network ledger |
 //! | `PaymentCourier` | `courier.rs` | payments delivered until the payee's receipt |
 //! | `PanelHub` | `panel_hub.rs` | panel state and websocket fan-out |
 
@@ -19,6 +20,7 @@ pub mod courier;
 pub mod distributor;
 pub mod executor;
 pub mod executor_run;
+pub mod network_settler;
 pub mod node;
 pub mod panel_hub;
 pub mod peer_manager;

@@ -31,8 +31,8 @@ use crate::network_ledger::projection::{PROJECTION_FILE, Projection, ProjectionE
 use crate::network_ledger::rules::{HoldRefusal, HoldState, check_hold};
 use crate::network_ledger::stream::{LedgerStream, StoredMessage, StreamError, StreamSettings};
 use crate::protocol::ledger::{
-    AcceptPayment, BalanceSummary, ConfirmDelivery, GetBalance, HoldEscrow, PayPeer,
-    RefundEscrow, ReleaseEscrow, TakeDuePayments, UndeliveredPayments,
+    AcceptPayment, BalanceSummary, ConfirmDelivery, GetBalance, HoldEscrow, PayPeer, RefundEscrow,
+    ReleaseEscrow, TakeDuePayments, UndeliveredPayments,
 };
 use crate::protocol::network_ledger::{CheckHold, CommitResult};
 
@@ -197,7 +197,7 @@ impl NetworkSettler {
                                 ))
                             })?
                             .map_err(|_| LedgerError::Network("settler stopped".into()))?;
-                        Ok(sequence)
+                        Ok::<u64, LedgerError>(sequence)
                     }
                     .into_actor(actor)
                 })
@@ -276,7 +276,10 @@ impl StreamHandler<Vec<Result<StoredMessage, StreamError>>> for NetworkSettler {
         match self.projection.apply(&messages) {
             Ok(outcome) => {
                 if outcome.skipped > 0 {
-                    tracing::debug!(skipped = outcome.skipped, "ledger entries skipped by the rules");
+                    tracing::debug!(
+                        skipped = outcome.skipped,
+                        "ledger entries skipped by the rules"
+                    );
                 }
                 self.wake(&outcome.holds);
             }
@@ -326,7 +329,10 @@ impl Handler<HoldEscrow> for NetworkSettler {
             task: request.task_id,
             deadline_ms: request.deadline.timestamp_millis(),
         };
-        Box::pin(self.append_judged(request.transfer_id, body).map(|held, _, _| held.map(|_| ())))
+        Box::pin(
+            self.append_judged(request.transfer_id, body)
+                .map(|held, _, _| held.map(|_| ())),
+        )
     }
 }
 
@@ -335,9 +341,12 @@ impl Handler<ReleaseEscrow> for NetworkSettler {
 
     fn handle(&mut self, request: ReleaseEscrow, _ctx: &mut Self::Context) -> Self::Result {
         let entry_id = Uuid::new_v4();
-        let release = self.append_judged(entry_id, EntryBody::Release {
-            hold: request.task_id,
-        });
+        let release = self.append_judged(
+            entry_id,
+            EntryBody::Release {
+                hold: request.task_id,
+            },
+        );
         Box::pin(release.map(move |released, actor, _| {
             released?;
             // A record for the payee: the money already moved on the stream.
@@ -375,7 +384,10 @@ impl Handler<RefundEscrow> for NetworkSettler {
             // Never held, not ours, or already settled: nothing to give back.
             _ => return Box::pin(fut::ready(Ok(()))),
         };
-        Box::pin(self.append_judged(Uuid::new_v4(), body).map(|refunded, _, _| refunded.map(|_| ())))
+        Box::pin(
+            self.append_judged(Uuid::new_v4(), body)
+                .map(|refunded, _, _| refunded.map(|_| ())),
+        )
     }
 }
 
@@ -389,18 +401,21 @@ impl Handler<PayPeer> for NetworkSettler {
             amount: request.amount,
             memo,
         };
-        Box::pin(self.append_judged(request.transfer_id, body).map(move |paid, actor, _| {
-            paid?;
-            Ok(VibeTransaction::signed_with_id(
-                &actor.identity,
-                request.transfer_id,
-                request.payee,
-                request.amount,
-                request.reason,
-                None,
-                Utc::now(),
-            ))
-        }))
+        Box::pin(
+            self.append_judged(request.transfer_id, body)
+                .map(move |paid, actor, _| {
+                    paid?;
+                    Ok(VibeTransaction::signed_with_id(
+                        &actor.identity,
+                        request.transfer_id,
+                        request.payee,
+                        request.amount,
+                        request.reason,
+                        None,
+                        Utc::now(),
+                    ))
+                }),
+        )
     }
 }
 
@@ -422,7 +437,10 @@ impl Handler<CheckHold> for NetworkSettler {
         }
         // The originator appended it moments ago: wait for it to reach this projection.
         let (sender, receiver) = oneshot::channel();
-        self.hold_waiters.entry(request.hold).or_default().push(sender);
+        self.hold_waiters
+            .entry(request.hold)
+            .or_default()
+            .push(sender);
         let wait = self.hold_wait;
         Box::pin(
             async move {
@@ -445,7 +463,10 @@ impl Handler<CommitResult> for NetworkSettler {
             hold: request.hold,
             result_hash: request.result_hash,
         };
-        Box::pin(self.append_judged(Uuid::new_v4(), body).map(|committed, _, _| committed.map(|_| ())))
+        Box::pin(
+            self.append_judged(Uuid::new_v4(), body)
+                .map(|committed, _, _| committed.map(|_| ())),
+        )
     }
 }
 

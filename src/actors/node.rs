@@ -31,16 +31,22 @@ use super::bidder::{Bidder, BidderLinks};
 use super::courier::{CourierLinks, PaymentCourier};
 use super::distributor::{DistributorLinks, TaskDistributor};
 use super::executor::{ExecutorLinks, TaskExecutor};
+use super::network_settler::NetworkSettler;
 use super::panel_hub::PanelHub;
 use super::peer_manager::{self, PeerManager, Routes, Transports};
 use super::relay::ExecutionRelay;
 use super::settler::{SettlementEngine, start_settlement_engine};
+use crate::config::SettlementMode;
 use crate::config::{Config, ConfigError};
 use crate::identity::{Identity, IdentityError};
 use crate::mesh::relay::{RelaySettings, spawn_relay};
 use crate::mesh::swarm::{SwarmSettings, spawn_swarm};
 use crate::mesh::{MeshError, MeshEvent};
 use crate::metrics::NetMetrics;
+use crate::protocol::ledger::{
+    AcceptPayment, ConfirmDelivery, GetBalance, HoldEscrow, PayPeer, RefundEscrow, ReleaseEscrow,
+    TakeDuePayments,
+};
 use crate::protocol::panel::PanelSender;
 
 /// How long start-up waits for the swarm to report its listen addresses.
@@ -93,7 +99,13 @@ pub struct NodeHandle {
     /// The execution relay: history and live stream of this node's tasks' runs.
     pub relay: Addr<ExecutionRelay>,
     /// The settlement engine: the SQLite ledger (balance, escrows, reputation, task journal).
+    /// In settlement mode `jetstream` it keeps reputation and the journal; money is on the
+    /// network settler.
     pub settler: Addr<SettlementEngine>,
+    /// The network settler, in settlement mode `jetstream`.
+    pub network_settler: Option<Addr<NetworkSettler>>,
+    /// Whoever answers for this node's balance: the settlement engine or the network settler.
+    pub balance: Recipient<GetBalance>,
     /// The accountant: bytes and compute this node gives the mesh.
     pub accountant: Addr<ResourceAccounting>,
     /// The panel hub: live deltas for websocket clients and the transaction log.
@@ -172,6 +184,56 @@ pub const ACCOUNTANT_MAILBOX: usize = 4096;
 pub const COURIER_MAILBOX: usize = 1024;
 /// Mailbox of the panel hub (panel events from every role).
 pub const PANEL_HUB_MAILBOX: usize = 4096;
+/// Mailbox of the network settler (holds, releases, payments, escrow checks and commits).
+pub const SETTLER_MAILBOX: usize = 4096;
+
+/// Who answers for money: the local settlement engine, or the network settler.
+struct MoneyLinks {
+    balance: Recipient<GetBalance>,
+    hold: Recipient<HoldEscrow>,
+    release: Recipient<ReleaseEscrow>,
+    refund: Recipient<RefundEscrow>,
+    pay: Recipient<PayPeer>,
+    due: Recipient<TakeDuePayments>,
+    accept: Recipient<AcceptPayment>,
+    confirm: Recipient<ConfirmDelivery>,
+    escrow: Option<super::executor::EscrowLinks>,
+}
+
+impl MoneyLinks {
+    fn of<A>(settler: &Addr<A>) -> Self
+    where
+        A: Actor
+            + Handler<GetBalance>
+            + Handler<HoldEscrow>
+            + Handler<ReleaseEscrow>
+            + Handler<RefundEscrow>
+            + Handler<PayPeer>
+            + Handler<TakeDuePayments>
+            + Handler<AcceptPayment>
+            + Handler<ConfirmDelivery>,
+        A::Context: actix::dev::ToEnvelope<A, GetBalance>
+            + actix::dev::ToEnvelope<A, HoldEscrow>
+            + actix::dev::ToEnvelope<A, ReleaseEscrow>
+            + actix::dev::ToEnvelope<A, RefundEscrow>
+            + actix::dev::ToEnvelope<A, PayPeer>
+            + actix::dev::ToEnvelope<A, TakeDuePayments>
+            + actix::dev::ToEnvelope<A, AcceptPayment>
+            + actix::dev::ToEnvelope<A, ConfirmDelivery>,
+    {
+        MoneyLinks {
+            balance: settler.clone().recipient(),
+            hold: settler.clone().recipient(),
+            release: settler.clone().recipient(),
+            refund: settler.clone().recipient(),
+            pay: settler.clone().recipient(),
+            due: settler.clone().recipient(),
+            accept: settler.clone().recipient(),
+            confirm: settler.clone().recipient(),
+            escrow: None,
+        }
+    }
+}
 
 /// Start `actor` with a mailbox of `capacity` messages.
 fn start_with_mailbox<A>(actor: A, capacity: usize) -> Addr<A>
@@ -209,19 +271,40 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         PANEL_HUB_MAILBOX,
     );
     let panel = PanelSender::new(panel_hub.clone().recipient(), metrics.clone());
+    let jetstream = config.settlement.mode == SettlementMode::Jetstream;
+    // On the network ledger only the treasury mints: no local grant.
+    let initial_balance = if jetstream {
+        crate::messages::Vibe::default()
+    } else {
+        config.economics.initial_balance
+    };
     let settler = start_settlement_engine(
         &ledger_path,
         identity.clone(),
-        config.economics.initial_balance,
+        initial_balance,
         Some(panel.clone()),
     )
     .map_err(|e| NodeError::Ledger(e.to_string()))?;
+    let (network_settler, money) = if jetstream {
+        let network = NetworkSettler::connect(identity.clone(), &config, &data_dir)
+            .await
+            .map_err(|e| NodeError::Ledger(e.to_string()))?
+            .start_own_arbiter();
+        let mut money = MoneyLinks::of(&network);
+        money.escrow = Some(super::executor::EscrowLinks {
+            check: network.clone().recipient(),
+            commit: network.clone().recipient(),
+        });
+        (Some(network), money)
+    } else {
+        (None, MoneyLinks::of(&settler))
+    };
     let accountant = start_with_mailbox(
         ResourceAccounting::new(
             identity.clone(),
             config.economics.clone(),
             config.resources.clone(),
-            Some(settler.clone().recipient()),
+            Some(money.pay.clone()),
             Some(peer_manager_address.clone().recipient()),
             Some(panel.clone()),
         ),
@@ -248,6 +331,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
                 compute: Some(accountant.clone().recipient()),
                 panel: Some(panel.clone()),
                 counterparties: Some(settler.clone().recipient()),
+                escrow: money.escrow.clone(),
             },
         ),
         EXECUTOR_MAILBOX,
@@ -263,9 +347,9 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
             noise_key: peer_manager_address.clone().recipient(),
             run_local: executor.clone().recipient(),
             cancel_run: executor.clone().recipient(),
-            hold: settler.clone().recipient(),
-            release: settler.clone().recipient(),
-            refund: settler.clone().recipient(),
+            hold: money.hold.clone(),
+            release: money.release.clone(),
+            refund: money.refund.clone(),
             outcome: settler.clone().recipient(),
             reputation: settler.clone().recipient(),
             journal: settler.clone().recipient(),
@@ -292,9 +376,9 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     let courier = start_with_mailbox(
         PaymentCourier::new(
             CourierLinks {
-                due: settler.clone().recipient(),
-                accept: settler.clone().recipient(),
-                confirm: settler.clone().recipient(),
+                due: money.due.clone(),
+                accept: money.accept.clone(),
+                confirm: money.confirm.clone(),
                 send: peer_manager_address.clone().recipient(),
             },
             metrics.clone(),
@@ -330,6 +414,8 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         executor,
         relay: relay_role,
         settler,
+        network_settler,
+        balance: money.balance,
         accountant,
         panel_hub,
         started_at: Utc::now(),

@@ -127,6 +127,9 @@ pub enum LedgerError {
     /// `VibeTransaction`.
     #[error("a stored payment cannot be encoded or decoded: {0}")]
     Encoding(String),
+    /// The network ledger (settlement mode `jetstream`) refused or could not take the entry.
+    #[error("network ledger: {0}")]
+    Network(String),
 }
 
 impl From<rusqlite::Error> for LedgerError {

@@ -126,11 +126,14 @@ pub enum DropReason {
     QueueFull,
     /// An assignment whose sealed task is not the one the request (and the bid) described.
     ContentMismatch,
+    /// An assignment whose escrow is not on the network ledger as agreed (settlement mode
+    /// `jetstream`): missing, for another payee, too small, too short or already settled.
+    NoEscrow,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero counters too.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Oversized,
         DropReason::Malformed,
         DropReason::UnknownVersion,
@@ -150,6 +153,7 @@ impl DropReason {
         DropReason::ReservationLimit,
         DropReason::QueueFull,
         DropReason::ContentMismatch,
+        DropReason::NoEscrow,
     ];
 
     /// The reason's label in metrics and logs.
@@ -174,6 +178,7 @@ impl DropReason {
             DropReason::ReservationLimit => "reservation_limit",
             DropReason::QueueFull => "queue_full",
             DropReason::ContentMismatch => "content_mismatch",
+            DropReason::NoEscrow => "no_escrow",
         }
     }
 }

@@ -43,6 +43,11 @@ pub struct HoldEscrow {
     pub task_id: Uuid,
     /// How much to move into escrow.
     pub amount: Vibe,
+    /// The executor the escrow is for; the network ledger needs it, the local one ignores it.
+    pub payee: Option<[u8; PUBLIC_KEY_BYTES]>,
+    /// When the escrow may be claimed (on a commit) or refunded (without one) on the network
+    /// ledger; the local ledger ignores it.
+    pub deadline: chrono::DateTime<chrono::Utc>,
 }
 
 /// Pay escrow `task_id` to `payee` and return the signed transaction to send it.

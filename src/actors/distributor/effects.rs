@@ -345,12 +345,24 @@ impl TaskDistributor {
         let identity = self.identity.clone();
         let deadline =
             Utc::now() + chrono::Duration::seconds(self.config.market.heartbeat_timeout_s as i64);
+        // On the network ledger the escrow outlives the longest the assignment may last, so
+        // the executor's commit can land before it and be claimed after it.
+        let hold_s = self
+            .origin_limits(&task.request)
+            .run_deadline
+            .as_secs()
+            .saturating_add(self.config.settlement.hold_grace_s)
+            .min(crate::network_ledger::rules::MAX_HOLD_MS as u64 / 1000 - 1);
+        let hold_deadline = Utc::now() + chrono::Duration::seconds(hold_s as i64);
+        let payee = identity::public_key_of(&peer);
         // `Err((escrow_held, reason))`.
         let prepare = async move {
             hold.send(HoldEscrow {
                 transfer_id: escrow_id,
                 task_id: escrow_id,
                 amount: price,
+                payee,
+                deadline: hold_deadline,
             })
             .await
             .map_err(|e| (false, format!("ledger unavailable: {e}")))?

@@ -35,6 +35,7 @@ use crate::messages::{
 };
 use crate::protocol::accounting::ComputeUsed;
 use crate::protocol::mesh::SendTo;
+use crate::protocol::network_ledger::CommitResult;
 use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
 use crate::sandbox::{self, SandboxLimits, SandboxNetwork, SandboxPolicy};
 use crate::workspace;
@@ -182,6 +183,9 @@ pub struct RunContext {
     pub chunks: mpsc::Receiver<RepoChunk>,
     /// Cancelled to stop the run: a cancel from the originator or this node, or shutdown.
     pub cancel: CancellationToken,
+    /// Settlement mode `jetstream`: the escrow paying for the run, and the network settler
+    /// that commits to the result's hash on it before the result is delivered.
+    pub commit: Option<(Uuid, Recipient<CommitResult>)>,
 }
 
 mod report;
@@ -273,6 +277,11 @@ pub async fn run(mut run: RunContext) -> bool {
             })
             .await;
     }
+    if let (Some((hold, commit)), ExecutionUpdate::Completed { result, .. }) =
+        (&run.commit, &outcome)
+    {
+        commit_result(*hold, commit, result).await;
+    }
     reporter.send(outcome).await;
     if let (Some(panel), RunOrigin::Remote { origin, .. }) = (&run.panel, &reporter.origin) {
         let value = crate::messages::vibe::compute_value(
@@ -313,6 +322,28 @@ pub async fn run(mut run: RunContext) -> bool {
     }
     tracing::info!(%task_id, %execution_id, succeeded, seconds = started_at.elapsed().as_secs_f64(), "run finished");
     succeeded
+}
+
+/// Commit to the result's hash on the escrow before delivering it: with the commit on the
+/// network ledger this node can claim the escrow after its deadline if the originator
+/// neither releases nor disputes it. A failed commit is logged; the result still goes out
+/// (the originator may release anyway).
+async fn commit_result(hold: Uuid, commit: &Recipient<CommitResult>, result: &ExecutionResult) {
+    let hash = workspace::result_hash(&result.diff, &result.summary, &result.files_modified);
+    let Some(result_hash) = hex::decode(&hash)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+    else {
+        tracing::warn!(%hold, "result hash is not 32 bytes of hex; not committed");
+        return;
+    };
+    match commit.send(CommitResult { hold, result_hash }).await {
+        Ok(Ok(())) => tracing::debug!(%hold, "result committed on the network ledger"),
+        Ok(Err(e)) => tracing::warn!(%hold, error = %e, "result not committed"),
+        Err(e) => {
+            tracing::warn!(%hold, error = %e, "network settler unavailable; result not committed")
+        }
+    }
 }
 
 fn failed(stage: ExecutionStage, error: impl Into<String>, usage: ComputeUsage) -> ExecutionUpdate {

@@ -95,6 +95,8 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
                 transfer_id: escrow,
                 task_id: escrow,
                 amount,
+                payee: None,
+                deadline: chrono::Utc::now() + chrono::Duration::hours(1),
             })
             .await??;
         engine

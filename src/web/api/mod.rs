@@ -100,7 +100,7 @@ async fn mesh_and_balance(
 > {
     let mesh = node.peer_manager.send(GetMeshStatus).await.map_err(gone)?;
     let balance = node
-        .settler
+        .balance
         .send(GetBalance)
         .await
         .map_err(gone)?

@@ -1,0 +1,202 @@
+//! Nodes settling on the network ledger (settlement mode `jetstream`) against a real
+//! nats-server with JetStream: a task is paid from an escrow on the stream and every
+//! projection agrees on the balances, with nothing minted but the treasury's grant; a node
+//! the treasury never funded cannot escrow (today's `local` mode lets any key mint itself
+//! credits); an executor refuses an assignment whose escrow is not on the stream.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use apn::actors::distributor::TaskStatus;
+use apn::actors::executor::GetExecutorStatus;
+use apn::config::{Config, SettlementMode};
+use apn::identity::Identity;
+use apn::market::{RepoDelivery, TaskPayload};
+use apn::messages::*;
+use apn::network_ledger::entry::EntryBody;
+use apn::network_ledger::projection::Projection;
+use apn::network_ledger::stream::{LedgerStream, StreamSettings, catch_up};
+use apn::protocol::ledger::GetBalance;
+use common::attacker::Attacker;
+use common::*;
+use uuid::Uuid;
+
+const TASK_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn on_the_network_ledger(mut config: Config, nats: &NatsServer, treasury: &Identity) -> Config {
+    config.settlement.mode = SettlementMode::Jetstream;
+    config.settlement.url = nats.url();
+    config.settlement.treasury = vec![hex::encode(treasury.public_key())];
+    config.settlement.hold_wait_ms = 2_000;
+    config
+}
+
+async fn ledger(nats: &NatsServer) -> LedgerStream {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    LedgerStream::open(client, &StreamSettings::default())
+        .await
+        .unwrap()
+}
+
+/// The treasury grants `whole` VIBE to the node whose data dir is `dir` (its key is created
+/// here, before the node starts).
+async fn fund(stream: &LedgerStream, treasury: &Identity, dir: &Path, whole: u64) {
+    let node = Identity::load_or_create(dir).unwrap();
+    stream
+        .append(
+            treasury,
+            Uuid::new_v4(),
+            EntryBody::Mint {
+                to: node.public_key(),
+                amount: Vibe::from_whole(whole),
+                memo: "test grant".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+async fn balance(node: &apn::actors::node::NodeHandle) -> (Vibe, Vibe) {
+    let summary = node.balance.send(GetBalance).await.unwrap().unwrap();
+    (summary.balance, summary.escrowed)
+}
+
+#[actix_rt::test]
+async fn a_task_is_paid_from_an_escrow_on_the_stream_and_every_projection_agrees() {
+    let nats = NatsServer::start_jetstream().unwrap();
+    let treasury = Identity::ephemeral();
+    let stream = ledger(&nats).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fund(&stream, &treasury, dir_a.path(), 100).await;
+    let (a, b) = connected_pair(
+        on_the_network_ledger(test_config(dir_a.path()), &nats, &treasury),
+        on_the_network_ledger(shell_config(dir_b.path()), &nats, &treasury),
+    )
+    .await;
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            balance(&a).await.0 == Vibe::from_whole(100)
+        })
+        .await,
+        "the originator's projection shows the treasury's grant"
+    );
+    // No local grant: the local ledger minted nothing.
+    let local = a.settler.send(GetBalance).await.unwrap().unwrap();
+    assert_eq!(local.balance, Vibe::default());
+
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = a
+        .distributor
+        .send(mesh_shell_task(repo.path(), "paid", "echo done > out", 5))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(&a, id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    let price = view.price.expect("a price was agreed");
+    assert!(price > Vibe::default());
+    // Paid: the executor's own projection shows the price, the originator's the rest.
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async { balance(&b).await.0 == price }).await,
+        "the executor was paid {price}: {:?}",
+        balance(&b).await
+    );
+    let rest = Vibe::from_whole(100).checked_sub(price).unwrap();
+    assert_eq!(balance(&a).await, (rest, Vibe::default()));
+    // A third projection, built from the stream alone, agrees with both nodes.
+    let mut observer = Projection::open_in_memory(&[treasury.public_key()]).unwrap();
+    catch_up(&stream, &mut observer).await.unwrap();
+    let state = observer.state();
+    assert_eq!(state.balance(&a.identity.public_key()), rest.micros());
+    assert_eq!(state.balance(&b.identity.public_key()), price.micros());
+    assert_eq!(state.minted(), u128::from(Vibe::from_whole(100).micros()));
+    assert_eq!(state.circulating(), state.minted());
+    // The executor committed to its result before delivering it.
+    let hold = state.holds().values().next().expect("one escrow");
+    assert!(hold.commit.is_some(), "{hold:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_node_the_treasury_never_funded_cannot_escrow() {
+    let nats = NatsServer::start_jetstream().unwrap();
+    let treasury = Identity::ephemeral();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = connected_pair(
+        on_the_network_ledger(test_config(dir_a.path()), &nats, &treasury),
+        on_the_network_ledger(shell_config(dir_b.path()), &nats, &treasury),
+    )
+    .await;
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = a
+        .distributor
+        .send(mesh_shell_task(
+            repo.path(),
+            "unfunded",
+            "echo done > out",
+            5,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(&a, id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
+    let error = view.error.clone().unwrap_or_default();
+    assert!(error.contains("cannot escrow"), "{error}");
+    assert_eq!(balance(&a).await, (Vibe::default(), Vibe::default()));
+    assert_eq!(balance(&b).await, (Vibe::default(), Vibe::default()));
+    let status = b.executor.send(GetExecutorStatus).await.unwrap();
+    assert_eq!(status.completed_today, 0, "nothing ran: {status:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_assignment_whose_escrow_is_not_on_the_stream_is_refused() {
+    let nats = NatsServer::start_jetstream().unwrap();
+    let treasury = Identity::ephemeral();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = on_the_network_ledger(shell_config(dir.path()), &nats, &treasury);
+    config.settlement.hold_wait_ms = 300;
+    let victim = node(config).await;
+    let mut attacker = Attacker::attach(&victim).await;
+    attacker.announce_to(&victim, &[]).await;
+    let task = TaskPayload {
+        title: "unpaid".into(),
+        prompt: "echo pwned > pwned".into(),
+        executor_profile: "SHELL".into(),
+        base_commit: "0".repeat(40),
+        repo: RepoDelivery::Bundle {
+            bytes: 10,
+            total_chunks: 1,
+        },
+        timeout_s: 30,
+    };
+    // A real bid, a matching assignment at the bid's price: only the escrow is missing.
+    let bid = attacker.request_bid(Vibe::from_whole(5), &task).await;
+    let before = victim.metrics.dropped(DropReason::NoEscrow);
+    let assignment = attacker.assignment(&victim, bid.task_id, bid.price, &task);
+    attacker.send(&assignment).await;
+    let answer = attacker
+        .next(|m| match m {
+            APNMessage::ExecutionFailed(f) => f.task_id == bid.task_id,
+            APNMessage::ExecutionStarted(s) => s.task_id == bid.task_id,
+            _ => false,
+        })
+        .await;
+    match answer {
+        APNMessage::ExecutionFailed(failed) => {
+            assert!(failed.error.contains("no escrow"), "{}", failed.error)
+        }
+        other => panic!("the run started without an escrow: {other:?}"),
+    }
+    assert_eq!(victim.metrics.dropped(DropReason::NoEscrow), before + 1);
+    let status = victim.executor.send(GetExecutorStatus).await.unwrap();
+    assert_eq!(status.active, 0);
+    victim.shutdown().await;
+}
