@@ -1,5 +1,6 @@
 //! Process helpers shared by the integration tests and the benchmark harness: a real
-//! `nats-server` child on a free loopback port. Not used by a running node.
+//! `nats-server` child on a free loopback port, with JetStream if asked, or a cluster of
+//! them. Not used by a running node.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -64,6 +65,8 @@ pub struct NatsServer {
     config_file: Option<std::sync::Arc<tempfile::NamedTempFile>>,
     /// JetStream's store directory, if JetStream is on (kept across restarts and until drop).
     store_dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    /// More arguments (a cluster member's name, cluster listen address and routes).
+    extra_args: Vec<String>,
 }
 
 impl NatsServer {
@@ -107,6 +110,7 @@ impl NatsServer {
                 child: None,
                 config_file: config_file.clone(),
                 store_dir: store_dir.clone(),
+                extra_args: Vec::new(),
             };
             match server.restart() {
                 Ok(()) => return Ok(server),
@@ -140,6 +144,7 @@ impl NatsServer {
         if let Some(store) = &self.store_dir {
             command.arg("-js").arg("-sd").arg(store.path());
         }
+        command.args(&self.extra_args);
         let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
@@ -166,6 +171,80 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Servers a JetStream cluster may have in the harness.
+const CLUSTER_SIZE_MAX: usize = 5;
+
+/// A cluster of nats-servers with JetStream on loopback, each with its own store, routed to
+/// every other (what a replicated ledger stream runs on). Killed on drop.
+#[derive(Debug)]
+pub struct NatsCluster {
+    /// The members; `servers[i].url()` is member `i`'s client URL.
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Start `size` members (2 to 5) and wait until each accepts client connections. The
+    /// JetStream meta group elects its leader moments later: clients retry until it has.
+    pub fn start(size: usize) -> Result<NatsCluster, HarnessError> {
+        if !(2..=CLUSTER_SIZE_MAX).contains(&size) {
+            return Err(HarnessError::Config(std::io::Error::other(format!(
+                "a cluster has 2 to {CLUSTER_SIZE_MAX} servers, not {size}"
+            ))));
+        }
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            match NatsCluster::try_start(size) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or(HarnessError::NotReady(0)))
+    }
+
+    fn try_start(size: usize) -> Result<NatsCluster, HarnessError> {
+        let mut ports = Vec::with_capacity(size);
+        for _ in 0..size {
+            ports.push((free_port()?, free_port()?));
+        }
+        let route = |port: u16| format!("nats://127.0.0.1:{port}");
+        let mut servers: Vec<NatsServer> = Vec::with_capacity(size);
+        for (index, (client_port, cluster_port)) in ports.iter().enumerate() {
+            let routes: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other != index)
+                .map(|(_, (_, port))| route(*port))
+                .collect();
+            let store = tempfile::tempdir().map_err(HarnessError::Config)?;
+            servers.push(NatsServer {
+                port: *client_port,
+                child: None,
+                config_file: None,
+                store_dir: Some(std::sync::Arc::new(store)),
+                extra_args: vec![
+                    "-n".into(),
+                    format!("apn-{index}"),
+                    "--cluster_name".into(),
+                    "apn".into(),
+                    "--cluster".into(),
+                    route(*cluster_port),
+                    "--routes".into(),
+                    routes.join(","),
+                ],
+            });
+        }
+        for server in &mut servers {
+            server.restart()?;
+        }
+        Ok(NatsCluster { servers })
+    }
+
+    /// Every member's client URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(NatsServer::url).collect()
     }
 }
 

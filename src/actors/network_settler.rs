@@ -53,14 +53,6 @@ pub enum NetworkSettlerError {
     /// The config's treasury keys or url are unusable.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// The NATS server could not be reached.
-    #[error("cannot reach the ledger's NATS server {url}: {reason}")]
-    Connect {
-        /// The server tried.
-        url: String,
-        /// What the client said.
-        reason: String,
-    },
     /// The stream could not be opened or created.
     #[error(transparent)]
     Stream(#[from] StreamError),
@@ -95,12 +87,7 @@ impl NetworkSettler {
         let settlement = &config.settlement;
         let treasury = settlement.treasury_keys()?;
         let url = settlement.url_or(&config.relay.url).to_string();
-        let client = async_nats::connect(&url)
-            .await
-            .map_err(|e| NetworkSettlerError::Connect {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+        let client = crate::network_ledger::stream::connect(&url).await?;
         let stream = LedgerStream::open(
             client,
             &StreamSettings {

@@ -27,8 +27,25 @@ use crate::identity::Identity;
 
 /// How often an append signs again after losing its subject sequence to another publish.
 pub const MAX_APPEND_ATTEMPTS: usize = 16;
+/// Tries to open the stream before giving up (a fresh cluster elects its leaders first).
+pub const OPEN_ATTEMPTS: u32 = 60;
+/// Pause between those tries.
+pub const OPEN_RETRY: Duration = Duration::from_millis(250);
 /// How long the server remembers `Nats-Msg-Id`s for de-duplication.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Connect to the ledger's NATS server, or to any of a cluster's given as a comma-separated
+/// list (the client also learns the other members from the server and fails over to them).
+pub async fn connect(urls: &str) -> Result<async_nats::Client, StreamError> {
+    let servers = urls
+        .split(',')
+        .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StreamError::Connect(format!("{urls}: {e}")))?;
+    async_nats::connect(servers)
+        .await
+        .map_err(|e| StreamError::Connect(format!("{urls}: {e}")))
+}
 
 /// Which stream holds the ledger and how it is replicated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +68,9 @@ impl Default for StreamSettings {
 /// A JetStream operation on the ledger failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
+    /// The NATS server could not be reached or its URL is malformed.
+    #[error("cannot reach the ledger's NATS server {0}")]
+    Connect(String),
     /// Creating or looking up the stream failed.
     #[error("ledger stream {name}: {reason}")]
     Stream {
@@ -138,22 +158,33 @@ impl LedgerStream {
             name: settings.name.clone(),
             reason,
         };
-        let mut stream = jetstream
-            .get_or_create_stream(Config {
-                name: settings.name.clone(),
-                subjects: vec![format!("{SUBJECT_PREFIX}>")],
-                storage: StorageType::File,
-                num_replicas: settings.replicas,
-                discard: DiscardPolicy::New,
-                duplicate_window: DUPLICATE_WINDOW,
-                max_message_size: i32::try_from(entry::MAX_ENTRY_BYTES).unwrap_or(i32::MAX),
-                deny_delete: true,
-                deny_purge: true,
-                allow_rollup: false,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| stream_error(e.to_string()))?;
+        let config = Config {
+            name: settings.name.clone(),
+            subjects: vec![format!("{SUBJECT_PREFIX}>")],
+            storage: StorageType::File,
+            num_replicas: settings.replicas,
+            discard: DiscardPolicy::New,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_message_size: i32::try_from(entry::MAX_ENTRY_BYTES).unwrap_or(i32::MAX),
+            deny_delete: true,
+            deny_purge: true,
+            allow_rollup: false,
+            ..Default::default()
+        };
+        // A cluster that just started elects its JetStream leaders moments after it accepts
+        // clients: retry for a while before calling the server unusable.
+        let mut attempt = 0;
+        let mut stream = loop {
+            attempt += 1;
+            match jetstream.get_or_create_stream(config.clone()).await {
+                Ok(stream) => break stream,
+                Err(e) if attempt < OPEN_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "ledger stream not available yet");
+                    tokio::time::sleep(OPEN_RETRY).await;
+                }
+                Err(e) => return Err(stream_error(e.to_string())),
+            }
+        };
         let config = &stream
             .info()
             .await
