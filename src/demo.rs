@@ -3,6 +3,11 @@
 //! of which fail on purpose so the failure path shows. Prints each panel's login URL (it
 //! carries the node's token and sets the panel's session cookie) and one line per finished
 //! task.
+//!
+//! With `--settlement jetstream` the demo also starts a nats-server with JetStream on a free
+//! port and a demo treasury, points every node's `[settlement]` at it, and mints each node
+//! its starting VIBE before the first task: the nodes then pay each other on the network
+//! ledger instead of their own ledgers.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,13 +16,21 @@ use std::time::{Duration, Instant};
 use crate::actors::distributor::{CreateTaskAttempt, GetTask, Prefer, TaskStatus, TaskView};
 use crate::actors::node::{NodeHandle, start_node};
 use crate::actors::peer_manager::GetPeers;
-use crate::config::{Config, ProfileConfig};
+use crate::config::{Config, ProfileConfig, SettlementMode};
+use crate::harness::NatsServer;
 use crate::messages::Vibe;
+use crate::network_ledger::stream::{LedgerStream, StreamSettings};
+use crate::network_ledger::treasury;
 
 /// How long the demo waits for one task.
 const TASK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the nodes get to find each other.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// What every demo node starts with: granted to itself in `local` mode, minted by the demo
+/// treasury in `jetstream` mode.
+const STARTING_VIBE: Vibe = Vibe::from_whole(1000);
+/// How long the demo waits for its mints to reach the first node's projection.
+const FUNDING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Demo settings from the command line.
 #[derive(Debug, Clone)]
@@ -32,6 +45,9 @@ pub struct DemoOptions {
     pub relay: Option<String>,
     /// Keep the temporary data dirs and sample repository after the demo, and print where.
     pub keep: bool,
+    /// `local`: each node its own ledger; `jetstream`: a local nats-server holds the network
+    /// ledger and a demo treasury funds the nodes.
+    pub settlement: SettlementMode,
 }
 
 /// Why the demo could not run.
@@ -127,11 +143,78 @@ pub fn create_sample_repo(path: &Path) -> Result<(), DemoError> {
     git(path, &["commit", "-q", "-m", "calc: first version"])
 }
 
+/// The demo's network ledger: its server, the treasury, the stream.
+struct DemoLedger {
+    server: NatsServer,
+    url: String,
+    treasury: crate::identity::Identity,
+    stream: LedgerStream,
+}
+
+impl DemoLedger {
+    /// Start a nats-server with JetStream and create the demo treasury in `root`.
+    async fn start(root: &Path) -> Result<DemoLedger, DemoError> {
+        let server = NatsServer::start_jetstream().map_err(|e| {
+            DemoError::Setup(format!("settlement jetstream needs a nats-server: {e}"))
+        })?;
+        let url = server.url();
+        let (treasury, _) = treasury::init(&root.join("treasury"))
+            .map_err(|e| DemoError::Setup(format!("demo treasury: {e}")))?;
+        let stream = async {
+            let client = crate::network_ledger::stream::connect(&url).await?;
+            LedgerStream::open(client, &StreamSettings::default()).await
+        }
+        .await
+        .map_err(|e| DemoError::Setup(format!("ledger stream on {url}: {e}")))?;
+        Ok(DemoLedger {
+            server,
+            url,
+            treasury,
+            stream,
+        })
+    }
+
+    /// Mint every node its starting VIBE, then wait until the first node's projection has
+    /// all of it (its tasks are paid from it).
+    async fn fund(&self, nodes: &[NodeHandle]) -> Result<(), DemoError> {
+        for node in nodes {
+            treasury::mint(
+                &self.stream,
+                &self.treasury,
+                node.identity.public_key(),
+                STARTING_VIBE,
+                "demo grant",
+            )
+            .await
+            .map_err(|e| DemoError::Setup(format!("minting: {e}")))?;
+        }
+        let deadline = Instant::now() + FUNDING_TIMEOUT;
+        loop {
+            let balance = nodes[0]
+                .balance
+                .send(crate::protocol::ledger::GetBalance)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            if balance.is_some_and(|b| b.balance >= STARTING_VIBE) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(DemoError::Setup(format!(
+                    "the first node's projection did not see its grant in {FUNDING_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 fn demo_config(
     index: usize,
     data_dir: PathBuf,
     options: &DemoOptions,
     bootstrap: Option<String>,
+    ledger: Option<&DemoLedger>,
 ) -> Config {
     let mut config = Config::default();
     config.node.data_dir = data_dir;
@@ -146,7 +229,12 @@ fn demo_config(
     config.relay.url = options.relay.clone().unwrap_or_default();
     config.market.bid_window_ms = 300;
     config.market.heartbeat_timeout_s = 15;
-    config.economics.initial_balance = Vibe::from_whole(1000);
+    config.economics.initial_balance = STARTING_VIBE;
+    if let Some(ledger) = ledger {
+        config.settlement.mode = SettlementMode::Jetstream;
+        config.settlement.url = ledger.url.clone();
+        config.settlement.treasury = vec![hex::encode(ledger.treasury.public_key())];
+    }
     // Different prices so bidding has something to decide.
     config.economics.compute_rate_per_cpu_hour = Vibe::from_whole(6 + 6 * index as u64);
     // The first node originates; the others execute with the SHELL profile (demo only).
@@ -170,6 +258,10 @@ pub async fn run_demo(
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     let repo = root.path().join("sample-repo");
     create_sample_repo(&repo)?;
+    let ledger = match options.settlement {
+        SettlementMode::Local => None,
+        SettlementMode::Jetstream => Some(DemoLedger::start(root.path()).await?),
+    };
     let mut nodes: Vec<NodeHandle> = Vec::new();
     for index in 0..options.nodes.max(2) {
         let bootstrap = nodes
@@ -181,8 +273,17 @@ pub async fn run_demo(
             root.path().join(format!("node{index}")),
             &options,
             bootstrap,
+            ledger.as_ref(),
         );
         nodes.push(start_node(config).await?);
+    }
+    if let Some(ledger) = &ledger {
+        ledger.fund(&nodes).await?;
+        on_line(format!(
+            "settlement jetstream on {}: treasury {} minted {STARTING_VIBE} VIBE to each node",
+            ledger.url,
+            hex::encode(ledger.treasury.public_key())
+        ));
     }
     for node in &nodes {
         // The login URL: opening it sets the panel's session cookie (see `web/access/`).
@@ -262,6 +363,9 @@ pub async fn run_demo(
     }
     for node in nodes {
         node.shutdown().await;
+    }
+    if let Some(mut ledger) = ledger {
+        ledger.server.stop();
     }
     if options.keep {
         let kept = root.keep();

@@ -1,6 +1,6 @@
 //! Process helpers shared by the integration tests and the benchmark harness: a real
 //! `nats-server` child on a free loopback port, with JetStream if asked, or a cluster of
-//! them. Not used by a running node.
+//! them. Not used by a running node (only `apn demo --settlement jetstream` starts one).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

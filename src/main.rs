@@ -53,6 +53,56 @@ enum Command {
     /// The sandbox peers' runs and verify commands run in.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// The treasury of the network ledger (settlement mode jetstream): its key, and minting.
+    #[command(subcommand)]
+    Treasury(TreasuryCommand),
+}
+
+#[derive(Subcommand)]
+enum TreasuryCommand {
+    /// Create the treasury key (or show the one there) and print the config line for nodes.
+    ///
+    /// Example: apn treasury init --dir treasury
+    Init {
+        /// The treasury's directory (keep it off the nodes).
+        #[arg(long, value_name = "DIR", default_value = "treasury")]
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mint VIBE into an account on the network ledger.
+    ///
+    /// Example: apn treasury mint --to 12D3KooW... --amount 100 --url nats://127.0.0.1:4222
+    Mint(MintArgs),
+}
+
+#[derive(Args)]
+struct MintArgs {
+    /// The treasury's directory.
+    #[arg(long, value_name = "DIR", default_value = "treasury")]
+    dir: PathBuf,
+    /// The account credited: a node's peer id or hex public key.
+    #[arg(long, value_name = "ACCOUNT")]
+    to: String,
+    /// Amount in VIBE (up to 6 decimals).
+    #[arg(long, value_name = "N")]
+    amount: String,
+    /// Why, for the history.
+    #[arg(long, default_value = "")]
+    memo: String,
+    /// NATS server(s) holding the ledger stream, comma-separated.
+    #[arg(long, value_name = "URL", env = "APN_SETTLEMENT_URL")]
+    url: String,
+    /// The ledger stream's name (created if missing).
+    #[arg(long, default_value = "APN_LEDGER")]
+    stream: String,
+    /// Copies of the stream when it is created here.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -88,6 +138,16 @@ struct DemoArgs {
     /// Keep the temporary data dirs.
     #[arg(long)]
     keep: bool,
+    /// Where VIBE lives: `local` (each node its own ledger) or `jetstream` (a local
+    /// nats-server with JetStream holds the network ledger; a demo treasury funds the nodes).
+    #[arg(long, value_enum, default_value = "local")]
+    settlement: SettlementArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SettlementArg {
+    Local,
+    Jetstream,
 }
 
 #[derive(Args)]
@@ -95,9 +155,12 @@ struct LedgerArgs {
     /// The node's data dir.
     #[arg(long, value_name = "DIR", default_value = "data/apn")]
     data_dir: PathBuf,
-    /// Transfers to show.
+    /// Transfers (or network ledger history rows) to show.
     #[arg(long, default_value_t = 20)]
     last: usize,
+    /// Network ledger only: history rows below this stream sequence (paging).
+    #[arg(long, value_name = "SEQ")]
+    before: Option<u64>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -298,8 +361,14 @@ fn main() -> ExitCode {
             http_base_port: args.http_base_port,
             relay: args.relay,
             keep: args.keep,
+            settlement: match args.settlement {
+                SettlementArg::Local => apn::config::SettlementMode::Local,
+                SettlementArg::Jetstream => apn::config::SettlementMode::Jetstream,
+            },
         }),
-        Command::Ledger(args) => cli::ledger::ledger(&args.data_dir, args.last, args.json),
+        Command::Ledger(args) => {
+            cli::ledger::ledger(&args.data_dir, args.last, args.before, args.json)
+        }
         Command::Status(api) => cli::status::status(&api.client(), api.json),
         Command::Peers(api) => cli::status::peers(&api.client(), api.json),
         Command::Task(TaskCommand::Submit(args)) => args.request().and_then(|request| {
@@ -313,6 +382,21 @@ fn main() -> ExitCode {
             cli::task::cancel(&api.client(), &id, api.json)
         }
         Command::Sandbox(SandboxCommand::Check { json }) => cli::sandbox::check(json),
+        Command::Treasury(TreasuryCommand::Init { dir, json }) => cli::treasury::init(&dir, json),
+        Command::Treasury(TreasuryCommand::Mint(args)) => cli::treasury::mint(
+            &cli::treasury::MintRequest {
+                dir: &args.dir,
+                to: &args.to,
+                amount: &args.amount,
+                memo: &args.memo,
+                url: &args.url,
+                stream: apn::network_ledger::stream::StreamSettings {
+                    name: args.stream.clone(),
+                    replicas: args.replicas,
+                },
+            },
+            args.json,
+        ),
     };
     match result {
         Ok(code) => code,

@@ -38,6 +38,7 @@ function renderStatus() {
   $("relay-state").textContent = s.relay;
   $("balance").textContent = vibe(s.balance);
   $("escrowed").textContent = vibe(s.escrowed);
+  if (s.settlement) $("settlement").textContent = s.settlement;
   document.title = `APN ${s.node_id}`;
 }
 

@@ -259,3 +259,117 @@ fn status_peers_ledger_and_task_submit_against_a_running_node() {
     ]));
     assert_eq!(unreachable.status.code(), Some(1));
 }
+
+#[test]
+fn demo_settles_on_the_network_ledger_with_a_demo_treasury() {
+    let output = run(Command::new(APN)
+        .args([
+            "demo",
+            "--nodes",
+            "2",
+            "--tasks",
+            "2",
+            "--settlement",
+            "jetstream",
+            "--http-base-port",
+            &free_port().to_string(),
+        ])
+        .env("PATH", path_with_sbin()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("settlement jetstream on nats://") && l.contains("minted")),
+        "{stdout}"
+    );
+    let paid = stdout
+        .lines()
+        .filter(|l| l.starts_with("completed") && !l.contains("paid 0 VIBE"))
+        .count();
+    assert!(
+        paid >= 1,
+        "no task was paid on the network ledger:\n{stdout}"
+    );
+}
+
+/// Debian installs nats-server in /usr/sbin.
+fn path_with_sbin() -> String {
+    format!("{}:/usr/sbin", std::env::var("PATH").unwrap_or_default())
+}
+
+#[test]
+fn treasury_mints_on_the_stream_and_ledger_reads_the_projection() {
+    let nats = common::NatsServer::start_jetstream().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let treasury_dir = work.path().join("treasury");
+    let init = run(Command::new(APN)
+        .args(["treasury", "init", "--json", "--dir"])
+        .arg(&treasury_dir));
+    assert!(init.status.success(), "{init:?}");
+    let treasury_key = json_of(&init)["public_key"].as_str().unwrap().to_string();
+    assert_eq!(treasury_key.len(), 64);
+
+    // A node's data dir (its key) and the mint, addressed by peer id.
+    let node_dir = work.path().join("node");
+    let node = apn::identity::Identity::load_or_create(&node_dir).unwrap();
+    let mint = |to: &str, dir: &std::path::Path| {
+        run(Command::new(APN)
+            .args([
+                "treasury", "mint", "--json", "--amount", "12.5", "--memo", "grant",
+            ])
+            .args(["--to", to, "--url", &nats.url(), "--dir"])
+            .arg(dir))
+    };
+    let minted = mint(&node.peer_id().to_string(), &treasury_dir);
+    assert!(minted.status.success(), "{minted:?}");
+    assert_eq!(json_of(&minted)["sequence"], 1);
+    assert_eq!(json_of(&minted)["amount"], "12.5");
+    // Refusals: an account that is not one, a treasury that does not exist.
+    let bad_account = mint("nobody", &treasury_dir);
+    assert_eq!(bad_account.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_account.stderr).contains("is not an account"));
+    let no_treasury = mint(&node.peer_id().to_string(), &work.path().join("none"));
+    assert_eq!(no_treasury.status.code(), Some(1));
+    assert!(
+        !work.path().join("none").exists(),
+        "mint never creates a treasury"
+    );
+
+    // The node's projection, as a node builds it, then `apn ledger` reads it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let treasury: [u8; 32] = hex::decode(&treasury_key).unwrap().try_into().unwrap();
+    runtime.block_on(async {
+        use apn::network_ledger::projection::{PROJECTION_FILE, Projection};
+        use apn::network_ledger::stream::{LedgerStream, StreamSettings, catch_up, connect};
+        let stream = LedgerStream::open(
+            connect(&nats.url()).await.unwrap(),
+            &StreamSettings::default(),
+        )
+        .await
+        .unwrap();
+        let mut projection =
+            Projection::open(&node_dir.join(PROJECTION_FILE), &[treasury]).unwrap();
+        catch_up(&stream, &mut projection).await.unwrap();
+    });
+    let ledger = run(Command::new(APN)
+        .args(["ledger", "--json", "--data-dir"])
+        .arg(&node_dir));
+    assert!(ledger.status.success(), "{ledger:?}");
+    let report = json_of(&ledger);
+    assert_eq!(report["mode"], "jetstream");
+    assert_eq!(report["balance"], "12.5");
+    assert_eq!(report["history"][0]["kind"], "mint");
+    assert_eq!(report["history"][0]["account"], treasury_key.as_str());
+    let text = run(Command::new(APN)
+        .args(["ledger", "--data-dir"])
+        .arg(&node_dir));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("balance   12.5 VIBE"));
+}

@@ -72,8 +72,10 @@ async fn a_task_is_paid_from_an_escrow_on_the_stream_and_every_projection_agrees
     let stream = ledger(&nats).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     fund(&stream, &treasury, dir_a.path(), 100).await;
+    let mut config_a = on_the_network_ledger(test_config(dir_a.path()), &nats, &treasury);
+    config_a.http.bind = "127.0.0.1:0".into();
     let (a, b) = connected_pair(
-        on_the_network_ledger(test_config(dir_a.path()), &nats, &treasury),
+        config_a,
         on_the_network_ledger(shell_config(dir_b.path()), &nats, &treasury),
     )
     .await;
@@ -118,6 +120,58 @@ async fn a_task_is_paid_from_an_escrow_on_the_stream_and_every_projection_agrees
     // The executor committed to its result before delivering it.
     let hold = state.holds().values().next().expect("one escrow");
     assert!(hold.commit.is_some(), "{hold:?}");
+    // The API reads the projection: the mode, the balance, the escrow's entries in the
+    // history (newest first) with the executor as the other party, and paging.
+    let base = format!("http://{}", a.http_addr.unwrap());
+    let (status, ledger, page) = tokio::task::spawn_blocking(move || {
+        let client = apn::client::ApiClient::new(&base, None);
+        let ledger = client.get("/api/ledger?limit=10").unwrap();
+        let before = ledger["history"][0]["sequence"].as_u64().unwrap();
+        (
+            client.get("/api/status").unwrap(),
+            ledger,
+            client.get(&format!("/api/ledger?before={before}")).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status["settlement"], "jetstream");
+    assert_eq!(ledger["mode"], "jetstream", "{ledger}");
+    assert_eq!(ledger["balance"], rest.to_string());
+    assert_eq!(ledger["escrowed"], "0");
+    let kinds: Vec<&str> = ledger["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["kind"].as_str().unwrap())
+        .collect();
+    // (Bandwidth payments may come between; the escrow's entries come in this order.)
+    let escrow_entries: Vec<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|kind| ["release", "commit", "hold", "mint"].contains(kind))
+        .collect();
+    assert_eq!(
+        escrow_entries,
+        ["release", "commit", "hold", "mint"],
+        "{ledger}"
+    );
+    let commit = ledger["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["kind"] == "commit")
+        .unwrap();
+    assert_eq!(
+        commit["account"],
+        hex::encode(b.identity.public_key()),
+        "the executor's commit is in the payer's history"
+    );
+    assert_eq!(
+        page["history"].as_array().unwrap().len(),
+        kinds.len() - 1,
+        "{page}"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }

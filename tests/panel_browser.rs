@@ -215,6 +215,10 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
             "document.getElementById('peer-count').textContent === '1'",
         );
         browser.wait_for(
+            "the settlement mode, labelled as trusting the peers",
+            "document.getElementById('settlement').textContent === 'local (trust your peers)'",
+        );
+        browser.wait_for(
             "the other node",
             &format!("!!document.querySelector('#peers-list tr[data-peer-id=\"{peer_id}\"]')"),
         );

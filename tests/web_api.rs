@@ -63,38 +63,45 @@ async fn every_endpoint_answers_with_its_shape() {
         connected_pair(web_config(dirs[0].path()), test_config(dirs[1].path())).await;
     let base = format!("http://{}", first.http_addr.unwrap());
     let client_base = base.clone();
-    let (status, peers, resources, transactions, tasks, health, metrics, index) = call(move || {
-        let client = ApiClient::new(&client_base, None);
-        let metrics = ureq::get(&format!("{client_base}/metrics"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        let index = ureq::get(&format!("{client_base}/"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        (
-            client.get("/api/status").unwrap(),
-            client.get("/api/peers").unwrap(),
-            client.get("/api/resources").unwrap(),
-            client.get("/api/transactions?limit=10").unwrap(),
-            client.get("/api/tasks").unwrap(),
-            client.get("/healthz").unwrap(),
-            metrics,
-            index,
-        )
-    })
-    .await;
+    let (status, peers, resources, transactions, tasks, health, metrics, index, ledger) =
+        call(move || {
+            let client = ApiClient::new(&client_base, None);
+            let metrics = ureq::get(&format!("{client_base}/metrics"))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap();
+            let index = ureq::get(&format!("{client_base}/"))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap();
+            (
+                client.get("/api/status").unwrap(),
+                client.get("/api/peers").unwrap(),
+                client.get("/api/resources").unwrap(),
+                client.get("/api/transactions?limit=10").unwrap(),
+                client.get("/api/tasks").unwrap(),
+                client.get("/healthz").unwrap(),
+                metrics,
+                index,
+                client.get("/api/ledger?limit=5").unwrap(),
+            )
+        })
+        .await;
     assert_eq!(status["node_id"], first.identity.node_id().as_str());
     assert_eq!(status["peer_id"], first.identity.peer_id().to_string());
     assert_eq!(status["peers"], 1);
     assert_eq!(status["relay"], "disabled");
     assert_eq!(status["balance"], "1000");
     assert_eq!(status["escrowed"], "0");
+    assert_eq!(status["settlement"], "local (trust your peers)");
+    // The node's own ledger, labelled as such: its self-granted starting balance.
+    assert_eq!(ledger["mode"], "local");
+    assert_eq!(ledger["balance"], "1000");
+    assert!(ledger["transfers"].is_array(), "{ledger}");
     assert!(
         status["uptime_s"].is_i64()
             && status["version"].is_string()
@@ -113,7 +120,7 @@ async fn every_endpoint_answers_with_its_shape() {
 
     // Errors are JSON with the right status.
     let url = base.clone();
-    let (missing, bad_id, bad_type, unknown) = call(move || {
+    let (missing, bad_id, bad_type, unknown, bad_page) = call(move || {
         (
             raw(
                 "GET",
@@ -129,9 +136,12 @@ async fn every_endpoint_answers_with_its_shape() {
                 None,
             ),
             raw("GET", &format!("{url}/api/nothing-here"), &[], None),
+            raw("GET", &format!("{url}/api/ledger?limit=0"), &[], None),
         )
     })
     .await;
+    assert_eq!(bad_page.0, 400, "{bad_page:?}");
+    assert_eq!(bad_page.1["error"], "bad_request");
     assert_eq!(missing.0, 404);
     assert_eq!(missing.1["error"], "not_found");
     assert_eq!(bad_id.0, 400);
@@ -239,7 +249,7 @@ async fn mutations_need_the_token_and_bodies_are_checked() {
 }
 
 /// The `/api/...` and other routes the server has (`src/web/api/mod.rs`), each with its method.
-const ROUTES: [(&str, &str); 12] = [
+const ROUTES: [(&str, &str); 13] = [
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/api/openapi.json"),
@@ -247,6 +257,7 @@ const ROUTES: [(&str, &str); 12] = [
     ("get", "/api/peers"),
     ("get", "/api/resources"),
     ("get", "/api/transactions"),
+    ("get", "/api/ledger"),
     ("get", "/api/tasks"),
     ("post", "/api/tasks"),
     ("get", "/api/tasks/{id}"),

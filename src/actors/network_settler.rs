@@ -9,7 +9,7 @@
 //! own refunded, once the stream's time passes its deadline.
 //!
 //! In: `GetBalance`, `HoldEscrow`, `ReleaseEscrow`, `RefundEscrow`, `PayPeer`, `CheckHold`,
-//! `CommitResult`; the courier's `AcceptPayment`, `TakeDuePayments`, `ConfirmDelivery`,
+//! `CommitResult`, `GetLedgerReport`; the courier's `AcceptPayment`, `TakeDuePayments`, `ConfirmDelivery`,
 //! `UndeliveredPayments` (the stream delivers payments, so there is nothing to queue).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -24,17 +24,20 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::identity::NodeId;
 use crate::ledger::{LedgerError, PendingPayment};
 use crate::messages::{TransactionReason, Vibe, VibeTransaction};
 use crate::network_ledger::entry::{AccountKey, EntryBody};
-use crate::network_ledger::projection::{PROJECTION_FILE, Projection, ProjectionError};
+use crate::network_ledger::projection::ProjectionReport;
+use crate::network_ledger::projection::{Credit, PROJECTION_FILE, Projection, ProjectionError};
 use crate::network_ledger::rules::{HoldRefusal, HoldState, check_hold};
 use crate::network_ledger::stream::{LedgerStream, StoredMessage, StreamError, StreamSettings};
 use crate::protocol::ledger::{
     AcceptPayment, BalanceSummary, ConfirmDelivery, GetBalance, HoldEscrow, PayPeer, RefundEscrow,
     ReleaseEscrow, TakeDuePayments, UndeliveredPayments,
 };
-use crate::protocol::network_ledger::{CheckHold, CommitResult};
+use crate::protocol::network_ledger::{CheckHold, CommitResult, GetLedgerReport};
+use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
 
 /// Messages applied to the projection in one transaction at most.
 const PROJECT_BATCH: usize = 256;
@@ -74,6 +77,8 @@ pub struct NetworkSettler {
     hold_waiters: HashMap<Uuid, Vec<oneshot::Sender<()>>>,
     /// Escrows with a claim or refund in flight.
     deadline_jobs: HashSet<Uuid>,
+    /// Where money arriving in this node's account is shown (the panel's transaction log).
+    panel: Option<PanelSender>,
 }
 
 impl NetworkSettler {
@@ -106,7 +111,34 @@ impl NetworkSettler {
             sequence_waiters: BTreeMap::new(),
             hold_waiters: HashMap::new(),
             deadline_jobs: HashSet::new(),
+            panel: None,
         })
+    }
+
+    /// Show money arriving in this node's account on `panel`.
+    pub fn with_panel(mut self, panel: PanelSender) -> Self {
+        self.panel = Some(panel);
+        self
+    }
+
+    /// Tell the panel about money this node earned in a batch.
+    fn show_credits(&self, credits: &[Credit]) {
+        let Some(panel) = &self.panel else {
+            return;
+        };
+        for credit in credits.iter().filter(|c| c.to == self.me) {
+            let from = NodeId::from_public_key(&credit.from);
+            let amount = Vibe::from_micros(credit.amount);
+            let entry = TransactionLogEntry::new(
+                TransactionType::VibeEarned,
+                credit.task,
+                Some(from.to_string()),
+                Some(amount),
+                format!("earned from {from} on the network ledger ({})", credit.kind),
+            );
+            panel.publish(PanelEvent::Transaction(entry));
+            tracing::info!(%amount, %from, kind = credit.kind, "payment received on the network ledger");
+        }
     }
 
     /// Start on an arbiter of its own: the projection's writes block on fsync.
@@ -269,6 +301,7 @@ impl StreamHandler<Vec<Result<StoredMessage, StreamError>>> for NetworkSettler {
                     );
                 }
                 self.wake(&outcome.holds);
+                self.show_credits(&outcome.credits);
             }
             Err(e) => tracing::error!(error = %e, "cannot write the ledger projection"),
         }
@@ -487,5 +520,14 @@ impl Handler<UndeliveredPayments> for NetworkSettler {
 
     fn handle(&mut self, _request: UndeliveredPayments, _ctx: &mut Self::Context) -> Self::Result {
         Ok(0)
+    }
+}
+
+impl Handler<GetLedgerReport> for NetworkSettler {
+    type Result = Result<ProjectionReport, ProjectionError>;
+
+    fn handle(&mut self, request: GetLedgerReport, _ctx: &mut Self::Context) -> Self::Result {
+        self.projection
+            .report(&self.me, request.before, request.limit)
     }
 }

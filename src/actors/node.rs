@@ -289,6 +289,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
         let network = NetworkSettler::connect(identity.clone(), &config, &data_dir)
             .await
             .map_err(|e| NodeError::Ledger(e.to_string()))?
+            .with_panel(panel.clone())
             .start_own_arbiter();
         let mut money = MoneyLinks::of(&network);
         money.escrow = Some(super::executor::EscrowLinks {

@@ -8,6 +8,7 @@ pub(crate) mod node;
 pub(crate) mod sandbox;
 pub(crate) mod status;
 pub(crate) mod task;
+pub(crate) mod treasury;
 
 use serde::Serialize;
 

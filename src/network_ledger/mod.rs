@@ -9,9 +9,12 @@
 //! - [`entry`]: the entry kinds, their signed wire form, subjects.
 //! - [`rules`]: validation and application, a pure function of the stream.
 //! - [`stream`]: the JetStream stream: creating it, appending in order, reading it back.
-//! - [`projection`]: the node's SQLite projection of the stream, resumable after a crash.
+//! - [`projection`]: the node's SQLite projection of the stream, resumable after a crash,
+//!   and the account report `apn ledger` and `/api/ledger` show.
+//! - [`treasury`]: the treasury key and minting.
 
 pub mod entry;
 pub mod projection;
 pub mod rules;
 pub mod stream;
+pub mod treasury;

@@ -11,11 +11,13 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
 use uuid::Uuid;
 
-use super::entry::AccountKey;
+use super::entry::{AccountKey, Entry, EntryBody};
 use super::rules::{Hold, HoldState, LedgerState, Skip};
 use super::stream::StoredMessage;
+use crate::messages::Vibe;
 
 /// The projection file in the data dir.
 pub const PROJECTION_FILE: &str = "network-ledger.sqlite3";
@@ -49,21 +51,44 @@ pub struct BatchOutcome {
     pub skipped: usize,
     /// Messages at or below the stored position (read twice), ignored.
     pub already_projected: usize,
+    /// Money that arrived in an account with the batch, in stream order.
+    pub credits: Vec<Credit>,
+}
+
+/// Money arriving in an account: a mint, a transfer, a released or claimed escrow. (A
+/// refunded or disputed escrow returns the payer's own money and is not listed.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credit {
+    /// The account credited.
+    pub to: AccountKey,
+    /// Where the money came from: the treasury, the payer.
+    pub from: AccountKey,
+    /// Micro-VIBE.
+    pub amount: u64,
+    /// The task attempt an escrow paid for.
+    pub task: Option<Uuid>,
+    /// The entry kind that moved it.
+    pub kind: &'static str,
 }
 
 /// One row of an account's history.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryRow {
     /// Stream sequence of the entry.
     pub sequence: u64,
     /// Stream time, milliseconds since the epoch.
     pub time_ms: i64,
-    /// The account that wrote it.
-    pub account: AccountKey,
+    /// The account that wrote it (hex key).
+    pub account: String,
     /// Entry kind (`mint`, `transfer`, `hold`, …), or `junk` for unreadable bytes.
     pub kind: String,
     /// `None` when applied, else why it was skipped.
     pub skipped: Option<String>,
+    /// The other party of an applied entry: the payee of a transfer or hold, the other side
+    /// of the escrow an entry settles (hex key).
+    pub counterparty: Option<String>,
+    /// The amount it moved or concerns.
+    pub amount: Option<Vibe>,
 }
 
 /// The projection: a SQLite file and the state it holds.
@@ -106,9 +131,13 @@ impl Projection {
                  payload BLOB NOT NULL,
                  account BLOB,
                  kind TEXT NOT NULL,
-                 skipped TEXT
+                 skipped TEXT,
+                 counterparty BLOB,
+                 amount INTEGER
              );
              CREATE INDEX IF NOT EXISTS net_messages_account ON net_messages (account, sequence);
+             CREATE INDEX IF NOT EXISTS net_messages_counterparty
+                 ON net_messages (counterparty, sequence);
              CREATE TABLE IF NOT EXISTS net_balances (
                  account BLOB PRIMARY KEY,
                  balance INTEGER NOT NULL CHECK (balance >= 0)
@@ -170,6 +199,7 @@ impl Projection {
                 continue;
             }
             position = message.sequence;
+            let mut counterparty = None;
             let (account, kind, skipped) = match message.slot() {
                 None => (None, "junk", Some(Skip::NotAnAccountSubject)),
                 Some(slot) => match self.state.apply(&slot, &message.payload) {
@@ -187,6 +217,10 @@ impl Projection {
                             store_hold(&transaction, &hold_id, hold)?;
                             outcome.holds.push(hold_id);
                         }
+                        counterparty = counterparty_of(&self.state, &applied.entry);
+                        outcome
+                            .credits
+                            .extend(credit_of(&self.state, &applied.entry));
                         (Some(slot.account), applied.entry.body.kind(), None)
                     }
                     Err(skip) => (Some(slot.account), kind_of(&message.payload), Some(skip)),
@@ -203,8 +237,9 @@ impl Projection {
                 outcome.applied += 1;
             }
             transaction.execute(
-                "INSERT INTO net_messages (sequence, subject, time_ms, payload, account, kind, skipped)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO net_messages
+                     (sequence, subject, time_ms, payload, account, kind, skipped, counterparty, amount)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     as_sql(message.sequence),
                     message.subject,
@@ -213,6 +248,8 @@ impl Projection {
                     account.as_ref().map(|a| a.as_slice()),
                     kind,
                     skipped.map(Skip::label),
+                    counterparty.as_ref().map(|(other, _)| other.as_slice()),
+                    counterparty.map(|(_, amount)| as_sql(amount)),
                 ],
             )?;
         }
@@ -294,30 +331,285 @@ impl Projection {
         )?)
     }
 
-    /// An account's entries (written by it), newest first, before stream sequence `before`.
+    /// An account's history, newest first, before stream sequence `before`: the entries it
+    /// wrote (applied or skipped) and the applied ones that name it as the other party.
     pub fn history(
         &self,
         account: &AccountKey,
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<HistoryRow>, ProjectionError> {
-        let mut statement = self.connection.prepare(
-            "SELECT sequence, time_ms, account, kind, skipped FROM net_messages
-             WHERE account = ?1 AND sequence < ?2 ORDER BY sequence DESC LIMIT ?3",
+        history(&self.connection, account, before, limit)
+    }
+
+    /// The escrows `account` is party to that are still held, oldest first.
+    pub fn open_holds(&self, account: &AccountKey) -> Result<Vec<HoldRow>, ProjectionError> {
+        open_holds(&self.connection, account)
+    }
+
+    /// What `apn ledger` and `/api/ledger` show for `account`.
+    pub fn report(
+        &self,
+        account: &AccountKey,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<ProjectionReport, ProjectionError> {
+        report(&self.connection, account, before, limit)
+    }
+}
+
+/// Read the report of `account` from the projection file at `path` without opening it for
+/// writing (the node may be running; SQLite's WAL lets a reader in beside it).
+pub fn read_report(
+    path: &Path,
+    account: &AccountKey,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<ProjectionReport, ProjectionError> {
+    let connection = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    report(&connection, account, before, limit)
+}
+
+/// An escrow as the report lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HoldRow {
+    /// The escrow's id.
+    pub hold: Uuid,
+    /// Who put the money in (hex key).
+    pub payer: String,
+    /// Who it is for (hex key).
+    pub payee: String,
+    /// Amount held.
+    pub amount: Vibe,
+    /// The task attempt it pays for.
+    pub task: String,
+    /// Stream time of the deadline, milliseconds since the epoch.
+    pub deadline_ms: i64,
+    /// Stream time of the payee's commit, if it committed.
+    pub committed_at_ms: Option<i64>,
+}
+
+/// An account as its node's projection sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProjectionReport {
+    /// The account (hex Ed25519 key).
+    pub account: String,
+    /// The last stream sequence the projection has applied.
+    pub position: u64,
+    /// Spendable balance.
+    pub balance: Vibe,
+    /// Held in escrows this account pays.
+    pub escrowed: Vibe,
+    /// Held in escrows for this account.
+    pub incoming: Vibe,
+    /// Open escrows this account is party to.
+    pub holds: Vec<HoldRow>,
+    /// History, newest first; page with `before` = the last row's sequence.
+    pub history: Vec<HistoryRow>,
+}
+
+impl std::fmt::Display for ProjectionReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "account   {}", self.account)?;
+        writeln!(
+            f,
+            "settlement jetstream (projection at stream sequence {})",
+            self.position
         )?;
-        let before = before.map(as_sql).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit.min(HISTORY_LIMIT_MAX)).unwrap_or(0);
-        let rows = statement.query_map(params![account.as_slice(), before, limit], |row| {
-            let account: Vec<u8> = row.get(2)?;
-            Ok(HistoryRow {
-                sequence: from_sql(row.get(0)?),
-                time_ms: row.get(1)?,
-                account: account.try_into().unwrap_or([0; 32]),
-                kind: row.get(3)?,
-                skipped: row.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        writeln!(f, "balance   {} VIBE", self.balance)?;
+        writeln!(
+            f,
+            "escrowed  {} VIBE (paying), {} VIBE (incoming)",
+            self.escrowed, self.incoming
+        )?;
+        writeln!(f, "{} open escrow(s)", self.holds.len())?;
+        for hold in &self.holds {
+            writeln!(
+                f,
+                "  {}  {:>14} VIBE  {}… -> {}…  deadline {}",
+                hold.hold,
+                hold.amount.to_string(),
+                short(&hold.payer),
+                short(&hold.payee),
+                stream_time(hold.deadline_ms)
+            )?;
+        }
+        writeln!(f, "last {} entr(ies):", self.history.len())?;
+        for row in &self.history {
+            let amount = row.amount.map(|a| format!("{a} VIBE")).unwrap_or_default();
+            let other = row.counterparty.as_deref().map(short).unwrap_or("");
+            let verdict = row
+                .skipped
+                .as_deref()
+                .map(|s| format!("  skipped: {s}"))
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "  #{:<8} {}  {:<8} {:>18}  {}… / {}…{}",
+                row.sequence,
+                stream_time(row.time_ms),
+                row.kind,
+                amount,
+                short(&row.account),
+                other,
+                verdict
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn short(hex_key: &str) -> &str {
+    hex_key.get(..12).unwrap_or(hex_key)
+}
+
+fn stream_time(time_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(time_ms)
+        .map(|time| time.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| time_ms.to_string())
+}
+
+fn report(
+    connection: &Connection,
+    account: &AccountKey,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<ProjectionReport, ProjectionError> {
+    let key = account.as_slice();
+    let balance: Option<i64> = connection
+        .query_row(
+            "SELECT balance FROM net_balances WHERE account = ?1",
+            params![key],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let held = |column: &str| -> Result<u64, rusqlite::Error> {
+        let total: i64 = connection.query_row(
+            &format!(
+                "SELECT COALESCE(SUM(amount), 0) FROM net_holds WHERE {column} = ?1 AND state = 'held'"
+            ),
+            params![key],
+            |row| row.get(0),
+        )?;
+        Ok(from_sql(total))
+    };
+    let position: Option<i64> = connection
+        .query_row(
+            "SELECT sequence FROM net_position WHERE id = 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(ProjectionReport {
+        account: hex::encode(account),
+        position: position.map(from_sql).unwrap_or(0),
+        balance: Vibe::from_micros(balance.map(from_sql).unwrap_or(0)),
+        escrowed: Vibe::from_micros(held("payer")?),
+        incoming: Vibe::from_micros(held("payee")?),
+        holds: open_holds(connection, account)?,
+        history: history(connection, account, before, limit)?,
+    })
+}
+
+fn history(
+    connection: &Connection,
+    account: &AccountKey,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<HistoryRow>, ProjectionError> {
+    let mut statement = connection.prepare(
+        "SELECT sequence, time_ms, account, kind, skipped, counterparty, amount FROM net_messages
+         WHERE (account = ?1 OR counterparty = ?1) AND sequence < ?2
+         ORDER BY sequence DESC LIMIT ?3",
+    )?;
+    let before = before.map(as_sql).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit.min(HISTORY_LIMIT_MAX)).unwrap_or(0);
+    let rows = statement.query_map(params![account.as_slice(), before, limit], |row| {
+        let writer: Vec<u8> = row.get(2)?;
+        let counterparty: Option<Vec<u8>> = row.get(5)?;
+        let amount: Option<i64> = row.get(6)?;
+        Ok(HistoryRow {
+            sequence: from_sql(row.get(0)?),
+            time_ms: row.get(1)?,
+            account: hex::encode(writer),
+            kind: row.get(3)?,
+            skipped: row.get(4)?,
+            counterparty: counterparty.map(hex::encode),
+            amount: amount.map(|amount| Vibe::from_micros(from_sql(amount))),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn open_holds(
+    connection: &Connection,
+    account: &AccountKey,
+) -> Result<Vec<HoldRow>, ProjectionError> {
+    let mut statement = connection.prepare(
+        "SELECT hold, payer, payee, amount, task, deadline_ms, committed_at_ms FROM net_holds
+         WHERE (payer = ?1 OR payee = ?1) AND state = 'held' ORDER BY deadline_ms",
+    )?;
+    let rows = statement.query_map(params![account.as_slice()], |row| {
+        let hold: String = row.get(0)?;
+        Ok(HoldRow {
+            hold: hold.parse().unwrap_or_default(),
+            payer: hex::encode(row.get::<_, Vec<u8>>(1)?),
+            payee: hex::encode(row.get::<_, Vec<u8>>(2)?),
+            amount: Vibe::from_micros(from_sql(row.get(3)?)),
+            task: row.get(4)?,
+            deadline_ms: row.get(5)?,
+            committed_at_ms: row.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The money an applied entry brought into an account, if any.
+fn credit_of(state: &LedgerState, entry: &Entry) -> Option<Credit> {
+    let credit = |to, from, amount, task| Credit {
+        to,
+        from,
+        amount,
+        task,
+        kind: entry.body.kind(),
+    };
+    match &entry.body {
+        EntryBody::Mint { to, amount, .. } | EntryBody::Transfer { to, amount, .. } => {
+            Some(credit(*to, entry.account, amount.micros(), None))
+        }
+        EntryBody::Release { hold } | EntryBody::Claim { hold } => state
+            .hold(hold)
+            .map(|h| credit(h.payee, h.payer, h.amount, Some(h.task))),
+        EntryBody::Hold { .. }
+        | EntryBody::Commit { .. }
+        | EntryBody::Dispute { .. }
+        | EntryBody::Refund { .. } => None,
+    }
+}
+
+/// The other party and the amount of an applied entry, for the history of both sides.
+fn counterparty_of(state: &LedgerState, entry: &Entry) -> Option<(AccountKey, u64)> {
+    match &entry.body {
+        EntryBody::Mint { to, amount, .. } | EntryBody::Transfer { to, amount, .. } => {
+            Some((*to, amount.micros()))
+        }
+        EntryBody::Hold { payee, amount, .. } => Some((*payee, amount.micros())),
+        EntryBody::Commit { hold, .. }
+        | EntryBody::Release { hold }
+        | EntryBody::Claim { hold }
+        | EntryBody::Dispute { hold, .. }
+        | EntryBody::Refund { hold } => state.hold(hold).map(|hold| {
+            let other = if hold.payer == entry.account {
+                hold.payee
+            } else {
+                hold.payer
+            };
+            (other, hold.amount)
+        }),
     }
 }
 
@@ -414,6 +706,19 @@ mod tests {
         let mut projection = Projection::open(&path, &[t]).unwrap();
         let outcome = projection.apply(&batch).unwrap();
         assert_eq!((outcome.applied, outcome.skipped), (2, 1));
+        // The mint credited the node; the node's transfer credited the treasury.
+        let credited: Vec<(AccountKey, u64, &str)> = outcome
+            .credits
+            .iter()
+            .map(|c| (c.to, c.amount, c.kind))
+            .collect();
+        assert_eq!(
+            credited,
+            [
+                (node.public_key(), Vibe::from_whole(5).micros(), "mint"),
+                (t, Vibe::from_whole(2).micros(), "transfer"),
+            ]
+        );
         // Read twice (a consumer restart): nothing changes.
         assert_eq!(projection.apply(&batch).unwrap().already_projected, 3);
         let before = projection.state().clone();
@@ -425,10 +730,20 @@ mod tests {
             reopened.state().balance(&node.public_key()),
             Vibe::from_whole(3).micros()
         );
+        // Its own entries and the mint that named it, newest first.
         let history = reopened.history(&node.public_key(), None, 10).unwrap();
-        assert_eq!(history.len(), 2);
-        assert_eq!(history[0].kind, "transfer");
+        let kinds: Vec<&str> = history.iter().map(|row| row.kind.as_str()).collect();
+        assert_eq!(kinds, ["transfer", "junk", "mint"]);
         assert_eq!(history[1].skipped.as_deref(), Some("malformed"));
+        assert_eq!(history[2].account, hex::encode(t));
+        assert_eq!(history[2].amount, Some(Vibe::from_whole(5)));
+        // Paging: before the transfer's sequence.
+        let page = reopened.history(&node.public_key(), Some(3), 10).unwrap();
+        assert_eq!(page.len(), 2);
+        let report = read_report(&path, &node.public_key(), None, 10).unwrap();
+        assert_eq!(report.balance, Vibe::from_whole(3));
+        assert_eq!(report.position, 3);
+        assert_eq!(report.history, history);
     }
 
     #[test]

@@ -356,6 +356,7 @@ pub async fn catch_up(
             total.applied += outcome.applied;
             total.skipped += outcome.skipped;
             total.already_projected += outcome.already_projected;
+            total.credits.extend(outcome.credits);
             batch.clear();
         }
     }

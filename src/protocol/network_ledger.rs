@@ -1,12 +1,13 @@
 //! Messages to the network settler (settlement mode `jetstream`) that the local ledger has
 //! no counterpart for: the executor's check of the originator's escrow before a run, and its
-//! commit to the result before delivering it.
+//! commit to the result before delivering it, and the account report of `/api/ledger`.
 
 use actix::prelude::*;
 use uuid::Uuid;
 
 use crate::ledger::LedgerError;
 use crate::messages::Vibe;
+use crate::network_ledger::projection::{ProjectionError, ProjectionReport};
 use crate::network_ledger::rules::HoldRefusal;
 
 /// Wait (up to `settlement.hold_wait_ms`) for escrow `hold` to reach this node's projection
@@ -31,4 +32,15 @@ pub struct CommitResult {
     pub hold: Uuid,
     /// SHA-256 of the sealed result.
     pub result_hash: [u8; 32],
+}
+
+/// This node's account as its projection sees it: balance, escrows, history (newest first,
+/// before stream sequence `before`, at most `limit` rows).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<ProjectionReport, ProjectionError>")]
+pub struct GetLedgerReport {
+    /// Only history rows below this stream sequence (paging).
+    pub before: Option<u64>,
+    /// Most history rows.
+    pub limit: usize,
 }

@@ -44,6 +44,9 @@ pub struct StatusDoc {
     pub balance: Vibe,
     /// VIBE held in escrow for task attempts this node originated and has not settled.
     pub escrowed: Vibe,
+    /// Where VIBE lives: `local (trust your peers)` (each node's own ledger) or `jetstream`
+    /// (the network ledger only the treasury mints on).
+    pub settlement: String,
     /// Multiaddrs the libp2p swarm listens on; empty when relay-only.
     pub listen_addrs: Vec<String>,
     /// The `apn` build's crate version.
@@ -163,6 +166,7 @@ pub struct ApiError {
         api::peers,
         api::resources,
         api::transactions,
+        api::ledger,
         api::list_tasks,
         api::create_task,
         api::get_task,

@@ -5,6 +5,10 @@
 //! reason, no escrow held, every payment debited once and credited once across all
 //! ledgers (`apn::ledger::audit`), each ledger's invariants, no panic, memory under a bound.
 //!
+//! With `--settlement jetstream` the nodes pay on the network ledger instead, a stream on a
+//! three-server JetStream cluster (R3); one of its servers is killed and restarted as well,
+//! and the audit compares every node's projection with the stream (see `settlement.rs`).
+//!
 //! Prints JSON lines (one per fault, one summary) and exits 0 only when the audit is clean.
 //! `--quick` is the CI size; the defaults are the long run.
 
@@ -62,6 +66,16 @@ struct Args {
     keep: bool,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Where VIBE lives: `local` (each node's ledger) or `jetstream` (the network ledger on
+    /// a three-server cluster).
+    #[arg(long, value_enum, default_value = "local")]
+    settlement: Settlement,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Settlement {
+    Local,
+    Jetstream,
 }
 
 /// Heartbeat timeout of the soak's nodes; the pause lasts well beyond it.
@@ -75,6 +89,7 @@ fn emit(value: Value) {
 }
 
 mod nodes;
+mod settlement;
 
 use nodes::{NodeProc, node_config, rss_kib, sample_repo};
 
@@ -134,6 +149,13 @@ fn run(args: Args) -> anyhow::Result<bool> {
             )
         })
         .collect();
+    let mut ledger = match args.settlement {
+        Settlement::Local => None,
+        Settlement::Jetstream => {
+            let accounts: Vec<[u8; 32]> = identities.iter().map(Identity::public_key).collect();
+            Some(settlement::SoakLedger::start(&accounts)?)
+        }
+    };
     let mut nodes = Vec::new();
     for index in 0..args.nodes {
         let data_dir = root.path().join(format!("node{index}"));
@@ -150,16 +172,17 @@ fn run(args: Args) -> anyhow::Result<bool> {
                 .collect()
         };
         let config = root.path().join(format!("node{index}.toml"));
-        std::fs::write(
-            &config,
-            node_config(
-                &data_dir,
-                (!relay_only).then_some(ports[index].0),
-                &bootstrap,
-                &nats.url(),
-                http,
-            ),
-        )?;
+        let mut text = node_config(
+            &data_dir,
+            (!relay_only).then_some(ports[index].0),
+            &bootstrap,
+            &nats.url(),
+            http,
+        );
+        if let Some(ledger) = &ledger {
+            text.push_str(&ledger.config_section());
+        }
+        std::fs::write(&config, text)?;
         nodes.push(NodeProc {
             name: format!("node{index}{}", if relay_only { "-relay" } else { "" }),
             data_dir,
@@ -294,7 +317,9 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let mut next_kill = started + Duration::from_secs(args.kill_every_s);
     let pause_at = started + Duration::from_secs(args.seconds / 3);
     let relay_at = started + Duration::from_secs(args.seconds / 2);
+    let ledger_server_at = started + Duration::from_secs(args.seconds * 2 / 3);
     let (mut paused, mut relay_restarted) = (false, false);
+    let mut ledger_server_restarted = ledger.is_none();
     let end = started + Duration::from_secs(args.seconds);
     // The paused node: a listening non-originator (an executor only).
     let pause_index = (0..args.nodes)
@@ -316,6 +341,14 @@ fn run(args: Args) -> anyhow::Result<bool> {
             nats.restart()?;
             emit(json!({"fault": "relay_restart"}));
             *faults.entry("relay_restart").or_default() += 1;
+        } else if !ledger_server_restarted && now >= ledger_server_at {
+            ledger_server_restarted = true;
+            let server = rng.gen_range(0..3);
+            if let Some(ledger) = &mut ledger {
+                ledger.restart_server(server)?;
+            }
+            emit(json!({"fault": "ledger_server_restart", "server": server}));
+            *faults.entry("ledger_server_restart").or_default() += 1;
         } else if now >= next_kill {
             next_kill = now + Duration::from_secs(args.kill_every_s);
             let victim = loop {
@@ -409,6 +442,17 @@ fn run(args: Args) -> anyhow::Result<bool> {
     }
     let reconciliation = audit::reconcile(&dumps);
     problems.extend(reconciliation.problems.iter().cloned());
+    let network_ledger = match &ledger {
+        None => Value::Null,
+        Some(ledger) => {
+            let dirs: Vec<PathBuf> = with_nodes(&nodes, |nodes| {
+                nodes.iter().map(|n| n.data_dir.clone()).collect()
+            })?;
+            let (found, summary) = ledger.audit(&dirs)?;
+            problems.extend(found);
+            summary
+        }
+    };
     let max_rss_mib: Vec<u64> = max_rss
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -446,6 +490,8 @@ fn run(args: Args) -> anyhow::Result<bool> {
         "work_seconds": work_seconds.round(),
         "faults": faults,
         "payments_matched": reconciliation.payments_matched,
+        "settlement": format!("{:?}", args.settlement).to_lowercase(),
+        "network_ledger": network_ledger,
         "max_rss_mib": max_rss_mib,
         "memory_bound_mib": args.memory_bound_mib,
         "problems": problems,

@@ -1,8 +1,9 @@
 //! The JSON API, the metrics and health endpoints, SSE execution logs and the panel files.
 //!
 //! This file holds the route table and the helpers the handlers share; the handlers live
-//! by concern in `panel.rs`, `status.rs`, `tasks.rs`, `sse.rs` and `metrics.rs`.
+//! by concern in `panel.rs`, `status.rs`, `ledger.rs`, `tasks.rs`, `sse.rs` and `metrics.rs`.
 
+mod ledger;
 mod metrics;
 mod panel;
 mod sse;
@@ -16,6 +17,7 @@ use serde_json::Value;
 use super::WebError;
 use crate::protocol::ledger::GetBalance;
 use crate::protocol::mesh::GetMeshStatus;
+pub(super) use ledger::{__path_ledger, ledger};
 pub(super) use metrics::{__path_metrics, metrics};
 use panel::{app_js, index, style_css};
 pub(super) use sse::{__path_execution_logs, execution_logs};
@@ -41,6 +43,7 @@ pub(super) fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/api/peers", "GET").route(web::get().to(peers)))
         .service(resource("/api/resources", "GET").route(web::get().to(resources)))
         .service(resource("/api/transactions", "GET").route(web::get().to(transactions)))
+        .service(resource("/api/ledger", "GET").route(web::get().to(ledger)))
         .service(
             resource("/api/tasks", "GET, POST")
                 .route(web::get().to(list_tasks))

@@ -44,6 +44,7 @@ pub(in crate::web) async fn status_value(state: &WebState) -> Result<Value, WebE
         relay_only: mesh.relay_only,
         balance: balance.balance,
         escrowed: balance.escrowed,
+        settlement: node.config.settlement.mode.label().into(),
         listen_addrs: mesh.listen_addrs,
         version: env!("CARGO_PKG_VERSION").into(),
         sandbox: SandboxDoc::current(node.config.executor.sandbox),

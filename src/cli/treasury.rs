@@ -1,0 +1,82 @@
+//! `apn treasury`: create the treasury key, and mint VIBE into an account on the network
+//! ledger. The treasury's directory holds only its key; keep it off the nodes.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use apn::messages::Vibe;
+use apn::network_ledger::stream::{LedgerStream, StreamSettings, connect};
+use apn::network_ledger::treasury;
+
+/// Creates the treasury key in `dir` (or loads the one there) and prints its public key and
+/// the config line that makes nodes accept its mints.
+pub(crate) fn init(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (identity, created) = treasury::init(dir)?;
+    let key = hex::encode(identity.public_key());
+    if json {
+        let document = serde_json::json!({
+            "public_key": key,
+            "dir": dir.display().to_string(),
+            "created": created,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        let verb = if created { "created" } else { "already there" };
+        println!("treasury key {verb}: {}", dir.display());
+        println!("public key   {key}");
+        println!("nodes accept its mints with, in [settlement]:");
+        println!("  treasury = [\"{key}\"]");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What to mint, and where the ledger is.
+pub(crate) struct MintRequest<'a> {
+    /// The treasury's directory.
+    pub dir: &'a Path,
+    /// The account credited: hex key or peer id.
+    pub to: &'a str,
+    /// Amount, as VIBE text (`12.5`).
+    pub amount: &'a str,
+    /// Why, for the history.
+    pub memo: &'a str,
+    /// NATS server(s), comma-separated.
+    pub url: &'a str,
+    /// The ledger stream (created if missing).
+    pub stream: StreamSettings,
+}
+
+/// Appends one `Mint` and prints where it landed.
+pub(crate) fn mint(request: &MintRequest<'_>, json: bool) -> anyhow::Result<ExitCode> {
+    let identity = treasury::load(request.dir)?;
+    let to = treasury::parse_account(request.to).context("--to")?;
+    let amount: Vibe = request
+        .amount
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--amount {:?}: {e}", request.amount))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let appended = runtime.block_on(async {
+        let client = connect(request.url).await?;
+        let stream = LedgerStream::open(client, &request.stream).await?;
+        anyhow::Ok(treasury::mint(&stream, &identity, to, amount, request.memo).await?)
+    })?;
+    if json {
+        let document = serde_json::json!({
+            "to": hex::encode(to),
+            "amount": amount,
+            "sequence": appended.sequence,
+            "duplicate": appended.duplicate,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        println!(
+            "minted {amount} VIBE to {} at stream sequence {}",
+            hex::encode(to),
+            appended.sequence
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
