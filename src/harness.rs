@@ -90,6 +90,13 @@ impl NatsServer {
         NatsServer::start_with(None, Some(std::sync::Arc::new(store)))
     }
 
+    /// Start with JetStream on and `config` (e.g. an `authorization` block with per-user
+    /// permissions).
+    pub fn start_jetstream_with_config(config: &str) -> Result<NatsServer, HarnessError> {
+        let store = tempfile::tempdir().map_err(HarnessError::Config)?;
+        NatsServer::start_with(Some(config), Some(std::sync::Arc::new(store)))
+    }
+
     fn start_with(
         config: Option<&str>,
         store_dir: Option<std::sync::Arc<tempfile::TempDir>>,

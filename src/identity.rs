@@ -208,6 +208,14 @@ impl Identity {
         Keypair::from(self.keypair.clone())
     }
 
+    /// The Ed25519 secret key's 32 bytes, for the one other place that signs with it: the
+    /// ledger server's nkey login (`network_ledger::permissions`). Never logged or sent.
+    pub(crate) fn secret_key_bytes(&self) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(self.keypair.secret().as_ref());
+        bytes
+    }
+
     /// Sign `message` with the identity key.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         self.keypair.sign(message)

@@ -75,6 +75,21 @@ enum TreasuryCommand {
     ///
     /// Example: apn treasury mint --to 12D3KooW... --amount 100 --url nats://127.0.0.1:4222
     Mint(MintArgs),
+    /// Print the nats-server `authorization` section that lets the treasury and each node in
+    /// as its own key, publishing on its own account subject only.
+    ///
+    /// Example: apn treasury nats-authorization --node 12D3KooW... --node 12D3KooW... >> nats.conf
+    NatsAuthorization {
+        /// The treasury's directory.
+        #[arg(long, value_name = "DIR", default_value = "treasury")]
+        dir: PathBuf,
+        /// A node's peer id or hex public key; repeat for each node.
+        #[arg(long = "node", value_name = "ACCOUNT")]
+        nodes: Vec<String>,
+        /// The ledger stream's name.
+        #[arg(long, default_value = "APN_LEDGER")]
+        stream: String,
+    },
 }
 
 #[derive(Args)]
@@ -100,6 +115,10 @@ struct MintArgs {
     /// Copies of the stream when it is created here.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// Log in to the server as the treasury's own nkey (a server with per-account
+    /// permissions).
+    #[arg(long)]
+    identity_nkey: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -383,6 +402,9 @@ fn main() -> ExitCode {
         }
         Command::Sandbox(SandboxCommand::Check { json }) => cli::sandbox::check(json),
         Command::Treasury(TreasuryCommand::Init { dir, json }) => cli::treasury::init(&dir, json),
+        Command::Treasury(TreasuryCommand::NatsAuthorization { dir, nodes, stream }) => {
+            cli::treasury::nats_authorization(&dir, &nodes, &stream)
+        }
         Command::Treasury(TreasuryCommand::Mint(args)) => cli::treasury::mint(
             &cli::treasury::MintRequest {
                 dir: &args.dir,
@@ -390,6 +412,7 @@ fn main() -> ExitCode {
                 amount: &args.amount,
                 memo: &args.memo,
                 url: &args.url,
+                identity_nkey: args.identity_nkey,
                 stream: apn::network_ledger::stream::StreamSettings {
                     name: args.stream.clone(),
                     replicas: args.replicas,

@@ -254,3 +254,61 @@ async fn an_assignment_whose_escrow_is_not_on_the_stream_is_refused() {
     assert_eq!(status.active, 0);
     victim.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn nodes_logged_in_as_their_own_keys_settle_under_per_account_permissions() {
+    let treasury = Identity::ephemeral();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let accounts =
+        [dir_a.path(), dir_b.path()].map(|dir| Identity::load_or_create(dir).unwrap().public_key());
+    let nats = NatsServer::start_jetstream_with_config(
+        &apn::network_ledger::permissions::authorization_block(
+            "APN_LEDGER",
+            &[treasury.public_key()],
+            &accounts,
+        ),
+    )
+    .unwrap();
+    // The treasury creates the stream (nodes may not) and funds the originator.
+    let client = apn::network_ledger::stream::connect_as(&nats.url(), &treasury)
+        .await
+        .unwrap();
+    let stream = LedgerStream::open(client, &StreamSettings::default())
+        .await
+        .unwrap();
+    fund(&stream, &treasury, dir_a.path(), 100).await;
+    let logged_in = |config: Config| {
+        let mut config = on_the_network_ledger(config, &nats, &treasury);
+        config.settlement.identity_nkey = true;
+        config
+    };
+    let (a, b) = connected_pair(
+        logged_in(test_config(dir_a.path())),
+        logged_in(shell_config(dir_b.path())),
+    )
+    .await;
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            balance(&a).await.0 == Vibe::from_whole(100)
+        })
+        .await,
+        "the originator follows the stream under its permissions"
+    );
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = a
+        .distributor
+        .send(mesh_shell_task(repo.path(), "paid", "echo done > out", 5))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(&a, id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    let price = view.price.expect("a price was agreed");
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async { balance(&b).await.0 == price }).await,
+        "the executor was paid {price} on its own subject: {:?}",
+        balance(&b).await
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -92,7 +92,11 @@ impl NetworkSettler {
         let settlement = &config.settlement;
         let treasury = settlement.treasury_keys()?;
         let url = settlement.url_or(&config.relay.url).to_string();
-        let client = crate::network_ledger::stream::connect(&url).await?;
+        let client = if settlement.identity_nkey {
+            crate::network_ledger::stream::connect_as(&url, &identity).await?
+        } else {
+            crate::network_ledger::stream::connect(&url).await?
+        };
         let stream = LedgerStream::open(
             client,
             &StreamSettings {

@@ -1,12 +1,14 @@
-//! `apn treasury`: create the treasury key, and mint VIBE into an account on the network
-//! ledger. The treasury's directory holds only its key; keep it off the nodes.
+//! `apn treasury`: create the treasury key, mint VIBE into an account on the network
+//! ledger, and write the ledger server's per-account permissions. The treasury's directory
+//! holds only its key; keep it off the nodes.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use apn::messages::Vibe;
-use apn::network_ledger::stream::{LedgerStream, StreamSettings, connect};
+use apn::network_ledger::permissions::{authorization_block, nkey_user};
+use apn::network_ledger::stream::{LedgerStream, StreamSettings, connect, connect_as};
 use apn::network_ledger::treasury;
 
 /// Creates the treasury key in `dir` (or loads the one there) and prints its public key and
@@ -17,6 +19,7 @@ pub(crate) fn init(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let document = serde_json::json!({
             "public_key": key,
+            "nkey_user": nkey_user(&identity.public_key()),
             "dir": dir.display().to_string(),
             "created": created,
         });
@@ -25,6 +28,7 @@ pub(crate) fn init(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         let verb = if created { "created" } else { "already there" };
         println!("treasury key {verb}: {}", dir.display());
         println!("public key   {key}");
+        println!("nkey user    {}", nkey_user(&identity.public_key()));
         println!("nodes accept its mints with, in [settlement]:");
         println!("  treasury = [\"{key}\"]");
     }
@@ -43,6 +47,8 @@ pub(crate) struct MintRequest<'a> {
     pub memo: &'a str,
     /// NATS server(s), comma-separated.
     pub url: &'a str,
+    /// Log in as the treasury's own nkey.
+    pub identity_nkey: bool,
     /// The ledger stream (created if missing).
     pub stream: StreamSettings,
 }
@@ -59,7 +65,11 @@ pub(crate) fn mint(request: &MintRequest<'_>, json: bool) -> anyhow::Result<Exit
         .enable_all()
         .build()?;
     let appended = runtime.block_on(async {
-        let client = connect(request.url).await?;
+        let client = if request.identity_nkey {
+            connect_as(request.url, &identity).await?
+        } else {
+            connect(request.url).await?
+        };
         let stream = LedgerStream::open(client, &request.stream).await?;
         anyhow::Ok(treasury::mint(&stream, &identity, to, amount, request.memo).await?)
     })?;
@@ -78,5 +88,23 @@ pub(crate) fn mint(request: &MintRequest<'_>, json: bool) -> anyhow::Result<Exit
             appended.sequence
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the nats-server `authorization` section for the treasury in `dir` and `nodes`.
+pub(crate) fn nats_authorization(
+    dir: &Path,
+    nodes: &[String],
+    stream: &str,
+) -> anyhow::Result<ExitCode> {
+    let identity = treasury::load(dir)?;
+    let accounts = nodes
+        .iter()
+        .map(|node| treasury::parse_account(node).with_context(|| format!("--node {node}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    print!(
+        "{}",
+        authorization_block(stream, &[identity.public_key()], &accounts)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -47,6 +47,10 @@ pub struct SettlementConfig {
     pub hold_grace_s: u64,
     /// How long an executor waits for the originator's hold to reach its projection.
     pub hold_wait_ms: u64,
+    /// Log in to the ledger's server as the nkey user that is this node's own key, so a
+    /// server with per-account permissions (`apn treasury nats-authorization`) lets it
+    /// publish on its own account subject only.
+    pub identity_nkey: bool,
 }
 
 impl Default for SettlementConfig {
@@ -59,6 +63,7 @@ impl Default for SettlementConfig {
             treasury: Vec::new(),
             hold_grace_s: 300,
             hold_wait_ms: 5_000,
+            identity_nkey: false,
         }
     }
 }

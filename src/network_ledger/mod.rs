@@ -12,8 +12,10 @@
 //! - [`projection`]: the node's SQLite projection of the stream, resumable after a crash,
 //!   and the account report `apn ledger` and `/api/ledger` show.
 //! - [`treasury`]: the treasury key and minting.
+//! - [`permissions`]: the nkey login and the server's per-account publish permissions.
 
 pub mod entry;
+pub mod permissions;
 pub mod projection;
 pub mod rules;
 pub mod stream;

@@ -37,12 +37,31 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Connect to the ledger's NATS server, or to any of a cluster's given as a comma-separated
 /// list (the client also learns the other members from the server and fails over to them).
 pub async fn connect(urls: &str) -> Result<async_nats::Client, StreamError> {
+    connect_with(urls, async_nats::ConnectOptions::new()).await
+}
+
+/// [`connect`] logged in as the nkey user that is `identity`'s own key (see
+/// [`super::permissions`]): a server with per-account permissions lets it publish on its own
+/// account subject only.
+pub async fn connect_as(
+    urls: &str,
+    identity: &crate::identity::Identity,
+) -> Result<async_nats::Client, StreamError> {
+    let seed = super::permissions::nkey_user_seed(identity);
+    connect_with(urls, async_nats::ConnectOptions::new().nkey(seed)).await
+}
+
+async fn connect_with(
+    urls: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, StreamError> {
     let servers = urls
         .split(',')
         .map(|url| url.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| StreamError::Connect(format!("{urls}: {e}")))?;
-    async_nats::connect(servers)
+    options
+        .connect(servers)
         .await
         .map_err(|e| StreamError::Connect(format!("{urls}: {e}")))
 }
