@@ -75,7 +75,7 @@ impl TransactionLogEntry {
 #[derive(Debug, Default)]
 pub struct PanelHub {
     clients_max: usize,
-    sessions: HashMap<u64, mpsc::Sender<String>>,
+    sessions: HashMap<u64, mpsc::Sender<bytestring::ByteString>>,
     next_session: u64,
     log: VecDeque<TransactionLogEntry>,
     next_seq: u64,
@@ -92,7 +92,8 @@ impl PanelHub {
     }
 
     fn push(&mut self, delta: serde_json::Value) {
-        let text = delta.to_string();
+        // Encoded once; each session's copy shares the bytes.
+        let text = bytestring::ByteString::from(delta.to_string());
         let mut slow = Vec::new();
         for (id, sender) in &self.sessions {
             match sender.try_send(text.clone()) {
@@ -145,7 +146,7 @@ impl Handler<PanelEvent> for PanelHub {
 }
 
 impl Handler<Connect> for PanelHub {
-    type Result = Option<(u64, mpsc::Receiver<String>)>;
+    type Result = Option<(u64, mpsc::Receiver<bytestring::ByteString>)>;
 
     fn handle(&mut self, _request: Connect, _ctx: &mut Self::Context) -> Self::Result {
         self.sessions.retain(|_, sender| !sender.is_closed());

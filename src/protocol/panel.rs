@@ -82,9 +82,10 @@ pub enum PanelEvent {
     Execution(ExecutionEvent),
 }
 
-/// Register a websocket session: its id and its queue of JSON deltas.
+/// Register a websocket session: its id and its queue of JSON deltas. A delta is encoded
+/// once and shared by every session (`ByteString` clones share the bytes).
 #[derive(Debug, Message)]
-#[rtype(result = "Option<(u64, mpsc::Receiver<String>)>")]
+#[rtype(result = "Option<(u64, mpsc::Receiver<bytestring::ByteString>)>")]
 pub struct Connect;
 
 /// A session ended.

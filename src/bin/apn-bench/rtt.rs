@@ -199,6 +199,25 @@ async fn bare_nats_rtts(url: &str, samples: usize) -> anyhow::Result<Vec<Duratio
         }
     });
     responder.flush().await?;
+    // The flush makes the server see the subscription, but a request can still race ahead
+    // of the interest reaching the requester's route: wait until the echo answers once
+    // (a "no responders" here failed a run once).
+    let mut ready = false;
+    for _ in 0..100 {
+        match requester.request("bench.echo", vec![7u8; 32].into()).await {
+            Ok(_) => {
+                ready = true;
+                break;
+            }
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !ready {
+        anyhow::bail!("the NATS echo never answered");
+    }
     let mut rtts = Vec::with_capacity(samples);
     for round in 0..samples + 20 {
         let started = Instant::now();
