@@ -60,6 +60,20 @@ async fn fund(stream: &LedgerStream, treasury: &Identity, dir: &Path, whole: u64
         .unwrap();
 }
 
+/// `originator` runs a 5-VIBE task on the mesh; it completes at a price, which is returned.
+async fn a_paid_task(originator: &apn::actors::node::NodeHandle) -> Vibe {
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = originator
+        .distributor
+        .send(mesh_shell_task(repo.path(), "paid", "echo done > out", 5))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(originator, id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    view.price.expect("a price was agreed")
+}
+
 async fn balance(node: &apn::actors::node::NodeHandle) -> (Vibe, Vibe) {
     let summary = node.balance.send(GetBalance).await.unwrap().unwrap();
     (summary.balance, summary.escrowed)
@@ -90,16 +104,7 @@ async fn a_task_is_paid_from_an_escrow_on_the_stream_and_every_projection_agrees
     let local = a.settler.send(GetBalance).await.unwrap().unwrap();
     assert_eq!(local.balance, Vibe::default());
 
-    let repo = git_repo(&[("f", "x\n")]);
-    let id = a
-        .distributor
-        .send(mesh_shell_task(repo.path(), "paid", "echo done > out", 5))
-        .await
-        .unwrap()
-        .unwrap();
-    let view = task_final(&a, id, TASK_TIMEOUT).await;
-    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
-    let price = view.price.expect("a price was agreed");
+    let price = a_paid_task(&a).await;
     assert!(price > Vibe::default());
     // Paid: the executor's own projection shows the price, the originator's the rest.
     assert!(
@@ -294,16 +299,7 @@ async fn nodes_logged_in_as_their_own_keys_settle_under_per_account_permissions(
         .await,
         "the originator follows the stream under its permissions"
     );
-    let repo = git_repo(&[("f", "x\n")]);
-    let id = a
-        .distributor
-        .send(mesh_shell_task(repo.path(), "paid", "echo done > out", 5))
-        .await
-        .unwrap()
-        .unwrap();
-    let view = task_final(&a, id, TASK_TIMEOUT).await;
-    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
-    let price = view.price.expect("a price was agreed");
+    let price = a_paid_task(&a).await;
     assert!(
         wait_until(EVENT_TIMEOUT, || async { balance(&b).await.0 == price }).await,
         "the executor was paid {price} on its own subject: {:?}",

@@ -19,14 +19,7 @@ pub(crate) fn ledger(
     if projection.exists() {
         let identity = apn::identity::Identity::load_or_create(data_dir)?;
         let report = read_report(&projection, &identity.public_key(), before, last.max(1))?;
-        if json {
-            let mut value = serde_json::to_value(&report)?;
-            value["mode"] = "jetstream".into();
-            println!("{}", serde_json::to_string_pretty(&value)?);
-        } else {
-            print!("{report}");
-        }
-        return Ok(ExitCode::SUCCESS);
+        return print_report(&report, "jetstream", json);
     }
     if before.is_some() {
         anyhow::bail!(
@@ -35,9 +28,18 @@ pub(crate) fn ledger(
         );
     }
     let report = apn::ledger::report(data_dir, last)?;
+    print_report(&report, "local", json)
+}
+
+/// For people, or as JSON tagged with the settlement `mode` (as `/api/ledger` tags it).
+fn print_report(
+    report: &(impl serde::Serialize + std::fmt::Display),
+    mode: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     if json {
-        let mut value = serde_json::to_value(&report)?;
-        value["mode"] = "local".into();
+        let mut value = serde_json::to_value(report)?;
+        value["mode"] = mode.into();
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{report}");
