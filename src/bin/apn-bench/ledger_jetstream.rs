@@ -16,7 +16,7 @@
 //!
 //! The baseline, per server set, is `PAYERS` tasks each publishing one payload the size of a
 //! signed entry at a time and awaiting its ack, as many publishes as the settlements make
-//! (two per settlement), on a stream with the ledger stream's settings (file storage, same
+//! (two per settlement; at least `BASELINE_PER_TASK_MIN` each), on a stream with the ledger stream's settings (file storage, same
 //! replicas, limits and duplicate window), without the ledger's headers (`Nats-Msg-Id`, the
 //! expected subject sequence). A settlement is two publishes, so half the baseline is the
 //! ceiling of the ratio.
@@ -25,7 +25,8 @@
 //! ledger's durable write), `jetstream_publish_ack_per_s_r3` (against R1: what replication
 //! costs), `settlements_per_s_jetstream_r1` and `settlements_per_s_jetstream_r3` (each
 //! against the publish-ack rate of its own server set). How long the payers took to publish
-//! alone, and the projection's batches, go to stderr.
+//! alone, the projection's batches, the time spent applying them, and the time the same
+//! batches take applied again to an in-memory projection (no file, no fsync) go to stderr.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -55,6 +56,8 @@ const PROJECT_BATCH: usize = 256;
 /// The baseline's stream and its subjects' prefix.
 const BARE_STREAM: &str = "APN_BENCH_BARE";
 const BARE_SUBJECT_PREFIX: &str = "apn.bench.bare.";
+/// Fewest publishes per task in the baseline (a `--quick` run's few are too short to time).
+const BASELINE_PER_TASK_MIN: usize = 500;
 /// Bound on one measured phase: nothing here may hang.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the projection waits for the next entry before giving up.
@@ -133,7 +136,7 @@ async fn measure(urls: &str, replicas: usize, per_payer: usize) -> anyhow::Resul
     let ledger = LedgerStream::open(client.clone(), &settings).await?;
     let publish_ack = tokio::time::timeout(
         PHASE_TIMEOUT,
-        publish_ack_rate(client, replicas, per_payer * 2),
+        publish_ack_rate(client, replicas, (per_payer * 2).max(BASELINE_PER_TASK_MIN)),
     )
     .await
     .context("the publish baseline did not finish in time")??;
@@ -245,6 +248,9 @@ async fn settlement_rate(
     if funded.applied != PAYERS || funded.skipped != 0 {
         bail!("funding the payers: {funded:?}");
     }
+    // For stderr: the same batches applied again in memory (no file, no fsync) afterwards.
+    let mut in_memory = Projection::open_in_memory(&[treasury.public_key()])?;
+    catch_up(ledger, &mut in_memory).await?;
 
     // The projection follows the stream on a thread of its own, as in a node.
     let expected = PAYERS * per_payer * 2;
@@ -303,13 +309,21 @@ async fn settlement_rate(
             PAYERS * per_payer
         );
     }
+    let in_memory_since = Instant::now();
+    for batch in &followed.batches {
+        in_memory.apply(batch)?;
+    }
+    let in_memory_applying = in_memory_since.elapsed();
+    let batches = followed.batches.len();
     eprintln!(
         "ledger R{replicas}: {settled} settlements; payers done publishing after {:.0} ms, \
-         projection done after {:.0} ms in {} batches ({:.1} messages each)",
+         projection done after {:.0} ms in {batches} batches ({:.1} messages each), \
+         {:.0} ms of it applying (the same batches in memory: {:.0} ms)",
         published.as_secs_f64() * 1000.0,
         elapsed.as_secs_f64() * 1000.0,
-        followed.batches,
-        (followed.applied as f64) / (followed.batches.max(1) as f64),
+        (followed.applied as f64) / (batches.max(1) as f64),
+        followed.applying.as_secs_f64() * 1000.0,
+        in_memory_applying.as_secs_f64() * 1000.0,
     );
     Ok(settled as f64 / elapsed.as_secs_f64())
 }
@@ -361,9 +375,12 @@ struct Followed {
     projection: Projection,
     /// When the last expected entry was applied.
     finished: Instant,
+    /// Time spent in `Projection::apply` (verifying, judging, writing, fsync).
+    applying: Duration,
     applied: usize,
     skipped: usize,
-    batches: usize,
+    /// The batches as applied, to apply again without the file.
+    batches: Vec<Vec<StoredMessage>>,
 }
 
 /// Follow the stream from after the projection's position until `expected` more messages are
@@ -377,7 +394,8 @@ async fn follow(
     let messages = ledger.read_from(projection.position() + 1).await?;
     let _ = subscribed.send(());
     let mut chunks = std::pin::pin!(messages.ready_chunks(PROJECT_BATCH));
-    let (mut applied, mut skipped, mut batches) = (0, 0, 0);
+    let (mut applied, mut skipped, mut batches) = (0, 0, Vec::new());
+    let mut applying = Duration::ZERO;
     while applied + skipped < expected {
         let chunk = tokio::time::timeout(READ_TIMEOUT, chunks.next())
             .await
@@ -386,14 +404,17 @@ async fn follow(
         let batch = chunk
             .into_iter()
             .collect::<Result<Vec<StoredMessage>, _>>()?;
+        let applying_since = Instant::now();
         let outcome = projection.apply(&batch)?;
+        applying += applying_since.elapsed();
         applied += outcome.applied;
         skipped += outcome.skipped;
-        batches += 1;
+        batches.push(batch);
     }
     Ok(Followed {
         projection,
         finished: Instant::now(),
+        applying,
         applied,
         skipped,
         batches,
