@@ -1,7 +1,8 @@
 //! `ledger`: durable settlements (hold + release) per second, one SQLite transaction each
 //! and batched, against bare SQLite single-row inserts with the same durability (WAL,
-//! `synchronous=FULL`); and the p99 of one settlement through the settlement actor,
-//! against its median.
+//! `synchronous=FULL`); the p99 of one settlement through the settlement actor, against its
+//! median; and settlements through the network ledger on JetStream, R1 and R3, against bare
+//! JetStream publishes awaited for their ack (`ledger_jetstream.rs`).
 
 use std::time::Instant;
 
@@ -117,5 +118,6 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
         "settlement_through_actor_median",
         median,
     );
-    Ok(())
+
+    crate::ledger_jetstream::run(quick, bare_rate).await
 }
