@@ -12,8 +12,10 @@
 //! - [`projection`]: the node's SQLite projection of the stream, resumable after a crash,
 //!   and the account report `apn ledger` and `/api/ledger` show.
 //! - [`treasury`]: the treasury key and minting.
+//! - [`faucet`]: the optional faucet: one signed-for grant per identity, rate limited.
 
 pub mod entry;
+pub mod faucet;
 pub mod projection;
 pub mod rules;
 pub mod stream;
