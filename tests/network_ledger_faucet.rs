@@ -278,3 +278,45 @@ async fn rate_limited() {
     );
     stop_faucet(faucet).await;
 }
+
+#[tokio::test]
+async fn two_faucets_sharing_a_treasury_grant_one_identity_once() {
+    tokio::time::timeout(TEST_TIMEOUT, two_faucets())
+        .await
+        .expect("the test finished in time");
+}
+
+async fn two_faucets() {
+    let server = NatsServer::start_jetstream().unwrap();
+    let stream = open_stream(&server).await;
+    let (treasury, node) = (Identity::ephemeral(), Identity::ephemeral());
+    let first = start_faucet(&server, &treasury, policy(100)).await;
+    let second = start_faucet(&server, &treasury, policy(100)).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    // Both faucets are subscribed before the burst (each answers some of the warm-up asks).
+    for _ in 0..4 {
+        ask(&client, &Identity::ephemeral()).await;
+    }
+    let answers = futures::future::join_all((0..8).map(|_| ask(&client, &node))).await;
+    let granted = answers
+        .iter()
+        .filter(|a| matches!(a, FaucetAnswer::Granted { .. }))
+        .count();
+    assert_eq!(granted, 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|a| matches!(
+            a,
+            FaucetAnswer::Granted { .. }
+                | FaucetAnswer::Refused {
+                    reason: Refusal::AlreadyGranted
+                }
+        )),
+        "{answers:?}"
+    );
+    assert_eq!(
+        balances(&stream, &treasury, &[&node]).await,
+        [policy(100).amount]
+    );
+    stop_faucet(first).await;
+    stop_faucet(second).await;
+}
