@@ -13,8 +13,10 @@
 //!   and the account report `apn ledger` and `/api/ledger` show.
 //! - [`treasury`]: the treasury key and minting.
 //! - [`permissions`]: the nkey login and the server's per-account publish permissions.
+//! - [`faucet`]: the optional faucet: one signed-for grant per identity, rate limited.
 
 pub mod entry;
+pub mod faucet;
 pub mod permissions;
 pub mod projection;
 pub mod rules;
