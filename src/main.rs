@@ -75,6 +75,11 @@ enum TreasuryCommand {
     ///
     /// Example: apn treasury mint --to 12D3KooW... --amount 100 --url nats://127.0.0.1:4222
     Mint(MintArgs),
+    /// Run the faucet (off unless started): one grant per identity that asks, rate limited.
+    /// Nodes ask at start when `settlement.faucet = true`.
+    ///
+    /// Example: apn treasury faucet --amount 100 --grants-per-hour 60 --url nats://127.0.0.1:4222
+    Faucet(FaucetArgs),
     /// Print the nats-server `authorization` section that lets the treasury and each node in
     /// as its own key, publishing on its own account subject only.
     ///
@@ -90,6 +95,31 @@ enum TreasuryCommand {
         #[arg(long, default_value = "APN_LEDGER")]
         stream: String,
     },
+}
+
+#[derive(Args)]
+struct FaucetArgs {
+    /// The treasury's directory.
+    #[arg(long, value_name = "DIR", default_value = "treasury")]
+    dir: PathBuf,
+    /// VIBE each new identity is granted.
+    #[arg(long, value_name = "N")]
+    amount: String,
+    /// Most grants in any hour.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    grants_per_hour: u32,
+    /// NATS server(s) holding the ledger stream, comma-separated.
+    #[arg(long, value_name = "URL", env = "APN_SETTLEMENT_URL")]
+    url: String,
+    /// The ledger stream's name (created if missing).
+    #[arg(long, default_value = "APN_LEDGER")]
+    stream: String,
+    /// Copies of the stream when it is created here.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Log in to the server as the treasury's own nkey.
+    #[arg(long)]
+    identity_nkey: bool,
 }
 
 #[derive(Args)]
@@ -402,6 +432,19 @@ fn main() -> ExitCode {
         }
         Command::Sandbox(SandboxCommand::Check { json }) => cli::sandbox::check(json),
         Command::Treasury(TreasuryCommand::Init { dir, json }) => cli::treasury::init(&dir, json),
+        Command::Treasury(TreasuryCommand::Faucet(args)) => {
+            cli::treasury::faucet(&cli::treasury::FaucetRequest {
+                dir: &args.dir,
+                amount: &args.amount,
+                grants_per_hour: args.grants_per_hour,
+                url: &args.url,
+                identity_nkey: args.identity_nkey,
+                stream: apn::network_ledger::stream::StreamSettings {
+                    name: args.stream.clone(),
+                    replicas: args.replicas,
+                },
+            })
+        }
         Command::Treasury(TreasuryCommand::NatsAuthorization { dir, nodes, stream }) => {
             cli::treasury::nats_authorization(&dir, &nodes, &stream)
         }

@@ -372,4 +372,43 @@ fn treasury_mints_on_the_stream_and_ledger_reads_the_projection() {
         .args(["ledger", "--data-dir"])
         .arg(&node_dir));
     assert!(String::from_utf8_lossy(&text.stdout).contains("balance   12.5 VIBE"));
+
+    // The faucet, run by the treasury: a new identity that asks is granted its amount.
+    let mut faucet = Command::new(APN)
+        .args([
+            "treasury",
+            "faucet",
+            "--amount",
+            "7",
+            "--grants-per-hour",
+            "5",
+        ])
+        .args(["--url", &nats.url(), "--dir"])
+        .arg(&treasury_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let asker = apn::identity::Identity::ephemeral();
+    let answer = runtime.block_on(async {
+        use apn::network_ledger::faucet::{FaucetError, request_grant};
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            match request_grant(&client, &asker).await {
+                Err(FaucetError::NoFaucet) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                answer => break answer,
+            }
+        }
+    });
+    let _ = faucet.kill();
+    let _ = faucet.wait();
+    match answer.unwrap() {
+        apn::network_ledger::faucet::FaucetAnswer::Granted { amount, .. } => {
+            assert_eq!(amount, apn::messages::Vibe::from_whole(7));
+        }
+        other => panic!("the faucet did not grant: {other:?}"),
+    }
 }

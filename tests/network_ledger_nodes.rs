@@ -308,3 +308,52 @@ async fn nodes_logged_in_as_their_own_keys_settle_under_per_account_permissions(
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_node_asks_the_faucet_at_start_and_is_granted_once() {
+    use apn::network_ledger::faucet::{FaucetAnswer, FaucetPolicy, Refusal, request_grant, serve};
+    let nats = NatsServer::start_jetstream().unwrap();
+    let treasury = Identity::ephemeral();
+    let stream = ledger(&nats).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let policy = FaucetPolicy {
+        amount: Vibe::from_whole(50),
+        grants_per_hour: 10,
+    };
+    let faucet = tokio::spawn(serve(client.clone(), stream, treasury.clone(), policy));
+    let dir = tempfile::tempdir().unwrap();
+    let with_faucet = || {
+        let mut config = on_the_network_ledger(test_config(dir.path()), &nats, &treasury);
+        config.settlement.faucet = true;
+        config
+    };
+    let granted = |node: &apn::actors::node::NodeHandle| {
+        let node = node.clone();
+        async move { balance(&node).await.0 == Vibe::from_whole(50) }
+    };
+    let first = node(with_faucet()).await;
+    assert!(
+        wait_until(EVENT_TIMEOUT, || granted(&first)).await,
+        "the node's grant never arrived: {:?}",
+        balance(&first).await
+    );
+    let identity = first.identity.clone();
+    first.shutdown().await;
+    // Started again, it asks again and is refused: still one grant.
+    let again = node(with_faucet()).await;
+    assert!(wait_until(EVENT_TIMEOUT, || granted(&again)).await);
+    match request_grant(&client, &identity).await.unwrap() {
+        FaucetAnswer::Refused {
+            reason: Refusal::AlreadyGranted,
+        } => {}
+        other => panic!("a second grant for one identity: {other:?}"),
+    }
+    let mut observer = Projection::open_in_memory(&[treasury.public_key()]).unwrap();
+    catch_up(&ledger(&nats).await, &mut observer).await.unwrap();
+    assert_eq!(
+        observer.state().minted(),
+        u128::from(Vibe::from_whole(50).micros())
+    );
+    again.shutdown().await;
+    faucet.abort();
+}

@@ -6,7 +6,8 @@
 //! waiting until its own projection has judged them: a hold, release or payment returns only
 //! once every node applying the same rules will see it applied. Escrows this node is party to
 //! are settled by the clock too: a committed escrow is claimed, and an uncommitted one of its
-//! own refunded, once the stream's time passes its deadline.
+//! own refunded, once the stream's time passes its deadline. With `settlement.faucet` it
+//! asks the treasury's faucet for this identity's one grant at start.
 //!
 //! In: `GetBalance`, `HoldEscrow`, `ReleaseEscrow`, `RefundEscrow`, `PayPeer`, `CheckHold`,
 //! `CommitResult`, `GetLedgerReport`; the courier's `AcceptPayment`, `TakeDuePayments`, `ConfirmDelivery`,
@@ -28,6 +29,7 @@ use crate::identity::NodeId;
 use crate::ledger::{LedgerError, PendingPayment};
 use crate::messages::{TransactionReason, Vibe, VibeTransaction};
 use crate::network_ledger::entry::{AccountKey, EntryBody};
+use crate::network_ledger::faucet;
 use crate::network_ledger::projection::ProjectionReport;
 use crate::network_ledger::projection::{Credit, PROJECTION_FILE, Projection, ProjectionError};
 use crate::network_ledger::rules::{HoldRefusal, HoldState, check_hold};
@@ -79,6 +81,8 @@ pub struct NetworkSettler {
     deadline_jobs: HashSet<Uuid>,
     /// Where money arriving in this node's account is shown (the panel's transaction log).
     panel: Option<PanelSender>,
+    /// The ledger server's connection, to ask the faucet (`settlement.faucet`) at start.
+    faucet_client: Option<async_nats::Client>,
 }
 
 impl NetworkSettler {
@@ -97,6 +101,7 @@ impl NetworkSettler {
         } else {
             crate::network_ledger::stream::connect(&url).await?
         };
+        let faucet_client = settlement.faucet.then(|| client.clone());
         let stream = LedgerStream::open(
             client,
             &StreamSettings {
@@ -116,7 +121,30 @@ impl NetworkSettler {
             hold_waiters: HashMap::new(),
             deadline_jobs: HashSet::new(),
             panel: None,
+            faucet_client,
         })
+    }
+
+    /// Ask the faucet for this identity's grant (`settlement.faucet`); the answer is logged.
+    /// The faucet grants each identity once, so asking at every start costs nothing.
+    fn ask_faucet(&mut self, ctx: &mut Context<Self>) {
+        let Some(client) = self.faucet_client.take() else {
+            return;
+        };
+        let identity = self.identity.clone();
+        ctx.spawn(
+            async move { faucet::request_grant(&client, &identity).await }
+                .into_actor(self)
+                .map(|answer, _actor, _ctx| match answer {
+                    Ok(faucet::FaucetAnswer::Granted { sequence, amount }) => {
+                        tracing::info!(%amount, sequence, "the faucet granted this node's VIBE");
+                    }
+                    Ok(faucet::FaucetAnswer::Refused { reason }) => {
+                        tracing::info!(reason = reason.label(), "the faucet refused: {reason}");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot ask the faucet"),
+                }),
+        );
     }
 
     /// Show money arriving in this node's account on `panel`.
@@ -283,6 +311,7 @@ impl Actor for NetworkSettler {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::actors::node::SETTLER_MAILBOX);
         self.follow(ctx);
+        self.ask_faucet(ctx);
         ctx.run_interval(DEADLINE_POLL, |actor, ctx| actor.settle_deadlines(ctx));
     }
 }

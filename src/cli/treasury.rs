@@ -1,5 +1,5 @@
 //! `apn treasury`: create the treasury key, mint VIBE into an account on the network
-//! ledger, and write the ledger server's per-account permissions. The treasury's directory
+//! ledger, run the faucet, and write the ledger server's per-account permissions. The treasury's directory
 //! holds only its key; keep it off the nodes.
 
 use std::path::Path;
@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use apn::messages::Vibe;
 use apn::network_ledger::permissions::{authorization_block, nkey_user};
 use apn::network_ledger::stream::{LedgerStream, StreamSettings, connect, connect_as};
-use apn::network_ledger::treasury;
+use apn::network_ledger::{faucet, treasury};
 
 /// Creates the treasury key in `dir` (or loads the one there) and prints its public key and
 /// the config line that makes nodes accept its mints.
@@ -33,6 +33,59 @@ pub(crate) fn init(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         println!("  treasury = [\"{key}\"]");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the faucet gives, and where the ledger is.
+pub(crate) struct FaucetRequest<'a> {
+    /// The treasury's directory.
+    pub dir: &'a Path,
+    /// VIBE per grant, as text.
+    pub amount: &'a str,
+    /// Most grants in any hour.
+    pub grants_per_hour: u32,
+    /// NATS server(s), comma-separated.
+    pub url: &'a str,
+    /// Log in as the treasury's own nkey.
+    pub identity_nkey: bool,
+    /// The ledger stream (created if missing).
+    pub stream: StreamSettings,
+}
+
+/// Runs the faucet until Ctrl-C, SIGTERM or the server goes away.
+pub(crate) fn faucet(request: &FaucetRequest<'_>) -> anyhow::Result<ExitCode> {
+    let identity = treasury::load(request.dir)?;
+    let policy = faucet::FaucetPolicy {
+        amount: request
+            .amount
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--amount {:?}: {e}", request.amount))?,
+        grants_per_hour: request.grants_per_hour,
+    };
+    policy.validate()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = login(request.url, request.identity_nkey, &identity).await?;
+        let stream = LedgerStream::open(client.clone(), &request.stream).await?;
+        tokio::select! {
+            served = faucet::serve(client, stream, identity, policy) => anyhow::Ok(served?),
+            signal = tokio::signal::ctrl_c() => Ok(signal?),
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn login(
+    url: &str,
+    identity_nkey: bool,
+    identity: &apn::identity::Identity,
+) -> anyhow::Result<async_nats::Client> {
+    Ok(if identity_nkey {
+        connect_as(url, identity).await?
+    } else {
+        connect(url).await?
+    })
 }
 
 /// What to mint, and where the ledger is.
@@ -65,11 +118,7 @@ pub(crate) fn mint(request: &MintRequest<'_>, json: bool) -> anyhow::Result<Exit
         .enable_all()
         .build()?;
     let appended = runtime.block_on(async {
-        let client = if request.identity_nkey {
-            connect_as(request.url, &identity).await?
-        } else {
-            connect(request.url).await?
-        };
+        let client = login(request.url, request.identity_nkey, &identity).await?;
         let stream = LedgerStream::open(client, &request.stream).await?;
         anyhow::Ok(treasury::mint(&stream, &identity, to, amount, request.memo).await?)
     })?;

@@ -51,6 +51,9 @@ pub struct SettlementConfig {
     /// server with per-account permissions (`apn treasury nats-authorization`) lets it
     /// publish on its own account subject only.
     pub identity_nkey: bool,
+    /// Ask the treasury's faucet (`apn treasury faucet`) for this identity's one grant at
+    /// start. Off by default: most networks fund nodes by hand.
+    pub faucet: bool,
 }
 
 impl Default for SettlementConfig {
@@ -64,6 +67,7 @@ impl Default for SettlementConfig {
             hold_grace_s: 300,
             hold_wait_ms: 5_000,
             identity_nkey: false,
+            faucet: false,
         }
     }
 }

@@ -74,13 +74,26 @@ pub fn publish_allowed(stream: &str, account: &AccountKey, treasury: bool) -> Ve
     ];
     if treasury {
         subjects.push(format!("$JS.API.STREAM.CREATE.{stream}"));
+    } else {
+        // Ask the faucet, if one runs (its answer comes back on an inbox).
+        subjects.push(super::faucet::FAUCET_SUBJECT.to_string());
+    }
+    subjects
+}
+
+/// The subjects an account may subscribe to: replies on its inboxes, and for a treasury the
+/// faucet's requests (when it runs one).
+pub fn subscribe_allowed(treasury: bool) -> Vec<String> {
+    let mut subjects = vec!["_INBOX.>".to_string()];
+    if treasury {
+        subjects.push(super::faucet::FAUCET_SUBJECT.to_string());
     }
     subjects
 }
 
 /// The `authorization { users = [...] }` section of a nats-server config that lets each of
-/// `treasury` and `nodes` in under its identity nkey with [`publish_allowed`] and replies on
-/// `_INBOX.>`, and nobody else.
+/// `treasury` and `nodes` in under its identity nkey with [`publish_allowed`] and
+/// [`subscribe_allowed`], and nobody else.
 pub fn authorization_block(stream: &str, treasury: &[AccountKey], nodes: &[AccountKey]) -> String {
     let mut text = String::from("authorization {\n  users = [\n");
     let users = treasury
@@ -88,14 +101,18 @@ pub fn authorization_block(stream: &str, treasury: &[AccountKey], nodes: &[Accou
         .map(|account| (account, true))
         .chain(nodes.iter().map(|account| (account, false)));
     for (account, is_treasury) in users {
-        let publish = publish_allowed(stream, account, is_treasury)
-            .iter()
-            .map(|subject| format!("\"{subject}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let quoted = |subjects: Vec<String>| {
+            subjects
+                .iter()
+                .map(|subject| format!("\"{subject}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let publish = quoted(publish_allowed(stream, account, is_treasury));
+        let subscribe = quoted(subscribe_allowed(is_treasury));
         let role = if is_treasury { "treasury" } else { "node" };
         text.push_str(&format!(
-            "    # {role} {}\n    {{ nkey: \"{}\", permissions: {{ publish: {{ allow: [{publish}] }}, subscribe: {{ allow: [\"_INBOX.>\"] }} }} }}\n",
+            "    # {role} {}\n    {{ nkey: \"{}\", permissions: {{ publish: {{ allow: [{publish}] }}, subscribe: {{ allow: [{subscribe}] }} }} }}\n",
             hex::encode(account),
             nkey_user(account),
         ));
@@ -140,6 +157,11 @@ mod tests {
             publish_allowed("APN_LEDGER", &treasury, true)
                 .contains(&"$JS.API.STREAM.CREATE.APN_LEDGER".to_string())
         );
+        // Nodes may ask the faucet; only the treasury may answer it.
+        let faucet = crate::network_ledger::faucet::FAUCET_SUBJECT.to_string();
+        assert!(node_may.contains(&faucet));
+        assert!(subscribe_allowed(true).contains(&faucet));
+        assert!(!subscribe_allowed(false).contains(&faucet));
         let block = authorization_block("APN_LEDGER", &[treasury], &[node, other]);
         assert_eq!(block.matches("nkey:").count(), 3);
         assert!(block.contains(&nkey_user(&other)));
