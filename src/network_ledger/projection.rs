@@ -205,11 +205,15 @@ impl Projection {
                 Some(slot) => match self.state.apply(&slot, &message.payload) {
                     Ok(applied) => {
                         for touched in &applied.touched {
-                            transaction.execute(
-                                "INSERT INTO net_balances (account, balance) VALUES (?1, ?2)
+                            transaction
+                                .prepare_cached(
+                                    "INSERT INTO net_balances (account, balance) VALUES (?1, ?2)
                                  ON CONFLICT (account) DO UPDATE SET balance = excluded.balance",
-                                params![touched.as_slice(), as_sql(self.state.balance(touched))],
-                            )?;
+                                )?
+                                .execute(params![
+                                    touched.as_slice(),
+                                    as_sql(self.state.balance(touched))
+                                ])?;
                         }
                         if let Some(hold_id) = applied.hold
                             && let Some(hold) = self.state.hold(&hold_id)
@@ -236,11 +240,12 @@ impl Projection {
             } else {
                 outcome.applied += 1;
             }
-            transaction.execute(
+            transaction.prepare_cached(
                 "INSERT INTO net_messages
                      (sequence, subject, time_ms, payload, account, kind, skipped, counterparty, amount)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
+            )?
+            .execute(params![
                     as_sql(message.sequence),
                     message.subject,
                     message.time_ms,
@@ -250,8 +255,7 @@ impl Projection {
                     skipped.map(Skip::label),
                     counterparty.as_ref().map(|(other, _)| other.as_slice()),
                     counterparty.map(|(_, amount)| as_sql(amount)),
-                ],
-            )?;
+                ])?;
         }
         transaction.execute(
             "INSERT INTO net_position (id, sequence) VALUES (1, ?1)
@@ -632,12 +636,13 @@ fn store_hold(
         HoldState::Disputed => "disputed",
         HoldState::Refunded => "refunded",
     };
-    transaction.execute(
+    transaction.prepare_cached(
         "INSERT INTO net_holds (hold, payer, payee, amount, task, deadline_ms, committed_at_ms, state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (hold) DO UPDATE SET committed_at_ms = excluded.committed_at_ms,
                                           state = excluded.state",
-        params![
+    )?
+    .execute(params![
             id.to_string(),
             hold.payer.as_slice(),
             hold.payee.as_slice(),
@@ -646,8 +651,7 @@ fn store_hold(
             hold.deadline_ms,
             hold.commit.map(|(_, at)| at),
             state,
-        ],
-    )?;
+        ])?;
     Ok(())
 }
 
