@@ -30,6 +30,9 @@ fn clustered(mut config: Config, url: String, treasury: &Identity) -> Config {
     config.settlement.url = url;
     config.settlement.replicas = 3;
     config.settlement.treasury = vec![hex::encode(treasury.public_key())];
+    // Six tasks at once outnumber the executors' slots: let them wait for a slot over more
+    // bid rounds than the default three (a loaded machine runs each task longer).
+    config.market.bid_rounds_max = 30;
     config
 }
 
@@ -102,6 +105,7 @@ async fn projections_agree_after_a_server_of_the_cluster_is_killed_and_restarted
         ids.push(a.distributor.send(task).await.unwrap().unwrap());
     }
     let mut completed = 0;
+    let mut failures = Vec::new();
     for (n, id) in ids.iter().enumerate() {
         if n == TASKS / 2 + 1 {
             cluster.servers[1].restart().unwrap();
@@ -109,17 +113,19 @@ async fn projections_agree_after_a_server_of_the_cluster_is_killed_and_restarted
         let view = task_final(&a, *id, Duration::from_secs(90)).await;
         if view.status == TaskStatus::Completed {
             completed += 1;
+        } else {
+            failures.push(view.error.unwrap_or_default());
         }
     }
-    assert!(completed > 0, "no task completed");
+    assert!(completed > 0, "no task completed: {failures:#?}");
 
     // Every projection converges on the same balances.
     let nodes = [&a, &b, &c];
     let mut observer = Projection::open_in_memory(&[treasury.public_key()]).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let agreed = loop {
-        catch_up(&stream, &mut observer).await.unwrap();
-        let mut all = true;
+        // The restarted server's cluster may still be electing: a timed-out read is a retry.
+        let mut all = catch_up(&stream, &mut observer).await.is_ok();
         for node in nodes {
             all &= Vibe::from_micros(observer.state().balance(&node.identity.public_key()))
                 == balance(node).await;

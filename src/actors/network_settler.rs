@@ -51,6 +51,10 @@ const DEADLINE_POLL: Duration = Duration::from_secs(1);
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 /// Claims and refunds in flight at once.
 const DEADLINE_JOBS_MAX: usize = 32;
+/// How often the follower's progress is compared with the stream's end.
+const FOLLOW_CHECK: Duration = Duration::from_secs(3);
+/// Most messages read directly when the follower is behind.
+const DIRECT_READ_MAX: usize = 4096;
 
 /// Why the network settler could not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,10 @@ pub struct NetworkSettler {
     panel: Option<PanelSender>,
     /// The ledger server's connection, to ask the faucet (`settlement.faucet`) at start.
     faucet_client: Option<async_nats::Client>,
+    /// The follower's subscription, to replace it when it stalls.
+    following: Option<SpawnHandle>,
+    /// The projection's position at the last follower check.
+    position_at_check: u64,
 }
 
 impl NetworkSettler {
@@ -122,7 +130,67 @@ impl NetworkSettler {
             deadline_jobs: HashSet::new(),
             panel: None,
             faucet_client,
+            following: None,
+            position_at_check: 0,
         })
+    }
+
+    /// A follower whose server died can stall without ending (the client fails over, the
+    /// consumer does not always follow): when the stream is ahead of the projection and the
+    /// projection has not moved since the last check, read the gap directly and follow again.
+    fn check_follower(&mut self, ctx: &mut Context<Self>) {
+        let stream = self.stream.clone();
+        ctx.spawn(
+            async move { stream.last_stream_sequence().await }
+                .into_actor(self)
+                .map(|last, actor, ctx| {
+                    let position = actor.projection.position();
+                    let stalled = position == actor.position_at_check;
+                    actor.position_at_check = position;
+                    if let Ok(last) = last
+                        && last > position
+                        && stalled
+                    {
+                        tracing::warn!(position, last, "ledger follower stalled; following again");
+                        if let Some(handle) = actor.following.take() {
+                            ctx.cancel_future(handle);
+                        }
+                        actor.catch_up_directly(ctx);
+                        actor.follow(ctx);
+                    }
+                }),
+        );
+    }
+
+    /// Read what the stream has beyond the projection with a consumer of its own and apply it.
+    fn catch_up_directly(&mut self, ctx: &mut Context<Self>) {
+        let stream = self.stream.clone();
+        let start = self.projection.position() + 1;
+        ctx.spawn(
+            async move { stream.read_range(start, DIRECT_READ_MAX).await }
+                .into_actor(self)
+                .map(|read, actor, _ctx| match read {
+                    Ok(messages) => actor.project(messages),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the ledger stream directly"),
+                }),
+        );
+    }
+
+    /// Apply messages read from the stream (in order; ones already projected are skipped).
+    fn project(&mut self, messages: Vec<StoredMessage>) {
+        match self.projection.apply(&messages) {
+            Ok(outcome) => {
+                if outcome.skipped > 0 {
+                    tracing::debug!(
+                        skipped = outcome.skipped,
+                        "ledger entries skipped by the rules"
+                    );
+                }
+                self.wake(&outcome.holds);
+                self.show_credits(&outcome.credits);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot write the ledger projection"),
+        }
     }
 
     /// Ask the faucet for this identity's grant (`settlement.faucet`); the answer is logged.
@@ -185,9 +253,10 @@ impl NetworkSettler {
         ctx.spawn(
             async move { stream.read_from(start).await }
                 .into_actor(self)
-                .map(|subscribed, _actor, ctx| match subscribed {
+                .map(|subscribed, actor, ctx| match subscribed {
                     Ok(messages) => {
-                        ctx.add_stream(messages.ready_chunks(PROJECT_BATCH));
+                        actor.following =
+                            Some(ctx.add_stream(messages.ready_chunks(PROJECT_BATCH)));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot follow the ledger stream; retrying");
@@ -313,6 +382,7 @@ impl Actor for NetworkSettler {
         self.follow(ctx);
         self.ask_faucet(ctx);
         ctx.run_interval(DEADLINE_POLL, |actor, ctx| actor.settle_deadlines(ctx));
+        ctx.run_interval(FOLLOW_CHECK, |actor, ctx| actor.check_follower(ctx));
     }
 }
 
@@ -325,19 +395,7 @@ impl StreamHandler<Vec<Result<StoredMessage, StreamError>>> for NetworkSettler {
                 Err(e) => tracing::warn!(error = %e, "ledger stream read error"),
             }
         }
-        match self.projection.apply(&messages) {
-            Ok(outcome) => {
-                if outcome.skipped > 0 {
-                    tracing::debug!(
-                        skipped = outcome.skipped,
-                        "ledger entries skipped by the rules"
-                    );
-                }
-                self.wake(&outcome.holds);
-                self.show_credits(&outcome.credits);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot write the ledger projection"),
-        }
+        self.project(messages);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
@@ -500,8 +558,30 @@ impl Handler<CheckHold> for NetworkSettler {
                 let _ = tokio::time::timeout(wait, receiver).await;
             }
             .into_actor(self)
-            .map(move |(), actor, _| {
+            .then(move |(), actor, _| {
                 actor.hold_waiters.remove(&request.hold);
+                // Not there yet: before refusing, read the stream directly, in case this
+                // node's follower is the one behind.
+                let missing = actor.projection.state().hold(&request.hold).is_none();
+                let read = missing.then(|| (actor.stream.clone(), actor.projection.position() + 1));
+                async move {
+                    match read {
+                        Some((stream, start)) => {
+                            Some(stream.read_range(start, DIRECT_READ_MAX).await)
+                        }
+                        None => None,
+                    }
+                }
+                .into_actor(actor)
+            })
+            .map(move |read, actor, _| {
+                match read {
+                    Some(Ok(messages)) => actor.project(messages),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot read the ledger stream directly")
+                    }
+                    None => {}
+                }
                 check(actor)
             }),
         )

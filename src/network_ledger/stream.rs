@@ -27,6 +27,8 @@ use crate::identity::Identity;
 
 /// How often an append signs again after losing its subject sequence to another publish.
 pub const MAX_APPEND_ATTEMPTS: usize = 16;
+/// Pause before publishing again after a transient failure, times the attempt number.
+const TRANSIENT_RETRY: Duration = Duration::from_millis(100);
 /// Tries to open the stream before giving up (a fresh cluster elects its leaders first).
 pub const OPEN_ATTEMPTS: u32 = 60;
 /// Pause between those tries.
@@ -282,6 +284,14 @@ impl LedgerStream {
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     tracing::debug!(%id, attempt, "ledger subject moved; signing again");
                 }
+                // No stream leader for a moment (a cluster electing after a server died), or
+                // no answer: publish the same entry again. If the first one was stored, the
+                // server recognises its id and answers with the stored sequence.
+                Err(e) if is_transient(e.kind()) && attempt < MAX_APPEND_ATTEMPTS => {
+                    tracing::debug!(%id, attempt, error = %e, "ledger publish not answered; retrying");
+                    known_prev = Some(prev);
+                    tokio::time::sleep(TRANSIENT_RETRY.saturating_mul(attempt as u32)).await;
+                }
                 Err(e) => return Err(StreamError::Publish(e.to_string())),
             }
         }
@@ -303,6 +313,35 @@ impl LedgerStream {
             .await
             .map_err(|e| StreamError::Publish(e.to_string()))?;
         Ok(ack.sequence)
+    }
+
+    /// The messages from stream sequence `start` to the stream's last one now, at most
+    /// `limit` of them, read with a consumer of their own: what a projection whose follower
+    /// has stalled (its server died) reads to catch up at once.
+    pub async fn read_range(
+        &self,
+        start: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StreamError> {
+        let target = self.last_stream_sequence().await?;
+        let mut messages = Vec::new();
+        if start > target {
+            return Ok(messages);
+        }
+        let stream = self.read_from(start).await?;
+        futures::pin_mut!(stream);
+        while messages.len() < limit {
+            let message = tokio::time::timeout(READ_TIMEOUT, stream.next())
+                .await
+                .map_err(|_| StreamError::Read("timed out waiting for the next entry".into()))?
+                .ok_or_else(|| StreamError::Read("the stream ended early".into()))??;
+            let sequence = message.sequence;
+            messages.push(message);
+            if sequence >= target {
+                break;
+            }
+        }
+        Ok(messages)
     }
 
     /// Every message from stream sequence `start` (1 for all) on, in order, then each new one
@@ -341,6 +380,16 @@ impl LedgerStream {
             })
         }))
     }
+}
+
+/// A publish that may succeed if simply sent again.
+fn is_transient(kind: PublishErrorKind) -> bool {
+    matches!(
+        kind,
+        PublishErrorKind::StreamNotFound
+            | PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+    )
 }
 
 /// How long a catch-up waits for the next message before giving up.
