@@ -11,13 +11,14 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
 use uuid::Uuid;
+
+mod report;
+pub use report::{HistoryRow, HoldRow, ProjectionReport, read_report};
 
 use super::entry::{AccountKey, Entry, EntryBody};
 use super::rules::{Hold, HoldState, LedgerState, Skip};
 use super::stream::StoredMessage;
-use crate::messages::Vibe;
 
 /// The projection file in the data dir.
 pub const PROJECTION_FILE: &str = "network-ledger.sqlite3";
@@ -69,26 +70,6 @@ pub struct Credit {
     pub task: Option<Uuid>,
     /// The entry kind that moved it.
     pub kind: &'static str,
-}
-
-/// One row of an account's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HistoryRow {
-    /// Stream sequence of the entry.
-    pub sequence: u64,
-    /// Stream time, milliseconds since the epoch.
-    pub time_ms: i64,
-    /// The account that wrote it (hex key).
-    pub account: String,
-    /// Entry kind (`mint`, `transfer`, `hold`, …), or `junk` for unreadable bytes.
-    pub kind: String,
-    /// `None` when applied, else why it was skipped.
-    pub skipped: Option<String>,
-    /// The other party of an applied entry: the payee of a transfer or hold, the other side
-    /// of the escrow an entry settles (hex key).
-    pub counterparty: Option<String>,
-    /// The amount it moved or concerns.
-    pub amount: Option<Vibe>,
 }
 
 /// The projection: a SQLite file and the state it holds.
@@ -343,12 +324,12 @@ impl Projection {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<HistoryRow>, ProjectionError> {
-        history(&self.connection, account, before, limit)
+        report::history(&self.connection, account, before, limit)
     }
 
     /// The escrows `account` is party to that are still held, oldest first.
     pub fn open_holds(&self, account: &AccountKey) -> Result<Vec<HoldRow>, ProjectionError> {
-        open_holds(&self.connection, account)
+        report::open_holds(&self.connection, account)
     }
 
     /// What `apn ledger` and `/api/ledger` show for `account`.
@@ -358,218 +339,8 @@ impl Projection {
         before: Option<u64>,
         limit: usize,
     ) -> Result<ProjectionReport, ProjectionError> {
-        report(&self.connection, account, before, limit)
+        report::report(&self.connection, account, before, limit)
     }
-}
-
-/// Read the report of `account` from the projection file at `path` without opening it for
-/// writing (the node may be running; SQLite's WAL lets a reader in beside it).
-pub fn read_report(
-    path: &Path,
-    account: &AccountKey,
-    before: Option<u64>,
-    limit: usize,
-) -> Result<ProjectionReport, ProjectionError> {
-    let connection = Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    connection.busy_timeout(std::time::Duration::from_secs(5))?;
-    report(&connection, account, before, limit)
-}
-
-/// An escrow as the report lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HoldRow {
-    /// The escrow's id.
-    pub hold: Uuid,
-    /// Who put the money in (hex key).
-    pub payer: String,
-    /// Who it is for (hex key).
-    pub payee: String,
-    /// Amount held.
-    pub amount: Vibe,
-    /// The task attempt it pays for.
-    pub task: String,
-    /// Stream time of the deadline, milliseconds since the epoch.
-    pub deadline_ms: i64,
-    /// Stream time of the payee's commit, if it committed.
-    pub committed_at_ms: Option<i64>,
-}
-
-/// An account as its node's projection sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProjectionReport {
-    /// The account (hex Ed25519 key).
-    pub account: String,
-    /// The last stream sequence the projection has applied.
-    pub position: u64,
-    /// Spendable balance.
-    pub balance: Vibe,
-    /// Held in escrows this account pays.
-    pub escrowed: Vibe,
-    /// Held in escrows for this account.
-    pub incoming: Vibe,
-    /// Open escrows this account is party to.
-    pub holds: Vec<HoldRow>,
-    /// History, newest first; page with `before` = the last row's sequence.
-    pub history: Vec<HistoryRow>,
-}
-
-impl std::fmt::Display for ProjectionReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "account   {}", self.account)?;
-        writeln!(
-            f,
-            "settlement jetstream (projection at stream sequence {})",
-            self.position
-        )?;
-        writeln!(f, "balance   {} VIBE", self.balance)?;
-        writeln!(
-            f,
-            "escrowed  {} VIBE (paying), {} VIBE (incoming)",
-            self.escrowed, self.incoming
-        )?;
-        writeln!(f, "{} open escrow(s)", self.holds.len())?;
-        for hold in &self.holds {
-            writeln!(
-                f,
-                "  {}  {:>14} VIBE  {}… -> {}…  deadline {}",
-                hold.hold,
-                hold.amount.to_string(),
-                short(&hold.payer),
-                short(&hold.payee),
-                stream_time(hold.deadline_ms)
-            )?;
-        }
-        writeln!(f, "last {} entr(ies):", self.history.len())?;
-        for row in &self.history {
-            let amount = row.amount.map(|a| format!("{a} VIBE")).unwrap_or_default();
-            let other = row.counterparty.as_deref().map(short).unwrap_or("");
-            let verdict = row
-                .skipped
-                .as_deref()
-                .map(|s| format!("  skipped: {s}"))
-                .unwrap_or_default();
-            writeln!(
-                f,
-                "  #{:<8} {}  {:<8} {:>18}  {}… / {}…{}",
-                row.sequence,
-                stream_time(row.time_ms),
-                row.kind,
-                amount,
-                short(&row.account),
-                other,
-                verdict
-            )?;
-        }
-        Ok(())
-    }
-}
-
-fn short(hex_key: &str) -> &str {
-    hex_key.get(..12).unwrap_or(hex_key)
-}
-
-fn stream_time(time_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(time_ms)
-        .map(|time| time.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| time_ms.to_string())
-}
-
-fn report(
-    connection: &Connection,
-    account: &AccountKey,
-    before: Option<u64>,
-    limit: usize,
-) -> Result<ProjectionReport, ProjectionError> {
-    let key = account.as_slice();
-    let balance: Option<i64> = connection
-        .query_row(
-            "SELECT balance FROM net_balances WHERE account = ?1",
-            params![key],
-            |row| row.get(0),
-        )
-        .optional()?;
-    let held = |column: &str| -> Result<u64, rusqlite::Error> {
-        let total: i64 = connection.query_row(
-            &format!(
-                "SELECT COALESCE(SUM(amount), 0) FROM net_holds WHERE {column} = ?1 AND state = 'held'"
-            ),
-            params![key],
-            |row| row.get(0),
-        )?;
-        Ok(from_sql(total))
-    };
-    let position: Option<i64> = connection
-        .query_row(
-            "SELECT sequence FROM net_position WHERE id = 1",
-            [],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(ProjectionReport {
-        account: hex::encode(account),
-        position: position.map(from_sql).unwrap_or(0),
-        balance: Vibe::from_micros(balance.map(from_sql).unwrap_or(0)),
-        escrowed: Vibe::from_micros(held("payer")?),
-        incoming: Vibe::from_micros(held("payee")?),
-        holds: open_holds(connection, account)?,
-        history: history(connection, account, before, limit)?,
-    })
-}
-
-fn history(
-    connection: &Connection,
-    account: &AccountKey,
-    before: Option<u64>,
-    limit: usize,
-) -> Result<Vec<HistoryRow>, ProjectionError> {
-    let mut statement = connection.prepare(
-        "SELECT sequence, time_ms, account, kind, skipped, counterparty, amount FROM net_messages
-         WHERE (account = ?1 OR counterparty = ?1) AND sequence < ?2
-         ORDER BY sequence DESC LIMIT ?3",
-    )?;
-    let before = before.map(as_sql).unwrap_or(i64::MAX);
-    let limit = i64::try_from(limit.min(HISTORY_LIMIT_MAX)).unwrap_or(0);
-    let rows = statement.query_map(params![account.as_slice(), before, limit], |row| {
-        let writer: Vec<u8> = row.get(2)?;
-        let counterparty: Option<Vec<u8>> = row.get(5)?;
-        let amount: Option<i64> = row.get(6)?;
-        Ok(HistoryRow {
-            sequence: from_sql(row.get(0)?),
-            time_ms: row.get(1)?,
-            account: hex::encode(writer),
-            kind: row.get(3)?,
-            skipped: row.get(4)?,
-            counterparty: counterparty.map(hex::encode),
-            amount: amount.map(|amount| Vibe::from_micros(from_sql(amount))),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-fn open_holds(
-    connection: &Connection,
-    account: &AccountKey,
-) -> Result<Vec<HoldRow>, ProjectionError> {
-    let mut statement = connection.prepare(
-        "SELECT hold, payer, payee, amount, task, deadline_ms, committed_at_ms FROM net_holds
-         WHERE (payer = ?1 OR payee = ?1) AND state = 'held' ORDER BY deadline_ms",
-    )?;
-    let rows = statement.query_map(params![account.as_slice()], |row| {
-        let hold: String = row.get(0)?;
-        Ok(HoldRow {
-            hold: hold.parse().unwrap_or_default(),
-            payer: hex::encode(row.get::<_, Vec<u8>>(1)?),
-            payee: hex::encode(row.get::<_, Vec<u8>>(2)?),
-            amount: Vibe::from_micros(from_sql(row.get(3)?)),
-            task: row.get(4)?,
-            deadline_ms: row.get(5)?,
-            committed_at_ms: row.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The money an applied entry brought into an account, if any.
@@ -666,118 +437,4 @@ fn from_sql(value: i64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::identity::Identity;
-    use crate::messages::Vibe;
-    use crate::network_ledger::entry::{EntryBody, sign, subject_of};
-
-    fn message(sequence: u64, account: &AccountKey, payload: Vec<u8>) -> StoredMessage {
-        StoredMessage {
-            subject: subject_of(account),
-            sequence,
-            time_ms: 1_000_000 + i64::try_from(sequence).unwrap(),
-            payload,
-        }
-    }
-
-    #[test]
-    fn a_reopened_projection_has_the_same_state_and_position() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(PROJECTION_FILE);
-        let treasury = Identity::ephemeral();
-        let node = Identity::ephemeral();
-        let t = treasury.public_key();
-        let mint = EntryBody::Mint {
-            to: node.public_key(),
-            amount: Vibe::from_whole(5),
-            memo: String::new(),
-        };
-        let pay = EntryBody::Transfer {
-            to: t,
-            amount: Vibe::from_whole(2),
-            memo: String::new(),
-        };
-        let batch = vec![
-            message(1, &t, sign(&treasury, Uuid::new_v4(), 0, mint).unwrap()),
-            message(2, &node.public_key(), b"junk".to_vec()),
-            message(
-                3,
-                &node.public_key(),
-                sign(&node, Uuid::new_v4(), 2, pay).unwrap(),
-            ),
-        ];
-        let mut projection = Projection::open(&path, &[t]).unwrap();
-        let outcome = projection.apply(&batch).unwrap();
-        assert_eq!((outcome.applied, outcome.skipped), (2, 1));
-        // The mint credited the node; the node's transfer credited the treasury.
-        let credited: Vec<(AccountKey, u64, &str)> = outcome
-            .credits
-            .iter()
-            .map(|c| (c.to, c.amount, c.kind))
-            .collect();
-        assert_eq!(
-            credited,
-            [
-                (node.public_key(), Vibe::from_whole(5).micros(), "mint"),
-                (t, Vibe::from_whole(2).micros(), "transfer"),
-            ]
-        );
-        // Read twice (a consumer restart): nothing changes.
-        assert_eq!(projection.apply(&batch).unwrap().already_projected, 3);
-        let before = projection.state().clone();
-        drop(projection);
-        let reopened = Projection::open(&path, &[t]).unwrap();
-        assert_eq!(reopened.position(), 3);
-        assert_eq!(reopened.state(), &before);
-        assert_eq!(
-            reopened.state().balance(&node.public_key()),
-            Vibe::from_whole(3).micros()
-        );
-        // Its own entries and the mint that named it, newest first.
-        let history = reopened.history(&node.public_key(), None, 10).unwrap();
-        let kinds: Vec<&str> = history.iter().map(|row| row.kind.as_str()).collect();
-        assert_eq!(kinds, ["transfer", "junk", "mint"]);
-        assert_eq!(history[1].skipped.as_deref(), Some("malformed"));
-        assert_eq!(history[2].account, hex::encode(t));
-        assert_eq!(history[2].amount, Some(Vibe::from_whole(5)));
-        // Paging: before the transfer's sequence.
-        let page = reopened.history(&node.public_key(), Some(3), 10).unwrap();
-        assert_eq!(page.len(), 2);
-        let report = read_report(&path, &node.public_key(), None, 10).unwrap();
-        assert_eq!(report.balance, Vibe::from_whole(3));
-        assert_eq!(report.position, 3);
-        assert_eq!(report.history, history);
-    }
-
-    #[test]
-    fn a_projection_whose_balances_were_edited_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(PROJECTION_FILE);
-        let treasury = Identity::ephemeral();
-        let t = treasury.public_key();
-        let mint = EntryBody::Mint {
-            to: t,
-            amount: Vibe::from_whole(5),
-            memo: String::new(),
-        };
-        let mut projection = Projection::open(&path, &[t]).unwrap();
-        projection
-            .apply(&[message(
-                1,
-                &t,
-                sign(&treasury, Uuid::new_v4(), 0, mint).unwrap(),
-            )])
-            .unwrap();
-        drop(projection);
-        let connection = Connection::open(&path).unwrap();
-        connection
-            .execute("UPDATE net_balances SET balance = balance + 1", [])
-            .unwrap();
-        drop(connection);
-        assert!(matches!(
-            Projection::open(&path, &[t]),
-            Err(ProjectionError::Inconsistent)
-        ));
-    }
-}
+mod tests;
