@@ -3,13 +3,17 @@
 //! refused operation (an overdraft, a missing escrow) leaves the others of its group whole.
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
 use actix::Addr;
 use apn::actors::settler::{
     GetBalance, GetWriteStats, HoldEscrow, JournalTask, LookupTask, PayPeer, RefundEscrow,
     ReleaseEscrow, SettlementEngine, start_settlement_engine,
 };
 use apn::identity::Identity;
-use apn::ledger::{Ledger, LedgerError};
+use apn::ledger::{EscrowState, Ledger, LedgerError};
 use apn::messages::{TransactionReason, Vibe};
 use uuid::Uuid;
 
@@ -167,4 +171,119 @@ async fn a_read_sees_every_write_sent_before_it() {
         looked_up.unwrap().unwrap().map(|t| t.view),
         Some("{\"state\":\"open\"}".to_string())
     );
+}
+
+const KILL_DIR_ENV: &str = "APN_GROUP_COMMIT_KILL_DIR";
+
+/// The child: 16 callers hold and release at once through the engine, each printing the
+/// escrow it settled once the release is answered. Does nothing unless the parent test
+/// started it.
+#[actix_rt::test]
+#[ignore = "child process of answered_group_writes_survive_sigkill"]
+async fn group_commit_loop_child() {
+    let Some(dir) = std::env::var_os(KILL_DIR_ENV) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let own = Identity::load_or_create(&dir).unwrap();
+    let engine = start_settlement_engine(
+        &dir.join("ledger.sqlite3"),
+        own,
+        Vibe::from_whole(1_000_000),
+        None,
+    )
+    .unwrap();
+    let callers = (0..16).map(|_| {
+        let engine = engine.clone();
+        async move {
+            loop {
+                let escrow = Uuid::new_v4();
+                engine
+                    .send(hold(escrow, Vibe::from_micros(1_000)))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                engine
+                    .send(ReleaseEscrow {
+                        task_id: escrow,
+                        payee: [7; 32],
+                        amount: Vibe::from_micros(1_000),
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                println!("settled {escrow}");
+            }
+        }
+    });
+    futures::future::join_all(callers).await;
+}
+
+/// SIGKILL at a random point while many callers' writes share commits: every release that
+/// was answered is on disk, and the books balance.
+#[test]
+fn answered_group_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::load_or_create(dir.path()).unwrap();
+    for round in 0..3 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "group_commit_loop_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(KILL_DIR_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(escrow) = line
+                    .strip_prefix("settled ")
+                    .and_then(|id| id.parse::<Uuid>().ok())
+                    && sender.send(escrow).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let target = 50 + rand::random::<u64>() % 200;
+        let mut answered = Vec::new();
+        while (answered.len() as u64) < target {
+            answered.push(
+                receiver
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("the child settles"),
+            );
+        }
+        // SAFETY: kill only signals our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        // Lines printed before the kill but not read yet were answered too.
+        answered.extend(receiver.try_iter());
+
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite3"), &identity.public_key())
+            .expect("the ledger opens after SIGKILL");
+        ledger.check_invariants().expect("the books balance");
+        for escrow in &answered {
+            assert_eq!(
+                ledger.escrow_state(*escrow).unwrap(),
+                Some(EscrowState::Released),
+                "round {round}: escrow {escrow} was answered as released but is not on disk"
+            );
+        }
+        let held = ledger.escrow_count(EscrowState::Held).unwrap();
+        let released = ledger.escrow_count(EscrowState::Released).unwrap();
+        let refunded = ledger.escrow_count(EscrowState::Refunded).unwrap();
+        assert_eq!(
+            ledger.transfer_count("hold").unwrap(),
+            held + released + refunded
+        );
+        assert_eq!(ledger.transfer_count("release").unwrap(), released);
+    }
 }

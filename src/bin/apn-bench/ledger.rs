@@ -117,5 +117,5 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
         "settlement_through_actor_median",
         median,
     );
-    Ok(())
+    crate::ledger_concurrent::run(quick, bare_rate).await
 }

@@ -15,7 +15,8 @@
 //!   same process directly.
 //! - `ledger`: durable settlements (hold + release) per second, one SQLite transaction each
 //!   and batched, against bare SQLite inserts with the same durability; p99 of one
-//!   settlement through the actor.
+//!   settlement through the actor; settlements per second with 64 concurrent callers
+//!   through the actor (group commit).
 //! - `ws`: deltas per second to 100 websocket clients, and memory with them connected.
 //! - `sandbox`: a trivial run (`true`) through the agent runner in the sandbox, against the
 //!   same run without it (samples interleaved).
@@ -28,6 +29,7 @@
 mod actors;
 mod gossip;
 mod ledger;
+mod ledger_concurrent;
 mod market;
 mod memory;
 mod rtt;
