@@ -17,8 +17,9 @@ fn quick_ledger_scenario_prints_well_formed_figures() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    // Three SQLite figures, then the network ledger's four (publish-ack R1, R1, publish-ack R3, R3).
-    assert_eq!(lines.len(), 7, "{stdout}");
+    // Three SQLite figures, the group-commit one, then the network ledger's four
+    // (publish-ack R1, R1, publish-ack R3, R3).
+    assert_eq!(lines.len(), 8, "{stdout}");
     for line in lines {
         let figure: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));

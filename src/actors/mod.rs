@@ -9,7 +9,7 @@
 //! | `TaskExecutor` | `executor.rs`, `executor_run.rs` | runs agent processes (one run task each) |
 //! | `ExecutionRelay` | `relay.rs` | log and progress streams |
 //! | `ResourceAccounting` | `accountant.rs` | bandwidth and compute metering |
-//! | `SettlementEngine` | `settler.rs` | the SQLite ledger (SyncArbiter) |
+//! | `SettlementEngine` | `settler.rs` | the SQLite ledger, group commit (own arbiter) |
 //! | `NetworkSettler` | `network_settler.rs` | settlement mode `jetstream`: the network ledger |
 //! | `PaymentCourier` | `courier.rs` | payments delivered until the payee's receipt |
 //! | `PanelHub` | `panel_hub.rs` | panel state and websocket fan-out |

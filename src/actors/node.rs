@@ -184,7 +184,8 @@ pub const ACCOUNTANT_MAILBOX: usize = 4096;
 pub const COURIER_MAILBOX: usize = 1024;
 /// Mailbox of the panel hub (panel events from every role).
 pub const PANEL_HUB_MAILBOX: usize = 4096;
-/// Mailbox of the network settler (holds, releases, payments, escrow checks and commits).
+/// Mailbox of the settlement engine and of the network settler (holds, releases, payments,
+/// escrow checks and commits): room for every concurrent caller, so writes can be grouped.
 pub const SETTLER_MAILBOX: usize = 4096;
 
 /// Who answers for money: the local settlement engine, or the network settler.

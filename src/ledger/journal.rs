@@ -7,7 +7,7 @@
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
-use super::{EscrowState, Ledger, LedgerError};
+use super::{EscrowState, GroupWriter, Ledger, LedgerError};
 
 /// A journaled task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +30,7 @@ pub struct Recovery {
 impl Ledger {
     /// Record task `id` (`open` until it reaches a final state) with its view.
     pub fn journal_task(&mut self, id: Uuid, open: bool, view: &str) -> Result<(), LedgerError> {
-        self.connection.execute(
-            "INSERT INTO tasks(id, open, view, interrupted, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
-             ON CONFLICT(id) DO UPDATE SET open = ?2, view = ?3, interrupted = NULL, updated_at = ?4",
-            params![id.to_string(), open, view, chrono::Utc::now().to_rfc3339()],
-        )?;
-        Ok(())
+        self.write(|sql, own| GroupWriter::new(sql, own).journal_task(id, open, view))
     }
 
     /// Task `id` from the journal.

@@ -9,7 +9,8 @@
 //!
 //! Invariants, checked after every write in debug builds: the sum over all accounts is zero
 //! (the mint balances every grant), no own or escrow balance is negative. Every movement is a
-//! transfer with a unique id, applied in one SQLite transaction: the same id with the same
+//! transfer with a unique id, applied in one SQLite transaction (or, through
+//! [`Ledger::write_group`], in one savepoint of a transaction shared with other writes): the same id with the same
 //! content is a no-op, with other content an error. A payment from a peer is stored under an
 //! id derived from the payer's key and its `tx_id` (`rules::incoming_transfer_id`), never
 //! under the `tx_id` itself: a peer cannot take an id this node needs for its own escrow
@@ -19,9 +20,11 @@
 //!
 //! Here: the types and account names. Opening and migrating is in `schema`, reading in
 //! `queries`, every write of money in `transfers`, counterparties and reputation in `peers`,
-//! the `apn ledger` report in `report`.
+//! the `apn ledger` report in `report`, group commit (many writes, one
+//! transaction and one fsync, each write in its own savepoint) in `group`.
 
 pub mod audit;
+mod group;
 mod journal;
 mod outbox;
 mod peers;
@@ -37,6 +40,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::messages::{TransactionReason, Vibe};
+pub use group::{GroupWriter, WriteStats};
 pub use journal::{JournaledTask, Recovery};
 pub use outbox::PendingPayment;
 pub use report::{LedgerReport, report};
@@ -130,6 +134,62 @@ pub enum LedgerError {
     /// The network ledger (settlement mode `jetstream`) refused or could not take the entry.
     #[error("network ledger: {0}")]
     Network(String),
+    /// The settlement engine stopped before it committed and answered the write; it may or
+    /// may not be on disk (look it up by its id before retrying).
+    #[error("the settlement engine stopped before answering; the write may not be committed")]
+    Stopped,
+}
+
+impl LedgerError {
+    /// A copy of this error for each caller of a group that failed as a whole (see
+    /// [`Ledger::write_group`]). SQLite errors other than `SqliteFailure` carry no code to
+    /// copy; they become a generic `SqliteFailure` with the same message.
+    pub fn duplicate(&self) -> LedgerError {
+        use rusqlite::{Error as Sql, ffi};
+        match self {
+            LedgerError::Sqlite(Sql::SqliteFailure(code, message)) => {
+                LedgerError::Sqlite(Sql::SqliteFailure(*code, message.clone()))
+            }
+            LedgerError::Sqlite(other) => LedgerError::Sqlite(Sql::SqliteFailure(
+                ffi::Error::new(ffi::SQLITE_ERROR),
+                Some(other.to_string()),
+            )),
+            LedgerError::DiskFull => LedgerError::DiskFull,
+            LedgerError::SchemaTooNew { found, supported } => LedgerError::SchemaTooNew {
+                found: *found,
+                supported: *supported,
+            },
+            LedgerError::Overdraft {
+                account,
+                needed,
+                available,
+            } => LedgerError::Overdraft {
+                account: account.clone(),
+                needed: *needed,
+                available: *available,
+            },
+            LedgerError::TransferConflict(id) => LedgerError::TransferConflict(*id),
+            LedgerError::NoEscrow(id) => LedgerError::NoEscrow(*id),
+            LedgerError::EscrowSettled { id, state } => LedgerError::EscrowSettled {
+                id: *id,
+                state: *state,
+            },
+            LedgerError::Forged => LedgerError::Forged,
+            LedgerError::NotPayee => LedgerError::NotPayee,
+            LedgerError::Unsolicited => LedgerError::Unsolicited,
+            LedgerError::Overflow { account, amount } => LedgerError::Overflow {
+                account: account.clone(),
+                amount: *amount,
+            },
+            LedgerError::ZeroAmount => LedgerError::ZeroAmount,
+            LedgerError::Invariant(text) => LedgerError::Invariant(text.clone()),
+            LedgerError::NotFound(text) => LedgerError::NotFound(text.clone()),
+            LedgerError::Identity(text) => LedgerError::Identity(text.clone()),
+            LedgerError::Encoding(text) => LedgerError::Encoding(text.clone()),
+            LedgerError::Network(text) => LedgerError::Network(text.clone()),
+            LedgerError::Stopped => LedgerError::Stopped,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for LedgerError {
@@ -225,6 +285,7 @@ pub struct HistoryQuery {
 pub struct Ledger {
     connection: Connection,
     own: String,
+    stats: WriteStats,
 }
 
 fn reason_name(reason: TransactionReason) -> &'static str {

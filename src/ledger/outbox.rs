@@ -7,7 +7,7 @@
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
-use super::{EscrowState, Ledger, LedgerError, node_account};
+use super::{GroupWriter, Ledger, LedgerError};
 use crate::identity::PUBLIC_KEY_BYTES;
 use crate::messages::{TransactionReason, Vibe, VibeTransaction};
 
@@ -44,19 +44,7 @@ impl Ledger {
         payee: &[u8; PUBLIC_KEY_BYTES],
         sign: impl FnOnce(Vibe) -> VibeTransaction,
     ) -> Result<VibeTransaction, LedgerError> {
-        let payee_account = node_account(payee);
-        self.write(|transaction, own| {
-            let amount = Ledger::settle_in(
-                transaction,
-                own,
-                escrow_id,
-                EscrowState::Released,
-                Some(&payee_account),
-            )?;
-            let signed = sign(amount);
-            Ledger::queue_in(transaction, &signed)?;
-            Ok(signed)
-        })
+        self.write(|sql, own| GroupWriter::new(sql, own).release_signed(escrow_id, payee, sign))
     }
 
     /// Pay `amount` to `payee` directly and queue the signed payment, in one SQLite
@@ -69,17 +57,13 @@ impl Ledger {
         reason: TransactionReason,
         sign: impl FnOnce() -> VibeTransaction,
     ) -> Result<VibeTransaction, LedgerError> {
-        let to = node_account(payee);
-        self.write(|transaction, own| {
-            Ledger::pay_in(transaction, own, id, &to, amount, reason)?;
-            let signed = sign();
-            Ledger::queue_in(transaction, &signed)?;
-            Ok(signed)
+        self.write(|sql, own| {
+            GroupWriter::new(sql, own).pay_signed(id, payee, amount, reason, sign)
         })
     }
 
-    fn queue_in(
-        transaction: &rusqlite::Transaction<'_>,
+    pub(super) fn queue_in(
+        transaction: &rusqlite::Connection,
         signed: &VibeTransaction,
     ) -> Result<(), LedgerError> {
         let mut body = Vec::new();
@@ -138,6 +122,7 @@ impl Ledger {
             "DELETE FROM outbox WHERE tx_id = ?1 AND payee = ?2",
             params![tx_id.to_string(), hex::encode(payee_key)],
         )?;
+        self.count_commit(1);
         Ok(removed > 0)
     }
 

@@ -14,13 +14,20 @@ impl Ledger {
             "INSERT OR IGNORE INTO counterparties(peer, since) VALUES (?1, ?2)",
             params![hex::encode(peer_key), Utc::now().to_rfc3339()],
         )?;
+        self.count_commit(1);
         Ok(())
     }
 
     /// Whether payments from `peer_key` are accepted.
     pub fn is_counterparty(&self, peer_key: &[u8]) -> Result<bool, LedgerError> {
-        Ok(self
-            .connection
+        Ledger::is_counterparty_in(&self.connection, peer_key)
+    }
+
+    pub(super) fn is_counterparty_in(
+        connection: &rusqlite::Connection,
+        peer_key: &[u8],
+    ) -> Result<bool, LedgerError> {
+        Ok(connection
             .query_row(
                 "SELECT 1 FROM counterparties WHERE peer = ?1",
                 [hex::encode(peer_key)],
@@ -43,6 +50,7 @@ impl Ledger {
              ON CONFLICT(peer) DO UPDATE SET {column} = {column} + 1"
         );
         self.connection.execute(&sql, [hex::encode(peer_key)])?;
+        self.count_commit(1);
         Ok(())
     }
 

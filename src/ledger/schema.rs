@@ -28,6 +28,7 @@ impl Ledger {
         let mut ledger = Ledger {
             connection,
             own: node_account(own_key),
+            stats: super::WriteStats::default(),
         };
         ledger.migrate()?;
         Ok(ledger)

@@ -7,16 +7,16 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 use super::{
-    EscrowState, Ledger, LedgerError, LedgerOp, MINT, NewTransfer, escrow_account, node_account,
-    reason_name, rules,
+    EscrowState, GroupWriter, Ledger, LedgerError, LedgerOp, MINT, NewTransfer, escrow_account,
+    node_account, reason_name, rules,
 };
 use crate::messages::{TransactionReason, Vibe, VibeTransaction};
 
 impl Ledger {
     /// Apply one transfer inside `transaction`. Returns false when the same transfer was
     /// already applied (idempotent retry).
-    fn apply(
-        transaction: &rusqlite::Transaction<'_>,
+    pub(super) fn apply(
+        transaction: &rusqlite::Connection,
         own: &str,
         new: &NewTransfer<'_>,
     ) -> Result<bool, LedgerError> {
@@ -99,6 +99,7 @@ impl Ledger {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let result = work(&transaction, &self.own)?;
         transaction.commit()?;
+        self.count_commit(1);
         if cfg!(debug_assertions) {
             self.check_invariants()?;
         }
@@ -108,16 +109,11 @@ impl Ledger {
     /// Apply several operations in one SQLite transaction: all of them or none. Far fewer
     /// fsyncs than one transaction each (see the `ledger` benchmark).
     pub fn apply_batch(&mut self, operations: &[LedgerOp]) -> Result<(), LedgerError> {
-        self.write(|transaction, own| {
-            for operation in operations {
-                Ledger::apply_op(transaction, own, operation)?;
-            }
-            Ok(())
-        })
+        self.write(|transaction, own| GroupWriter::new(transaction, own).apply_batch(operations))
     }
 
-    fn apply_op(
-        transaction: &rusqlite::Transaction<'_>,
+    pub(super) fn apply_op(
+        transaction: &rusqlite::Connection,
         own: &str,
         operation: &LedgerOp,
     ) -> Result<(), LedgerError> {
@@ -169,7 +165,7 @@ impl Ledger {
     }
 
     pub(super) fn pay_in(
-        transaction: &rusqlite::Transaction<'_>,
+        transaction: &rusqlite::Connection,
         own: &str,
         id: Uuid,
         to: &str,
@@ -220,8 +216,8 @@ impl Ledger {
         self.write(|transaction, own| Ledger::hold_in(transaction, own, escrow_id, task_id, amount))
     }
 
-    fn hold_in(
-        transaction: &rusqlite::Transaction<'_>,
+    pub(super) fn hold_in(
+        transaction: &rusqlite::Connection,
         own: &str,
         escrow_id: Uuid,
         task_id: Option<Uuid>,
@@ -262,7 +258,7 @@ impl Ledger {
     }
 
     pub(super) fn settle_in(
-        transaction: &rusqlite::Transaction<'_>,
+        transaction: &rusqlite::Connection,
         own: &str,
         escrow_id: Uuid,
         to_state: EscrowState,
@@ -330,32 +326,6 @@ impl Ledger {
         transaction: &VibeTransaction,
         own_key: &[u8],
     ) -> Result<bool, LedgerError> {
-        if !transaction.verify() {
-            return Err(LedgerError::Forged);
-        }
-        if transaction.to.as_slice() != own_key {
-            return Err(LedgerError::NotPayee);
-        }
-        if !self.is_counterparty(&transaction.from)? {
-            return Err(LedgerError::Unsolicited);
-        }
-        let payer = node_account(&transaction.from);
-        let reason = reason_name(transaction.reason);
-        let id = rules::incoming_transfer_id(&transaction.from, &transaction.tx_id);
-        self.write(|sql, own| {
-            Ledger::apply(
-                sql,
-                own,
-                &NewTransfer {
-                    id,
-                    from: &payer,
-                    to: own,
-                    amount: transaction.amount,
-                    kind: "incoming",
-                    task_id: transaction.task_id,
-                    reason: Some(reason),
-                },
-            )
-        })
+        self.write(|sql, own| GroupWriter::new(sql, own).record_incoming(transaction, own_key))
     }
 }

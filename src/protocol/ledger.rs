@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::mesh::Inbound;
 use crate::identity::PUBLIC_KEY_BYTES;
 use crate::ledger::{
-    HistoryQuery, JournaledTask, LedgerError, Outcome, PendingPayment, TransferRecord,
+    HistoryQuery, JournaledTask, LedgerError, Outcome, PendingPayment, TransferRecord, WriteStats,
 };
 use crate::messages::{TransactionReason, Vibe, VibeTransaction};
 
@@ -166,3 +166,9 @@ pub struct JournalTask {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Option<JournaledTask>, LedgerError>")]
 pub struct LookupTask(pub Uuid);
+
+/// How many SQLite transactions the ledger committed and how many writes they carried
+/// (group commit: far fewer commits than writes under concurrent load).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "WriteStats")]
+pub struct GetWriteStats;

@@ -118,6 +118,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
         "settlement_through_actor_median",
         median,
     );
+    crate::ledger_concurrent::run(quick, bare_rate).await?;
 
     crate::ledger_jetstream::run(quick, bare_rate).await
 }

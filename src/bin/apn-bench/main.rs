@@ -15,8 +15,9 @@
 //!   same process directly.
 //! - `ledger`: durable settlements (hold + release) per second, one SQLite transaction each
 //!   and batched, against bare SQLite inserts with the same durability; p99 of one
-//!   settlement through the actor; settlements (hold + release judged by a projection) per
-//!   second through the network ledger on JetStream, one server (R1) and a three-server
+//!   settlement through the actor; settlements per second with 64 concurrent callers
+//!   through the actor (group commit); settlements (hold + release judged by a projection)
+//!   per second through the network ledger on JetStream, one server (R1) and a three-server
 //!   cluster (R3), against bare JetStream publishes awaited for their ack on the same servers.
 //! - `ws`: deltas per second to 100 websocket clients, and memory with them connected.
 //! - `sandbox`: a trivial run (`true`) through the agent runner in the sandbox, against the
@@ -30,6 +31,7 @@
 mod actors;
 mod gossip;
 mod ledger;
+mod ledger_concurrent;
 mod ledger_jetstream;
 mod market;
 mod memory;
