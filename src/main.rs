@@ -97,6 +97,33 @@ enum TreasuryCommand {
     },
 }
 
+/// Where the treasury finds the ledger, and how it logs in.
+#[derive(Args)]
+struct LedgerServerArgs {
+    /// NATS server(s) holding the ledger stream, comma-separated.
+    #[arg(long, value_name = "URL", env = "APN_SETTLEMENT_URL")]
+    url: String,
+    /// The ledger stream's name (created if missing).
+    #[arg(long, default_value = "APN_LEDGER")]
+    stream: String,
+    /// Copies of the stream when it is created here.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Log in to the server as the treasury's own nkey (a server with per-account
+    /// permissions).
+    #[arg(long)]
+    identity_nkey: bool,
+}
+
+impl LedgerServerArgs {
+    fn settings(&self) -> apn::network_ledger::stream::StreamSettings {
+        apn::network_ledger::stream::StreamSettings {
+            name: self.stream.clone(),
+            replicas: self.replicas,
+        }
+    }
+}
+
 #[derive(Args)]
 struct FaucetArgs {
     /// The treasury's directory.
@@ -108,18 +135,8 @@ struct FaucetArgs {
     /// Most grants in any hour.
     #[arg(long, value_name = "N", default_value_t = 60)]
     grants_per_hour: u32,
-    /// NATS server(s) holding the ledger stream, comma-separated.
-    #[arg(long, value_name = "URL", env = "APN_SETTLEMENT_URL")]
-    url: String,
-    /// The ledger stream's name (created if missing).
-    #[arg(long, default_value = "APN_LEDGER")]
-    stream: String,
-    /// Copies of the stream when it is created here.
-    #[arg(long, default_value_t = 1)]
-    replicas: usize,
-    /// Log in to the server as the treasury's own nkey.
-    #[arg(long)]
-    identity_nkey: bool,
+    #[command(flatten)]
+    ledger: LedgerServerArgs,
 }
 
 #[derive(Args)]
@@ -136,19 +153,8 @@ struct MintArgs {
     /// Why, for the history.
     #[arg(long, default_value = "")]
     memo: String,
-    /// NATS server(s) holding the ledger stream, comma-separated.
-    #[arg(long, value_name = "URL", env = "APN_SETTLEMENT_URL")]
-    url: String,
-    /// The ledger stream's name (created if missing).
-    #[arg(long, default_value = "APN_LEDGER")]
-    stream: String,
-    /// Copies of the stream when it is created here.
-    #[arg(long, default_value_t = 1)]
-    replicas: usize,
-    /// Log in to the server as the treasury's own nkey (a server with per-account
-    /// permissions).
-    #[arg(long)]
-    identity_nkey: bool,
+    #[command(flatten)]
+    ledger: LedgerServerArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -437,12 +443,9 @@ fn main() -> ExitCode {
                 dir: &args.dir,
                 amount: &args.amount,
                 grants_per_hour: args.grants_per_hour,
-                url: &args.url,
-                identity_nkey: args.identity_nkey,
-                stream: apn::network_ledger::stream::StreamSettings {
-                    name: args.stream.clone(),
-                    replicas: args.replicas,
-                },
+                url: &args.ledger.url,
+                identity_nkey: args.ledger.identity_nkey,
+                stream: args.ledger.settings(),
             })
         }
         Command::Treasury(TreasuryCommand::NatsAuthorization { dir, nodes, stream }) => {
@@ -454,12 +457,9 @@ fn main() -> ExitCode {
                 to: &args.to,
                 amount: &args.amount,
                 memo: &args.memo,
-                url: &args.url,
-                identity_nkey: args.identity_nkey,
-                stream: apn::network_ledger::stream::StreamSettings {
-                    name: args.stream.clone(),
-                    replicas: args.replicas,
-                },
+                url: &args.ledger.url,
+                identity_nkey: args.ledger.identity_nkey,
+                stream: args.ledger.settings(),
             },
             args.json,
         ),

@@ -331,10 +331,7 @@ impl LedgerStream {
         let stream = self.read_from(start).await?;
         futures::pin_mut!(stream);
         while messages.len() < limit {
-            let message = tokio::time::timeout(READ_TIMEOUT, stream.next())
-                .await
-                .map_err(|_| StreamError::Read("timed out waiting for the next entry".into()))?
-                .ok_or_else(|| StreamError::Read("the stream ended early".into()))??;
+            let message = next_entry(&mut stream).await?;
             let sequence = message.sequence;
             messages.push(message);
             if sequence >= target {
@@ -382,6 +379,18 @@ impl LedgerStream {
     }
 }
 
+/// The next message of a read that must go on (the stream's end is known to be ahead), or
+/// an error when none comes within [`READ_TIMEOUT`] or the read ends.
+pub async fn next_entry<S>(messages: &mut S) -> Result<StoredMessage, StreamError>
+where
+    S: Stream<Item = Result<StoredMessage, StreamError>> + Unpin,
+{
+    tokio::time::timeout(READ_TIMEOUT, messages.next())
+        .await
+        .map_err(|_| StreamError::Read("timed out waiting for the next entry".into()))?
+        .ok_or_else(|| StreamError::Read("the stream ended early".into()))?
+}
+
 /// A publish that may succeed if simply sent again.
 fn is_transient(kind: PublishErrorKind) -> bool {
     matches!(
@@ -412,10 +421,7 @@ pub async fn catch_up(
     let mut batch = Vec::with_capacity(BATCH);
     let mut reached = projection.position();
     while reached < target {
-        let message = tokio::time::timeout(READ_TIMEOUT, messages.next())
-            .await
-            .map_err(|_| StreamError::Read("timed out waiting for the next entry".into()))?
-            .ok_or_else(|| StreamError::Read("the stream ended early".into()))??;
+        let message = next_entry(&mut messages).await?;
         reached = message.sequence;
         batch.push(message);
         if batch.len() == BATCH || reached >= target {

@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use super::entry::{self, AccountKey, EntryBody, EntryError};
 use super::projection::{Projection, ProjectionError};
-use super::stream::{LedgerStream, READ_TIMEOUT, StoredMessage, StreamError};
+use super::stream::{LedgerStream, StoredMessage, StreamError, next_entry};
 use crate::identity::{Identity, verify_signature};
 use crate::messages::Vibe;
 use crate::messages::codec::{self, CodecError};
@@ -361,10 +361,7 @@ impl Ledger {
         let mut batch = Vec::with_capacity(BATCH);
         let mut reached = self.projection.position();
         while reached < target {
-            let message = tokio::time::timeout(READ_TIMEOUT, messages.next())
-                .await
-                .map_err(|_| StreamError::Read("timed out waiting for the next entry".into()))?
-                .ok_or_else(|| StreamError::Read("the stream ended early".into()))??;
+            let message = next_entry(&mut messages).await?;
             reached = message.sequence;
             batch.push(message);
             if batch.len() == BATCH || reached >= target {
