@@ -183,8 +183,9 @@ impl TaskDistributor {
     }
 
     /// Send the request of bid round `round`: by gossip and the relay, and straight to the
-    /// peers that announced the profile (gossip alone can miss a peer whose subscription
-    /// has not propagated yet). Bidders answer a task id once per round, so copies cost
+    /// peers that announced the profile, in random order (gossip alone can miss a peer whose
+    /// subscription has not propagated yet); their number tells the machine when every
+    /// known bidder has answered. Bidders answer a task id once per round, so copies cost
     /// nothing.
     fn offer(&mut self, id: Uuid, round: u32, ctx: &mut Context<Self>) {
         let Some(task) = self.tasks.get(&id) else {
@@ -208,12 +209,15 @@ impl TaskDistributor {
         let message = APNMessage::TaskDistributionRequest(request);
         let work = async move {
             let peers = peers_of.send(GetPeers).await.unwrap_or_default();
-            let direct: Vec<PeerId> = peers
+            let mut direct: Vec<PeerId> = peers
                 .iter()
                 .filter(|p| p.announced && p.executor_profiles.contains(&profile))
                 .filter_map(|p| p.peer_id.parse().ok())
-                .take(super::DIRECT_OFFERS_MAX)
                 .collect();
+            // In a new order each time: the window may close on the first bids in, and a
+            // peer always offered last would never be among them.
+            rand::seq::SliceRandom::shuffle(&mut direct[..], &mut rand::thread_rng());
+            direct.truncate(super::DIRECT_OFFERS_MAX);
             let profile_peers = direct.len();
             let offered_directly = profile_peers > 0;
             for peer in direct {
