@@ -137,6 +137,7 @@ fn arb_message() -> impl Strategy<Value = APNMessage> {
                     estimated_duration_s: duration,
                     capabilities,
                     valid_until: until,
+                    free_slots: None,
                 })
             }),
         (

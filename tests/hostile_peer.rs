@@ -43,6 +43,7 @@ async fn lies_are_refused_counted_and_cost_nothing() {
             estimated_duration_s: 1,
             capabilities: vec![],
             valid_until: chrono::Utc::now(),
+            free_slots: None,
         })
     };
     // 1. A bid above the reward, for a profile it lacks. 2. A bid in another node's name.

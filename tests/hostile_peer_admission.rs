@@ -235,6 +235,7 @@ async fn a_zero_bid_is_refused_and_the_task_goes_to_an_honest_bidder() {
             estimated_duration_s: 1,
             capabilities: vec![],
             valid_until: chrono::Utc::now() + chrono::Duration::seconds(30),
+            free_slots: None,
         }))
         .await;
     let view = task_final(&a, id, Duration::from_secs(60)).await;
@@ -283,6 +284,7 @@ async fn an_escrow_that_cannot_be_held_moves_on_to_the_next_bidder() {
             estimated_duration_s: 1,
             capabilities: vec![],
             valid_until: chrono::Utc::now() + chrono::Duration::seconds(30),
+            free_slots: None,
         }))
         .await;
     let view = task_final(&a, id, Duration::from_secs(60)).await;

@@ -545,3 +545,59 @@ async fn local_runs_need_no_payment_and_timeouts_kill_the_process_group() {
     assert!(!marker.exists(), "a process of the timed-out run survived");
     node.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_burst_from_one_originator_spreads_over_equal_executors() {
+    const TASKS: usize = 6;
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    // Three equal executors, each with a slot (and a reservation allowance) for every task
+    // of the burst: nothing but the originator's choice spreads the tasks.
+    let configs = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| {
+            let mut config = market_config(dir.path(), 6, index > 0);
+            config.resources.max_concurrent_tasks = TASKS as u32;
+            config.market.reservations_per_peer = TASKS as u32;
+            config
+        })
+        .collect();
+    let nodes = mesh(configs).await;
+    let origin = &nodes[0];
+    // Each run lasts a moment, so no executor has finished one (and gained reputation over
+    // the others) while the burst is judged.
+    let mut ids = Vec::new();
+    for _ in 0..TASKS {
+        let id = origin
+            .distributor
+            .send(task(repo.path(), "sleep 2; echo done > done.txt", 10))
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(id);
+    }
+    let mut executors = std::collections::BTreeMap::<String, usize>::new();
+    for id in ids {
+        let view = task_final(origin, id, TASK_TIMEOUT).await;
+        assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+        *executors
+            .entry(view.assigned_node.clone().unwrap())
+            .or_default() += 1;
+    }
+    let expected: std::collections::BTreeSet<String> = nodes[1..]
+        .iter()
+        .map(|n| n.identity.node_id().to_string())
+        .collect();
+    assert_eq!(
+        executors
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected,
+        "tasks per executor: {executors:?}"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -34,6 +34,7 @@ fn bid(bidder: &Identity) -> APNMessage {
         estimated_duration_s: 60,
         capabilities: vec!["rust".into()],
         valid_until: Utc::now(),
+        free_slots: None,
     })
 }
 

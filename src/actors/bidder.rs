@@ -94,6 +94,8 @@ impl Bidder {
             unsandboxed: unsandboxed.as_deref(),
             profiles: &self.profiles,
             capabilities: &self.config.node.capabilities,
+            // The executor's reservation below is the check that counts (it knows the
+            // slots); its answer, the slots left, goes into the bid.
             free_slots: 1,
             compute_rate_per_cpu_hour: self.config.economics.compute_rate_per_cpu_hour,
             min_task_reward: self.config.economics.min_task_reward,
@@ -123,6 +125,7 @@ impl Bidder {
             capabilities: self.config.node.capabilities.clone(),
             // The reservation's end: an assignment after it is refused.
             valid_until: Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default(),
+            free_slots: None,
         };
         let reserve = self.links.reserve.clone();
         let send = self.links.send.clone();
@@ -130,7 +133,7 @@ impl Bidder {
         let content_hash = request.content_hash.clone();
         ctx.spawn(
             async move {
-                let reserved = reserve
+                let free_slots = reserve
                     .send(ReserveSlot {
                         task_id,
                         until,
@@ -139,12 +142,14 @@ impl Bidder {
                         content_hash,
                     })
                     .await
-                    .unwrap_or(false);
+                    .ok()
+                    .flatten();
+                let reserved = free_slots.is_some();
                 if reserved
                     && let Ok(Err(e)) = send
                         .send(SendTo {
                             peer: origin,
-                            message: APNMessage::TaskBid(bid),
+                            message: APNMessage::TaskBid(TaskBid { free_slots, ..bid }),
                         })
                         .await
                 {

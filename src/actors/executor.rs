@@ -476,11 +476,11 @@ impl Handler<Inbound> for TaskExecutor {
 }
 
 impl Handler<ReserveSlot> for TaskExecutor {
-    type Result = bool;
+    type Result = Option<u32>;
 
-    fn handle(&mut self, request: ReserveSlot, _ctx: &mut Self::Context) -> bool {
+    fn handle(&mut self, request: ReserveSlot, _ctx: &mut Self::Context) -> Option<u32> {
         if self.running.contains_key(&request.task_id) {
-            return false;
+            return None;
         }
         // Expired reservations go first (this also counts the free slots).
         let free = self.free_slots(None);
@@ -491,10 +491,11 @@ impl Handler<ReserveSlot> for TaskExecutor {
                 && existing.bid.price == request.price
                 && existing.bid.content_hash == request.content_hash
                 && !existing.bid.claimed;
-            if same {
-                existing.until = existing.until.max(request.until);
+            if !same {
+                return None;
             }
-            return same;
+            existing.until = existing.until.max(request.until);
+            return Some(free);
         }
         let held = self
             .reservations
@@ -506,9 +507,9 @@ impl Handler<ReserveSlot> for TaskExecutor {
             Err(reason @ market::NoBid::PeerReservations { .. }) => {
                 self.metrics.count_drop(DropReason::ReservationLimit);
                 tracing::debug!(task_id = %request.task_id, origin = %request.origin, %reason, "no reservation");
-                return false;
+                return None;
             }
-            Err(_) => return false,
+            Err(_) => return None,
         }
         self.reservations.insert(
             request.task_id,
@@ -523,7 +524,7 @@ impl Handler<ReserveSlot> for TaskExecutor {
             },
         );
         self.announce_slots();
-        true
+        Some(free.saturating_sub(1))
     }
 }
 

@@ -162,6 +162,10 @@ mod tests {
         assert_eq!(config.resources.max_concurrent_tasks, 2);
         assert!(config.executor.profiles.contains_key("SHELL"));
         assert!(!config.executor.profiles["SHELL"].enabled);
+        assert_eq!(
+            config.market.bids_enough,
+            crate::config::MarketConfig::default().bids_enough
+        );
         assert!(!config.http.allow_remote_reads);
         assert!(config.http.trusted_proxies.is_empty() && config.http.allowed_hosts.is_empty());
     }
@@ -223,6 +227,17 @@ mod tests {
         assert!(error.to_string().contains("trust_forwarded_for"), "{error}");
         let error = load("[node]\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n", &[], &[]).unwrap_err();
         assert!(error.to_string().contains("node.bootstrap[0]"), "{error}");
+        for bad in ["0", "65"] {
+            let error = load(&format!("[market]\nbids_enough = {bad}\n"), &[], &[]).unwrap_err();
+            assert!(error.to_string().contains("market.bids_enough"), "{error}");
+        }
+        assert_eq!(
+            load("[market]\nbids_enough = 1\n", &[], &[])
+                .unwrap()
+                .market
+                .bids_enough,
+            1
+        );
     }
 
     #[test]

@@ -206,6 +206,10 @@ pub struct MarketConfig {
     pub bid_window_ms: u64,
     /// Bids accepted per task; later ones are dropped.
     pub bids_per_task_max: usize,
+    /// Bids from this many distinct executors close a bid window early (so does a bid from
+    /// every peer known to run the task's profile); the window never runs past
+    /// `bid_window_ms`.
+    pub bids_enough: usize,
     /// Bid windows held for a task that got no bid before it fails.
     pub bid_rounds_max: u32,
     /// How often a task moves to the next bidder before it fails.
@@ -228,6 +232,7 @@ impl Default for MarketConfig {
         MarketConfig {
             bid_window_ms: 300,
             bids_per_task_max: 64,
+            bids_enough: 3,
             bid_rounds_max: 3,
             reassignments_max: 2,
             heartbeat_timeout_s: 30,

@@ -116,6 +116,12 @@ impl Config {
         if self.market.bids_per_task_max == 0 {
             return Err(invalid("market.bids_per_task_max", "must be at least 1"));
         }
+        if self.market.bids_enough == 0 || self.market.bids_enough > self.market.bids_per_task_max {
+            return Err(invalid(
+                "market.bids_enough",
+                "must be between 1 and market.bids_per_task_max",
+            ));
+        }
         if self.accept.policy == AcceptPolicy::List {
             for (index, peer) in self.accept.peers.iter().enumerate() {
                 peer.parse::<libp2p::PeerId>().map_err(|e| {

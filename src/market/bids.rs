@@ -1,7 +1,7 @@
 //! Bids: whether this node bids for a request and at what price ([`decide_bid`]), whether
 //! a bid may hold a slot ([`may_reserve`]), what an originator refuses outright
 //! ([`check_bid`], [`check_bid_price`]) and how it orders the rest ([`score_bid`],
-//! [`rank_bids`]). Plain functions.
+//! [`rank_bids`]: best score first, near-ties spread by load, [`near_tie`]). Plain functions.
 
 use crate::config::AcceptConfig;
 use crate::messages::{TaskDistributionRequest, Vibe};
@@ -161,6 +161,9 @@ pub struct BidFacts {
     pub reputation: f64,
     /// Measured round trip to the bidder, when known.
     pub latency_ms: Option<f64>,
+    /// Slots the bidder had free once this bid's slot was reserved (`None`: its bid did
+    /// not say, an older node). Breaks near-ties only.
+    pub free_slots: Option<u32>,
 }
 
 /// Why an originator refuses a bid outright.
@@ -251,18 +254,54 @@ pub fn score_bid(bid: &BidFacts, reward: Vibe) -> f64 {
         + WEIGHT_LATENCY * latency_term
 }
 
-/// Order bids best first. Ties go to the lower price, then to the key (deterministic).
-pub fn rank_bids<K: Ord + Clone>(bids: &[(K, BidFacts)], reward: Vibe) -> Vec<K> {
-    let mut scored: Vec<(f64, Vibe, K)> = bids
+/// Scores within this share of the best score are a near-tie: the bids differ by less than
+/// the terms' own noise (a fraction of a millisecond of latency, a rounding of the price),
+/// so load decides among them.
+pub const NEAR_TIE_SHARE: f64 = 0.03;
+
+/// Whether `score` is a near-tie with the `best` score (within [`NEAR_TIE_SHARE`] of it).
+pub fn near_tie(best: f64, score: f64) -> bool {
+    score >= best - best.abs() * NEAR_TIE_SHARE
+}
+
+/// Order bids best first. The bids whose score is a near-tie with the best one
+/// ([`near_tie`]) come first, ordered by load: fewer `recent_assignments` (tasks this
+/// originator gave the bidder lately), then more free slots in the bid, then score; so a
+/// burst of tasks against equal bidders spreads over all of them. The rest follow by score.
+/// Remaining ties go to the lower price, then to the key (deterministic).
+pub fn rank_bids<K: Ord + Clone>(
+    bids: &[(K, BidFacts)],
+    reward: Vibe,
+    recent_assignments: impl Fn(&K) -> u32,
+) -> Vec<K> {
+    let mut scored: Vec<(f64, &K, &BidFacts)> = bids
         .iter()
-        .map(|(key, facts)| (score_bid(facts, reward), facts.price, key.clone()))
+        .map(|(key, facts)| (score_bid(facts, reward), key, facts))
         .collect();
-    scored.sort_by(|a, b| {
+    let by_score = |a: &(f64, &K, &BidFacts), b: &(f64, &K, &BidFacts)| {
         b.0.total_cmp(&a.0)
-            .then_with(|| a.1.cmp(&b.1))
-            .then_with(|| a.2.cmp(&b.2))
+            .then_with(|| a.2.price.cmp(&b.2.price))
+            .then_with(|| a.1.cmp(b.1))
+    };
+    scored.sort_by(by_score);
+    let Some(best) = scored.first().map(|(score, _, _)| *score) else {
+        return Vec::new();
+    };
+    let tied = scored
+        .iter()
+        .take_while(|(score, _, _)| near_tie(best, *score))
+        .count();
+    scored[..tied].sort_by(|a, b| {
+        recent_assignments(a.1)
+            .cmp(&recent_assignments(b.1))
+            .then_with(|| {
+                b.2.free_slots
+                    .unwrap_or(0)
+                    .cmp(&a.2.free_slots.unwrap_or(0))
+            })
+            .then_with(|| by_score(a, b))
     });
-    scored.into_iter().map(|(_, _, key)| key).collect()
+    scored.into_iter().map(|(_, key, _)| key.clone()).collect()
 }
 
 #[cfg(test)]
@@ -391,6 +430,7 @@ mod tests {
             estimated_duration_s: 600,
             reputation: 0.5,
             latency_ms: Some(10.0),
+            free_slots: Some(1),
         };
         let cheaper = BidFacts {
             price: Vibe::from_whole(2),
@@ -412,13 +452,100 @@ mod tests {
             ..base.clone()
         };
         assert!(score_bid(&far, reward) < score_bid(&base, reward));
-        let ranked = rank_bids(&[("a", base.clone()), ("b", cheaper), ("c", far)], reward);
+        let ranked = rank_bids(
+            &[("a", base.clone()), ("b", cheaper), ("c", far)],
+            reward,
+            |_| 0,
+        );
         assert_eq!(ranked, vec!["b", "a", "c"]);
         // Identical bids: deterministic by key.
         assert_eq!(
-            rank_bids(&[("y", base.clone()), ("x", base)], reward),
+            rank_bids(&[("y", base.clone()), ("x", base)], reward, |_| 0),
             vec!["x", "y"]
         );
+    }
+
+    fn equal_bid(latency_ms: f64) -> BidFacts {
+        BidFacts {
+            price: Vibe::from_whole(2),
+            estimated_duration_s: 600,
+            reputation: 0.5,
+            latency_ms: Some(latency_ms),
+            free_slots: Some(4),
+        }
+    }
+
+    #[test]
+    fn near_ties_are_within_a_few_percent_of_the_best() {
+        assert!(near_tie(0.6, 0.6));
+        assert!(near_tie(0.6, 0.59));
+        assert!(!near_tie(0.6, 0.55));
+        assert!(near_tie(0.0, 0.0));
+        // Half a millisecond of latency is a near-tie; a cheaper price is not.
+        let reward = Vibe::from_whole(5);
+        let best = score_bid(&equal_bid(0.2), reward);
+        assert!(near_tie(best, score_bid(&equal_bid(0.7), reward)));
+        let dearer = BidFacts {
+            price: Vibe::from_whole(3),
+            ..equal_bid(0.2)
+        };
+        assert!(!near_tie(best, score_bid(&dearer, reward)));
+    }
+
+    #[test]
+    fn near_ties_go_to_fewer_recent_assignments_then_more_free_slots() {
+        let reward = Vibe::from_whole(5);
+        // "a" is a hair closer, but was given more tasks lately.
+        let bids = [("a", equal_bid(0.2)), ("b", equal_bid(0.4))];
+        let recent = |key: &&str| if *key == "a" { 3 } else { 1 };
+        assert_eq!(rank_bids(&bids, reward, recent), vec!["b", "a"]);
+        assert_eq!(rank_bids(&bids, reward, |_| 0), vec!["a", "b"]);
+        // Equal recent assignments: the one with more free slots.
+        let roomy = BidFacts {
+            free_slots: Some(7),
+            ..equal_bid(0.4)
+        };
+        let bids = [("a", equal_bid(0.2)), ("b", roomy)];
+        assert_eq!(rank_bids(&bids, reward, |_| 0), vec!["b", "a"]);
+        // A clearly better bid is not a tie: load does not beat price.
+        let cheaper = BidFacts {
+            price: Vibe::from_whole(1),
+            free_slots: Some(0),
+            ..equal_bid(0.4)
+        };
+        let bids = [("a", equal_bid(0.2)), ("b", cheaper), ("c", equal_bid(0.3))];
+        assert_eq!(
+            rank_bids(&bids, reward, |k| u32::from(*k == "b") * 9),
+            vec!["b", "a", "c"]
+        );
+        assert!(rank_bids::<&str>(&[], reward, |_| 0).is_empty());
+    }
+
+    #[test]
+    fn a_burst_against_equal_bidders_spreads_over_all_of_them() {
+        let reward = Vibe::from_whole(5);
+        // Four equal bidders; latency differs by fractions of a millisecond.
+        let bidders = ["w", "x", "y", "z"];
+        let mut given: std::collections::HashMap<&str, u32> = Default::default();
+        for task in 0..40 {
+            let bids: Vec<(&str, BidFacts)> = bidders
+                .iter()
+                .enumerate()
+                .map(|(i, key)| (*key, equal_bid(0.3 + 0.1 * ((task + i) % 4) as f64)))
+                .collect();
+            let ranked = rank_bids(&bids, reward, |key| given.get(key).copied().unwrap_or(0));
+            *given.entry(ranked[0]).or_default() += 1;
+        }
+        assert_eq!(given.len(), 4, "{given:?}");
+        assert!(given.values().all(|n| *n == 10), "{given:?}");
+        // Without the spread (every bidder as loaded as the others) one bidder took all:
+        // the closest one, task after task.
+        let bids: Vec<(&str, BidFacts)> = bidders
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (*key, equal_bid(0.3 + 0.1 * i as f64)))
+            .collect();
+        assert_eq!(rank_bids(&bids, reward, |_| 0)[0], "w");
     }
 
     #[test]
@@ -428,6 +555,7 @@ mod tests {
             estimated_duration_s: u64::MAX,
             reputation: 7.0,
             latency_ms: Some(-3.0),
+            free_slots: None,
         };
         let score = score_bid(&facts, Vibe::from_whole(1));
         assert!((0.0..=1.0).contains(&score), "{score}");

@@ -1,6 +1,8 @@
 //! The originator's side of a task offered to the mesh, as a state machine with no I/O:
 //!
 //! ```text
+//!                enough bids, or every known bidder bid: early
+//!                ┌───────┐
 //! bundling ─► bidding ─► judging ─► escrowing ─► assigned ─► running ─► verifying ─► settling ─► completed
 //!                ▲  │ no bid (rounds left)  │ escrow / seal failed: next bid     │ refusal, failure, silence,
 //!                └──┘                       ▼                                    │ deadline, bad result:
@@ -36,6 +38,8 @@ pub struct OriginTask<P> {
     round: u32,
     /// Rounds that ended with no bid.
     empty_rounds: u32,
+    /// Peers known to run the profile that the current round was offered to directly.
+    profile_peers: usize,
     bids: Vec<(P, BidOffer)>,
     ranked: VecDeque<P>,
     tries: Tries,
@@ -53,6 +57,7 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
             phase: Phase::Bundling,
             round: 0,
             empty_rounds: 0,
+            profile_peers: 0,
             bids: Vec::new(),
             ranked: VecDeque::new(),
             tries: Tries::default(),
@@ -112,16 +117,23 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
     fn open_round(&mut self) -> Vec<Effect<P>> {
         self.phase = Phase::Bidding;
         self.round += 1;
+        self.profile_peers = 0;
         // A new round: bids of an earlier one held slots that are gone by now.
         self.bids.clear();
         self.ranked.clear();
         vec![Effect::Offer { round: self.round }]
     }
 
-    /// The request of `round` is out: close the window after it.
-    pub fn offered(&mut self, round: u32) -> Vec<Effect<P>> {
+    /// The request of `round` is out, sent directly to `profile_peers` peers known to run
+    /// the profile: close the window after `bid_window`, or at once if the bids that came
+    /// meanwhile already suffice ([`originator::bid_window_done`]).
+    pub fn offered(&mut self, round: u32, profile_peers: usize) -> Vec<Effect<P>> {
         if self.phase != Phase::Bidding || round != self.round {
             return Vec::new();
+        }
+        self.profile_peers = profile_peers;
+        if self.window_done() {
+            return self.close_bidding(round);
         }
         vec![Effect::CloseBiddingAfter {
             round,
@@ -129,13 +141,22 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         }]
     }
 
-    /// A bid arrived.
-    pub fn bid(&mut self, peer: P, offer: BidOffer) -> Result<(), BidRefused> {
-        if self.phase != Phase::Bidding {
-            return Err(BidRefused::NotBidding);
-        }
+    fn window_done(&self) -> bool {
+        originator::bid_window_done(self.bids.len(), self.limits.bids_enough, self.profile_peers)
+    }
+
+    /// A bid arrived. Once enough are in ([`originator::bid_window_done`]) the window
+    /// closes early: the effects are those of [`OriginTask::close_bidding`].
+    pub fn bid(&mut self, peer: P, offer: BidOffer) -> Result<Vec<Effect<P>>, BidRefused> {
         if self.bid_of(&peer).is_some() {
             return Err(BidRefused::Duplicate);
+        }
+        match self.phase {
+            Phase::Bidding => {}
+            Phase::Bundling => return Err(BidRefused::NotBidding),
+            // A bid of this round that came after its window (it closed early, or the
+            // bid was slow): it holds a slot at the bidder for nothing.
+            _ => return Err(BidRefused::Late),
         }
         if self.bids.len() >= self.limits.bids_per_task_max {
             return Err(BidRefused::TooMany);
@@ -144,7 +165,10 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
             return Err(BidRefused::BelowMinimum);
         }
         self.bids.push((peer, offer));
-        Ok(())
+        if self.window_done() {
+            return Ok(self.close_bidding(self.round));
+        }
+        Ok(Vec::new())
     }
 
     /// The bid window of `round` closed.

@@ -1,11 +1,14 @@
 //! The originator's side of the task life cycle, the parts that decide with the clock:
-//! which bid to assign next (skipping bids whose reservation ran out, offering the task
+//! when a bid window may close before its time ([`bid_window_done`]), how many tasks it
+//! gave each executor lately ([`RecentAssignments`], for spreading near-ties), which bid to
+//! assign next (skipping bids whose reservation ran out, offering the task
 //! again when only such bids are left, giving up after `market.reassignments_max`), and
 //! when an assignment has gone on too long (silent past the heartbeat timeout, or past the
 //! run's deadline however many heartbeats came). Plain functions and types, `now` passed
 //! in; the distributor carries out what they decide.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -58,6 +61,98 @@ pub fn next_step<P: Copy>(
         NextStep::OfferAgain { expired }
     } else {
         NextStep::GiveUp
+    }
+}
+
+/// Whether a bid window may close now, before its time: `bids` bids from distinct bidders
+/// are in, and either they are `bids_enough` (`market.bids_enough`), or every one of the
+/// `profile_peers` peers known to run the task's profile (the ones offered it directly; 0
+/// when none is known) has bid. Waiting longer could only add bids no better than a tie
+/// among these. A window with too few bids runs its whole length, as before.
+pub fn bid_window_done(bids: usize, bids_enough: usize, profile_peers: usize) -> bool {
+    bids > 0 && (bids >= bids_enough || (profile_peers > 0 && bids >= profile_peers))
+}
+
+/// How long an assignment counts as recent, for spreading near-tied bids.
+pub const RECENT_ASSIGNMENT_WINDOW: Duration = Duration::from_secs(60);
+/// Executors whose recent assignments are remembered at most.
+pub const RECENT_EXECUTORS_MAX: usize = 1024;
+/// Recent assignments remembered per executor at most.
+pub const RECENT_PER_EXECUTOR_MAX: usize = 1024;
+
+/// The tasks this originator gave each executor within [`RECENT_ASSIGNMENT_WINDOW`]: fewer
+/// wins a near-tie (`market::rank_bids`), so a burst against equal executors spreads over
+/// all of them. Bounded: at most [`RECENT_EXECUTORS_MAX`] executors (the one assigned to
+/// longest ago is forgotten first) and [`RECENT_PER_EXECUTOR_MAX`] assignments each.
+#[derive(Debug, Clone)]
+pub struct RecentAssignments<P> {
+    window: Duration,
+    given: HashMap<P, VecDeque<Instant>>,
+}
+
+impl<P: Eq + Hash + Copy> Default for RecentAssignments<P> {
+    fn default() -> Self {
+        Self::new(RECENT_ASSIGNMENT_WINDOW)
+    }
+}
+
+impl<P: Eq + Hash + Copy> RecentAssignments<P> {
+    /// No assignments yet; an assignment counts for `window`.
+    pub fn new(window: Duration) -> Self {
+        RecentAssignments {
+            window,
+            given: HashMap::new(),
+        }
+    }
+
+    /// A task went to `peer` at `now`.
+    pub fn record(&mut self, peer: P, now: Instant) {
+        if !self.given.contains_key(&peer) && self.given.len() >= RECENT_EXECUTORS_MAX {
+            self.forget_old(now);
+            if self.given.len() >= RECENT_EXECUTORS_MAX
+                && let Some(oldest) = self
+                    .given
+                    .iter()
+                    .min_by_key(|(_, times)| times.back().copied())
+                    .map(|(peer, _)| *peer)
+            {
+                self.given.remove(&oldest);
+            }
+        }
+        let times = self.given.entry(peer).or_default();
+        if times.len() >= RECENT_PER_EXECUTOR_MAX {
+            times.pop_front();
+        }
+        times.push_back(now);
+    }
+
+    /// Tasks given to `peer` within the window before `now`.
+    pub fn count(&self, peer: &P, now: Instant) -> u32 {
+        self.given.get(peer).map_or(0, |times| {
+            times
+                .iter()
+                .filter(|at| now.saturating_duration_since(**at) < self.window)
+                .count() as u32
+        })
+    }
+
+    /// Drop assignments older than the window, and executors left with none.
+    pub fn forget_old(&mut self, now: Instant) {
+        let window = self.window;
+        self.given.retain(|_, times| {
+            while times
+                .front()
+                .is_some_and(|at| now.saturating_duration_since(*at) >= window)
+            {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+    }
+
+    /// Executors remembered now (for tests).
+    pub fn executors(&self) -> usize {
+        self.given.len()
     }
 }
 
@@ -144,6 +239,50 @@ mod tests {
             bids.iter().map(|(peer, _)| *peer).collect(),
             move |peer: &u32| valid.iter().find(|(p, _)| p == peer).map(|(_, s)| at(*s)),
         )
+    }
+
+    #[test]
+    fn a_window_closes_early_with_enough_bids_or_every_known_bidder() {
+        // Nothing in: never early (an empty window runs its length, then offers again).
+        assert!(!bid_window_done(0, 3, 0));
+        assert!(!bid_window_done(0, 1, 0));
+        // Enough distinct bidders.
+        assert!(!bid_window_done(2, 3, 0));
+        assert!(bid_window_done(3, 3, 0));
+        assert!(bid_window_done(4, 3, 10));
+        // Every peer known to run the profile has bid, even if fewer than enough.
+        assert!(bid_window_done(1, 3, 1));
+        assert!(bid_window_done(2, 3, 2));
+        assert!(!bid_window_done(1, 3, 2));
+        // More known peers than enough: enough decides.
+        assert!(!bid_window_done(2, 3, 5));
+    }
+
+    #[test]
+    fn recent_assignments_count_within_the_window_and_stay_bounded() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(60);
+        let mut recent = RecentAssignments::new(window);
+        recent.record(1u32, t0);
+        recent.record(1, t0 + Duration::from_secs(30));
+        recent.record(2, t0 + Duration::from_secs(30));
+        assert_eq!(recent.count(&1, t0 + Duration::from_secs(30)), 2);
+        assert_eq!(recent.count(&3, t0), 0);
+        // The first assignment to 1 is no longer recent a minute later.
+        assert_eq!(recent.count(&1, t0 + window), 1);
+        recent.forget_old(t0 + Duration::from_secs(90));
+        assert_eq!(recent.executors(), 0);
+        // Per executor and in executors, bounded.
+        for _ in 0..RECENT_PER_EXECUTOR_MAX + 5 {
+            recent.record(7, t0);
+        }
+        assert_eq!(recent.count(&7, t0), RECENT_PER_EXECUTOR_MAX as u32);
+        for peer in 0..RECENT_EXECUTORS_MAX as u32 + 5 {
+            recent.record(1000 + peer, t0 + Duration::from_secs(1));
+        }
+        assert_eq!(recent.executors(), RECENT_EXECUTORS_MAX);
+        // The executor assigned to longest ago went first.
+        assert_eq!(recent.count(&7, t0), 0);
     }
 
     #[test]

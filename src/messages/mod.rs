@@ -202,6 +202,10 @@ pub struct TaskBid {
     pub capabilities: Vec<String>,
     /// The slot is reserved for the bidder until this instant.
     pub valid_until: DateTime<Utc>,
+    /// Slots the bidder has free once this bid's slot is reserved; the originator prefers
+    /// the less loaded of near-tied bids. Absent from older nodes' bids.
+    #[serde(default)]
+    pub free_slots: Option<u32>,
 }
 
 /// End-to-end encrypted bytes: a Noise transport message with its explicit nonce, so messages

@@ -60,6 +60,7 @@ pub fn every_variant(identity: &Identity, at: DateTime<Utc>) -> Vec<APNMessage> 
             estimated_duration_s: 120,
             capabilities: vec!["rust".into()],
             valid_until: at,
+            free_slots: Some(3),
         }),
         APNMessage::TaskAssigned(TaskAssigned {
             task_id,

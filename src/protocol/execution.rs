@@ -11,10 +11,11 @@ use uuid::Uuid;
 use crate::market::{ExecutionResult, LogLine, TaskPayload};
 use crate::messages::{ComputeUsage, ExecutionStage, Vibe};
 
-/// Reserve a slot for a bid to `origin` at `price` until `until`; false when no slot is
+/// Reserve a slot for a bid to `origin` at `price` until `until`. The answer is the number
+/// of slots still free once it is held (the bid carries it), or `None` when no slot is
 /// free. The reservation is what admits the assignment that may follow.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Option<u32>")]
 pub struct ReserveSlot {
     /// The task bid on (the originator's `task_id`).
     pub task_id: Uuid,

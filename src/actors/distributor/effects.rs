@@ -96,7 +96,12 @@ impl TaskDistributor {
                 peer,
                 price,
                 escrow_id,
-            } => self.hold_and_seal(id, peer, price, escrow_id, ctx),
+            } => {
+                // Counted at the choice, so the next task judged (a burst judges many at
+                // once) already sees it.
+                self.recent.record(peer, Instant::now());
+                self.hold_and_seal(id, peer, price, escrow_id, ctx)
+            }
             Effect::SendAssignment { peer, escrow_id } => {
                 self.send_assignment(id, peer, escrow_id, ctx)
             }
@@ -167,7 +172,7 @@ impl TaskDistributor {
         }
     }
 
-    fn tell_cancelled(&self, id: Uuid, peer: PeerId, reason: String) {
+    pub(super) fn tell_cancelled(&self, id: Uuid, peer: PeerId, reason: String) {
         self.links.send.do_send(SendTo {
             peer,
             message: APNMessage::TaskCancelled(TaskCancelled {
@@ -178,8 +183,9 @@ impl TaskDistributor {
     }
 
     /// Send the request of bid round `round`: by gossip and the relay, and straight to the
-    /// peers that announced the profile (gossip alone can miss a peer whose subscription
-    /// has not propagated yet). Bidders answer a task id once per round, so copies cost
+    /// peers that announced the profile, in random order (gossip alone can miss a peer whose
+    /// subscription has not propagated yet); their number tells the machine when every
+    /// known bidder has answered. Bidders answer a task id once per round, so copies cost
     /// nothing.
     fn offer(&mut self, id: Uuid, round: u32, ctx: &mut Context<Self>) {
         let Some(task) = self.tasks.get(&id) else {
@@ -203,13 +209,17 @@ impl TaskDistributor {
         let message = APNMessage::TaskDistributionRequest(request);
         let work = async move {
             let peers = peers_of.send(GetPeers).await.unwrap_or_default();
-            let direct: Vec<PeerId> = peers
+            let mut direct: Vec<PeerId> = peers
                 .iter()
                 .filter(|p| p.announced && p.executor_profiles.contains(&profile))
                 .filter_map(|p| p.peer_id.parse().ok())
-                .take(super::DIRECT_OFFERS_MAX)
                 .collect();
-            let offered_directly = !direct.is_empty();
+            // In a new order each time: the window may close on the first bids in, and a
+            // peer always offered last would never be among them.
+            rand::seq::SliceRandom::shuffle(&mut direct[..], &mut rand::thread_rng());
+            direct.truncate(super::DIRECT_OFFERS_MAX);
+            let profile_peers = direct.len();
+            let offered_directly = profile_peers > 0;
             for peer in direct {
                 if let Ok(Err(e)) = send
                     .send(SendTo {
@@ -228,13 +238,13 @@ impl TaskDistributor {
                 })
                 .await
             {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => Ok(profile_peers),
                 Ok(Err(e)) if !offered_directly => {
                     Err(format!("cannot offer the task to the mesh: {e}"))
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "gossip offer not sent; direct offers were");
-                    Ok(())
+                    Ok(profile_peers)
                 }
                 Err(e) => Err(format!("peer manager gone: {e}")),
             }
@@ -242,7 +252,7 @@ impl TaskDistributor {
         ctx.spawn(
             work.into_actor(self)
                 .map(move |offered, actor, ctx| match offered {
-                    Ok(()) => {
+                    Ok(profile_peers) => {
                         let reward = actor.tasks.get(&id).map(|t| t.request.reward);
                         actor.log(
                             TransactionType::TaskDistributed,
@@ -251,7 +261,7 @@ impl TaskDistributor {
                             reward,
                             format!("{} offered to the mesh", actor.title(id)),
                         );
-                        actor.drive(id, ctx, |task| task.offered(round));
+                        actor.drive(id, ctx, |task| task.offered(round, profile_peers));
                     }
                     Err(reason) => actor.drive(id, ctx, |task| task.fail(reason)),
                 }),
@@ -259,7 +269,9 @@ impl TaskDistributor {
     }
 
     /// Check the bids of `round` against what the peer table knows of each bidder and rank
-    /// them by price, time, reputation and latency.
+    /// them by price, time, reputation and latency; near-ties go to the executor given
+    /// fewest tasks lately, then to the one with most free slots. The ranking happens back
+    /// on the actor, so tasks judged one after another see each other's choices.
     fn judge(
         &mut self,
         id: Uuid,
@@ -312,12 +324,17 @@ impl TaskDistributor {
                         estimated_duration_s: bid.estimated_duration_s,
                         reputation,
                         latency_ms: info.and_then(|p| p.latency_ms),
+                        free_slots: bid.free_slots,
                     },
                 ));
             }
-            market::rank_bids(&judged, reward)
+            judged
         };
-        ctx.spawn(work.into_actor(self).map(move |ranked, actor, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |judged, actor, ctx| {
+            let now = Instant::now();
+            actor.recent.forget_old(now);
+            let recent = &actor.recent;
+            let ranked = market::rank_bids(&judged, reward, |peer| recent.count(peer, now));
             actor.drive(id, ctx, |task| task.judged(round, ranked, Utc::now()))
         }));
     }

@@ -5,7 +5,8 @@
 //! state machine [`OriginTask`]: this actor feeds it events (a bid, the end of a bid
 //! window, an answer from the ledger or the executor, the clock) and carries out the
 //! effects it returns (`effects.rs`): broadcast the `TaskDistributionRequest` (metadata
-//! only), rank the bids (`market::rank_bids`), escrow the agreed price and send
+//! only), close the bid window when enough bids are in or its time is up, rank the bids
+//! (`market::rank_bids`, near-ties to the executor given fewest tasks lately), escrow the agreed price and send
 //! `TaskAssigned` with the task sealed to the winner's Noise key, withdraw the losing
 //! bids, send the repository, verify the result (signature, hash, paths, `git apply
 //! --check`, optional verify command) and release the escrow with a signed
@@ -35,6 +36,7 @@ use crate::config::Config;
 use crate::identity::Identity;
 use crate::market::log_order::LogOrder;
 use crate::market::origin_task::{OriginLimits, OriginTask};
+use crate::market::originator::RecentAssignments;
 use crate::market::{self, ExecutionResult, LogLine, RepoDelivery, TaskPayload};
 use crate::mesh::e2e::{E2eSession, PendingInitiator};
 use crate::messages::{APNMessage, Vibe};
@@ -141,6 +143,8 @@ pub struct TaskDistributor {
     tasks: HashMap<Uuid, TaskRecord>,
     order: VecDeque<Uuid>,
     profiles: Vec<String>,
+    /// Tasks given to each executor lately: fewer wins a near-tie between bids.
+    recent: RecentAssignments<PeerId>,
 }
 
 impl TaskDistributor {
@@ -159,6 +163,7 @@ impl TaskDistributor {
             links,
             tasks: HashMap::new(),
             order: VecDeque::new(),
+            recent: RecentAssignments::default(),
         }
     }
 
@@ -304,6 +309,7 @@ impl TaskDistributor {
             bid_rounds_max: market.bid_rounds_max,
             reassignments_max: market.reassignments_max,
             bids_per_task_max: market.bids_per_task_max,
+            bids_enough: market.bids_enough,
             min_task_reward: self.config.economics.min_task_reward,
             heartbeat_timeout: Duration::from_secs(market.heartbeat_timeout_s),
             run_deadline: Duration::from_secs(market::assignment_deadline_s(
@@ -378,7 +384,7 @@ impl Handler<Inbound> for TaskDistributor {
     fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) {
         let envelope = inbound.envelope;
         match &envelope.message {
-            APNMessage::TaskBid(bid) => self.on_bid(&envelope, bid),
+            APNMessage::TaskBid(bid) => self.on_bid(&envelope, bid, ctx),
             _ => self.on_execution_message(&envelope, ctx),
         }
     }

@@ -23,7 +23,12 @@ use crate::workspace;
 use uuid::Uuid;
 
 impl TaskDistributor {
-    pub(super) fn on_bid(&mut self, envelope: &VerifiedEnvelope, bid: &TaskBid) {
+    pub(super) fn on_bid(
+        &mut self,
+        envelope: &VerifiedEnvelope,
+        bid: &TaskBid,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(task) = self.tasks.get_mut(&bid.task_id) else {
             self.metrics.count_drop(DropReason::Unauthorized);
             return;
@@ -41,11 +46,25 @@ impl TaskDistributor {
             price: bid.price,
             estimated_duration_s: bid.estimated_duration_s,
             valid_until: bid.valid_until,
+            free_slots: bid.free_slots,
         };
+        let task_id = bid.task_id;
         match machine.bid(envelope.from_peer, offer) {
-            Ok(()) => task.view.bids_received = machine.bids_received(),
-            // A copy, or a bid after the window: nothing to count.
+            Ok(effects) => {
+                task.view.bids_received = machine.bids_received();
+                if !effects.is_empty() {
+                    tracing::debug!(%task_id, bids = machine.bids_received(), "enough bids: the window closes early");
+                }
+                for effect in effects {
+                    self.carry_out(task_id, effect, ctx);
+                }
+            }
+            // A copy, or a bid before the request was out: nothing to count.
             Err(BidRefused::NotBidding | BidRefused::Duplicate) => {}
+            // After the window: the bidder holds a slot for it, give it back now.
+            Err(BidRefused::Late) => {
+                self.tell_cancelled(task_id, envelope.from_peer, "the bid window closed".into())
+            }
             Err(BidRefused::TooMany) => self.metrics.count_drop(DropReason::RateLimited),
             Err(refused @ BidRefused::BelowMinimum) => {
                 // Refused where it arrives: it takes no place among the bids.

@@ -84,6 +84,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
             estimated_duration_s: nonce as u64,
             capabilities: vec!["rust".into()],
             valid_until: chrono::Utc::now(),
+            free_slots: None,
         });
         frames.push(apn::messages::Envelope::seal(sender, &audience, &bid, now)?);
     }

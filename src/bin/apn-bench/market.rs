@@ -1,7 +1,8 @@
 //! `market`: a trivial task (SHELL `true`, one-file repository) from create to settled,
 //! direct and via the relay (median and p99, against spawning the same process directly),
-//! and tasks settled per second with one originator and 4 executors (against processes
-//! spawned per second).
+//! tasks settled per second with one originator and 4 executors (against processes
+//! spawned per second), and how many of 4 equal executors a burst of 40 tasks from one
+//! originator uses.
 
 use std::time::{Duration, Instant};
 
@@ -65,9 +66,11 @@ fn trivial_task(repo: &std::path::Path) -> apn::actors::distributor::CreateTaskA
     }
 }
 
-/// Create a task and wait until it is settled (completed and paid), via the relay's
-/// `Finished` event.
-async fn settle_one(origin: &NodeHandle, repo: &std::path::Path) -> anyhow::Result<Duration> {
+/// Create a task and wait until it is settled (completed and paid); its final view.
+async fn settle_view(
+    origin: &NodeHandle,
+    repo: &std::path::Path,
+) -> anyhow::Result<apn::actors::distributor::TaskView> {
     let started = Instant::now();
     let id = origin.distributor.send(trivial_task(repo)).await??;
     loop {
@@ -80,13 +83,20 @@ async fn settle_one(origin: &NodeHandle, repo: &std::path::Path) -> anyhow::Resu
             if view.status != apn::actors::distributor::TaskStatus::Completed {
                 bail!("bench task failed: {:?}", view.error);
             }
-            return Ok(started.elapsed());
+            return Ok(view);
         }
         if started.elapsed() > Duration::from_secs(60) {
             bail!("bench task stuck");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Create a task and wait until it is settled (completed and paid).
+async fn settle_one(origin: &NodeHandle, repo: &std::path::Path) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    settle_view(origin, repo).await?;
+    Ok(started.elapsed())
 }
 
 /// Run tasks until one settles: the first broadcast can race the gossip mesh forming.
@@ -243,6 +253,60 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
         "tasks/s",
         "spawn_process_per_s",
         spawn_rate,
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+
+    burst(repo.path()).await
+}
+
+/// Executors in the burst figure.
+const BURST_EXECUTORS: usize = 4;
+/// Tasks in the burst, submitted at once from one originator.
+const BURST_TASKS: usize = 40;
+
+/// A burst of [`BURST_TASKS`] tasks at once from one originator to [`BURST_EXECUTORS`]
+/// equal executors, each with a slot (and a reservation allowance) for every task, so
+/// nothing but the originator's choice spreads them: how many executors ran them. No
+/// warm-up task, so the executors stay equal (one that had run a task would have a better
+/// reputation than the others, which is not a tie).
+async fn burst(repo: &std::path::Path) -> anyhow::Result<()> {
+    let dirs: Vec<tempfile::TempDir> = (0..=BURST_EXECUTORS)
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<_, _>>()?;
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for (index, dir) in dirs.iter().enumerate() {
+        let mut config = market_config(dir.path(), index > 0);
+        config.resources.max_concurrent_tasks = BURST_TASKS as u32;
+        config.market.reservations_per_peer = BURST_TASKS as u32;
+        if let Some(first) = nodes.first() {
+            config.node.bootstrap = vec![first.dial_address().context("address")?.to_string()];
+        }
+        nodes.push(start_node(config).await?);
+    }
+    for executor in &nodes[1..] {
+        wait_for_peer(&nodes[0], executor.identity.peer_id(), false).await?;
+    }
+    let results =
+        futures::future::join_all((0..BURST_TASKS).map(|_| settle_view(&nodes[0], repo))).await;
+    let mut per_executor: std::collections::BTreeMap<String, usize> = Default::default();
+    for view in results.iter().filter_map(|r| r.as_ref().ok()) {
+        if let Some(executor) = &view.assigned_node {
+            *per_executor.entry(executor.clone()).or_default() += 1;
+        }
+    }
+    for failure in results.iter().filter_map(|r| r.as_ref().err()).take(3) {
+        eprintln!("burst task failed: {failure:#}");
+    }
+    eprintln!("burst: tasks per executor {:?}", per_executor.values());
+    emit(
+        "market",
+        "executors_used_in_burst",
+        per_executor.len() as f64,
+        "executors",
+        "executors_available",
+        BURST_EXECUTORS as f64,
     );
     for node in nodes {
         node.shutdown().await;

@@ -14,6 +14,7 @@ fn limits() -> OriginLimits {
         bid_rounds_max: 2,
         reassignments_max: 1,
         bids_per_task_max: 3,
+        bids_enough: 10,
         min_task_reward: Vibe::from_whole(1),
         heartbeat_timeout: HEARTBEAT,
         run_deadline: DEADLINE,
@@ -30,6 +31,7 @@ fn offer(price: u64, valid_until_s: i64) -> BidOffer {
         price: Vibe::from_whole(price),
         estimated_duration_s: 60,
         valid_until: wall(valid_until_s),
+        free_slots: Some(1),
     }
 }
 
@@ -38,7 +40,7 @@ fn bidding() -> OriginTask<u32> {
     let mut task = OriginTask::new(limits());
     assert_eq!(task.bundled(), vec![Effect::Offer { round: 1 }]);
     assert_eq!(
-        task.offered(1),
+        task.offered(1, 0),
         vec![Effect::CloseBiddingAfter {
             round: 1,
             after: WINDOW
@@ -92,7 +94,7 @@ fn assigned() -> (OriginTask<u32>, Uuid, Instant) {
 #[test]
 fn stale_round_events_change_nothing() {
     let mut task = bidding();
-    assert!(task.offered(0).is_empty());
+    assert!(task.offered(0, 0).is_empty());
     assert!(task.close_bidding(7).is_empty());
     assert_eq!(task.phase(), Phase::Bidding);
     assert!(task.bundled().is_empty(), "bundled twice opens no round");
@@ -104,14 +106,85 @@ fn bids_are_refused_outside_the_window_twice_past_the_limit_and_below_the_minimu
     assert_eq!(fresh.bid(1, offer(5, 100)), Err(BidRefused::NotBidding));
     let mut task = bidding();
     assert_eq!(task.bid(1, offer(0, 100)), Err(BidRefused::BelowMinimum));
-    assert_eq!(task.bid(1, offer(5, 100)), Ok(()));
+    assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
     assert_eq!(task.bid(1, offer(4, 100)), Err(BidRefused::Duplicate));
     task.bid(2, offer(5, 100)).unwrap();
     task.bid(3, offer(5, 100)).unwrap();
     assert_eq!(task.bid(4, offer(5, 100)), Err(BidRefused::TooMany));
     assert_eq!(task.bids_received(), 3);
     task.close_bidding(1);
-    assert_eq!(task.bid(5, offer(5, 100)), Err(BidRefused::NotBidding));
+    assert_eq!(task.bid(5, offer(5, 100)), Err(BidRefused::Late));
+    // A bidder of this round bidding again after the window is a copy, never withdrawn.
+    assert_eq!(task.bid(2, offer(5, 100)), Err(BidRefused::Duplicate));
+}
+
+fn limits_enough(bids_enough: usize) -> OriginLimits {
+    OriginLimits {
+        bids_enough,
+        ..limits()
+    }
+}
+
+#[test]
+fn the_window_closes_at_the_enough_th_bid() {
+    let mut task = OriginTask::<u32>::new(limits_enough(2));
+    task.bundled();
+    // Five peers known to run the profile: two bids are enough.
+    assert_eq!(
+        task.offered(1, 5),
+        vec![Effect::CloseBiddingAfter {
+            round: 1,
+            after: WINDOW
+        }]
+    );
+    assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    let effects = task.bid(2, offer(6, 100)).unwrap();
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { round: 1, bids }] if bids.len() == 2),
+        "{effects:?}"
+    );
+    assert_eq!(task.phase(), Phase::Judging);
+    // The timer that fires later changes nothing; a third bid is late.
+    assert!(task.close_bidding(1).is_empty());
+    assert_eq!(task.bid(3, offer(5, 100)), Err(BidRefused::Late));
+}
+
+#[test]
+fn the_window_closes_once_every_known_bidder_bid() {
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled();
+    task.offered(1, 2);
+    assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    let effects = task.bid(2, offer(6, 100)).unwrap();
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { .. }]),
+        "{effects:?}"
+    );
+    // Bids that came before the request was out count when it is: one known peer, one bid.
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled();
+    assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    let effects = task.offered(1, 1);
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { .. }]),
+        "{effects:?}"
+    );
+    // No peer known: only enough bids close early; otherwise the whole window runs.
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled();
+    task.offered(1, 0);
+    assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    assert_eq!(task.bid(2, offer(5, 100)), Ok(vec![]));
+    assert_eq!(task.phase(), Phase::Bidding);
+    // A new round forgets the known peers of the last one.
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled();
+    task.offered(1, 1);
+    task.close_bidding(1);
+    task.judged(1, vec![], wall(0));
+    task.offer_again(1);
+    assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    assert_eq!(task.phase(), Phase::Bidding);
 }
 
 #[test]
@@ -131,7 +204,7 @@ fn empty_rounds_are_offered_again_then_the_task_fails() {
             task.offer_again(round),
             vec![Effect::Offer { round: round + 1 }]
         );
-        task.offered(round + 1);
+        task.offered(round + 1, 0);
     }
     task.close_bidding(2);
     let effects = task.judged(2, vec![], wall(0));

@@ -56,14 +56,20 @@ pub struct BidOffer {
     pub estimated_duration_s: u64,
     /// The bidder's reservation ends here; an assignment after it is refused.
     pub valid_until: DateTime<Utc>,
+    /// Slots the bidder had free once this bid's was reserved, if its bid said.
+    pub free_slots: Option<u32>,
 }
 
 /// Why a bid takes no place among the bids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BidRefused {
-    /// The bid came outside a bid window: late, or the task has moved on.
+    /// The bid came before the task was offered.
     #[error("the task is not taking bids")]
     NotBidding,
+    /// The bid came after the window closed, from a bidder without a bid among this
+    /// round's: the distributor withdraws it (`TaskCancelled`), so its slot comes back.
+    #[error("the bid window is closed")]
+    Late,
     /// This peer already has a bid in the current round.
     #[error("this bidder already bid in this round")]
     Duplicate,
@@ -208,6 +214,8 @@ pub struct OriginLimits {
     pub reassignments_max: u32,
     /// Bids one round accepts; later ones are refused.
     pub bids_per_task_max: usize,
+    /// Bids from distinct bidders that close a window early (`market.bids_enough`).
+    pub bids_enough: usize,
     /// The lowest price a bid may ask (`economics.min_task_reward`).
     pub min_task_reward: Vibe,
     /// Silence from the executor for longer than this ends its assignment.
