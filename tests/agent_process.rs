@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use apn::agent_process::{
-    AgentError, AgentEvent, AgentOutcome, AgentSpec, LINE_BYTES_MAX, LogStream, build_argv,
-    run_agent,
+    AgentError, AgentEvent, AgentOutcome, AgentOutputFormat, AgentSpec, LINE_BYTES_MAX, LogStream,
+    build_argv, run_agent,
 };
 use apn::config::ProfileConfig;
 use apn::messages::ExecutionStage;
@@ -35,6 +35,7 @@ fn spec(argv: Vec<String>, dir: &Path) -> AgentSpec {
         timeout: Duration::from_secs(30),
         output_bytes_max: 1024 * 1024,
         sandbox: None,
+        output: AgentOutputFormat::Text,
     }
 }
 
@@ -111,7 +112,8 @@ async fn lines_and_progress_arrive_in_order_with_the_exit_code() {
             &AgentEvent::Progress {
                 stage: ExecutionStage::Coding,
                 percent: 40,
-                action: "editing files".into()
+                action: "editing files".into(),
+                files_modified: Vec::new(),
             },
             &log("three"),
         ]
@@ -448,4 +450,154 @@ async fn cpu_and_memory_are_measured_from_the_child() {
         "metered {memory} GB-seconds"
     );
     assert!(outcome.usage.wall_seconds >= cpu * 0.9);
+}
+
+/// A stand-in for `claude`: checks what the CLAUDE_CODE profile gives it (`-p`, stream-json
+/// output, the API key passed through, `IS_SANDBOX=1`), edits a file in its working
+/// directory and prints a short stream-json transcript.
+const FAKE_CLAUDE: &str = r#"#!/bin/sh
+[ "$1" = "-p" ] || { echo "expected -p first, got: $*" >&2; exit 2; }
+case " $* " in
+  *" --output-format stream-json "*) ;;
+  *) echo "expected --output-format stream-json, got: $*" >&2; exit 2 ;;
+esac
+[ "$ANTHROPIC_API_KEY" = "sk-ant-test-key" ] || { echo "ANTHROPIC_API_KEY did not reach claude" >&2; exit 2; }
+[ "$IS_SANDBOX" = "1" ] || { echo "IS_SANDBOX=1 did not reach claude" >&2; exit 2; }
+here=$(pwd -P)
+printf 'hello, stream-json\n' > greeting.txt
+echo '{"type":"system","subtype":"init","cwd":"'"$here"'","session_id":"s1","tools":["Bash","Edit"],"model":"stand-in"}'
+echo '{"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"I will write the greeting."}]},"session_id":"s1"}'
+echo '{"type":"assistant","message":{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"Edit","input":{"file_path":"'"$here"'/greeting.txt","old_string":"","new_string":"hello"}}]},"session_id":"s1"}'
+echo '{"type":"user","message":{"role":"user","content":[{"tool_use_id":"t1","type":"tool_result","content":"The file greeting.txt has been updated."}]},"session_id":"s1"}'
+echo '{"type":"assistant","message":{"role":"assistant","content":[{"type":"tool_use","id":"t2","name":"Bash","input":{"command":"cargo test --quiet"}}]},"session_id":"s1"}'
+echo '{"type":"user","message":{"role":"user","content":[{"tool_use_id":"t2","type":"tool_result","content":"test result: ok. 3 passed"}]},"session_id":"s1"}'
+echo '{"type":"result","subtype":"success","is_error":false,"num_turns":4,"result":"Greeting written; tests pass.","total_cost_usd":0.0123,"usage":{"input_tokens":100,"output_tokens":20},"session_id":"s1"}'
+"#;
+
+/// Write the stand-in `claude` into `dir`, executable; its path.
+fn fake_claude(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("claude");
+    std::fs::write(&path, FAKE_CLAUDE).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The CLAUDE_CODE profile's spec, as the executor builds it, with `program` the stand-in.
+/// Sets the node's `ANTHROPIC_API_KEY`, which the profile passes through.
+fn claude_spec(bin: &Path, workspace: &Path) -> AgentSpec {
+    // SAFETY: only these tests read the variable (always to this value); it stands for the
+    // node's real key.
+    unsafe { std::env::set_var("ANTHROPIC_API_KEY", "sk-ant-test-key") };
+    let mut profile = ProfileConfig::claude_code();
+    profile.program = fake_claude(bin).display().to_string();
+    let mut config = apn::config::Config::default();
+    config.executor.pass_env = vec!["PATH".into()];
+    let dirs = apn::actors::executor_run::RunDirs::beside(workspace);
+    dirs.create().unwrap();
+    AgentSpec {
+        argv: build_argv(&profile, "write a greeting"),
+        pass_env: apn::actors::executor_run::agent_pass_env(&config, &profile),
+        extra_env: apn::actors::executor_run::agent_extra_env(&profile, &dirs),
+        output: profile.output,
+        ..spec(Vec::new(), workspace)
+    }
+}
+
+#[tokio::test]
+async fn the_claude_code_profile_runs_claude_and_its_stream_json_becomes_progress() {
+    let bin = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let workspace = std::fs::canonicalize(root.path()).unwrap().join("ws");
+    std::fs::create_dir(&workspace).unwrap();
+
+    let (outcome, events) = run(
+        claude_spec(bin.path(), &workspace),
+        CancellationToken::new(),
+    )
+    .await;
+    let stderr: Vec<&AgentEvent> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                AgentEvent::Log {
+                    stream: LogStream::Stderr,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(outcome.exit_code, Some(0), "stderr: {stderr:?}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("greeting.txt")).unwrap(),
+        "hello, stream-json\n"
+    );
+    assert!(
+        events.contains(&AgentEvent::Log {
+            stream: LogStream::Agent,
+            line: "I will write the greeting.".into()
+        }),
+        "{events:#?}"
+    );
+    assert!(
+        events.contains(&AgentEvent::Log {
+            stream: LogStream::Stdout,
+            line: "test result: ok. 3 passed".into()
+        }),
+        "{events:#?}"
+    );
+    let progress: Vec<(ExecutionStage, String, Vec<String>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Progress {
+                stage,
+                action,
+                files_modified,
+                ..
+            } => Some((*stage, action.clone(), files_modified.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        vec![
+            (ExecutionStage::Coding, "Starting (stand-in)".into(), vec![]),
+            (
+                ExecutionStage::Coding,
+                "Editing greeting.txt".into(),
+                vec!["greeting.txt".into()]
+            ),
+            (
+                ExecutionStage::Testing,
+                "Running cargo test --quiet".into(),
+                vec!["greeting.txt".into()]
+            ),
+        ]
+    );
+    // No raw JSON is forwarded as a log line: stdout went through the parser.
+    assert!(stdout_lines(&events).iter().all(|l| !l.starts_with('{')));
+    let summary = outcome.summary.expect("the result event is the summary");
+    assert!(summary.success);
+    assert_eq!(summary.num_turns, Some(4));
+    assert_eq!(summary.total_cost_usd, Some(0.0123));
+    assert_eq!(summary.text, "Greeting written; tests pass.");
+    assert!(events.contains(&AgentEvent::Summary(summary)));
+}
+
+#[tokio::test]
+async fn the_stand_in_claude_refuses_without_its_key_and_sandbox_flag() {
+    let bin = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let workspace = root.path().join("ws");
+    std::fs::create_dir(&workspace).unwrap();
+    let mut without = claude_spec(bin.path(), &workspace);
+    without.extra_env.retain(|(name, _)| name != "IS_SANDBOX");
+    let (outcome, events) = run(without, CancellationToken::new()).await;
+    assert_eq!(outcome.exit_code, Some(2));
+    assert!(events.contains(&AgentEvent::Log {
+        stream: LogStream::Stderr,
+        line: "IS_SANDBOX=1 did not reach claude".into()
+    }));
+    assert!(outcome.summary.is_none());
 }

@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::group::{GroupGuard, cpu_seconds, group_resident_bytes, kill_group, reap, wait_exited};
 use super::output::{LineSplitter, parse_progress_line, read_some};
-use super::{AgentError, AgentEvent, AgentOutcome, AgentSpec, LogStream, MEMORY_SAMPLE_INTERVAL};
+use super::stream_json::StreamJsonParser;
+use super::{
+    AgentError, AgentEvent, AgentOutcome, AgentOutputFormat, AgentSpec, LogStream,
+    MEMORY_SAMPLE_INTERVAL, STREAM_JSON_LINE_BYTES_MAX,
+};
 use crate::messages::ComputeUsage;
 use crate::sandbox;
 
@@ -225,7 +229,18 @@ pub async fn run_agent(
         receiver_gone: false,
         dropped_bytes: 0,
     };
-    let mut stdout_lines = LineSplitter::new(LogStream::Stdout);
+    // With stream-json, stdout lines are events (read whole up to a larger limit) and go
+    // through the parser instead of the `APN_PROGRESS` scanner.
+    let mut stream_json = match spec.output {
+        AgentOutputFormat::StreamJson => Some(StreamJsonParser::new(Some(&spec.workspace))),
+        AgentOutputFormat::Text => None,
+    };
+    let mut stdout_lines = match spec.output {
+        AgentOutputFormat::StreamJson => {
+            LineSplitter::with_limit(LogStream::Stdout, STREAM_JSON_LINE_BYTES_MAX)
+        }
+        AgentOutputFormat::Text => LineSplitter::new(LogStream::Stdout),
+    };
     let mut stderr_lines = LineSplitter::new(LogStream::Stderr);
     let mut stdout_buffer = vec![0u8; READ_CHUNK_BYTES];
     let mut stderr_buffer = vec![0u8; READ_CHUNK_BYTES];
@@ -297,9 +312,18 @@ pub async fn run_agent(
             }
         }
         for (stream, line) in lines.drain(..) {
+            if let (LogStream::Stdout, Some(parser)) = (stream, stream_json.as_mut()) {
+                for event in parser.parse_line(&line) {
+                    if let AgentEvent::Summary(summary) = &event {
+                        run.outcome.summary = Some(summary.clone());
+                    }
+                    run.forward(event).await;
+                }
+                continue;
+            }
             let progress = match stream {
                 LogStream::Stdout => parse_progress_line(&line),
-                LogStream::Stderr => None,
+                LogStream::Stderr | LogStream::Agent => None,
             };
             run.forward(AgentEvent::Log { stream, line }).await;
             if let Some((stage, percent, action)) = progress {
@@ -307,6 +331,7 @@ pub async fn run_agent(
                     stage,
                     percent,
                     action,
+                    files_modified: Vec::new(),
                 })
                 .await;
             }
