@@ -569,3 +569,50 @@ async fn the_stand_in_claude_refuses_without_its_key_and_sandbox_flag() {
     }));
     assert!(outcome.summary.is_none());
 }
+
+#[tokio::test]
+async fn past_the_output_cap_stream_json_still_reports_progress_and_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let result_line = r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"noisy output line"}]}}"#;
+    let script = format!(
+        "echo '{{\"type\":\"assistant\",\"message\":{{\"content\":[{{\"type\":\"text\",\"text\":\"before the cap\"}}]}}}}'; \
+         i=0; while [ $i -lt 2000 ]; do echo '{result_line}'; i=$((i+1)); done; \
+         echo '{{\"type\":\"assistant\",\"message\":{{\"content\":[{{\"type\":\"text\",\"text\":\"after the cap\"}},{{\"type\":\"tool_use\",\"name\":\"Write\",\"input\":{{\"file_path\":\"late.txt\"}}}}]}}}}'; \
+         echo '{{\"type\":\"result\",\"subtype\":\"success\",\"num_turns\":2,\"result\":\"done late\"}}'"
+    );
+    let mut spec = spec(sh(&script), dir.path());
+    spec.output = AgentOutputFormat::StreamJson;
+    spec.output_bytes_max = 16 * 1024;
+    let (outcome, events) = run(spec, CancellationToken::new()).await;
+    assert_eq!(outcome.exit_code, Some(0));
+    assert!(outcome.output_capped);
+    assert_eq!(capped_events(&events), 1);
+    let agent_lines: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Log {
+                stream: LogStream::Agent,
+                line,
+            } => Some(line.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        agent_lines,
+        ["before the cap"],
+        "logs past the cap are dropped"
+    );
+    let noisy = stdout_lines(&events).len();
+    assert!(
+        (100..2000).contains(&noisy),
+        "{noisy} tool output lines forwarded"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        AgentEvent::Progress { action, files_modified, .. }
+            if action == "Editing late.txt" && files_modified == &["late.txt"]
+    )));
+    let summary = outcome.summary.expect("the summary past the cap");
+    assert_eq!(summary.text, "done late");
+    assert!(events.contains(&AgentEvent::Summary(summary)));
+}

@@ -26,7 +26,9 @@
 //!   [`AgentOutputFormat::StreamJson`] every stdout line goes through a
 //!   [`StreamJsonParser`] instead (lines up to [`STREAM_JSON_LINE_BYTES_MAX`]): the agent's
 //!   text, tool uses and tool results become `Log`s and `Progress`, its final result an
-//!   [`AgentEvent::Summary`] (also kept in [`AgentOutcome::summary`]).
+//!   [`AgentEvent::Summary`] (also kept in [`AgentOutcome::summary`]). Past the output
+//!   cap its lines are still parsed (they are read anyway), and only their progress and
+//!   summary are forwarded: a long, verbose session still reports how it ended.
 //! - **metering**: CPU seconds from the leader's `wait4` rusage (user + system, including
 //!   the descendants it waited for), memory GB-seconds from the resident memory of every
 //!   process in the group sampled every [`MEMORY_SAMPLE_INTERVAL`], wall seconds.

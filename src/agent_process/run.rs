@@ -249,6 +249,8 @@ pub async fn run_agent(
     let mut memory_byte_seconds = 0.0f64;
     let mut last_sample = Instant::now();
     let mut lines: Vec<(LogStream, String)> = Vec::new();
+    // Stream-json stdout lines read past the output cap: parsed, their logs not forwarded.
+    let mut past_cap_lines: Vec<(LogStream, String)> = Vec::new();
 
     loop {
         if run.exited && stdout.is_none() && stderr.is_none() {
@@ -288,7 +290,11 @@ pub async fn run_agent(
                 break;
             }
             Wake::Stdout(Ok(0)) | Wake::Stdout(Err(_)) => {
-                stdout_lines.finish(&mut lines);
+                if stream_json.is_some() && run.outcome.output_capped {
+                    stdout_lines.finish(&mut past_cap_lines);
+                } else {
+                    stdout_lines.finish(&mut lines);
+                }
                 stdout = None;
             }
             Wake::Stderr(Ok(0)) | Wake::Stderr(Err(_)) => {
@@ -296,7 +302,17 @@ pub async fn run_agent(
                 stderr = None;
             }
             Wake::Stdout(Ok(read)) => {
-                capped = run.take_bytes(&mut stdout_lines, &stdout_buffer[..read], &mut lines);
+                let bytes = &stdout_buffer[..read];
+                let room = run
+                    .output_bytes_max
+                    .saturating_sub(run.outcome.output_bytes);
+                capped = run.take_bytes(&mut stdout_lines, bytes, &mut lines);
+                if stream_json.is_some() && run.outcome.output_capped {
+                    // Past the cap, stream-json lines are still read for progress and the
+                    // summary (small, bounded events); their logs are dropped.
+                    let kept = usize::try_from(room).unwrap_or(usize::MAX).min(read);
+                    stdout_lines.push(&bytes[kept..], &mut past_cap_lines);
+                }
             }
             Wake::Stderr(Ok(read)) => {
                 capped = run.take_bytes(&mut stderr_lines, &stderr_buffer[..read], &mut lines);
@@ -338,6 +354,20 @@ pub async fn run_agent(
         }
         if let Some(event) = capped {
             run.forward(event).await;
+        }
+        if let Some(parser) = stream_json.as_mut() {
+            for (_, line) in past_cap_lines.drain(..) {
+                for event in parser.parse_line(&line) {
+                    match &event {
+                        AgentEvent::Log { .. } => continue,
+                        AgentEvent::Summary(summary) => {
+                            run.outcome.summary = Some(summary.clone());
+                        }
+                        _ => {}
+                    }
+                    run.forward(event).await;
+                }
+            }
         }
     }
 
