@@ -131,7 +131,7 @@ pub struct AgentSummary {
     pub input_tokens: Option<u64>,
     /// Output tokens, as the agent reports them.
     pub output_tokens: Option<u64>,
-    /// The agent's closing text (bounded to [`stream_json::LOG_LINE_CHARS_MAX`] bytes).
+    /// The agent's closing text (bounded to [`stream_json::LOG_LINE_BYTES_MAX`] bytes).
     pub text: String,
 }
 

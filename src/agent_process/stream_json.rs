@@ -15,7 +15,7 @@
 //!
 //! Unknown types are skipped (logged at debug); a line that is not a JSON object is kept as
 //! a plain stdout line: nothing here fails a run. Every string is bounded
-//! ([`LOG_LINE_CHARS_MAX`], [`ACTION_CHARS_MAX`]), and so is the number of files tracked.
+//! ([`LOG_LINE_BYTES_MAX`], [`ACTION_BYTES_MAX`]), and so is the number of files tracked.
 //! The percent is an estimate: it starts at [`PERCENT_START`] and grows with each tool use
 //! up to [`PERCENT_MAX`]; the executor reports the rest itself.
 
@@ -27,9 +27,9 @@ use super::{AgentEvent, AgentSummary, LogStream};
 use crate::messages::ExecutionStage;
 
 /// Longest log line made from an event, in bytes (longer text is cut, marked with `…`).
-pub const LOG_LINE_CHARS_MAX: usize = 4 * 1024;
+pub const LOG_LINE_BYTES_MAX: usize = 4 * 1024;
 /// Longest progress action, in bytes.
-pub const ACTION_CHARS_MAX: usize = 200;
+pub const ACTION_BYTES_MAX: usize = 200;
 /// Most lines of one tool result forwarded (the rest are counted in one note line).
 pub const TOOL_RESULT_LINES_MAX: usize = 20;
 /// Most distinct files remembered as modified.
@@ -119,7 +119,7 @@ impl StreamJsonParser {
             "result" => vec![AgentEvent::Summary(summary(&value))],
             other => {
                 tracing::debug!(
-                    kind = %bounded(other, ACTION_CHARS_MAX),
+                    kind = %bounded(other, ACTION_BYTES_MAX),
                     "stream-json event of an unknown type skipped"
                 );
                 Vec::new()
@@ -131,7 +131,7 @@ impl StreamJsonParser {
         AgentEvent::Progress {
             stage: self.stage,
             percent: self.percent,
-            action: bounded(&action, ACTION_CHARS_MAX),
+            action: bounded(&action, ACTION_BYTES_MAX),
             files_modified: self.files_modified.clone(),
         }
     }
@@ -187,7 +187,7 @@ impl StreamJsonParser {
                         self.note_file(&path);
                         format!("Editing {path}")
                     }
-                    None => format!("Using {}", bounded(name, ACTION_CHARS_MAX)),
+                    None => format!("Using {}", bounded(name, ACTION_BYTES_MAX)),
                 }
             }
             "Bash" => match field("command") {
@@ -205,7 +205,7 @@ impl StreamJsonParser {
                 Some(path) => format!("Reading {}", self.relative(path)),
                 None => "Reading".to_string(),
             },
-            other => format!("Using {}", bounded(other, ACTION_CHARS_MAX)),
+            other => format!("Using {}", bounded(other, ACTION_BYTES_MAX)),
         }
     }
 
@@ -230,7 +230,7 @@ impl StreamJsonParser {
     }
 }
 
-/// `message.content` as a list (a bare string content is one text item).
+/// `message.content` as a list (any other shape has no items).
 fn content(value: &Value) -> Vec<&Value> {
     match value.get("message").and_then(|m| m.get("content")) {
         Some(Value::Array(items)) => items.iter().collect(),
@@ -251,7 +251,7 @@ fn user(value: &Value) -> Vec<AgentEvent> {
             LogStream::Stdout
         };
         let text = tool_result_text(item.get("content"));
-        let text = bounded(&text, LOG_LINE_CHARS_MAX);
+        let text = bounded(&text, LOG_LINE_BYTES_MAX);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         for line in lines.iter().take(TOOL_RESULT_LINES_MAX) {
             events.push(log(stream, line));
@@ -281,7 +281,7 @@ fn tool_result_text(content: Option<&Value>) -> String {
                         text.push('\n');
                     }
                     text.push_str(part);
-                    if text.len() > LOG_LINE_CHARS_MAX {
+                    if text.len() > LOG_LINE_BYTES_MAX {
                         break;
                     }
                 }
@@ -303,7 +303,7 @@ fn summary(value: &Value) -> AgentSummary {
     AgentSummary {
         success: subtype == "success"
             && value.get("is_error").and_then(Value::as_bool) != Some(true),
-        subtype: bounded(subtype, ACTION_CHARS_MAX),
+        subtype: bounded(subtype, ACTION_BYTES_MAX),
         num_turns: value.get("num_turns").and_then(Value::as_u64),
         total_cost_usd: value
             .get("total_cost_usd")
@@ -315,7 +315,7 @@ fn summary(value: &Value) -> AgentSummary {
         text: value
             .get("result")
             .and_then(Value::as_str)
-            .map(|text| bounded(text.trim(), LOG_LINE_CHARS_MAX))
+            .map(|text| bounded(text.trim(), LOG_LINE_BYTES_MAX))
             .unwrap_or_default(),
     }
 }
@@ -323,7 +323,7 @@ fn summary(value: &Value) -> AgentSummary {
 fn log(stream: LogStream, line: &str) -> AgentEvent {
     AgentEvent::Log {
         stream,
-        line: bounded(line, LOG_LINE_CHARS_MAX),
+        line: bounded(line, LOG_LINE_BYTES_MAX),
     }
 }
 
@@ -350,7 +350,7 @@ fn shorten_command(command: &str) -> String {
     if lines.next().is_some() {
         short.push_str(" …");
     }
-    bounded(&short, ACTION_CHARS_MAX - "Running ".len())
+    bounded(&short, ACTION_BYTES_MAX - "Running ".len())
 }
 
 /// True when `command` runs tests: one of [`TEST_COMMANDS`] at the start of the command or
@@ -548,13 +548,13 @@ not json at all
         events.extend(parser.parse_line(&result.to_string()));
         for event in &events {
             match event {
-                AgentEvent::Log { line, .. } => assert!(line.len() <= LOG_LINE_CHARS_MAX),
+                AgentEvent::Log { line, .. } => assert!(line.len() <= LOG_LINE_BYTES_MAX),
                 AgentEvent::Progress {
                     action,
                     files_modified,
                     ..
                 } => {
-                    assert!(action.len() <= ACTION_CHARS_MAX, "{}", action.len());
+                    assert!(action.len() <= ACTION_BYTES_MAX, "{}", action.len());
                     assert!(files_modified.iter().all(|f| f.len() <= PATH_BYTES_MAX));
                 }
                 _ => {}

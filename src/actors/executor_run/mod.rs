@@ -544,7 +544,9 @@ async fn execute(
                     reporter.send(ExecutionUpdate::Progress { stage, percent, action }).await;
                 }
                 Some(AgentEvent::Summary(summary)) => {
-                    batch.push(LogLine { stream: "agent".into(), line: summary.to_string(), at_ms: Utc::now().timestamp_millis() });
+                    let line = summary.to_string();
+                    batch_bytes += line.len();
+                    batch.push(LogLine { stream: "agent".into(), line, at_ms: Utc::now().timestamp_millis() });
                 }
                 Some(AgentEvent::OutputCapped { dropped_bytes }) => {
                     batch.push(LogLine { stream: "apn".into(), line: format!("output cap reached; {dropped_bytes} bytes not forwarded"), at_ms: Utc::now().timestamp_millis() });
