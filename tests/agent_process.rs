@@ -10,11 +10,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use apn::agent_process::{
-    AgentError, AgentEvent, AgentOutcome, AgentSpec, LINE_BYTES_MAX, LogStream, build_argv,
-    run_agent,
+    AgentError, AgentEvent, AgentOutcome, AgentOutputFormat, AgentSpec, LINE_BYTES_MAX, LogStream,
+    build_argv, run_agent,
 };
 use apn::config::ProfileConfig;
 use apn::messages::ExecutionStage;
+use common::claude::fake_claude;
 use common::process::{gone, pid_written, read_pid};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,7 @@ fn spec(argv: Vec<String>, dir: &Path) -> AgentSpec {
         timeout: Duration::from_secs(30),
         output_bytes_max: 1024 * 1024,
         sandbox: None,
+        output: AgentOutputFormat::Text,
     }
 }
 
@@ -111,7 +113,8 @@ async fn lines_and_progress_arrive_in_order_with_the_exit_code() {
             &AgentEvent::Progress {
                 stage: ExecutionStage::Coding,
                 percent: 40,
-                action: "editing files".into()
+                action: "editing files".into(),
+                files_modified: Vec::new(),
             },
             &log("three"),
         ]
@@ -448,4 +451,168 @@ async fn cpu_and_memory_are_measured_from_the_child() {
         "metered {memory} GB-seconds"
     );
     assert!(outcome.usage.wall_seconds >= cpu * 0.9);
+}
+
+/// The CLAUDE_CODE profile's spec, as the executor builds it, with `program` the stand-in.
+/// Sets the node's `ANTHROPIC_API_KEY`, which the profile passes through.
+fn claude_spec(bin: &Path, workspace: &Path) -> AgentSpec {
+    common::claude::set_test_key();
+    let mut profile = ProfileConfig::claude_code();
+    profile.program = fake_claude(bin).display().to_string();
+    let mut config = apn::config::Config::default();
+    config.executor.pass_env = vec!["PATH".into()];
+    let dirs = apn::actors::executor_run::RunDirs::beside(workspace);
+    dirs.create().unwrap();
+    AgentSpec {
+        argv: build_argv(&profile, "write a greeting"),
+        pass_env: apn::actors::executor_run::agent_pass_env(&config, &profile),
+        extra_env: apn::actors::executor_run::agent_extra_env(&profile, &dirs),
+        output: profile.output,
+        ..spec(Vec::new(), workspace)
+    }
+}
+
+#[tokio::test]
+async fn the_claude_code_profile_runs_claude_and_its_stream_json_becomes_progress() {
+    let bin = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let workspace = std::fs::canonicalize(root.path()).unwrap().join("ws");
+    std::fs::create_dir(&workspace).unwrap();
+
+    let (outcome, events) = run(
+        claude_spec(bin.path(), &workspace),
+        CancellationToken::new(),
+    )
+    .await;
+    let stderr: Vec<&AgentEvent> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                AgentEvent::Log {
+                    stream: LogStream::Stderr,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(outcome.exit_code, Some(0), "stderr: {stderr:?}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("greeting.txt")).unwrap(),
+        "hello, stream-json\n"
+    );
+    assert!(
+        events.contains(&AgentEvent::Log {
+            stream: LogStream::Agent,
+            line: "I will write the greeting.".into()
+        }),
+        "{events:#?}"
+    );
+    assert!(
+        events.contains(&AgentEvent::Log {
+            stream: LogStream::Stdout,
+            line: "test result: ok. 3 passed".into()
+        }),
+        "{events:#?}"
+    );
+    let progress: Vec<(ExecutionStage, String, Vec<String>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Progress {
+                stage,
+                action,
+                files_modified,
+                ..
+            } => Some((*stage, action.clone(), files_modified.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        vec![
+            (ExecutionStage::Coding, "Starting (stand-in)".into(), vec![]),
+            (
+                ExecutionStage::Coding,
+                "Editing greeting.txt".into(),
+                vec!["greeting.txt".into()]
+            ),
+            (
+                ExecutionStage::Testing,
+                "Running cargo test --quiet".into(),
+                vec!["greeting.txt".into()]
+            ),
+        ]
+    );
+    // No raw JSON is forwarded as a log line: stdout went through the parser.
+    assert!(stdout_lines(&events).iter().all(|l| !l.starts_with('{')));
+    let summary = outcome.summary.expect("the result event is the summary");
+    assert!(summary.success);
+    assert_eq!(summary.num_turns, Some(4));
+    assert_eq!(summary.total_cost_usd, Some(0.0123));
+    assert_eq!(summary.text, "Greeting written; tests pass.");
+    assert!(events.contains(&AgentEvent::Summary(summary)));
+}
+
+#[tokio::test]
+async fn the_stand_in_claude_refuses_without_its_key_and_sandbox_flag() {
+    let bin = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let workspace = root.path().join("ws");
+    std::fs::create_dir(&workspace).unwrap();
+    let mut without = claude_spec(bin.path(), &workspace);
+    without.extra_env.retain(|(name, _)| name != "IS_SANDBOX");
+    let (outcome, events) = run(without, CancellationToken::new()).await;
+    assert_eq!(outcome.exit_code, Some(2));
+    assert!(events.contains(&AgentEvent::Log {
+        stream: LogStream::Stderr,
+        line: "IS_SANDBOX=1 did not reach claude".into()
+    }));
+    assert!(outcome.summary.is_none());
+}
+
+#[tokio::test]
+async fn past_the_output_cap_stream_json_still_reports_progress_and_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let result_line = r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"noisy output line"}]}}"#;
+    let script = format!(
+        "echo '{{\"type\":\"assistant\",\"message\":{{\"content\":[{{\"type\":\"text\",\"text\":\"before the cap\"}}]}}}}'; \
+         i=0; while [ $i -lt 2000 ]; do echo '{result_line}'; i=$((i+1)); done; \
+         echo '{{\"type\":\"assistant\",\"message\":{{\"content\":[{{\"type\":\"text\",\"text\":\"after the cap\"}},{{\"type\":\"tool_use\",\"name\":\"Write\",\"input\":{{\"file_path\":\"late.txt\"}}}}]}}}}'; \
+         echo '{{\"type\":\"result\",\"subtype\":\"success\",\"num_turns\":2,\"result\":\"done late\"}}'"
+    );
+    let mut spec = spec(sh(&script), dir.path());
+    spec.output = AgentOutputFormat::StreamJson;
+    spec.output_bytes_max = 16 * 1024;
+    let (outcome, events) = run(spec, CancellationToken::new()).await;
+    assert_eq!(outcome.exit_code, Some(0));
+    assert!(outcome.output_capped);
+    assert_eq!(capped_events(&events), 1);
+    let agent_lines: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Log {
+                stream: LogStream::Agent,
+                line,
+            } => Some(line.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        agent_lines,
+        ["before the cap"],
+        "logs past the cap are dropped"
+    );
+    let noisy = stdout_lines(&events).len();
+    assert!(
+        (100..2000).contains(&noisy),
+        "{noisy} tool output lines forwarded"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        AgentEvent::Progress { action, files_modified, .. }
+            if action == "Editing late.txt" && files_modified == &["late.txt"]
+    )));
+    let summary = outcome.summary.expect("the summary past the cap");
+    assert_eq!(summary.text, "done late");
+    assert!(events.contains(&AgentEvent::Summary(summary)));
 }

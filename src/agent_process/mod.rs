@@ -20,8 +20,15 @@
 //!   and one [`AgentEvent::OutputCapped`] is sent; the pipes are still drained (the agent is
 //!   not killed for talking: a verbose test run may still produce a good diff), so memory
 //!   stays bounded and the deadline still ends a flood.
-//! - **progress**: a stdout line `APN_PROGRESS <stage> <percent> <action…>` is forwarded
-//!   as its `Log` and then an [`AgentEvent::Progress`] ([`parse_progress_line`]).
+//! - **progress**: with [`AgentOutputFormat::Text`] a stdout line
+//!   `APN_PROGRESS <stage> <percent> <action…>` is forwarded as its `Log` and then an
+//!   [`AgentEvent::Progress`] ([`parse_progress_line`]). With
+//!   [`AgentOutputFormat::StreamJson`] every stdout line goes through a
+//!   [`StreamJsonParser`] instead (lines up to [`STREAM_JSON_LINE_BYTES_MAX`]): the agent's
+//!   text, tool uses and tool results become `Log`s and `Progress`, its final result an
+//!   [`AgentEvent::Summary`] (also kept in [`AgentOutcome::summary`]). Past the output
+//!   cap its lines are still parsed (they are read anyway), and only their progress and
+//!   summary are forwarded: a long, verbose session still reports how it ended.
 //! - **metering**: CPU seconds from the leader's `wait4` rusage (user + system, including
 //!   the descendants it waited for), memory GB-seconds from the resident memory of every
 //!   process in the group sampled every [`MEMORY_SAMPLE_INTERVAL`], wall seconds.
@@ -32,17 +39,20 @@
 //! the leader on a background thread).
 //!
 //! Here: the spec, events, outcome and errors. The run loop is in `run`, the process group
-//! in `group`, line splitting and progress lines in `output`, argv and profile lookup in
-//! `profiles`.
+//! in `group`, line splitting and progress lines in `output`, Claude Code's stream-json in
+//! `stream_json`, argv and profile lookup in `profiles`.
 
 mod group;
 mod output;
 mod profiles;
 mod run;
+pub mod stream_json;
 
+pub use crate::config::AgentOutputFormat;
 pub use output::parse_progress_line;
 pub use profiles::{available_profiles, build_argv, program_exists};
 pub use run::run_agent;
+pub use stream_json::StreamJsonParser;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,16 +64,23 @@ use crate::sandbox::{SandboxError, SandboxPolicy};
 pub const PROMPT_PLACEHOLDER: &str = "{prompt}";
 /// Longest line forwarded, in bytes; the rest of a longer line is dropped.
 pub const LINE_BYTES_MAX: usize = 8 * 1024;
+/// Longest stdout line read with [`AgentOutputFormat::StreamJson`], in bytes: one event
+/// carries a whole tool input or result (a file written, a test log), so lines are longer;
+/// a longer one is cut, fails to parse and is kept as a plain (bounded) log line.
+pub const STREAM_JSON_LINE_BYTES_MAX: usize = 1024 * 1024;
 /// How often the group's resident memory is sampled.
 pub const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogStream {
-    /// The agent's standard output (where `APN_PROGRESS` lines are looked for).
+    /// The agent's standard output (where `APN_PROGRESS` lines are looked for), or a tool's
+    /// output in a stream-json transcript.
     Stdout,
     /// The agent's standard error.
     Stderr,
+    /// What the agent said, as its structured output tells it apart (stream-json text).
+    Agent,
 }
 
 /// What a run reports while it goes.
@@ -84,13 +101,57 @@ pub enum AgentEvent {
         percent: u8,
         /// Free text after the percent, e.g. `running tests`; may be empty.
         action: String,
+        /// Files the agent edited so far, as its structured output tells (relative to the
+        /// workspace when under it); empty for `APN_PROGRESS` lines.
+        files_modified: Vec<String>,
     },
+    /// The agent's own account of the run (a stream-json `result` event); sent once, at the
+    /// end.
+    Summary(AgentSummary),
     /// The output cap was reached; sent once. `dropped_bytes` is what was dropped by then;
     /// the run's total output is [`AgentOutcome::output_bytes`].
     OutputCapped {
         /// Bytes of output discarded when this event was sent.
         dropped_bytes: u64,
     },
+}
+
+/// The agent's final report (Claude Code's stream-json `result` event).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AgentSummary {
+    /// The result's subtype is `success` and it is not marked as an error.
+    pub success: bool,
+    /// `success`, `error_max_turns`, `error_during_execution`, … (bounded).
+    pub subtype: String,
+    /// Turns the agent took.
+    pub num_turns: Option<u64>,
+    /// What the model calls cost, in US dollars, as the agent reports it.
+    pub total_cost_usd: Option<f64>,
+    /// Input tokens, as the agent reports them.
+    pub input_tokens: Option<u64>,
+    /// Output tokens, as the agent reports them.
+    pub output_tokens: Option<u64>,
+    /// The agent's closing text (bounded to [`stream_json::LOG_LINE_BYTES_MAX`] bytes).
+    pub text: String,
+}
+
+impl std::fmt::Display for AgentSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "agent {}", self.subtype)?;
+        if let Some(turns) = self.num_turns {
+            write!(f, ", {turns} turn(s)")?;
+        }
+        if let Some(cost) = self.total_cost_usd {
+            write!(f, ", ${cost:.4}")?;
+        }
+        if let (Some(input), Some(output)) = (self.input_tokens, self.output_tokens) {
+            write!(f, ", {input} in / {output} out tokens")?;
+        }
+        if !self.text.is_empty() {
+            write!(f, ": {}", self.text)?;
+        }
+        Ok(())
+    }
 }
 
 /// What to run and under which limits.
@@ -110,6 +171,8 @@ pub struct AgentSpec {
     pub output_bytes_max: u64,
     /// Run inside this sandbox ([`crate::sandbox`]); `None` runs the program directly.
     pub sandbox: Option<SandboxPolicy>,
+    /// How stdout is read: plain lines or Claude Code's stream-json (the profile's `output`).
+    pub output: AgentOutputFormat,
 }
 
 /// How a run ended.
@@ -129,6 +192,8 @@ pub struct AgentOutcome {
     pub output_bytes: u64,
     /// The output cap was reached.
     pub output_capped: bool,
+    /// The agent's own summary, when its structured output gave one (the last one given).
+    pub summary: Option<AgentSummary>,
 }
 
 /// The run could not start or be watched.

@@ -30,20 +30,27 @@ pub fn parse_progress_line(line: &str) -> Option<(ExecutionStage, u8, String)> {
     Some((stage, percent, action))
 }
 
-/// Splits a byte stream into lines of at most [`LINE_BYTES_MAX`] bytes.
+/// Splits a byte stream into lines of at most [`LINE_BYTES_MAX`] bytes (or another limit).
 pub(super) struct LineSplitter {
     stream: LogStream,
     buffer: Vec<u8>,
     /// Inside a line that was already cut: drop until its newline.
     skipping: bool,
+    line_bytes_max: usize,
 }
 
 impl LineSplitter {
     pub(super) fn new(stream: LogStream) -> Self {
+        Self::with_limit(stream, LINE_BYTES_MAX)
+    }
+
+    /// Lines of at most `line_bytes_max` bytes (at least 1).
+    pub(super) fn with_limit(stream: LogStream, line_bytes_max: usize) -> Self {
         Self {
             stream,
             buffer: Vec::new(),
             skipping: false,
+            line_bytes_max: line_bytes_max.max(1),
         }
     }
 
@@ -62,7 +69,7 @@ impl LineSplitter {
                 self.skipping = false;
             } else if !self.skipping {
                 self.buffer.push(byte);
-                if self.buffer.len() >= LINE_BYTES_MAX {
+                if self.buffer.len() >= self.line_bytes_max {
                     lines.push(self.line());
                     self.buffer.clear();
                     self.skipping = true;

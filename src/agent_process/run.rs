@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::group::{GroupGuard, cpu_seconds, group_resident_bytes, kill_group, reap, wait_exited};
 use super::output::{LineSplitter, parse_progress_line, read_some};
-use super::{AgentError, AgentEvent, AgentOutcome, AgentSpec, LogStream, MEMORY_SAMPLE_INTERVAL};
+use super::stream_json::StreamJsonParser;
+use super::{
+    AgentError, AgentEvent, AgentOutcome, AgentOutputFormat, AgentSpec, LogStream,
+    MEMORY_SAMPLE_INTERVAL, STREAM_JSON_LINE_BYTES_MAX,
+};
 use crate::messages::ComputeUsage;
 use crate::sandbox;
 
@@ -225,7 +229,18 @@ pub async fn run_agent(
         receiver_gone: false,
         dropped_bytes: 0,
     };
-    let mut stdout_lines = LineSplitter::new(LogStream::Stdout);
+    // With stream-json, stdout lines are events (read whole up to a larger limit) and go
+    // through the parser instead of the `APN_PROGRESS` scanner.
+    let mut stream_json = match spec.output {
+        AgentOutputFormat::StreamJson => Some(StreamJsonParser::new(Some(&spec.workspace))),
+        AgentOutputFormat::Text => None,
+    };
+    let mut stdout_lines = match spec.output {
+        AgentOutputFormat::StreamJson => {
+            LineSplitter::with_limit(LogStream::Stdout, STREAM_JSON_LINE_BYTES_MAX)
+        }
+        AgentOutputFormat::Text => LineSplitter::new(LogStream::Stdout),
+    };
     let mut stderr_lines = LineSplitter::new(LogStream::Stderr);
     let mut stdout_buffer = vec![0u8; READ_CHUNK_BYTES];
     let mut stderr_buffer = vec![0u8; READ_CHUNK_BYTES];
@@ -234,6 +249,8 @@ pub async fn run_agent(
     let mut memory_byte_seconds = 0.0f64;
     let mut last_sample = Instant::now();
     let mut lines: Vec<(LogStream, String)> = Vec::new();
+    // Stream-json stdout lines read past the output cap: parsed, their logs not forwarded.
+    let mut past_cap_lines: Vec<(LogStream, String)> = Vec::new();
 
     loop {
         if run.exited && stdout.is_none() && stderr.is_none() {
@@ -273,7 +290,11 @@ pub async fn run_agent(
                 break;
             }
             Wake::Stdout(Ok(0)) | Wake::Stdout(Err(_)) => {
-                stdout_lines.finish(&mut lines);
+                if stream_json.is_some() && run.outcome.output_capped {
+                    stdout_lines.finish(&mut past_cap_lines);
+                } else {
+                    stdout_lines.finish(&mut lines);
+                }
                 stdout = None;
             }
             Wake::Stderr(Ok(0)) | Wake::Stderr(Err(_)) => {
@@ -281,7 +302,17 @@ pub async fn run_agent(
                 stderr = None;
             }
             Wake::Stdout(Ok(read)) => {
-                capped = run.take_bytes(&mut stdout_lines, &stdout_buffer[..read], &mut lines);
+                let bytes = &stdout_buffer[..read];
+                let room = run
+                    .output_bytes_max
+                    .saturating_sub(run.outcome.output_bytes);
+                capped = run.take_bytes(&mut stdout_lines, bytes, &mut lines);
+                if stream_json.is_some() && run.outcome.output_capped {
+                    // Past the cap, stream-json lines are still read for progress and the
+                    // summary (small, bounded events); their logs are dropped.
+                    let kept = usize::try_from(room).unwrap_or(usize::MAX).min(read);
+                    stdout_lines.push(&bytes[kept..], &mut past_cap_lines);
+                }
             }
             Wake::Stderr(Ok(read)) => {
                 capped = run.take_bytes(&mut stderr_lines, &stderr_buffer[..read], &mut lines);
@@ -297,9 +328,18 @@ pub async fn run_agent(
             }
         }
         for (stream, line) in lines.drain(..) {
+            if let (LogStream::Stdout, Some(parser)) = (stream, stream_json.as_mut()) {
+                for event in parser.parse_line(&line) {
+                    if let AgentEvent::Summary(summary) = &event {
+                        run.outcome.summary = Some(summary.clone());
+                    }
+                    run.forward(event).await;
+                }
+                continue;
+            }
             let progress = match stream {
                 LogStream::Stdout => parse_progress_line(&line),
-                LogStream::Stderr => None,
+                LogStream::Stderr | LogStream::Agent => None,
             };
             run.forward(AgentEvent::Log { stream, line }).await;
             if let Some((stage, percent, action)) = progress {
@@ -307,12 +347,27 @@ pub async fn run_agent(
                     stage,
                     percent,
                     action,
+                    files_modified: Vec::new(),
                 })
                 .await;
             }
         }
         if let Some(event) = capped {
             run.forward(event).await;
+        }
+        if let Some(parser) = stream_json.as_mut() {
+            for (_, line) in past_cap_lines.drain(..) {
+                for event in parser.parse_line(&line) {
+                    match &event {
+                        AgentEvent::Log { .. } => continue,
+                        AgentEvent::Summary(summary) => {
+                            run.outcome.summary = Some(summary.clone());
+                        }
+                        _ => {}
+                    }
+                    run.forward(event).await;
+                }
+            }
         }
     }
 

@@ -28,6 +28,30 @@ pub struct ProfileConfig {
     /// or a toolchain under a home directory). None by default.
     #[serde(default)]
     pub read_only_paths: Vec<PathBuf>,
+    /// Variables copied from the node's environment for this profile's runs only, on top of
+    /// `executor.pass_env` (e.g. `ANTHROPIC_API_KEY` for `claude`). None by default.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// Variables set to fixed values for this profile's runs (e.g. `IS_SANDBOX = "1"`), set
+    /// after every passed variable. None by default.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// How the program's stdout is read: `text` (lines, `APN_PROGRESS` progress lines) or
+    /// `stream-json` (Claude Code's `--output-format stream-json` events).
+    #[serde(default)]
+    pub output: AgentOutputFormat,
+}
+
+/// How an agent's stdout is read (`executor.profiles.<NAME>.output`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentOutputFormat {
+    /// Plain lines; a line `APN_PROGRESS <stage> <percent> <action>` is progress.
+    #[default]
+    Text,
+    /// One JSON event a line, as `claude -p … --output-format stream-json --verbose`
+    /// prints them: assistant text, tool uses, tool results, the final result.
+    StreamJson,
 }
 
 impl ProfileConfig {
@@ -39,7 +63,49 @@ impl ProfileConfig {
             enabled: true,
             network_ports: default_network_ports(),
             read_only_paths: Vec::new(),
+            pass_env: Vec::new(),
+            env: BTreeMap::new(),
+            output: AgentOutputFormat::Text,
         }
+    }
+
+    /// The same profile, also passing these variables from the node's environment.
+    pub fn with_pass_env(mut self, names: &[&str]) -> Self {
+        self.pass_env.extend(names.iter().map(|n| n.to_string()));
+        self
+    }
+
+    /// The same profile, with this fixed variable set for its runs.
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+
+    /// The same profile, its stdout read as `output`.
+    pub fn with_output(mut self, output: AgentOutputFormat) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// The default CLAUDE_CODE profile: `claude -p {prompt} --output-format stream-json
+    /// --verbose --dangerously-skip-permissions`, read as stream-json, with
+    /// `ANTHROPIC_API_KEY` passed and `IS_SANDBOX=1` (peers' runs are sandboxed, and
+    /// `claude` refuses to skip permissions as root without it).
+    pub fn claude_code() -> Self {
+        ProfileConfig::new(
+            "claude",
+            &[
+                "-p",
+                PROMPT_ARGUMENT,
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--dangerously-skip-permissions",
+            ],
+        )
+        .with_pass_env(&["ANTHROPIC_API_KEY"])
+        .with_env("IS_SANDBOX", "1")
+        .with_output(AgentOutputFormat::StreamJson)
     }
 
     /// The SHELL profile (`sh -c <prompt>`, no network), for tests and the demo.
@@ -93,24 +159,20 @@ pub struct ExecutorConfig {
 impl Default for ExecutorConfig {
     fn default() -> Self {
         let mut profiles = BTreeMap::new();
-        profiles.insert(
-            "CLAUDE_CODE".into(),
-            ProfileConfig::new(
-                "claude",
-                &["-p", PROMPT_ARGUMENT, "--dangerously-skip-permissions"],
-            ),
-        );
+        profiles.insert("CLAUDE_CODE".into(), ProfileConfig::claude_code());
         profiles.insert(
             "AMP".into(),
-            ProfileConfig::new("amp", &["-x", PROMPT_ARGUMENT]),
+            ProfileConfig::new("amp", &["-x", PROMPT_ARGUMENT]).with_pass_env(&["AMP_API_KEY"]),
         );
         profiles.insert(
             "CODEX".into(),
-            ProfileConfig::new("codex", &["exec", "--full-auto", PROMPT_ARGUMENT]),
+            ProfileConfig::new("codex", &["exec", "--full-auto", PROMPT_ARGUMENT])
+                .with_pass_env(&["OPENAI_API_KEY"]),
         );
         profiles.insert(
             "GEMINI".into(),
-            ProfileConfig::new("gemini", &["--yolo", "-p", PROMPT_ARGUMENT]),
+            ProfileConfig::new("gemini", &["--yolo", "-p", PROMPT_ARGUMENT])
+                .with_pass_env(&["GEMINI_API_KEY"]),
         );
         profiles.insert("SHELL".into(), ProfileConfig::shell(false));
         ExecutorConfig {

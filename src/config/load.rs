@@ -162,12 +162,44 @@ mod tests {
         assert_eq!(config.resources.max_concurrent_tasks, 2);
         assert!(config.executor.profiles.contains_key("SHELL"));
         assert!(!config.executor.profiles["SHELL"].enabled);
+        let defaults = crate::config::ExecutorConfig::default();
+        for name in ["CLAUDE_CODE", "AMP", "CODEX", "GEMINI", "SHELL"] {
+            assert_eq!(
+                config.executor.profiles[name], defaults.profiles[name],
+                "the shipped {name} profile is the default one"
+            );
+        }
         assert_eq!(
             config.market.bids_enough,
             crate::config::MarketConfig::default().bids_enough
         );
         assert!(!config.http.allow_remote_reads);
         assert!(config.http.trusted_proxies.is_empty() && config.http.allowed_hosts.is_empty());
+    }
+
+    #[test]
+    fn an_older_profile_without_the_new_keys_still_loads_as_text() {
+        let config = load(
+            "[executor.profiles.CLAUDE_CODE]\nprogram = \"claude\"\n\
+             args = [\"-p\", \"{prompt}\", \"--dangerously-skip-permissions\"]\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let profile = &config.executor.profiles["CLAUDE_CODE"];
+        assert_eq!(profile.output, crate::config::AgentOutputFormat::Text);
+        assert!(profile.pass_env.is_empty() && profile.env.is_empty());
+        let config = load(
+            "[executor.profiles.C]\nprogram = \"c\"\noutput = \"stream-json\"\n\
+             pass_env = [\"K\"]\nenv = { IS_SANDBOX = \"1\" }\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let profile = &config.executor.profiles["C"];
+        assert_eq!(profile.output, crate::config::AgentOutputFormat::StreamJson);
+        assert_eq!(profile.pass_env, ["K"]);
+        assert_eq!(profile.env["IS_SANDBOX"], "1");
     }
 
     #[test]
@@ -231,6 +263,38 @@ mod tests {
             let error = load(&format!("[market]\nbids_enough = {bad}\n"), &[], &[]).unwrap_err();
             assert!(error.to_string().contains("market.bids_enough"), "{error}");
         }
+        let error = load(
+            "[executor.profiles.X]\nprogram = \"x\"\noutput = \"json\"\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("executor.profiles.X.output"),
+            "{error}"
+        );
+        let error = load(
+            "[executor.profiles.X]\nprogram = \"x\"\npass_env = [\"A\", \"B=C\"]\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("executor.profiles.X.pass_env[1]"),
+            "{error}"
+        );
+        let error = load(
+            "[executor.profiles.X]\nprogram = \"x\"\nenv = { \"\" = \"1\" }\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("executor.profiles.X.env."),
+            "{error}"
+        );
         assert_eq!(
             load("[market]\nbids_enough = 1\n", &[], &[])
                 .unwrap()

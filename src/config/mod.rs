@@ -16,7 +16,7 @@ mod sections;
 mod settlement;
 mod validate;
 
-pub use executor::{DIFF_BYTES_LIMIT, ExecutorConfig, ProfileConfig};
+pub use executor::{AgentOutputFormat, DIFF_BYTES_LIMIT, ExecutorConfig, ProfileConfig};
 pub use load::Override;
 pub use sections::{
     AcceptConfig, AcceptPolicy, EconomicsConfig, HttpConfig, MarketConfig, NodeConfig, RelayConfig,

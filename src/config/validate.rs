@@ -3,6 +3,19 @@
 
 use super::{AcceptPolicy, Config, ConfigError, DIFF_BYTES_LIMIT, invalid};
 
+/// Why `name` cannot be an environment variable's name, if it cannot.
+fn variable_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("an environment variable name must not be empty".into());
+    }
+    if name.contains('=') || name.contains('\0') {
+        return Some(format!(
+            "{name:?} is not an environment variable name (no `=` or NUL)"
+        ));
+    }
+    None
+}
+
 impl Config {
     /// Rules that types alone do not express.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -91,6 +104,33 @@ impl Config {
                     &format!("executor.profiles.{name}.program"),
                     "must not be empty",
                 ));
+            }
+            for (index, variable) in profile.pass_env.iter().enumerate() {
+                if let Some(problem) = variable_name_problem(variable) {
+                    return Err(invalid(
+                        &format!("executor.profiles.{name}.pass_env[{index}]"),
+                        problem,
+                    ));
+                }
+            }
+            for (variable, value) in &profile.env {
+                if let Some(problem) = variable_name_problem(variable) {
+                    return Err(invalid(
+                        &format!("executor.profiles.{name}.env.{variable}"),
+                        problem,
+                    ));
+                }
+                if value.contains('\0') {
+                    return Err(invalid(
+                        &format!("executor.profiles.{name}.env.{variable}"),
+                        "the value must not contain a NUL byte",
+                    ));
+                }
+            }
+        }
+        for (index, variable) in self.executor.pass_env.iter().enumerate() {
+            if let Some(problem) = variable_name_problem(variable) {
+                return Err(invalid(&format!("executor.pass_env[{index}]"), problem));
             }
         }
         if self.executor.diff_bytes_max == 0 || self.executor.diff_bytes_max > DIFF_BYTES_LIMIT {

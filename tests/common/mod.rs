@@ -13,6 +13,7 @@ pub use apn::harness::NatsServer;
 use tokio::sync::mpsc;
 
 pub mod attacker;
+pub mod claude;
 pub mod process;
 
 /// Default bound on waiting for something that should happen.

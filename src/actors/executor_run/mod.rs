@@ -103,6 +103,32 @@ impl RunDirs {
     }
 }
 
+/// Variables a run copies from the node: `executor.pass_env`, then the profile's own.
+pub fn agent_pass_env(config: &Config, profile: &crate::config::ProfileConfig) -> Vec<String> {
+    let mut names = config.executor.pass_env.clone();
+    for name in &profile.pass_env {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// Variables a run gets set: the profile's fixed `env`, then the run's own `HOME`, `TMPDIR`
+/// and `PATH`, which a profile cannot override.
+pub fn agent_extra_env(
+    profile: &crate::config::ProfileConfig,
+    dirs: &RunDirs,
+) -> Vec<(String, String)> {
+    let mut variables: Vec<(String, String)> = profile
+        .env
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    variables.extend(dirs.environment());
+    variables
+}
+
 /// The sandbox of an agent run: its workspace, home and temp dir writable, the workspace's
 /// `.git` read-only, the profile's program tree and extra paths readable, TCP only to the
 /// profile's ports (none: a private network), the node's memory and process limits.
@@ -486,11 +512,12 @@ async fn execute(
     let spec = AgentSpec {
         argv: agent_process::build_argv(profile, &payload.prompt),
         workspace: workspace_dir.to_path_buf(),
-        pass_env: config.executor.pass_env.clone(),
-        extra_env: run_dirs.environment(),
+        pass_env: agent_pass_env(config, profile),
+        extra_env: agent_extra_env(profile, &run_dirs),
         timeout: Duration::from_secs(timeout_s),
         output_bytes_max: config.executor.output_bytes_max,
         sandbox: sandboxed.then(|| agent_sandbox_policy(config, profile, &run_dirs, timeout_s)),
+        output: profile.output,
     };
     let (events, mut agent_events) = mpsc::channel(AGENT_EVENTS_QUEUED_MAX);
     let agent_cancel = cancel.clone();
@@ -512,9 +539,14 @@ async fn execute(
                         batch_bytes = 0;
                     }
                 }
-                Some(AgentEvent::Progress { stage: new_stage, percent: new_percent, action }) => {
+                Some(AgentEvent::Progress { stage: new_stage, percent: new_percent, action, .. }) => {
                     (stage, percent) = (new_stage, new_percent);
                     reporter.send(ExecutionUpdate::Progress { stage, percent, action }).await;
+                }
+                Some(AgentEvent::Summary(summary)) => {
+                    let line = summary.to_string();
+                    batch_bytes += line.len();
+                    batch.push(LogLine { stream: "agent".into(), line, at_ms: Utc::now().timestamp_millis() });
                 }
                 Some(AgentEvent::OutputCapped { dropped_bytes }) => {
                     batch.push(LogLine { stream: "apn".into(), line: format!("output cap reached; {dropped_bytes} bytes not forwarded"), at_ms: Utc::now().timestamp_millis() });
@@ -569,7 +601,11 @@ async fn execute(
             (None, Some(signal)) => format!("killed by signal {signal}"),
             _ => "unknown exit status".to_string(),
         };
-        return failed(stage, format!("agent failed: {status}"), usage);
+        let error = match &outcome.summary {
+            Some(agent) => format!("agent failed: {status}; {agent}"),
+            None => format!("agent failed: {status}"),
+        };
+        return failed(stage, error, usage);
     }
 
     // 3. The result.
@@ -588,12 +624,15 @@ async fn execute(
             .await;
     match diff {
         Ok(Ok(diff)) => {
-            let summary = format!(
+            let mut summary = format!(
                 "{} file(s) changed, {} bytes of diff, {:.2} cpu s",
                 diff.files_modified.len(),
                 diff.bytes,
                 usage.cpu_seconds
             );
+            if let Some(agent) = &outcome.summary {
+                summary = format!("{agent}\n{summary}");
+            }
             ExecutionUpdate::Completed {
                 result: ExecutionResult {
                     summary,

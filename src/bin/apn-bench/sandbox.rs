@@ -21,6 +21,7 @@ async fn trivial_run(
         timeout: Duration::from_secs(30),
         output_bytes_max: 1024,
         sandbox,
+        output: apn::agent_process::AgentOutputFormat::Text,
     };
     let (events, mut receiver) = tokio::sync::mpsc::channel(16);
     let drain = tokio::spawn(async move { while receiver.recv().await.is_some() {} });
