@@ -45,7 +45,9 @@ const QUIET: Duration = Duration::from_millis(1500);
 async fn three_nodes_discover_each_other_broadcast_once_and_send_to_one() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut first_config = test_config(dirs[0].path());
+    // Tags set in code the old way, in `capabilities` alone, are announced as they are.
     first_config.node.capabilities = vec!["rust".into(), "gpu".into()];
+    first_config.node.languages = Vec::new();
     let first = node(first_config).await;
     let bootstrap = first
         .dial_address()

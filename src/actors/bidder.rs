@@ -90,10 +90,11 @@ impl Bidder {
             crate::sandbox::support(),
         )
         .err();
+        let capabilities = self.config.node.announced_capabilities();
         let state = BidderState {
             unsandboxed: unsandboxed.as_deref(),
             profiles: &self.profiles,
-            capabilities: &self.config.node.capabilities,
+            capabilities: &capabilities,
             // The executor's reservation below is the check that counts (it knows the
             // slots); its answer, the slots left, goes into the bid.
             free_slots: 1,
@@ -122,7 +123,7 @@ impl Bidder {
             bidder: self.identity.node_id().clone(),
             price,
             estimated_duration_s: market::estimate_duration_s(request),
-            capabilities: self.config.node.capabilities.clone(),
+            capabilities,
             // The reservation's end: an assignment after it is refused.
             valid_until: Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default(),
             free_slots: None,

@@ -88,11 +88,16 @@ impl Config {
     }
 
     fn from_table(table: toml::Table) -> Result<Config, ConfigError> {
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let languages_set = table
+            .get("node")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|node| node.contains_key("languages"));
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
                 let key = e.path().to_string();
                 invalid(&key, e.into_inner().to_string())
             })?;
+        config.node.split_capabilities(languages_set)?;
         config.validate()?;
         Ok(config)
     }
@@ -146,6 +151,8 @@ fn set_key(root: &mut toml::Table, dotted: &str, value: toml::Value) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::NodeConfig;
+    use crate::messages::Vibe;
 
     fn load(text: &str, flags: &[Override], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
@@ -301,6 +308,172 @@ mod tests {
                 .market
                 .bids_enough,
             1
+        );
+    }
+
+    /// The project seed's config file, exactly as the seed ships it.
+    const SEED_CONFIG: &str = r#"[node]
+port = 4001
+capabilities = ["compute", "relay", "storage"]
+
+[resources]
+max_bandwidth_mbps = 100
+max_concurrent_tasks = 4
+storage_gb = 50
+
+[economics]
+min_task_reward = 1.0
+bandwidth_rate_per_gb = 0.01
+compute_rate_per_cpu_hour = 0.50
+
+[relay]
+url = "nats://nonlocal.info:4222"
+auto_reconnect = true
+"#;
+
+    #[test]
+    fn the_seed_config_file_loads_as_written() {
+        let config = load(SEED_CONFIG, &[], &[]).unwrap();
+        assert_eq!(config.node.port, 4001);
+        assert_eq!(config.node.capabilities, ["compute", "relay", "storage"]);
+        // No `languages` key: the default language tags.
+        assert_eq!(config.node.languages, NodeConfig::default().languages);
+        assert_eq!(config.resources.max_bandwidth_mbps, 100);
+        assert_eq!(config.resources.max_concurrent_tasks, 4);
+        assert_eq!(config.resources.storage_gb, 50);
+        assert_eq!(
+            config.resources.storage_cap_bytes(),
+            Some(50 * 1_000_000_000)
+        );
+        assert_eq!(config.economics.min_task_reward, Vibe::from_whole(1));
+        assert_eq!(
+            config.economics.bandwidth_rate_per_gb,
+            Vibe::from_micros(10_000)
+        );
+        assert_eq!(
+            config.economics.compute_rate_per_cpu_hour,
+            Vibe::from_micros(500_000)
+        );
+        assert_eq!(config.relay.url, "nats://nonlocal.info:4222");
+        assert!(config.relay.auto_reconnect);
+        assert_eq!(
+            config.node.announced_capabilities()[..3],
+            ["compute", "relay", "storage"]
+        );
+    }
+
+    #[test]
+    fn amounts_as_toml_floats_keep_the_six_decimal_limit_and_name_the_key() {
+        let config = load("[economics]\nmin_task_reward = 0.000001\n", &[], &[]).unwrap();
+        assert_eq!(config.economics.min_task_reward, Vibe::from_micros(1));
+        let config = load("[economics]\ninitial_balance = 2.5\n", &[], &[]).unwrap();
+        assert_eq!(
+            config.economics.initial_balance,
+            Vibe::from_micros(2_500_000)
+        );
+        for bad in ["0.0000001", "-1.0", "nan", "inf"] {
+            let error =
+                load(&format!("[economics]\nmin_task_reward = {bad}\n"), &[], &[]).unwrap_err();
+            assert!(
+                error.to_string().contains("economics.min_task_reward"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn capabilities_take_roles_and_languages_in_either_spelling() {
+        // Today's spelling: roles and languages apart.
+        let config = load(
+            "[node]\ncapabilities = [\"compute\"]\nlanguages = [\"rust\", \"go\"]\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.node.capabilities, ["compute"]);
+        assert_eq!(config.node.languages, ["rust", "go"]);
+        assert_eq!(
+            config.node.announced_capabilities(),
+            ["compute", "rust", "go"]
+        );
+        // The older spelling: language tags in `capabilities`. Without a `languages` key
+        // they replace the default languages (the node announces what it did before);
+        // duplicates are dropped.
+        let config = load(
+            "[node]\ncapabilities = [\"rust\", \"relay\", \"gpu\", \"rust\"]\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.node.capabilities, ["relay"]);
+        assert_eq!(config.node.languages, ["rust", "gpu"]);
+        assert_eq!(
+            config.node.announced_capabilities(),
+            ["relay", "rust", "gpu"]
+        );
+        // The file shipped before the split: all language tags, announced as they were.
+        let config = load(
+            "[node]\ncapabilities = [\"rust\", \"python\", \"typescript\"]\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(config.node.capabilities.is_empty());
+        assert_eq!(
+            config.node.announced_capabilities(),
+            ["rust", "python", "typescript"]
+        );
+        // Both keys set: the old tags join the given languages.
+        let config = load(
+            "[node]\ncapabilities = [\"compute\", \"go\"]\nlanguages = [\"rust\"]\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.node.capabilities, ["compute"]);
+        assert_eq!(config.node.languages, ["rust", "go"]);
+        // The environment takes either spelling too.
+        let config = load(
+            "",
+            &[],
+            &[("APN_NODE_CAPABILITIES", "[\"storage\", \"typescript\"]")],
+        )
+        .unwrap();
+        assert_eq!(config.node.capabilities, ["storage"]);
+        assert_eq!(config.node.languages, ["typescript"]);
+        // Bad tags name their key as written.
+        let error = load("[node]\ncapabilities = [\"compute\", \"\"]\n", &[], &[]).unwrap_err();
+        assert!(
+            error.to_string().contains("node.capabilities[1]"),
+            "{error}"
+        );
+        let error = load("[node]\nlanguages = [\"a b\"]\n", &[], &[]).unwrap_err();
+        assert!(error.to_string().contains("node.languages[0]"), "{error}");
+        // What loads prints back and loads the same.
+        let config = load(SEED_CONFIG, &[], &[]).unwrap();
+        let printed = toml::to_string(&config).unwrap();
+        let again = Config::from_toml(&printed).unwrap();
+        assert_eq!(again.node.capabilities, config.node.capabilities);
+        assert_eq!(again.resources.storage_gb, 50);
+    }
+
+    #[test]
+    fn storage_gb_names_the_key_on_bad_values() {
+        assert_eq!(
+            load("", &[], &[]).unwrap().resources.storage_cap_bytes(),
+            None
+        );
+        for bad in ["-1", "\"lots\"", "1.5", "1000001"] {
+            let error = load(&format!("[resources]\nstorage_gb = {bad}\n"), &[], &[]).unwrap_err();
+            assert!(
+                error.to_string().contains("resources.storage_gb"),
+                "{bad}: {error}"
+            );
+        }
+        let error = load("", &[], &[("APN_RESOURCES_STORAGE_GB", "x")]).unwrap_err();
+        assert!(
+            error.to_string().contains("resources.storage_gb"),
+            "{error}"
         );
     }
 

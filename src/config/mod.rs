@@ -19,8 +19,8 @@ mod validate;
 pub use executor::{AgentOutputFormat, DIFF_BYTES_LIMIT, ExecutorConfig, ProfileConfig};
 pub use load::Override;
 pub use sections::{
-    AcceptConfig, AcceptPolicy, EconomicsConfig, HttpConfig, MarketConfig, NodeConfig, RelayConfig,
-    ResourcesConfig,
+    AcceptConfig, AcceptPolicy, BYTES_PER_GB, EconomicsConfig, HttpConfig, MarketConfig,
+    NodeConfig, ROLES, RelayConfig, ResourcesConfig, STORAGE_GB_MAX,
 };
 pub use settlement::{SettlementConfig, SettlementMode};
 

@@ -16,8 +16,14 @@ use crate::messages::Vibe;
 pub struct NodeConfig {
     /// TCP port for libp2p when `listen` is empty (0 picks a free one).
     pub port: u16,
-    /// Capability tags announced to the mesh.
+    /// The roles this node plays for the mesh: `compute` (runs peers' agent tasks), `relay`
+    /// (forwards traffic), `storage` (keeps workspaces, bundles and caches; see
+    /// `resources.storage_gb`). Older files listed language tags here: a value that is not a
+    /// role is taken as a language tag when the file loads (see [`NodeConfig::languages`]).
     pub capabilities: Vec<String>,
+    /// Language (and tool) tags this node's agents work in, e.g. `rust`, `python`. Announced to
+    /// the mesh with the roles; a task requiring a tag is bid for only by nodes that have it.
+    pub languages: Vec<String>,
     /// Where keys, the API token, the ledger and workspaces live.
     pub data_dir: PathBuf,
     /// libp2p listen multiaddrs; empty means `/ip4/0.0.0.0/tcp/<port>`.
@@ -46,7 +52,8 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             port: 4001,
-            capabilities: vec!["rust".into(), "python".into(), "typescript".into()],
+            capabilities: vec!["compute".into()],
+            languages: vec!["rust".into(), "python".into(), "typescript".into()],
             data_dir: PathBuf::from("data/apn"),
             listen: Vec::new(),
             bootstrap: Vec::new(),
@@ -60,6 +67,102 @@ impl Default for NodeConfig {
         }
     }
 }
+
+/// The roles `node.capabilities` may name; any other value there is a language tag.
+pub const ROLES: [&str; 3] = ["compute", "relay", "storage"];
+
+/// Longest capability or language tag, in bytes.
+const TAG_BYTES_MAX: usize = 64;
+
+/// Why `tag` cannot be a capability or language tag, if it cannot.
+fn tag_problem(tag: &str) -> Option<String> {
+    if tag.is_empty() {
+        return Some("a tag must not be empty".into());
+    }
+    if tag.len() > TAG_BYTES_MAX {
+        return Some(format!("{tag:?} is longer than {TAG_BYTES_MAX} bytes"));
+    }
+    if tag
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+    {
+        return Some(format!(
+            "{tag:?} must not contain whitespace, control characters or commas"
+        ));
+    }
+    None
+}
+
+impl NodeConfig {
+    /// Sorts `capabilities` into roles and language tags: a value of `capabilities` that is
+    /// not one of [`ROLES`] moves to `languages` (how files written before `languages`
+    /// existed keep working), duplicates are dropped, order is kept. When the file did not
+    /// set `languages` (`languages_set` false) and `capabilities` held language tags, those
+    /// tags replace the default languages, so such a file announces exactly what it did
+    /// before. Every tag is checked first, the error naming its key as written.
+    pub fn split_capabilities(&mut self, languages_set: bool) -> Result<(), ConfigError> {
+        for (index, tag) in self.capabilities.iter().enumerate() {
+            if let Some(problem) = tag_problem(tag) {
+                return Err(invalid(&format!("node.capabilities[{index}]"), problem));
+            }
+        }
+        for (index, tag) in self.languages.iter().enumerate() {
+            if let Some(problem) = tag_problem(tag) {
+                return Err(invalid(&format!("node.languages[{index}]"), problem));
+            }
+        }
+        let legacy_tags = self
+            .capabilities
+            .iter()
+            .any(|tag| !ROLES.contains(&tag.as_str()));
+        if legacy_tags && !languages_set {
+            self.languages.clear();
+        }
+        let mut roles: Vec<String> = Vec::new();
+        let mut languages: Vec<String> = Vec::new();
+        for tag in self.languages.drain(..) {
+            if !languages.contains(&tag) {
+                languages.push(tag);
+            }
+        }
+        for tag in self.capabilities.drain(..) {
+            if ROLES.contains(&tag.as_str()) {
+                if !roles.contains(&tag) {
+                    roles.push(tag);
+                }
+            } else {
+                tracing::debug!(
+                    tag = %tag,
+                    "node.capabilities: not a role (compute, relay, storage); taken as a language tag"
+                );
+                if !languages.contains(&tag) {
+                    languages.push(tag);
+                }
+            }
+        }
+        self.capabilities = roles;
+        self.languages = languages;
+        Ok(())
+    }
+
+    /// The tags announced to the mesh and matched against a task's required capabilities:
+    /// the roles, then the language tags (one list on the wire, as before the split).
+    pub fn announced_capabilities(&self) -> Vec<String> {
+        let mut tags = self.capabilities.clone();
+        for tag in &self.languages {
+            if !tags.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
+        tags
+    }
+}
+
+/// Bytes in a gigabyte as `resources.storage_gb` counts them (decimal, as bandwidth is).
+pub const BYTES_PER_GB: u64 = 1_000_000_000;
+
+/// Largest `resources.storage_gb` accepted (a petabyte), so the cap in bytes cannot overflow.
+pub const STORAGE_GB_MAX: u64 = 1_000_000;
 
 /// `[resources]`: what this node gives the mesh.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +179,20 @@ pub struct ResourcesConfig {
     pub max_processes: u32,
     /// CPU cores the operator means to offer; informational, nothing enforces it yet.
     pub cpu_cores: u32,
+    /// Disk, in gigabytes (10^9 bytes), that workspaces, repository bundles and caches in the
+    /// data dir may take; a peer's task whose bundle would take them past it is refused at
+    /// admission. 0 (the default): no cap.
+    pub storage_gb: u64,
+}
+
+impl ResourcesConfig {
+    /// The storage cap in bytes, or `None` when `storage_gb` is 0 (no cap).
+    pub fn storage_cap_bytes(&self) -> Option<u64> {
+        match self.storage_gb {
+            0 => None,
+            gb => Some(gb.saturating_mul(BYTES_PER_GB)),
+        }
+    }
 }
 
 impl Default for ResourcesConfig {
@@ -86,6 +203,7 @@ impl Default for ResourcesConfig {
             max_memory_mb: 4096,
             max_processes: 512,
             cpu_cores: 2,
+            storage_gb: 0,
         }
     }
 }

@@ -31,6 +31,15 @@ impl Config {
                 "must be at most 1024",
             ));
         }
+        if self.resources.storage_gb > super::STORAGE_GB_MAX {
+            return Err(invalid(
+                "resources.storage_gb",
+                format!(
+                    "must be at most {} (a petabyte); 0 means no cap",
+                    super::STORAGE_GB_MAX
+                ),
+            ));
+        }
         if self.market.reservations_per_peer == 0 {
             return Err(invalid(
                 "market.reservations_per_peer",

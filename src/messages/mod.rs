@@ -131,7 +131,7 @@ impl APNMessage {
 pub struct NodeAnnouncement {
     /// Display name derived from the sender's key; never trusted for authorisation.
     pub node_id: NodeId,
-    /// Capability tags from `[node] capabilities` (languages, tools, hardware).
+    /// Capability tags: `[node] capabilities` (roles) then `[node] languages` (language tags).
     pub capabilities: Vec<String>,
     /// Executor profiles this node can run (configured and present).
     pub executor_profiles: Vec<String>,

@@ -250,7 +250,7 @@ impl PeerManager {
         let economics = &self.config.economics;
         APNMessage::NodeAnnouncement(NodeAnnouncement {
             node_id: self.identity.node_id().clone(),
-            capabilities: self.config.node.capabilities.clone(),
+            capabilities: self.config.node.announced_capabilities(),
             executor_profiles: self.profiles.clone(),
             compute_rate_per_cpu_hour: economics.compute_rate_per_cpu_hour,
             min_task_reward: economics.min_task_reward,
