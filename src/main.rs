@@ -56,6 +56,25 @@ enum Command {
     /// The treasury of the network ledger (settlement mode jetstream): its key, and minting.
     #[command(subcommand)]
     Treasury(TreasuryCommand),
+    /// The node's configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the config the way `apn node` does (the file, then APN_* environment variables)
+    /// and print the merged result; exit status 2, naming the key, when it does not load.
+    ///
+    /// Example: apn config check --config config/apn.toml --json
+    Check {
+        /// Config file (default: config/apn.toml when it exists).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -437,6 +456,9 @@ fn main() -> ExitCode {
             cli::task::cancel(&api.client(), &id, api.json)
         }
         Command::Sandbox(SandboxCommand::Check { json }) => cli::sandbox::check(json),
+        Command::Config(ConfigCommand::Check { config, json }) => {
+            cli::config::check(config.as_deref(), json)
+        }
         Command::Treasury(TreasuryCommand::Init { dir, json }) => cli::treasury::init(&dir, json),
         Command::Treasury(TreasuryCommand::Faucet(args)) => {
             cli::treasury::faucet(&cli::treasury::FaucetRequest {

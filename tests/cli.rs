@@ -412,3 +412,98 @@ fn treasury_mints_on_the_stream_and_ledger_reads_the_projection() {
         other => panic!("the faucet did not grant: {other:?}"),
     }
 }
+
+/// The project seed's config file, exactly as the seed ships it.
+const SEED_CONFIG: &str = r#"[node]
+port = 4001
+capabilities = ["compute", "relay", "storage"]
+
+[resources]
+max_bandwidth_mbps = 100
+max_concurrent_tasks = 4
+storage_gb = 50
+
+[economics]
+min_task_reward = 1.0
+bandwidth_rate_per_gb = 0.01
+compute_rate_per_cpu_hour = 0.50
+
+[relay]
+url = "nats://nonlocal.info:4222"
+auto_reconnect = true
+"#;
+
+/// `apn config check` with no `APN_*` variable from the test's own environment.
+fn config_check(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(APN);
+    command.args(["config", "check"]).args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("APN_") {
+            command.env_remove(name);
+        }
+    }
+    run(&mut command)
+}
+
+#[test]
+fn config_check_prints_the_seed_config_and_names_the_key_of_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.toml");
+    std::fs::write(&seed, SEED_CONFIG).unwrap();
+    let seed = seed.to_str().unwrap();
+
+    let output = config_check(&["--config", seed, "--json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = json_of(&output);
+    assert_eq!(config["node"]["port"], 4001);
+    assert_eq!(
+        config["node"]["capabilities"],
+        serde_json::json!(["compute", "relay", "storage"])
+    );
+    assert_eq!(config["resources"]["max_concurrent_tasks"], 4);
+    assert_eq!(config["resources"]["storage_gb"], 50);
+    assert_eq!(config["economics"]["min_task_reward"], "1");
+    assert_eq!(config["economics"]["compute_rate_per_cpu_hour"], "0.5");
+    assert_eq!(config["relay"]["url"], "nats://nonlocal.info:4222");
+    assert_eq!(config["relay"]["auto_reconnect"], true);
+
+    // For people: TOML, which loads again as the same config.
+    let output = config_check(&["--config", seed]);
+    assert_eq!(output.status.code(), Some(0));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(printed.contains("storage_gb = 50"), "{printed}");
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &printed).unwrap();
+    let output = config_check(&["--config", again.to_str().unwrap(), "--json"]);
+    assert_eq!(json_of(&output), config);
+
+    // The environment is merged as `apn node` merges it.
+    let mut command = Command::new(APN);
+    command
+        .args(["config", "check", "--json", "--config", seed])
+        .env("APN_RESOURCES_STORAGE_GB", "7");
+    let output = run(&mut command);
+    assert_eq!(json_of(&output)["resources"]["storage_gb"], 7);
+
+    // A bad file: exit 2, the key named.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        SEED_CONFIG.replace("storage_gb = 50", "storage_gb = -50"),
+    )
+    .unwrap();
+    let output = config_check(&["--config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("resources.storage_gb"), "{stderr}");
+    assert!(output.stdout.is_empty());
+
+    // A named file that is missing is a usage error too.
+    let output = config_check(&["--config", dir.path().join("none.toml").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+}

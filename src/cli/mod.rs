@@ -3,6 +3,7 @@
 //! returns the exit status: 0 done, 1 the operation failed. Part of the binary, not the
 //! library, so `anyhow` stops here.
 
+pub(crate) mod config;
 pub(crate) mod ledger;
 pub(crate) mod node;
 pub(crate) mod sandbox;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use apn::actors::distributor::TaskStatus;
-use apn::config::{Config, Override};
+use apn::config::{Config, ConfigError, Override};
 use apn::demo::DemoOptions;
 
 /// The default config file, used when present.
@@ -16,11 +16,7 @@ const DEFAULT_CONFIG: &str = "config/apn.toml";
 /// `config/apn.toml` when it exists), the environment and the command line's `overrides`.
 /// A config that does not load is a usage error: exit 2, naming the key.
 pub(crate) fn run(config_file: Option<&Path>, overrides: &[Override]) -> anyhow::Result<ExitCode> {
-    let (path, explicit) = match config_file {
-        Some(path) => (path.to_path_buf(), true),
-        None => (PathBuf::from(DEFAULT_CONFIG), false),
-    };
-    let config = match Config::load(Some(&path), explicit, overrides, std::env::vars()) {
+    let config = match load_config(config_file, overrides) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("error: {error}");
@@ -40,6 +36,20 @@ pub(crate) fn run(config_file: Option<&Path>, overrides: &[Override]) -> anyhow:
         node.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The config `apn node` runs with: `config_file` (else `config/apn.toml` when it exists),
+/// then the command line's `overrides`, then the `APN_*` environment. `apn config check`
+/// loads through here too, so it judges a file exactly as the node would.
+pub(crate) fn load_config(
+    config_file: Option<&Path>,
+    overrides: &[Override],
+) -> Result<Config, ConfigError> {
+    let (path, explicit) = match config_file {
+        Some(path) => (path.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    Config::load(Some(&path), explicit, overrides, std::env::vars())
 }
 
 /// Runs the loopback demo, printing its lines, until its tasks are done or a signal.
