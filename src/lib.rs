@@ -38,5 +38,6 @@ pub mod metrics;
 pub mod network_ledger;
 pub mod protocol;
 pub mod sandbox;
+pub mod storage;
 pub mod web;
 pub mod workspace;

@@ -11,7 +11,8 @@
 //! Admission (`market::admit_assignment`, `market::admit_payload`): a peer's `TaskAssigned`
 //! is honoured only for a live reservation of a bid this node made, to that originator, at
 //! the agreed price, once; and its repository must come as a bundle, never as a path on this
-//! node's disk. Anything else is refused before anything starts: counted by reason in the
+//! node's disk, that fits `resources.storage_gb` beside the workspaces and bundles already
+//! there (`market::check_storage`). Anything else is refused before anything starts: counted by reason in the
 //! metrics and answered at once with an `ExecutionFailed` whose error says why, so the
 //! originator moves on without waiting for its heartbeat timeout.
 //!
@@ -261,9 +262,23 @@ impl TaskExecutor {
         let noise_key = self.links.noise_key.clone();
         let identity = self.identity.clone();
         let metrics = self.metrics.clone();
-        // The originator's Noise key comes from its signed announcement.
-        let work = async move { noise_key.send(GetPeerNoiseKey(origin)).await.ok().flatten() };
-        ctx.spawn(work.into_actor(self).map(move |key, actor, ctx| {
+        let storage_cap = self.config.resources.storage_cap_bytes();
+        let data_dir = self.config.node.data_dir.clone();
+        // The originator's Noise key comes from its signed announcement. With a storage cap,
+        // the scratch dirs' usage is measured too, off the actor's thread.
+        let work = async move {
+            let key = noise_key.send(GetPeerNoiseKey(origin)).await.ok().flatten();
+            let used = match storage_cap {
+                Some(_) => {
+                    tokio::task::spawn_blocking(move || crate::storage::scratch_usage(&data_dir))
+                        .await
+                        .ok()
+                }
+                None => None,
+            };
+            (key, used)
+        };
+        ctx.spawn(work.into_actor(self).map(move |(key, used), actor, ctx| {
             let bid_content_hash = actor
                 .reservations
                 .get(&task_id)
@@ -294,6 +309,16 @@ impl TaskExecutor {
                             };
                             (reason, refusal.to_string())
                         })
+                })
+                .and_then(|(payload, answer, session)| {
+                    let bundle = match &payload.repo {
+                        market::RepoDelivery::Bundle { bytes, .. } => *bytes,
+                        market::RepoDelivery::LocalPath(_) => 0,
+                    };
+                    let used = used.map_or(0, |usage| usage.bytes);
+                    market::check_storage(bundle, used, storage_cap)
+                        .map(|()| (payload, answer, session))
+                        .map_err(|refusal| (DropReason::StorageFull, refusal.to_string()))
                 });
             let (payload, answer, session) = match admitted {
                 Ok(parts) => parts,

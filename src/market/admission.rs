@@ -1,6 +1,7 @@
 //! What an executor accepts as an assignment: only for a live bid it made, at its price
 //! ([`admit_assignment`]); never a path on its own disk from a peer ([`admit_payload`]); a
-//! bundle only with the chunk count its size implies ([`check_bundle_shape`]). And how
+//! bundle only with the chunk count its size implies ([`check_bundle_shape`]) and only when
+//! it fits the node's storage cap ([`check_storage`]). And how
 //! long an assignment may last whatever heartbeats say ([`assignment_deadline_s`]).
 
 use crate::messages::Vibe;
@@ -51,6 +52,44 @@ pub enum AdmissionRefusal {
     /// The bundle's announced size or chunk count does not hold.
     #[error(transparent)]
     Bundle(#[from] BundleShapeError),
+    /// The bundle would take this node's scratch storage past `resources.storage_gb`.
+    #[error(
+        "a bundle of {bundle} bytes would take this node's storage past its cap: \
+         {used} of {cap} bytes in use (resources.storage_gb)"
+    )]
+    Storage {
+        /// The bundle's announced size, in bytes.
+        bundle: u64,
+        /// Bytes the data dir's workspaces and bundles take now.
+        used: u64,
+        /// The cap, in bytes.
+        cap: u64,
+    },
+}
+
+/// Whether a peer's bundle of `bundle_bytes` fits: with `used_bytes` already taken by the
+/// data dir's workspaces and bundles, it must not take them past `cap_bytes` (`None`: no
+/// cap, `resources.storage_gb = 0`). The bundle's announced size is what is counted; the
+/// checkout it grows into is not predicted.
+pub fn check_storage(
+    bundle_bytes: u64,
+    used_bytes: u64,
+    cap_bytes: Option<u64>,
+) -> Result<(), AdmissionRefusal> {
+    let Some(cap) = cap_bytes else {
+        return Ok(());
+    };
+    if used_bytes
+        .checked_add(bundle_bytes)
+        .is_none_or(|total| total > cap)
+    {
+        return Err(AdmissionRefusal::Storage {
+            bundle: bundle_bytes,
+            used: used_bytes,
+            cap,
+        });
+    }
+    Ok(())
 }
 
 /// A bundle's announced shape that does not hold.
@@ -175,6 +214,39 @@ pub fn assignment_deadline_s(requested_timeout_s: u64, run_deadline_s: u64, grac
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundle_past_the_storage_cap_is_refused() {
+        const GB: u64 = 1_000_000_000;
+        assert_eq!(check_storage(u64::MAX, u64::MAX, None), Ok(()), "no cap");
+        assert_eq!(
+            check_storage(GB, 49 * GB, Some(50 * GB)),
+            Ok(()),
+            "exactly full"
+        );
+        assert_eq!(check_storage(0, 50 * GB, Some(50 * GB)), Ok(()));
+        let refusal = check_storage(GB + 1, 49 * GB, Some(50 * GB)).unwrap_err();
+        assert_eq!(
+            refusal,
+            AdmissionRefusal::Storage {
+                bundle: GB + 1,
+                used: 49 * GB,
+                cap: 50 * GB
+            }
+        );
+        assert!(
+            refusal.to_string().contains("resources.storage_gb"),
+            "{refusal}"
+        );
+        assert!(
+            check_storage(1, u64::MAX, Some(u64::MAX)).is_err(),
+            "no overflow"
+        );
+        assert!(
+            check_storage(1, 60 * GB, Some(50 * GB)).is_err(),
+            "already over"
+        );
+    }
 
     #[test]
     fn assignments_have_a_deadline_heartbeats_cannot_extend() {

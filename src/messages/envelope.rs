@@ -129,11 +129,14 @@ pub enum DropReason {
     /// An assignment whose escrow is not on the network ledger as agreed (settlement mode
     /// `jetstream`): missing, for another payee, too small, too short or already settled.
     NoEscrow,
+    /// An assignment whose repository bundle would take this node's workspaces and bundles
+    /// past `resources.storage_gb`.
+    StorageFull,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero counters too.
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Oversized,
         DropReason::Malformed,
         DropReason::UnknownVersion,
@@ -154,6 +157,7 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::ContentMismatch,
         DropReason::NoEscrow,
+        DropReason::StorageFull,
     ];
 
     /// The reason's label in metrics and logs.
@@ -179,6 +183,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::ContentMismatch => "content_mismatch",
             DropReason::NoEscrow => "no_escrow",
+            DropReason::StorageFull => "storage_full",
         }
     }
 }
