@@ -2,7 +2,8 @@
 //! transport (see `common::attacker`) tries what an executor must refuse at admission:
 //! an assignment it never bid for, one at another price, a repository "on a shared disk"
 //! (`RepoDelivery::LocalPath`) from a peer, a bundle announcing a chunk count its size does
-//! not imply, and a flood of requests holding every slot. Each refusal reaches the attacker
+//! not imply, a bundle past the node's storage cap, and a flood of requests holding every
+//! slot. Each refusal reaches the attacker
 //! at once as an `ExecutionFailed`, is counted by reason, and starts nothing.
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
@@ -171,6 +172,33 @@ async fn an_assignment_whose_task_is_not_the_one_bid_on_is_refused() {
     let error = refusal(answer(&mut attacker, bid.task_id).await);
     assert!(error.contains("not the one this node bid on"), "{error}");
     assert_eq!(victim.metrics.dropped(DropReason::ContentMismatch), 1);
+    nothing_started(&victim).await;
+    victim.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_bundle_past_the_storage_cap_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = shell_config(dir.path());
+    config.resources.storage_gb = 1;
+    let victim = node(config).await;
+    // The scratch dirs already hold the whole gigabyte (a sparse file: its length counts).
+    // Written after the start, which clears what a killed process left behind.
+    let bundles = victim.data_dir.join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    std::fs::File::create(bundles.join("left.bundle"))
+        .unwrap()
+        .set_len(1_000_000_000)
+        .unwrap();
+    let mut attacker = announced_attacker(&victim).await;
+    let bid = attacker
+        .request_bid(Vibe::from_whole(100), &any_payload())
+        .await;
+    let assignment = attacker.assignment(&victim, bid.task_id, bid.price, &any_payload());
+    attacker.send(&assignment).await;
+    let error = refusal(answer(&mut attacker, bid.task_id).await);
+    assert!(error.contains("resources.storage_gb"), "{error}");
+    assert_eq!(victim.metrics.dropped(DropReason::StorageFull), 1);
     nothing_started(&victim).await;
     victim.shutdown().await;
 }

@@ -59,6 +59,9 @@ struct Running {
     origin: Option<PeerId>,
     chunks: Option<mpsc::Sender<RepoChunk>>,
     cancel: CancellationToken,
+    /// A peer's run: its bundle's announced size, held against `resources.storage_gb`
+    /// while the run lasts (its chunks may not be on disk yet); 0 for a local run.
+    bundle_bytes: u64,
 }
 
 /// The `Recipient`s the executor talks to, wired in `actors/node.rs`.
@@ -160,6 +163,10 @@ impl TaskExecutor {
             RunOrigin::Remote { origin, .. } => Some(*origin),
             RunOrigin::Local { .. } => None,
         };
+        let bundle_bytes = match (&payload.repo, origin_peer) {
+            (market::RepoDelivery::Bundle { bytes, .. }, Some(_)) => *bytes,
+            _ => 0,
+        };
         self.reservations.remove(&task_id);
         self.running.insert(
             task_id,
@@ -167,6 +174,7 @@ impl TaskExecutor {
                 origin: origin_peer,
                 chunks: origin_peer.map(|_| chunk_sender),
                 cancel: cancel.clone(),
+                bundle_bytes,
             },
         );
         self.announce_slots();
@@ -315,7 +323,11 @@ impl TaskExecutor {
                         market::RepoDelivery::Bundle { bytes, .. } => *bytes,
                         market::RepoDelivery::LocalPath(_) => 0,
                     };
-                    let used = used.map_or(0, |usage| usage.bytes);
+                    // What the disk holds, plus the bundles of peers' runs under way (their
+                    // chunks may still be arriving): a bundle already written counts twice
+                    // while its run lasts, which errs on the side of the cap.
+                    let under_way: u64 = actor.running.values().map(|r| r.bundle_bytes).sum();
+                    let used = used.map_or(0, |usage| usage.bytes).saturating_add(under_way);
                     market::check_storage(bundle, used, storage_cap)
                         .map(|()| (payload, answer, session))
                         .map_err(|refusal| (DropReason::StorageFull, refusal.to_string()))

@@ -18,7 +18,8 @@ pub struct NodeConfig {
     pub port: u16,
     /// The roles this node plays for the mesh: `compute` (runs peers' agent tasks), `relay`
     /// (forwards traffic), `storage` (keeps workspaces, bundles and caches; see
-    /// `resources.storage_gb`). Older files listed language tags here: a value that is not a
+    /// `resources.storage_gb`). Announced to the mesh (a task can require one); nothing else
+    /// depends on them yet. Older files listed language tags here: a value that is not a
     /// role is taken as a language tag when the file loads (see [`NodeConfig::languages`]).
     pub capabilities: Vec<String>,
     /// Language (and tool) tags this node's agents work in, e.g. `rust`, `python`. Announced to
