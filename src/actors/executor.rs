@@ -12,9 +12,9 @@
 //! is honoured only for a live reservation of a bid this node made, to that originator, at
 //! the agreed price, once; and its repository must come as a bundle, never as a path on this
 //! node's disk, that fits `resources.storage_gb` beside the workspaces and bundles already
-//! there (`market::check_storage`). Anything else is refused before anything starts: counted by reason in the
-//! metrics and answered at once with an `ExecutionFailed` whose error says why, so the
-//! originator moves on without waiting for its heartbeat timeout.
+//! there (`market::check_storage`). Anything else is refused before anything starts:
+//! counted by reason in the metrics and answered at once with an `ExecutionFailed` whose
+//! error says why, so the originator moves on without waiting for its heartbeat timeout.
 //!
 //! In: `Inbound` (`TaskAssigned`, `RepoChunk`, `TaskCancelled`), `ReserveSlot`, `RunLocal`,
 //! `CancelLocal`, `GetExecutorStatus`. Out: `SendTo` through the peer manager (remote runs),
