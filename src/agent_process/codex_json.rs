@@ -110,21 +110,19 @@ impl CodexJsonParser {
         let mut events = Vec::new();
         match item_type {
             "agent_message" => {
-                if let Some(message) = text("text").map(str::trim).filter(|t| !t.is_empty()) {
-                    if completed {
-                        self.last_message = bounded(message, LOG_LINE_BYTES_MAX);
-                        events.push(log(LogStream::Agent, message));
-                    }
+                if let Some(message) = text("text").map(str::trim).filter(|t| !t.is_empty())
+                    && completed
+                {
+                    self.last_message = bounded(message, LOG_LINE_BYTES_MAX);
+                    events.push(log(LogStream::Agent, message));
                 }
             }
             "reasoning" => {
-                if completed {
-                    if let Some(reasoning) = text("text") {
-                        tracing::debug!(
-                            reasoning = %bounded(reasoning.trim(), LOG_LINE_BYTES_MAX),
-                            "codex reasoning"
-                        );
-                    }
+                if completed && let Some(reasoning) = text("text") {
+                    tracing::debug!(
+                        reasoning = %bounded(reasoning.trim(), LOG_LINE_BYTES_MAX),
+                        "codex reasoning"
+                    );
                 }
             }
             "command_execution" => {
@@ -195,10 +193,8 @@ impl CodexJsonParser {
                 }
             }
             "error" => {
-                if completed {
-                    if let Some(message) = text("message") {
-                        events.push(log(LogStream::Stderr, message));
-                    }
+                if completed && let Some(message) = text("message") {
+                    events.push(log(LogStream::Stderr, message));
                 }
             }
             other => skip_unknown("codex-json item", other),
