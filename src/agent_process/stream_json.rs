@@ -416,4 +416,43 @@ not json at all
         }
         assert_eq!(parser.files_modified().len(), FILES_TRACKED_MAX);
     }
+
+    #[test]
+    fn amp_tool_names_are_edits_and_commands_too() {
+        let events = run(concat!(
+            r#"{"type":"system","subtype":"init","cwd":"/work/ws","session_id":"T-1","tools":["Bash","edit_file","create_file"]}"#,
+            "\n",
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"a","name":"create_file","input":{"path":"/work/ws/new.rs","content":"x"}}]}}"#,
+            "\n",
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"b","name":"edit_file","input":{"path":"/work/ws/src/lib.rs","old_str":"a","new_str":"b"}}]}}"#,
+            "\n",
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"c","name":"Bash","input":{"cmd":"go test ./..."}}]}}"#,
+            "\n",
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"d","name":"read_file","input":{"path":"/work/ws/README.md"}}]}}"#,
+            "\n",
+        ));
+        let both = ["new.rs".to_string(), "src/lib.rs".to_string()];
+        let progress: Vec<(ExecutionStage, &str, &[String])> = events
+            .iter()
+            .filter_map(|e| match e {
+                AgentEvent::Progress {
+                    stage,
+                    action,
+                    files_modified,
+                    ..
+                } => Some((*stage, action.as_str(), files_modified.as_slice())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            progress,
+            vec![
+                (ExecutionStage::Coding, "Starting", &[][..]),
+                (ExecutionStage::Coding, "Editing new.rs", &both[..1]),
+                (ExecutionStage::Coding, "Editing src/lib.rs", &both[..]),
+                (ExecutionStage::Testing, "Running go test ./...", &both[..]),
+                (ExecutionStage::Testing, "Reading README.md", &both[..]),
+            ]
+        );
+    }
 }
