@@ -23,8 +23,9 @@
 //! - **progress**: with [`AgentOutputFormat::Text`] a stdout line
 //!   `APN_PROGRESS <stage> <percent> <action…>` is forwarded as its `Log` and then an
 //!   [`AgentEvent::Progress`] ([`parse_progress_line`]). With
-//!   [`AgentOutputFormat::StreamJson`] every stdout line goes through a
-//!   [`StreamJsonParser`] instead (lines up to [`STREAM_JSON_LINE_BYTES_MAX`]): the agent's
+//!   [`AgentOutputFormat::StreamJson`] (Claude Code, Amp), [`AgentOutputFormat::CodexJson`]
+//!   or [`AgentOutputFormat::GeminiJson`] every stdout line goes through that format's
+//!   parser ([`StreamJsonParser`], [`CodexJsonParser`], [`GeminiJsonParser`]) instead (lines up to [`STREAM_JSON_LINE_BYTES_MAX`]): the agent's
 //!   text, tool uses and tool results become `Log`s and `Progress`, its final result an
 //!   [`AgentEvent::Summary`] (also kept in [`AgentOutcome::summary`]). Past the output
 //!   cap its lines are still parsed (they are read anyway), and only their progress and
@@ -40,19 +41,26 @@
 //!
 //! Here: the spec, events, outcome and errors. The run loop is in `run`, the process group
 //! in `group`, line splitting and progress lines in `output`, Claude Code's stream-json in
-//! `stream_json`, argv and profile lookup in `profiles`.
+//! `stream_json`, Codex's JSON in `codex_json`, Gemini's in `gemini_json`, what they share in
+//! `structured`, argv and profile lookup in `profiles`.
 
+pub mod codex_json;
+pub mod gemini_json;
 mod group;
 mod output;
 mod profiles;
 mod run;
 pub mod stream_json;
+pub mod structured;
 
 pub use crate::config::AgentOutputFormat;
+pub use codex_json::CodexJsonParser;
+pub use gemini_json::GeminiJsonParser;
 pub use output::parse_progress_line;
 pub use profiles::{available_profiles, build_argv, program_exists};
 pub use run::run_agent;
 pub use stream_json::StreamJsonParser;
+pub use structured::StructuredParser;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -171,7 +179,8 @@ pub struct AgentSpec {
     pub output_bytes_max: u64,
     /// Run inside this sandbox ([`crate::sandbox`]); `None` runs the program directly.
     pub sandbox: Option<SandboxPolicy>,
-    /// How stdout is read: plain lines or Claude Code's stream-json (the profile's `output`).
+    /// How stdout is read: plain lines or an agent's structured output (the profile's
+    /// `output`).
     pub output: AgentOutputFormat,
 }
 

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::group::{GroupGuard, cpu_seconds, group_resident_bytes, kill_group, reap, wait_exited};
 use super::output::{LineSplitter, parse_progress_line, read_some};
-use super::stream_json::StreamJsonParser;
+use super::structured::StructuredParser;
 use super::{
-    AgentError, AgentEvent, AgentOutcome, AgentOutputFormat, AgentSpec, LogStream,
-    MEMORY_SAMPLE_INTERVAL, STREAM_JSON_LINE_BYTES_MAX,
+    AgentError, AgentEvent, AgentOutcome, AgentSpec, LogStream, MEMORY_SAMPLE_INTERVAL,
+    STREAM_JSON_LINE_BYTES_MAX,
 };
 use crate::messages::ComputeUsage;
 use crate::sandbox;
@@ -229,17 +229,14 @@ pub async fn run_agent(
         receiver_gone: false,
         dropped_bytes: 0,
     };
-    // With stream-json, stdout lines are events (read whole up to a larger limit) and go
-    // through the parser instead of the `APN_PROGRESS` scanner.
-    let mut stream_json = match spec.output {
-        AgentOutputFormat::StreamJson => Some(StreamJsonParser::new(Some(&spec.workspace))),
-        AgentOutputFormat::Text => None,
-    };
-    let mut stdout_lines = match spec.output {
-        AgentOutputFormat::StreamJson => {
-            LineSplitter::with_limit(LogStream::Stdout, STREAM_JSON_LINE_BYTES_MAX)
-        }
-        AgentOutputFormat::Text => LineSplitter::new(LogStream::Stdout),
+    // With a structured output (stream-json, codex-json, gemini-json), stdout lines are
+    // events (read whole up to a larger limit) and go through its parser instead of the
+    // `APN_PROGRESS` scanner.
+    let mut stream_json = StructuredParser::for_output(spec.output, Some(&spec.workspace));
+    let mut stdout_lines = if stream_json.is_some() {
+        LineSplitter::with_limit(LogStream::Stdout, STREAM_JSON_LINE_BYTES_MAX)
+    } else {
+        LineSplitter::new(LogStream::Stdout)
     };
     let mut stderr_lines = LineSplitter::new(LogStream::Stderr);
     let mut stdout_buffer = vec![0u8; READ_CHUNK_BYTES];

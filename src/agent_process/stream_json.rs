@@ -1,14 +1,17 @@
-//! Claude Code's `--output-format stream-json` output, turned into [`AgentEvent`]s.
+//! Claude Code's `--output-format stream-json` output (and Amp's `--stream-json`, which
+//! has the same shape), turned into [`AgentEvent`]s.
 //!
 //! `claude -p <prompt> --output-format stream-json --verbose` prints one JSON object a line:
 //!
 //! - `{"type":"system","subtype":"init",…}`: the session started → progress `Starting`.
 //! - `{"type":"assistant","message":{"content":[…]}}`: items of type `text` become
 //!   [`LogStream::Agent`] lines; `tool_use` items become progress: `Edit`, `Write`,
-//!   `MultiEdit` (and `NotebookEdit`) with `input.file_path` → `Editing <path>`, the path
-//!   counted in `files_modified`; `Bash` with `input.command` → `Running <command>`, stage
-//!   `testing` when the command looks like a test run (`cargo test`, `pytest`, `npm test`,
-//!   `go test`, …), else `coding`; other tools → `Reading <path>` or `Using <tool>`.
+//!   `MultiEdit` (and `NotebookEdit`) with `input.file_path`, and Amp's `edit_file`,
+//!   `create_file` with `input.path` → `Editing <path>`, the path counted in
+//!   `files_modified`; `Bash` with `input.command` (Amp: `input.cmd`) → `Running <command>`,
+//!   stage `testing` when the command looks like a test run (`cargo test`, `pytest`,
+//!   `npm test`, `go test`, …), else `coding`; other tools → `Reading <path>` or
+//!   `Using <tool>`.
 //! - `{"type":"user","message":{"content":[{"type":"tool_result",…}]}}`: the tool's output
 //!   as [`LogStream::Stdout`] lines ([`LogStream::Stderr`] when `is_error`), bounded.
 //! - `{"type":"result",…}`: the run's [`AgentSummary`] (subtype, turns, cost, tokens, text).
@@ -19,86 +22,39 @@
 //! The percent is an estimate: it starts at [`PERCENT_START`] and grows with each tool use
 //! up to [`PERCENT_MAX`]; the executor reports the rest itself.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
+#[cfg(test)]
+use super::structured::PATH_BYTES_MAX;
+pub use super::structured::{
+    ACTION_BYTES_MAX, FILES_TRACKED_MAX, LOG_LINE_BYTES_MAX, PERCENT_MAX, PERCENT_START,
+    TOOL_RESULT_LINES_MAX, is_test_command,
+};
+use super::structured::{Tracker, bounded, log, output_lines, skip_unknown};
 use super::{AgentEvent, AgentSummary, LogStream};
+#[cfg(test)]
 use crate::messages::ExecutionStage;
-
-/// Longest log line made from an event, in bytes (longer text is cut, marked with `…`).
-pub const LOG_LINE_BYTES_MAX: usize = 4 * 1024;
-/// Longest progress action, in bytes.
-pub const ACTION_BYTES_MAX: usize = 200;
-/// Most lines of one tool result forwarded (the rest are counted in one note line).
-pub const TOOL_RESULT_LINES_MAX: usize = 20;
-/// Most distinct files remembered as modified.
-pub const FILES_TRACKED_MAX: usize = 256;
-/// Longest path remembered, in bytes.
-const PATH_BYTES_MAX: usize = 1024;
-/// Percent reported before any tool use.
-pub const PERCENT_START: u8 = 10;
-/// The estimate never claims more than this; the executor's diff and result come after.
-pub const PERCENT_MAX: u8 = 85;
-/// Percent added per tool use.
-const PERCENT_PER_TOOL: u8 = 3;
-
-/// Commands (after whitespace is collapsed, lowercased) that are test runs.
-const TEST_COMMANDS: &[&str] = &[
-    "cargo test",
-    "cargo nextest",
-    "pytest",
-    "python -m pytest",
-    "python3 -m pytest",
-    "python -m unittest",
-    "npm test",
-    "npm run test",
-    "yarn test",
-    "pnpm test",
-    "bun test",
-    "deno test",
-    "npx jest",
-    "jest",
-    "vitest",
-    "go test",
-    "make test",
-    "make check",
-    "mvn test",
-    "gradle test",
-    "./gradlew test",
-    "ctest",
-    "tox",
-    "rspec",
-    "phpunit",
-    "mix test",
-    "dotnet test",
-];
 
 /// Reads stream-json lines one at a time, keeping what the progress reports accumulate
 /// (the stage, the files edited, the percent estimate).
 #[derive(Debug, Clone)]
 pub struct StreamJsonParser {
-    /// The run's working directory: absolute paths under it are reported relative to it.
-    workspace: Option<PathBuf>,
-    stage: ExecutionStage,
-    percent: u8,
-    files_modified: Vec<String>,
+    tracker: Tracker,
 }
 
 impl StreamJsonParser {
     /// A parser for one run; `workspace` makes the edited paths relative to it.
     pub fn new(workspace: Option<&Path>) -> Self {
         StreamJsonParser {
-            workspace: workspace.map(Path::to_path_buf),
-            stage: ExecutionStage::Coding,
-            percent: PERCENT_START,
-            files_modified: Vec::new(),
+            tracker: Tracker::new(workspace),
         }
     }
 
     /// Files edited so far (relative to the workspace when under it), in first-edit order.
     pub fn files_modified(&self) -> &[String] {
-        &self.files_modified
+        self.tracker.files_modified()
     }
 
     /// The events one stdout line makes (none for a blank line or an unknown event type).
@@ -118,21 +74,9 @@ impl StreamJsonParser {
             "user" => user(&value),
             "result" => vec![AgentEvent::Summary(summary(&value))],
             other => {
-                tracing::debug!(
-                    kind = %bounded(other, ACTION_BYTES_MAX),
-                    "stream-json event of an unknown type skipped"
-                );
+                skip_unknown("stream-json", other);
                 Vec::new()
             }
-        }
-    }
-
-    fn progress(&self, action: String) -> AgentEvent {
-        AgentEvent::Progress {
-            stage: self.stage,
-            percent: self.percent,
-            action: bounded(&action, ACTION_BYTES_MAX),
-            files_modified: self.files_modified.clone(),
         }
     }
 
@@ -144,7 +88,7 @@ impl StreamJsonParser {
             Some(model) => format!("Starting ({model})"),
             None => "Starting".to_string(),
         };
-        vec![self.progress(action)]
+        vec![self.tracker.progress(&action)]
     }
 
     fn assistant(&mut self, value: &Value) -> Vec<AgentEvent> {
@@ -160,12 +104,9 @@ impl StreamJsonParser {
                     }
                 }
                 Some("tool_use") => {
-                    self.percent = self
-                        .percent
-                        .saturating_add(PERCENT_PER_TOOL)
-                        .min(PERCENT_MAX);
+                    self.tracker.step();
                     let action = self.tool_use(item);
-                    events.push(self.progress(action));
+                    events.push(self.tracker.progress(&action));
                 }
                 _ => {}
             }
@@ -179,53 +120,24 @@ impl StreamJsonParser {
         let input = item.get("input");
         let field = |key: &str| input.and_then(|i| i.get(key)).and_then(Value::as_str);
         match name {
-            "Edit" | "Write" | "MultiEdit" | "NotebookEdit" => {
-                self.stage = ExecutionStage::Coding;
-                match field("file_path").or_else(|| field("notebook_path")) {
-                    Some(path) => {
-                        let path = self.relative(path);
-                        self.note_file(&path);
-                        format!("Editing {path}")
-                    }
+            "Edit" | "Write" | "MultiEdit" | "NotebookEdit" | "edit_file" | "create_file" => {
+                match field("file_path")
+                    .or_else(|| field("notebook_path"))
+                    .or_else(|| field("path"))
+                {
+                    Some(path) => self.tracker.edit(path),
                     None => format!("Using {}", bounded(name, ACTION_BYTES_MAX)),
                 }
             }
-            "Bash" => match field("command") {
-                Some(command) => {
-                    self.stage = if is_test_command(command) {
-                        ExecutionStage::Testing
-                    } else {
-                        ExecutionStage::Coding
-                    };
-                    format!("Running {}", shorten_command(command))
-                }
+            "Bash" => match field("command").or_else(|| field("cmd")) {
+                Some(command) => self.tracker.command(command),
                 None => "Running a command".to_string(),
             },
-            "Read" => match field("file_path") {
-                Some(path) => format!("Reading {}", self.relative(path)),
+            "Read" | "read_file" => match field("file_path").or_else(|| field("path")) {
+                Some(path) => self.tracker.reading(path),
                 None => "Reading".to_string(),
             },
             other => format!("Using {}", bounded(other, ACTION_BYTES_MAX)),
-        }
-    }
-
-    /// `path` relative to the workspace when it is under it, bounded.
-    fn relative(&self, path: &str) -> String {
-        let relative = self
-            .workspace
-            .as_deref()
-            .and_then(|root| Path::new(path).strip_prefix(root).ok())
-            .filter(|rest| !rest.as_os_str().is_empty())
-            .map(|rest| rest.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.to_string());
-        bounded(&relative, PATH_BYTES_MAX)
-    }
-
-    fn note_file(&mut self, path: &str) {
-        if self.files_modified.len() < FILES_TRACKED_MAX
-            && !self.files_modified.iter().any(|known| known == path)
-        {
-            self.files_modified.push(path.to_string());
         }
     }
 }
@@ -251,20 +163,7 @@ fn user(value: &Value) -> Vec<AgentEvent> {
             LogStream::Stdout
         };
         let text = tool_result_text(item.get("content"));
-        let text = bounded(&text, LOG_LINE_BYTES_MAX);
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        for line in lines.iter().take(TOOL_RESULT_LINES_MAX) {
-            events.push(log(stream, line));
-        }
-        if lines.len() > TOOL_RESULT_LINES_MAX {
-            events.push(log(
-                stream,
-                &format!(
-                    "… {} more line(s) of tool output",
-                    lines.len() - TOOL_RESULT_LINES_MAX
-                ),
-            ));
-        }
+        output_lines(stream, &text, &mut events);
     }
     events
 }
@@ -318,62 +217,6 @@ fn summary(value: &Value) -> AgentSummary {
             .map(|text| bounded(text.trim(), LOG_LINE_BYTES_MAX))
             .unwrap_or_default(),
     }
-}
-
-fn log(stream: LogStream, line: &str) -> AgentEvent {
-    AgentEvent::Log {
-        stream,
-        line: bounded(line, LOG_LINE_BYTES_MAX),
-    }
-}
-
-/// `text` cut to at most `max` bytes on a character boundary, `…` marking a cut.
-pub(super) fn bounded(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let ellipsis = '…';
-    let mut end = max.saturating_sub(ellipsis.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut cut = text[..end].to_string();
-    cut.push(ellipsis);
-    cut
-}
-
-/// The command's first line, whitespace collapsed, short enough for an action.
-fn shorten_command(command: &str) -> String {
-    let mut lines = command.lines().filter(|l| !l.trim().is_empty());
-    let first = lines.next().unwrap_or("");
-    let mut short = first.split_whitespace().collect::<Vec<_>>().join(" ");
-    if lines.next().is_some() {
-        short.push_str(" …");
-    }
-    bounded(&short, ACTION_BYTES_MAX - "Running ".len())
-}
-
-/// True when `command` runs tests: one of [`TEST_COMMANDS`] at the start of the command or
-/// after a separator (`&&`, `;`, `|`, a space, `(`).
-pub fn is_test_command(command: &str) -> bool {
-    let normalized = command
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
-    TEST_COMMANDS.iter().any(|pattern| {
-        normalized.match_indices(pattern).any(|(at, _)| {
-            let before_ok = normalized[..at]
-                .chars()
-                .next_back()
-                .is_none_or(|c| matches!(c, ' ' | ';' | '&' | '|' | '(' | '/'));
-            let after_ok = normalized[at + pattern.len()..]
-                .chars()
-                .next()
-                .is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')));
-            before_ok && after_ok
-        })
-    })
 }
 
 #[cfg(test)]
@@ -575,31 +418,41 @@ not json at all
     }
 
     #[test]
-    fn test_commands_are_recognised() {
-        for command in [
-            "cargo test",
-            "cargo test --quiet",
-            "cd /w && cargo  test -p x",
-            "python -m pytest tests/",
-            "pytest -x",
-            "npm test",
-            "npm run test -- --watch=false",
-            "go test ./...",
-            "(make test)",
-            "./node_modules/.bin/jest",
-            "CI=1 yarn test",
-        ] {
-            assert!(is_test_command(command), "{command}");
-        }
-        for command in [
-            "cargo build",
-            "ls tests",
-            "cat pytest.ini",
-            "echo contest",
-            "git status",
-            "cargo testing-tool",
-        ] {
-            assert!(!is_test_command(command), "{command}");
-        }
+    fn amp_tool_names_are_edits_and_commands_too() {
+        let events = run(concat!(
+            r#"{"type":"system","subtype":"init","cwd":"/work/ws","session_id":"T-1","tools":["Bash","edit_file","create_file"]}"#,
+            "\n",
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"a","name":"create_file","input":{"path":"/work/ws/new.rs","content":"x"}}]}}"#,
+            "\n",
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"b","name":"edit_file","input":{"path":"/work/ws/src/lib.rs","old_str":"a","new_str":"b"}}]}}"#,
+            "\n",
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"c","name":"Bash","input":{"cmd":"go test ./..."}}]}}"#,
+            "\n",
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"d","name":"read_file","input":{"path":"/work/ws/README.md"}}]}}"#,
+            "\n",
+        ));
+        let both = ["new.rs".to_string(), "src/lib.rs".to_string()];
+        let progress: Vec<(ExecutionStage, &str, &[String])> = events
+            .iter()
+            .filter_map(|e| match e {
+                AgentEvent::Progress {
+                    stage,
+                    action,
+                    files_modified,
+                    ..
+                } => Some((*stage, action.as_str(), files_modified.as_slice())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            progress,
+            vec![
+                (ExecutionStage::Coding, "Starting", &[][..]),
+                (ExecutionStage::Coding, "Editing new.rs", &both[..1]),
+                (ExecutionStage::Coding, "Editing src/lib.rs", &both[..]),
+                (ExecutionStage::Testing, "Running go test ./...", &both[..]),
+                (ExecutionStage::Testing, "Reading README.md", &both[..]),
+            ]
+        );
     }
 }

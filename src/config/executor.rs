@@ -36,8 +36,10 @@ pub struct ProfileConfig {
     /// after every passed variable. None by default.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// How the program's stdout is read: `text` (lines, `APN_PROGRESS` progress lines) or
-    /// `stream-json` (Claude Code's `--output-format stream-json` events).
+    /// How the program's stdout is read: `text` (lines, `APN_PROGRESS` progress lines),
+    /// `stream-json` (Claude Code's `--output-format stream-json` events, Amp's
+    /// `--stream-json`), `codex-json` (`codex exec --json`) or `gemini-json` (`gemini
+    /// --output-format stream-json`).
     #[serde(default)]
     pub output: AgentOutputFormat,
 }
@@ -50,8 +52,15 @@ pub enum AgentOutputFormat {
     #[default]
     Text,
     /// One JSON event a line, as `claude -p … --output-format stream-json --verbose`
-    /// prints them: assistant text, tool uses, tool results, the final result.
+    /// prints them: assistant text, tool uses, tool results, the final result. Amp's
+    /// `amp -x … --stream-json` prints the same shape.
     StreamJson,
+    /// One JSON event a line, as `codex exec --json` prints them: thread and turn events,
+    /// items (agent messages, commands, file changes, …), the turn's token usage.
+    CodexJson,
+    /// One JSON event a line, as `gemini -p … --output-format stream-json` prints them:
+    /// init, messages, tool uses and results, errors, the final result.
+    GeminiJson,
 }
 
 impl ProfileConfig {
@@ -108,6 +117,56 @@ impl ProfileConfig {
         .with_output(AgentOutputFormat::StreamJson)
     }
 
+    /// The default AMP profile: `amp --dangerously-allow-all -x {prompt} --stream-json`,
+    /// read as stream-json (Amp prints Claude Code's shape), with `AMP_API_KEY` passed.
+    pub fn amp() -> Self {
+        ProfileConfig::new(
+            "amp",
+            &[
+                "--dangerously-allow-all",
+                "-x",
+                PROMPT_ARGUMENT,
+                "--stream-json",
+            ],
+        )
+        .with_pass_env(&["AMP_API_KEY"])
+        .with_output(AgentOutputFormat::StreamJson)
+    }
+
+    /// The default CODEX profile: `codex exec --json --dangerously-bypass-approvals-and-sandbox
+    /// {prompt}` (peers' runs are already in the node's own sandbox), read as codex-json,
+    /// with `OPENAI_API_KEY` passed.
+    pub fn codex() -> Self {
+        ProfileConfig::new(
+            "codex",
+            &[
+                "exec",
+                "--json",
+                "--dangerously-bypass-approvals-and-sandbox",
+                PROMPT_ARGUMENT,
+            ],
+        )
+        .with_pass_env(&["OPENAI_API_KEY"])
+        .with_output(AgentOutputFormat::CodexJson)
+    }
+
+    /// The default GEMINI profile: `gemini -p {prompt} --output-format stream-json --yolo`,
+    /// read as gemini-json, with `GEMINI_API_KEY` passed.
+    pub fn gemini() -> Self {
+        ProfileConfig::new(
+            "gemini",
+            &[
+                "-p",
+                PROMPT_ARGUMENT,
+                "--output-format",
+                "stream-json",
+                "--yolo",
+            ],
+        )
+        .with_pass_env(&["GEMINI_API_KEY"])
+        .with_output(AgentOutputFormat::GeminiJson)
+    }
+
     /// The SHELL profile (`sh -c <prompt>`, no network), for tests and the demo.
     pub fn shell(enabled: bool) -> Self {
         ProfileConfig {
@@ -160,20 +219,9 @@ impl Default for ExecutorConfig {
     fn default() -> Self {
         let mut profiles = BTreeMap::new();
         profiles.insert("CLAUDE_CODE".into(), ProfileConfig::claude_code());
-        profiles.insert(
-            "AMP".into(),
-            ProfileConfig::new("amp", &["-x", PROMPT_ARGUMENT]).with_pass_env(&["AMP_API_KEY"]),
-        );
-        profiles.insert(
-            "CODEX".into(),
-            ProfileConfig::new("codex", &["exec", "--full-auto", PROMPT_ARGUMENT])
-                .with_pass_env(&["OPENAI_API_KEY"]),
-        );
-        profiles.insert(
-            "GEMINI".into(),
-            ProfileConfig::new("gemini", &["--yolo", "-p", PROMPT_ARGUMENT])
-                .with_pass_env(&["GEMINI_API_KEY"]),
-        );
+        profiles.insert("AMP".into(), ProfileConfig::amp());
+        profiles.insert("CODEX".into(), ProfileConfig::codex());
+        profiles.insert("GEMINI".into(), ProfileConfig::gemini());
         profiles.insert("SHELL".into(), ProfileConfig::shell(false));
         ExecutorConfig {
             timeout_s: 1800,

@@ -12,6 +12,7 @@ use apn::config::Config;
 pub use apn::harness::NatsServer;
 use tokio::sync::mpsc;
 
+pub mod agents;
 pub mod attacker;
 pub mod claude;
 pub mod process;
