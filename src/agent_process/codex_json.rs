@@ -31,7 +31,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::structured::{
-    ACTION_BYTES_MAX, LOG_LINE_BYTES_MAX, Tracker, bounded, log, output_lines, skip_unknown,
+    ACTION_BYTES_MAX, LOG_LINE_BYTES_MAX, Line, Tracker, bounded, classify, log, output_lines,
+    skip_unknown,
 };
 use super::{AgentEvent, AgentSummary, LogStream};
 
@@ -68,13 +69,10 @@ impl CodexJsonParser {
 
     /// The events one stdout line makes (none for a blank line or an unknown event type).
     pub fn parse_line(&mut self, line: &str) -> Vec<AgentEvent> {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            return Vec::new();
-        }
-        let value: Value = match serde_json::from_str(trimmed) {
-            Ok(value @ Value::Object(_)) => value,
-            _ => return vec![log(LogStream::Stdout, line)],
+        let value = match classify(line) {
+            Line::Blank => return Vec::new(),
+            Line::Plain => return vec![log(LogStream::Stdout, line)],
+            Line::Event(value) => value,
         };
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
         match kind {
@@ -251,7 +249,7 @@ fn str_field<'a>(value: Option<&'a Value>, key: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent_process::structured::{ACTION_BYTES_MAX, TOOL_RESULT_LINES_MAX};
+    use crate::agent_process::structured::TOOL_RESULT_LINES_MAX;
     use crate::messages::ExecutionStage;
 
     /// A transcript shaped like `codex exec --json` prints.
@@ -367,28 +365,7 @@ not json at all
         ] {
             events.extend(parser.parse_line(&value.to_string()));
         }
-        for event in &events {
-            match event {
-                AgentEvent::Log { line, .. } => assert!(line.len() <= LOG_LINE_BYTES_MAX),
-                AgentEvent::Progress { action, .. } => assert!(action.len() <= ACTION_BYTES_MAX),
-                AgentEvent::Summary(summary) => {
-                    assert!(summary.text.len() <= LOG_LINE_BYTES_MAX)
-                }
-                _ => {}
-            }
-        }
-        let stdout = events
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e,
-                    AgentEvent::Log {
-                        stream: LogStream::Stdout,
-                        ..
-                    }
-                )
-            })
-            .count();
+        let stdout = crate::agent_process::structured::assert_bounded(&events);
         assert_eq!(stdout, TOOL_RESULT_LINES_MAX + 1);
         for i in 0..ITEMS_TRACKED_MAX + 10 {
             let value = serde_json::json!({"type":"item.started","item":{"id": i.to_string(),"type":"web_search","query":"q"}});

@@ -28,8 +28,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::structured::{
-    ACTION_BYTES_MAX, LOG_LINE_BYTES_MAX, Tracker, append_bounded, bounded, log, output_lines,
-    skip_unknown,
+    ACTION_BYTES_MAX, LOG_LINE_BYTES_MAX, Line, Tracker, append_bounded, bounded, classify, log,
+    output_lines, skip_unknown,
 };
 use super::{AgentEvent, AgentSummary, LogStream};
 
@@ -61,18 +61,15 @@ impl GeminiJsonParser {
 
     /// The events one stdout line makes (none for a blank line or an unknown event type).
     pub fn parse_line(&mut self, line: &str) -> Vec<AgentEvent> {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            return Vec::new();
-        }
         let mut events = Vec::new();
-        let value: Value = match serde_json::from_str(trimmed) {
-            Ok(value @ Value::Object(_)) => value,
-            _ => {
+        let value = match classify(line) {
+            Line::Blank => return events,
+            Line::Plain => {
                 self.flush(&mut events);
                 events.push(log(LogStream::Stdout, line));
                 return events;
             }
+            Line::Event(value) => value,
         };
         let field = |key: &str| value.get(key).and_then(Value::as_str);
         let kind = field("type").unwrap_or("");
@@ -340,25 +337,7 @@ not json at all
         ] {
             events.extend(parser.parse_line(&value.to_string()));
         }
-        for event in &events {
-            match event {
-                AgentEvent::Log { line, .. } => assert!(line.len() <= LOG_LINE_BYTES_MAX),
-                AgentEvent::Progress { action, .. } => assert!(action.len() <= ACTION_BYTES_MAX),
-                _ => {}
-            }
-        }
-        let stdout = events
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e,
-                    AgentEvent::Log {
-                        stream: LogStream::Stdout,
-                        ..
-                    }
-                )
-            })
-            .count();
+        let stdout = crate::agent_process::structured::assert_bounded(&events);
         assert_eq!(stdout, TOOL_RESULT_LINES_MAX + 1);
     }
 }

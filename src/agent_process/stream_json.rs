@@ -32,7 +32,7 @@ pub use super::structured::{
     ACTION_BYTES_MAX, FILES_TRACKED_MAX, LOG_LINE_BYTES_MAX, PERCENT_MAX, PERCENT_START,
     TOOL_RESULT_LINES_MAX, is_test_command,
 };
-use super::structured::{Tracker, bounded, log, output_lines, skip_unknown};
+use super::structured::{Line, Tracker, bounded, classify, log, output_lines, skip_unknown};
 use super::{AgentEvent, AgentSummary, LogStream};
 #[cfg(test)]
 use crate::messages::ExecutionStage;
@@ -59,13 +59,10 @@ impl StreamJsonParser {
 
     /// The events one stdout line makes (none for a blank line or an unknown event type).
     pub fn parse_line(&mut self, line: &str) -> Vec<AgentEvent> {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            return Vec::new();
-        }
-        let value: Value = match serde_json::from_str(trimmed) {
-            Ok(value @ Value::Object(_)) => value,
-            _ => return vec![log(LogStream::Stdout, line)],
+        let value = match classify(line) {
+            Line::Blank => return Vec::new(),
+            Line::Plain => return vec![log(LogStream::Stdout, line)],
+            Line::Event(value) => value,
         };
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
         match kind {

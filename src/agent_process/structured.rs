@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use super::codex_json::CodexJsonParser;
 use super::gemini_json::GeminiJsonParser;
 use super::stream_json::StreamJsonParser;
+use serde_json::Value;
+
 use super::{AgentEvent, AgentOutputFormat, LogStream};
 use crate::messages::ExecutionStage;
 
@@ -194,6 +196,48 @@ impl Tracker {
 }
 
 /// A log line, bounded.
+/// What one stdout line of a structured output format is.
+pub(super) enum Line {
+    /// Nothing on it.
+    Blank,
+    /// Not a JSON object: shown as a plain stdout line.
+    Plain,
+    /// An event object.
+    Event(Value),
+}
+
+/// Read one stdout line of a structured output format.
+pub(super) fn classify(line: &str) -> Line {
+    let trimmed = line.trim();
+    if trimmed.is_empty() {
+        return Line::Blank;
+    }
+    match serde_json::from_str(trimmed) {
+        Ok(value @ Value::Object(_)) => Line::Event(value),
+        _ => Line::Plain,
+    }
+}
+
+/// Every event within its bound; returns how many stdout log lines there are (tests).
+#[cfg(test)]
+pub(super) fn assert_bounded(events: &[AgentEvent]) -> usize {
+    let mut stdout = 0;
+    for event in events {
+        match event {
+            AgentEvent::Log { line, stream } => {
+                assert!(line.len() <= LOG_LINE_BYTES_MAX);
+                if *stream == LogStream::Stdout {
+                    stdout += 1;
+                }
+            }
+            AgentEvent::Progress { action, .. } => assert!(action.len() <= ACTION_BYTES_MAX),
+            AgentEvent::Summary(summary) => assert!(summary.text.len() <= LOG_LINE_BYTES_MAX),
+            _ => {}
+        }
+    }
+    stdout
+}
+
 pub(super) fn log(stream: LogStream, line: &str) -> AgentEvent {
     AgentEvent::Log {
         stream,
