@@ -116,6 +116,23 @@ async fn every_endpoint_answers_with_its_shape() {
     assert!(metrics.contains("apn_messages_dropped_total{reason=\"bad_signature\"} 0"));
     assert!(metrics.contains("apn_relay_state{state=\"disabled\"} 1"));
     assert!(metrics.contains("apn_websocket_clients"));
+    // The node's own grant was one durable write at least, in as many commits or fewer.
+    let gauge = |name: &str| -> f64 {
+        let prefix = format!("{name} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    let (commits, writes) = (
+        gauge("apn_ledger_commits_total"),
+        gauge("apn_ledger_writes_total"),
+    );
+    assert!(
+        writes >= 1.0 && commits >= 1.0 && commits <= writes,
+        "{commits} {writes}"
+    );
     assert!(index.contains("APN Mesh Panel"));
 
     // Errors are JSON with the right status.

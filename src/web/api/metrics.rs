@@ -6,6 +6,7 @@ use super::{gone, mesh_and_balance};
 use crate::actors::distributor::{ListTasks, TaskStatus};
 use crate::messages::DropReason;
 use crate::metrics::NetMetrics;
+use crate::protocol::ledger::GetWriteStats;
 use crate::protocol::mesh::RelayState;
 use crate::protocol::panel::GetHubStats;
 use crate::web::openapi::{ApiError, SandboxDoc};
@@ -19,6 +20,7 @@ pub(in crate::web) async fn metrics(state: web::Data<WebState>) -> Result<HttpRe
     let (mesh, balance) = mesh_and_balance(node).await?;
     let tasks = node.distributor.send(ListTasks).await.map_err(gone)?;
     let hub = node.panel_hub.send(GetHubStats).await.map_err(gone)?;
+    let ledger_writes = node.settler.send(GetWriteStats).await.map_err(gone)?;
     let net = &node.metrics;
     let mut text = String::new();
     let mut line = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
@@ -161,6 +163,18 @@ pub(in crate::web) async fn metrics(state: web::Data<WebState>) -> Result<HttpRe
         "VIBE held in escrow.",
         "gauge",
         vec![(String::new(), balance.escrowed.as_f64())],
+    );
+    line(
+        "apn_ledger_commits_total",
+        "SQLite transactions the local ledger committed (each one fsync); with group commit, fewer than its writes.",
+        "counter",
+        vec![(String::new(), ledger_writes.commits as f64)],
+    );
+    line(
+        "apn_ledger_writes_total",
+        "Durable writes (holds, releases, refunds, payments, journal entries, incoming payments) those commits carried.",
+        "counter",
+        vec![(String::new(), ledger_writes.writes as f64)],
     );
     line(
         "apn_websocket_clients",
