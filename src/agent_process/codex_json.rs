@@ -278,21 +278,7 @@ not json at all
             .collect()
     }
 
-    fn progress(stage: ExecutionStage, percent: u8, action: &str, files: &[&str]) -> AgentEvent {
-        AgentEvent::Progress {
-            stage,
-            percent,
-            action: action.into(),
-            files_modified: files.iter().map(|f| f.to_string()).collect(),
-        }
-    }
-
-    fn line(stream: LogStream, line: &str) -> AgentEvent {
-        AgentEvent::Log {
-            stream,
-            line: line.into(),
-        }
-    }
+    use crate::agent_process::structured::test_events::{line, progress};
 
     #[test]
     fn a_transcript_becomes_logs_progress_and_a_summary() {

@@ -235,21 +235,7 @@ not json at all
 {"type":"result","timestamp":"2025-10-10T12:00:06.000Z","status":"success","stats":{"total_tokens":1540,"input_tokens":1200,"output_tokens":340,"duration_ms":6000,"tool_calls":3}}
 "#;
 
-    fn progress(stage: ExecutionStage, percent: u8, action: &str, files: &[&str]) -> AgentEvent {
-        AgentEvent::Progress {
-            stage,
-            percent,
-            action: action.into(),
-            files_modified: files.iter().map(|f| f.to_string()).collect(),
-        }
-    }
-
-    fn line(stream: LogStream, line: &str) -> AgentEvent {
-        AgentEvent::Log {
-            stream,
-            line: line.into(),
-        }
-    }
+    use crate::agent_process::structured::test_events::{line, progress};
 
     fn run(transcript: &str) -> Vec<AgentEvent> {
         let mut parser = GeminiJsonParser::new(Some(Path::new("/work/ws")));

@@ -218,6 +218,36 @@ pub(super) fn classify(line: &str) -> Line {
     }
 }
 
+/// Expected events, for the parsers' tests.
+#[cfg(test)]
+pub(super) mod test_events {
+    use crate::agent_process::{AgentEvent, LogStream};
+    use crate::messages::ExecutionStage;
+
+    /// A progress event.
+    pub(crate) fn progress(
+        stage: ExecutionStage,
+        percent: u8,
+        action: &str,
+        files: &[&str],
+    ) -> AgentEvent {
+        AgentEvent::Progress {
+            stage,
+            percent,
+            action: action.into(),
+            files_modified: files.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    /// A log line.
+    pub(crate) fn line(stream: LogStream, line: &str) -> AgentEvent {
+        AgentEvent::Log {
+            stream,
+            line: line.into(),
+        }
+    }
+}
+
 /// Every event within its bound; returns how many stdout log lines there are (tests).
 #[cfg(test)]
 pub(super) fn assert_bounded(events: &[AgentEvent]) -> usize {

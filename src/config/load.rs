@@ -311,25 +311,8 @@ mod tests {
         );
     }
 
-    /// The project seed's config file, exactly as the seed ships it.
-    const SEED_CONFIG: &str = r#"[node]
-port = 4001
-capabilities = ["compute", "relay", "storage"]
-
-[resources]
-max_bandwidth_mbps = 100
-max_concurrent_tasks = 4
-storage_gb = 50
-
-[economics]
-min_task_reward = 1.0
-bandwidth_rate_per_gb = 0.01
-compute_rate_per_cpu_hour = 0.50
-
-[relay]
-url = "nats://nonlocal.info:4222"
-auto_reconnect = true
-"#;
+    /// The project seed's config file, exactly as the seed ships it (`config/seed.toml`).
+    const SEED_CONFIG: &str = include_str!("../../config/seed.toml");
 
     #[test]
     fn the_seed_config_file_loads_as_written() {
