@@ -102,6 +102,7 @@ impl Bidder {
             min_task_reward: self.config.economics.min_task_reward,
             accept: &self.config.accept,
             memory_mb: self.config.resources.max_memory_mb,
+            compute_role: self.config.node.runs_peer_tasks(),
         };
         let price = match market::decide_bid(request, &origin.to_string(), &state) {
             Ok(price) => price,

@@ -106,9 +106,28 @@ pub struct TaskExecutor {
     running: HashMap<Uuid, Running>,
     completed_today: u64,
     day: chrono::NaiveDate,
+    /// Bytes the scratch dirs took at the last measure (with a storage cap only): at or
+    /// over the cap, no bid reserves a slot. Measured at start, at each assignment and
+    /// after each run.
+    scratch_used: u64,
 }
 
 impl TaskExecutor {
+    /// Measure the scratch dirs off the actor's thread (with a storage cap only) and keep
+    /// the figure for the bid-time check.
+    fn measure_scratch(&mut self, ctx: &mut Context<Self>) {
+        if self.config.resources.storage_cap_bytes().is_none() {
+            return;
+        }
+        let data_dir = self.config.node.data_dir.clone();
+        let measure = tokio::task::spawn_blocking(move || crate::storage::scratch_usage(&data_dir));
+        ctx.spawn(measure.into_actor(self).map(|usage, actor, _| {
+            if let Ok(usage) = usage {
+                actor.scratch_used = usage.bytes;
+            }
+        }));
+    }
+
     /// An executor with `resources.max_concurrent_tasks` slots, none reserved or running.
     pub fn new(
         identity: Identity,
@@ -126,6 +145,7 @@ impl TaskExecutor {
             running: HashMap::new(),
             completed_today: 0,
             day: chrono::Utc::now().date_naive(),
+            scratch_used: 0,
         }
     }
 
@@ -327,6 +347,9 @@ impl TaskExecutor {
                     // chunks may still be arriving): a bundle already written counts twice
                     // while its run lasts, which errs on the side of the cap.
                     let under_way: u64 = actor.running.values().map(|r| r.bundle_bytes).sum();
+                    if let Some(usage) = used {
+                        actor.scratch_used = usage.bytes;
+                    }
                     let used = used.map_or(0, |usage| usage.bytes).saturating_add(under_way);
                     market::check_storage(bundle, used, storage_cap)
                         .map(|()| (payload, answer, session))
@@ -441,6 +464,7 @@ impl Actor for TaskExecutor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.measure_scratch(ctx);
         ctx.run_interval(Duration::from_secs(5), |actor, _| {
             // Expired reservations free their slots.
             actor.announce_slots();
@@ -539,6 +563,14 @@ impl Handler<ReserveSlot> for TaskExecutor {
             .values()
             .filter(|r| r.bid.origin == request.origin && !r.bid.claimed)
             .count();
+        let under_way: u64 = self.running.values().map(|r| r.bundle_bytes).sum();
+        let storage_cap = self.config.resources.storage_cap_bytes();
+        if let Err(reason) =
+            market::storage_room_for_bid(self.scratch_used.saturating_add(under_way), storage_cap)
+        {
+            tracing::info!(task_id = %request.task_id, %reason, "not bidding");
+            return None;
+        }
         match market::may_reserve(free, held, self.config.market.reservations_per_peer) {
             Ok(()) => {}
             Err(reason @ market::NoBid::PeerReservations { .. }) => {
@@ -614,8 +646,9 @@ struct RunFinished {
 impl Handler<RunFinished> for TaskExecutor {
     type Result = ();
 
-    fn handle(&mut self, finished: RunFinished, _ctx: &mut Self::Context) {
+    fn handle(&mut self, finished: RunFinished, ctx: &mut Self::Context) {
         self.running.remove(&finished.task_id);
+        self.measure_scratch(ctx);
         let today = chrono::Utc::now().date_naive();
         if today != self.day {
             self.day = today;

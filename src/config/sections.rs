@@ -18,8 +18,8 @@ pub struct NodeConfig {
     pub port: u16,
     /// The roles this node plays for the mesh: `compute` (runs peers' agent tasks), `relay`
     /// (forwards traffic), `storage` (keeps workspaces, bundles and caches; see
-    /// `resources.storage_gb`). Announced to the mesh (a task can require one); nothing else
-    /// depends on them yet. Older files listed language tags here: a value that is not a
+    /// `resources.storage_gb`). Announced to the mesh (a task can require one); a node that
+    /// names its roles without `compute` does not bid for peers' tasks. Older files listed language tags here: a value that is not a
     /// role is taken as a language tag when the file loads (see [`NodeConfig::languages`]).
     pub capabilities: Vec<String>,
     /// Language (and tool) tags this node's agents work in, e.g. `rust`, `python`. Announced to
@@ -144,6 +144,18 @@ impl NodeConfig {
         self.capabilities = roles;
         self.languages = languages;
         Ok(())
+    }
+
+    /// Whether this node runs peers' tasks (bids for them): it takes the `compute` role, or
+    /// names no role at all (a config built in code with language tags alone, as before
+    /// roles existed). A node that names its roles and leaves out `compute` never bids.
+    pub fn runs_peer_tasks(&self) -> bool {
+        let mut roles = self
+            .capabilities
+            .iter()
+            .filter(|tag| ROLES.contains(&tag.as_str()))
+            .peekable();
+        roles.peek().is_none() || self.capabilities.iter().any(|tag| tag == "compute")
     }
 
     /// The tags announced to the mesh and matched against a task's required capabilities:

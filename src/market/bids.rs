@@ -27,11 +27,25 @@ pub struct BidderState<'a> {
     pub memory_mb: u64,
     /// Why this node cannot run peers' tasks safely (no sandbox), if it cannot.
     pub unsandboxed: Option<&'a str>,
+    /// False when the operator named this node's roles and left out `compute`
+    /// ([`crate::config::NodeConfig::runs_peer_tasks`]): such a node never bids.
+    pub compute_role: bool,
 }
 
 /// Why a node does not bid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoBid {
+    /// This node's roles (`node.capabilities`) leave out `compute`.
+    #[error("this node does not take the compute role (node.capabilities)")]
+    NotCompute,
+    /// This node's scratch data (workspaces, bundles) is at its `resources.storage_gb` cap.
+    #[error("storage is full: {used} of {cap} bytes used (resources.storage_gb)")]
+    StorageFull {
+        /// Bytes the scratch data takes, with the bundles of runs under way.
+        used: u64,
+        /// The cap, in bytes.
+        cap: u64,
+    },
     /// This node has no sandbox, so it runs no peer's task; holds the reason.
     #[error("peers' tasks are refused here: {0}")]
     Unsandboxed(String),
@@ -90,6 +104,19 @@ pub fn may_reserve(
     Ok(())
 }
 
+/// Whether a node whose scratch data takes `used_bytes` may bid under the storage cap
+/// `cap_bytes` (`None`: no cap): it must have room left at all. The bundle's size is not
+/// known at bid time; the assignment checks it ([`super::check_storage`]).
+pub fn storage_room_for_bid(used_bytes: u64, cap_bytes: Option<u64>) -> Result<(), NoBid> {
+    match cap_bytes {
+        Some(cap) if used_bytes >= cap => Err(NoBid::StorageFull {
+            used: used_bytes,
+            cap,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The estimated run time for a request, in seconds.
 pub fn estimate_duration_s(request: &TaskDistributionRequest) -> u64 {
     match request.requirements.timeout_s {
@@ -110,6 +137,9 @@ pub fn decide_bid(
     origin_peer: &str,
     state: &BidderState<'_>,
 ) -> Result<Vibe, NoBid> {
+    if !state.compute_role {
+        return Err(NoBid::NotCompute);
+    }
     if let Some(reason) = state.unsandboxed {
         return Err(NoBid::Unsandboxed(reason.to_string()));
     }
@@ -332,7 +362,31 @@ mod tests {
             accept,
             memory_mb: 4096,
             unsandboxed: None,
+            compute_role: true,
         }
+    }
+
+    #[test]
+    fn a_node_without_the_compute_role_or_without_storage_room_does_not_bid() {
+        let profiles = vec!["SHELL".to_string()];
+        let accept = AcceptConfig::default();
+        let relay_only = BidderState {
+            compute_role: false,
+            ..state(&profiles, &accept)
+        };
+        assert_eq!(
+            decide_bid(&request("SHELL", Vibe::from_whole(5)), "p", &relay_only),
+            Err(NoBid::NotCompute)
+        );
+        assert_eq!(storage_room_for_bid(u64::MAX, None), Ok(()), "no cap");
+        assert_eq!(storage_room_for_bid(99, Some(100)), Ok(()));
+        assert_eq!(
+            storage_room_for_bid(100, Some(100)),
+            Err(NoBid::StorageFull {
+                used: 100,
+                cap: 100
+            })
+        );
     }
 
     #[test]
