@@ -2,7 +2,9 @@
 //! SHELL profile enabled (for the demo only), and a stream of small realistic tasks, some
 //! of which fail on purpose so the failure path shows. Prints each panel's login URL (it
 //! carries the node's token and sets the panel's session cookie) and one line per finished
-//! task.
+//! task; while a task runs, its state goes to the caller as [`DemoUpdate::Running`] (the
+//! CLI draws it as a live line). The executors ask the same price, so near-ties spread the
+//! tasks across them.
 //!
 //! With `--settlement jetstream` the demo also starts a nats-server with JetStream on a free
 //! port and a demo treasury, points every node's `[settlement]` at it, and mints each node
@@ -235,8 +237,9 @@ fn demo_config(
         config.settlement.url = ledger.url.clone();
         config.settlement.treasury = vec![hex::encode(ledger.treasury.public_key())];
     }
-    // Different prices so bidding has something to decide.
-    config.economics.compute_rate_per_cpu_hour = Vibe::from_whole(6 + 6 * index as u64);
+    // The same price everywhere: equally good executors are near-ties, and the originator
+    // spreads near-ties by recent assignments, so every executor gets work.
+    config.economics.compute_rate_per_cpu_hour = Vibe::from_whole(6);
     // The first node originates; the others execute with the SHELL profile (demo only).
     config
         .executor
@@ -246,11 +249,39 @@ fn demo_config(
     config
 }
 
-/// Run the demo until the tasks are done (or forever). `on_line` receives every line the
-/// demo prints, so the binary prints and tests collect.
+/// What the demo tells its caller.
+#[derive(Debug, Clone)]
+pub enum DemoUpdate {
+    /// A line of the demo's story (set-up, a finished task's summary).
+    Line(String),
+    /// A task's state while it runs (sent when it changes).
+    Running {
+        /// The task's title.
+        title: String,
+        /// Its current view.
+        view: Box<TaskView>,
+    },
+}
+
+/// `Fix a typo -> apn_1234abcd  coding 40% Editing src/lib.rs` for a running task.
+pub fn running_line(title: &str, view: &TaskView) -> String {
+    let executor = view.assigned_node.as_deref().unwrap_or("(bidding)");
+    let stage = view
+        .stage
+        .map(|s| format!("{s:?}").to_lowercase())
+        .unwrap_or_else(|| format!("{:?}", view.status).to_lowercase());
+    format!(
+        "{title} -> {executor}  {stage} {}% {}",
+        view.progress_percent,
+        view.current_action.as_deref().unwrap_or("")
+    )
+}
+
+/// Run the demo until the tasks are done (or forever). `on_update` receives every line the
+/// demo prints and each running task's changes, so the binary shows them and tests collect.
 pub async fn run_demo(
     options: DemoOptions,
-    mut on_line: impl FnMut(String),
+    mut on_update: impl FnMut(DemoUpdate),
 ) -> Result<Vec<DemoOutcome>, DemoError> {
     let root = tempfile::Builder::new()
         .prefix("apn-demo-")
@@ -279,16 +310,22 @@ pub async fn run_demo(
     }
     if let Some(ledger) = &ledger {
         ledger.fund(&nodes).await?;
-        on_line(format!(
-            "settlement jetstream on {}: treasury {} minted {STARTING_VIBE} VIBE to each node",
-            ledger.url,
-            hex::encode(ledger.treasury.public_key())
-        ));
+        line(
+            &mut on_update,
+            format!(
+                "settlement jetstream on {}: treasury {} minted {STARTING_VIBE} VIBE to each node",
+                ledger.url,
+                hex::encode(ledger.treasury.public_key())
+            ),
+        );
     }
     for node in &nodes {
         // The login URL: opening it sets the panel's session cookie (see `web/access/`).
         let url = node.login_url().unwrap_or_else(|| "(no panel)".into());
-        on_line(format!("node {} panel {url}", node.identity.node_id()));
+        line(
+            &mut on_update,
+            format!("node {} panel {url}", node.identity.node_id()),
+        );
     }
     let deadline = Instant::now() + DISCOVERY_TIMEOUT;
     loop {
@@ -312,11 +349,14 @@ pub async fn run_demo(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    on_line(format!(
-        "{} nodes connected; submitting tasks from {}",
-        nodes.len(),
-        nodes[0].identity.node_id()
-    ));
+    line(
+        &mut on_update,
+        format!(
+            "{} nodes connected; submitting tasks from {}",
+            nodes.len(),
+            nodes[0].identity.node_id()
+        ),
+    );
     let mut outcomes = Vec::new();
     let mut submitted = 0usize;
     while options.tasks.is_none_or(|limit| submitted < limit) {
@@ -337,24 +377,39 @@ pub async fn run_demo(
         let id = match nodes[0].distributor.send(request).await {
             Ok(Ok(id)) => id,
             Ok(Err(e)) => {
-                on_line(format!("task {title:?} not created: {e}"));
+                line(&mut on_update, format!("task {title:?} not created: {e}"));
                 continue;
             }
             Err(e) => return Err(DemoError::Setup(format!("distributor gone: {e}"))),
         };
+        let mut last_shown = String::new();
         let view = loop {
             match nodes[0].distributor.send(GetTask(id)).await.ok().flatten() {
                 Some(view) if view.status.is_final() => break Some(view),
                 _ if started.elapsed() > TASK_TIMEOUT => break None,
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                Some(view) => {
+                    let shown = running_line(title, &view);
+                    if shown != last_shown {
+                        last_shown = shown;
+                        on_update(DemoUpdate::Running {
+                            title: title.into(),
+                            view: Box::new(view),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
         let Some(view) = view else {
-            on_line(format!("task {title:?} did not finish in {TASK_TIMEOUT:?}"));
+            line(
+                &mut on_update,
+                format!("task {title:?} did not finish in {TASK_TIMEOUT:?}"),
+            );
             continue;
         };
         let seconds = started.elapsed().as_secs_f64();
-        on_line(summary_line(title, &view, seconds));
+        line(&mut on_update, summary_line(title, &view, seconds));
         outcomes.push(DemoOutcome {
             title: title.into(),
             view,
@@ -369,9 +424,13 @@ pub async fn run_demo(
     }
     if options.keep {
         let kept = root.keep();
-        on_line(format!("data kept in {}", kept.display()));
+        line(&mut on_update, format!("data kept in {}", kept.display()));
     }
     Ok(outcomes)
+}
+
+fn line(on_update: &mut impl FnMut(DemoUpdate), text: String) {
+    on_update(DemoUpdate::Line(text));
 }
 
 /// `✓ Fix a typo … → apn_1234abcd in 1.2 s, diff 312 B, paid 1 VIBE`.

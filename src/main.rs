@@ -313,6 +313,10 @@ struct SubmitArgs {
     /// local, mesh or auto.
     #[arg(long, default_value = "auto")]
     prefer: String,
+    /// Follow the task to its end (the default): its events stream from the node (its
+    /// log lines on stderr), with polling when the stream is not available.
+    #[arg(long, conflicts_with = "no_follow")]
+    follow: bool,
     /// Return at once with the task id instead of following it.
     #[arg(long)]
     no_follow: bool,
@@ -412,9 +416,10 @@ fn strings(values: &[String]) -> toml::Value {
     )
 }
 
-fn init_tracing() {
+/// Logging from `RUST_LOG`, else `default_filter`.
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,async_nats=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -426,7 +431,12 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo tells its own story on stdout: its nodes log only warnings unless
+    // RUST_LOG asks for more. A node logs what an operator follows.
+    init_tracing(match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info,libp2p=warn,async_nats=warn",
+    });
     let result = match cli.command {
         Command::Node(args) => cli::node::run(args.config.as_deref(), &args.overrides()),
         Command::Demo(args) => cli::node::demo(apn::demo::DemoOptions {

@@ -32,7 +32,7 @@ fn run(command: &mut Command) -> std::process::Output {
 
 #[test]
 fn demo_runs_tasks_remotely_pays_and_reports_the_failure() {
-    let output = run(Command::new(APN).args([
+    let output = run(Command::new(APN).env_remove("RUST_LOG").args([
         "demo",
         "--nodes",
         "3",
@@ -67,6 +67,16 @@ fn demo_runs_tasks_remotely_pays_and_reports_the_failure() {
         })
         .count();
     assert!(paid >= 1, "no task ran remotely and was paid:\n{stdout}");
+    // The two executors ask the same price: near-ties spread the tasks over both.
+    let executors: std::collections::HashSet<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("completed"))
+        .filter_map(|l| l.split("-> ").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(executors.len(), 2, "the tasks did not spread:\n{stdout}");
+    // The demo's own story: its nodes log at warn unless RUST_LOG says otherwise.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains(" INFO "), "{stderr}");
     assert!(
         stdout
             .lines()
@@ -216,6 +226,34 @@ fn status_peers_ledger_and_task_submit_against_a_running_node() {
     let task = json_of(&submit);
     assert_eq!(task["status"], "completed");
     assert!(task["diff"].as_str().unwrap().contains("+two"));
+    // Followed for people: the run's log lines arrive through the node's event stream
+    // (polling the task would never show them), then the diff is printed.
+    let followed = run(Command::new(APN)
+        .arg("task")
+        .arg("submit")
+        .arg("--data-dir")
+        .arg(node.data_dir.path())
+        .args([
+            "--follow",
+            "--node",
+            &node.url,
+            "--profile",
+            "SHELL",
+            "--reward",
+            "3",
+            "--prompt",
+            "echo streamed-through-sse; echo three >> notes.txt",
+            "--repo",
+        ])
+        .arg(repo.path()));
+    let stderr = String::from_utf8_lossy(&followed.stderr);
+    assert!(followed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stdout | streamed-through-sse"),
+        "the log line did not stream: {stderr}"
+    );
+    assert!(!stderr.contains("polling instead"), "{stderr}");
+    assert!(String::from_utf8_lossy(&followed.stdout).contains("+three"));
     let token = std::fs::read_to_string(node.data_dir.path().join("api.token")).unwrap();
     let failing = run(Command::new(APN)
         .env("APN_TOKEN", token.trim())
@@ -235,7 +273,7 @@ fn status_peers_ledger_and_task_submit_against_a_running_node() {
         .arg(repo.path()));
     assert_eq!(failing.status.code(), Some(1), "a failed task exits 1");
     let list = run(Command::new(APN).args(["task", "list", "--json", "--node", &node.url]));
-    assert_eq!(json_of(&list).as_array().unwrap().len(), 2);
+    assert_eq!(json_of(&list).as_array().unwrap().len(), 3);
 
     let ledger = run(Command::new(APN)
         .args(["ledger", "--json", "--data-dir"])

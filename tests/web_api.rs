@@ -266,7 +266,7 @@ async fn mutations_need_the_token_and_bodies_are_checked() {
 }
 
 /// The `/api/...` and other routes the server has (`src/web/api/mod.rs`), each with its method.
-const ROUTES: [(&str, &str); 13] = [
+const ROUTES: [(&str, &str); 14] = [
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/api/openapi.json"),
@@ -280,6 +280,7 @@ const ROUTES: [(&str, &str); 13] = [
     ("get", "/api/tasks/{id}"),
     ("post", "/api/tasks/{id}/cancel"),
     ("get", "/api/events/execution-processes/{id}/logs"),
+    ("get", "/api/execution-processes/{id}/raw-logs"),
 ];
 
 #[actix_rt::test]

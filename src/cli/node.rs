@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use apn::actors::distributor::TaskStatus;
 use apn::config::{Config, ConfigError, Override};
-use apn::demo::DemoOptions;
+use apn::demo::{DemoOptions, DemoUpdate};
 
 /// The default config file, used when present.
 const DEFAULT_CONFIG: &str = "config/apn.toml";
@@ -56,7 +56,8 @@ pub(crate) fn load_config(
 pub(crate) fn demo(options: DemoOptions) -> anyhow::Result<ExitCode> {
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let demo = apn::demo::run_demo(options, |line| println!("{line}"));
+        let live = DemoLiveLine::new();
+        let demo = apn::demo::run_demo(options, |update| live.show(update));
         tokio::select! {
             result = demo => {
                 let outcomes = result.context("running the demo")?;
@@ -71,6 +72,38 @@ pub(crate) fn demo(options: DemoOptions) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// The demo's story on stdout, and the running task as one live line on stderr (drawn by
+/// indicatif on a terminal only, so piped output stays the story).
+struct DemoLiveLine {
+    bar: indicatif::ProgressBar,
+}
+
+impl DemoLiveLine {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg}") {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        DemoLiveLine { bar }
+    }
+
+    fn show(&self, update: DemoUpdate) {
+        match update {
+            DemoUpdate::Line(line) => self.bar.suspend(|| println!("{line}")),
+            DemoUpdate::Running { title, view } => {
+                self.bar.set_message(apn::demo::running_line(&title, &view));
+            }
+        }
+    }
+}
+
+impl Drop for DemoLiveLine {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -285,9 +285,12 @@ pub fn score_bid(bid: &BidFacts, reward: Vibe) -> f64 {
 }
 
 /// Scores within this share of the best score are a near-tie: the bids differ by less than
-/// the terms' own noise (a fraction of a millisecond of latency, a rounding of the price),
-/// so load decides among them.
-pub const NEAR_TIE_SHARE: f64 = 0.03;
+/// the terms' own noise (a fraction of a millisecond of latency, a rounding of the price, the
+/// reputation one more completed task gives: 0.5 → 0.67, about 0.04 of a score), so load
+/// decides among them. Without the last, an executor's first success won it every later
+/// task while an equal executor idled; a real price difference (a fifth of the reward) is
+/// well outside it.
+pub const NEAR_TIE_SHARE: f64 = 0.075;
 
 /// Whether `score` is a near-tie with the `best` score (within [`NEAR_TIE_SHARE`] of it).
 pub fn near_tie(best: f64, score: f64) -> bool {
@@ -544,6 +547,12 @@ mod tests {
             ..equal_bid(0.2)
         };
         assert!(!near_tie(best, score_bid(&dearer, reward)));
+        // One more completed task (reputation 0.5 → 2/3) does not take every later task.
+        let proven = BidFacts {
+            reputation: 2.0 / 3.0,
+            ..equal_bid(0.2)
+        };
+        assert!(near_tie(score_bid(&proven, reward), best));
     }
 
     #[test]

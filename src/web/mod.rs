@@ -4,7 +4,8 @@
 //!   (live state: a snapshot, then typed deltas; see `ws.rs`).
 //! - JSON: `/api/status`, `/api/peers`, `/api/resources`, `/api/transactions`,
 //!   `/api/tasks` (GET, POST), `/api/tasks/{id}`, `POST /api/tasks/{id}/cancel`,
-//!   `/api/events/execution-processes/{id}/logs` (SSE: history, then live).
+//!   `/api/events/execution-processes/{id}/logs` and `/api/execution-processes/{id}/raw-logs`
+//!   (SSE: history, then live, ending after the task finishes).
 //! - `GET /metrics` (Prometheus text), `GET /healthz`, `GET /api/openapi.json` (the
 //!   OpenAPI description, generated from the handlers; see `openapi.rs`).
 //!

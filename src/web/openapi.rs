@@ -172,6 +172,7 @@ pub struct ApiError {
         api::get_task,
         api::cancel_task,
         api::execution_logs,
+        api::execution_raw_logs,
         api::openapi_json,
     ),
     components(schemas(

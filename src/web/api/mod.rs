@@ -20,7 +20,9 @@ use crate::protocol::mesh::GetMeshStatus;
 pub(super) use ledger::{__path_ledger, ledger};
 pub(super) use metrics::{__path_metrics, metrics};
 use panel::{app_js, index, style_css};
-pub(super) use sse::{__path_execution_logs, execution_logs};
+pub(super) use sse::{
+    __path_execution_logs, __path_execution_raw_logs, execution_logs, execution_raw_logs,
+};
 pub(super) use status::{
     __path_healthz, __path_openapi_json, __path_peers, __path_resources, __path_status,
     __path_transactions, healthz, openapi_json, peers, peers_value, resources, resources_value,
@@ -54,6 +56,10 @@ pub(super) fn routes(config: &mut web::ServiceConfig) {
         .service(
             resource("/api/events/execution-processes/{id}/logs", "GET")
                 .route(web::get().to(execution_logs)),
+        )
+        .service(
+            resource("/api/execution-processes/{id}/raw-logs", "GET")
+                .route(web::get().to(execution_raw_logs)),
         )
         .default_service(web::to(not_found));
 }

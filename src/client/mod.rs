@@ -5,6 +5,11 @@
 //! refusal comes back as [`ClientError::Api`] with the node's JSON reason. [`ApiClient::get`]
 //! still returns raw JSON, for callers that check the wire itself (the API tests).
 
+mod sse;
+
+pub use sse::{EVENT_BYTES_MAX, SseError, SseParser, StreamEvent, StreamLogLine};
+
+use std::io::{BufRead, Read};
 use std::path::Path;
 use std::time::Duration;
 
@@ -48,6 +53,9 @@ pub enum ClientError {
     /// The answer could not be read, or is not JSON.
     #[error("the node's answer is not JSON: {0}")]
     BadResponse(String),
+    /// An event stream broke off or carried something unreadable.
+    #[error("the node's event stream: {0}")]
+    Stream(String),
     /// The answer is JSON but not the shape the API promises for this call.
     #[error("the node's answer is not {expected}: {reason}")]
     Decode {
@@ -128,6 +136,65 @@ impl ApiClient {
     pub fn cancel_task(&self, id: &str) -> Result<TaskView, ClientError> {
         let empty = serde_json::Map::new();
         self.post_as(&format!("/api/tasks/{id}/cancel"), &empty, "a task")
+    }
+
+    /// `GET /api/execution-processes/{id}/raw-logs` (server-sent events): calls `on_event`
+    /// with each event of the task's run, its history first, and returns once the stream
+    /// ends; `Ok(true)` when it ended with the task's `finished` event. The stream has no
+    /// overall timeout (a run may last hours); the node ends it after `finished` and keeps
+    /// it alive with comments meanwhile.
+    pub fn execution_events(
+        &self,
+        id: &str,
+        mut on_event: impl FnMut(&StreamEvent),
+    ) -> Result<bool, ClientError> {
+        let url = self.url(&format!("/api/execution-processes/{id}/raw-logs"));
+        let request = self
+            .with_token(self.agent.get(&url))
+            .config()
+            .timeout_global(None)
+            .build();
+        let response = request.call().map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let mut response = response;
+            let body = response
+                .body_mut()
+                .read_to_vec()
+                .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+            return decode::<Value>(status, &body, "an event stream").map(|_| false);
+        }
+        let mut reader = std::io::BufReader::new(response.into_body().into_reader());
+        let mut parser = SseParser::default();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            // A line longer than an event may be is cut here, and the parser refuses it.
+            let read = (&mut reader)
+                .take(EVENT_BYTES_MAX as u64 + 16)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| ClientError::Stream(e.to_string()))?;
+            if read == 0 {
+                return Ok(false);
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let Some(data) = parser
+                .push_line(text)
+                .map_err(|e| ClientError::Stream(e.to_string()))?
+            else {
+                continue;
+            };
+            let event: StreamEvent = serde_json::from_str(&data)
+                .map_err(|e| ClientError::Stream(format!("an event is not JSON: {e}")))?;
+            on_event(&event);
+            if matches!(event, StreamEvent::Finished { .. }) {
+                return Ok(true);
+            }
+        }
     }
 
     /// GET any resource as raw JSON, for callers that check the wire itself.
