@@ -113,6 +113,13 @@ function drawChart() {
   line("upload_mbps", "#58a6ff"); line("download_mbps", "#bc8cff");
 }
 
+// "· N files" once the run has reported changed files (while it runs, from its progress
+// reports; once completed, the result's); a cut report counts the files it left out.
+function filesText(t) {
+  const n = (t.files_modified || []).length + (t.files_omitted || 0);
+  return n ? ` · ${n} file${n === 1 ? "" : "s"}` : "";
+}
+
 function renderExecutions() {
   const box = $("executions");
   const tasks = [...state.tasks.values()].sort((a, b) => b.created_at.localeCompare(a.created_at)).slice(0, 8);
@@ -122,7 +129,7 @@ function renderExecutions() {
     const card = el("div", "exec " + t.status + (state.selected === t.id ? " selected" : "")); card.dataset.taskId = t.id;
     const head = el("div", "exec-head");
     head.append(el("span", "exec-title", t.title), el("span", "exec-meta", t.status + (t.assigned_node ? " on " + t.assigned_node : "")));
-    const meta = el("div", "exec-meta", `${t.stage || "pending"} · ${t.progress_percent}% · reward ${vibe(t.reward)}${t.current_action ? " · " + t.current_action : ""}${t.error ? " · " + t.error : ""}`);
+    const meta = el("div", "exec-meta", `${t.stage || "pending"} · ${t.progress_percent}% · reward ${vibe(t.reward)}${filesText(t)}${t.current_action ? " · " + t.current_action : ""}${t.error ? " · " + t.error : ""}`);
     const bar = el("div", "bar"); const fill = el("div", "fill"); fill.style.width = (t.status === "completed" ? 100 : t.progress_percent) + "%"; bar.append(fill);
     card.append(head, meta, bar);
     card.onclick = () => { state.selected = t.id; renderExecutions(); renderLog(); };
@@ -167,7 +174,10 @@ function onExecution(event) {
     if (state.selected === event.task_id) renderLog();
     return;
   }
-  if (task && event.type === "progress") { task.stage = event.stage; task.progress_percent = event.percent; if (event.action) task.current_action = event.action; }
+  if (task && event.type === "progress") {
+    task.stage = event.stage; task.progress_percent = event.percent; if (event.action) task.current_action = event.action;
+    if (Array.isArray(event.files_modified)) { task.files_modified = event.files_modified; task.files_omitted = event.files_omitted || 0; }
+  }
   if (task && event.type === "started") { task.status = "running"; task.assigned_node = event.executor; }
   if (task && event.type === "finished") { task.status = event.succeeded ? "completed" : "failed"; }
   renderExecutions();

@@ -207,11 +207,8 @@ async fn an_executors_log_flood_is_capped_at_the_originator() {
     for n in 0..flood {
         relay.do_send(RecordUpdate(ExecutionEvent::Log {
             task_id,
-            line: LogLine {
-                stream: "stdout".into(),
-                line: format!("line {n}"),
-                at_ms: n as i64,
-            },
+            line: LogLine::new("stdout", format!("line {n}"), n as i64),
+            task_attempt_id: None,
         }));
     }
     let stored = relay.send(GetExecutionLogs(task_id)).await.unwrap();

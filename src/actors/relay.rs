@@ -126,11 +126,13 @@ impl ExecutionRelay {
             .ok()?;
         let rows = statement
             .query_map([task_id.to_string()], |row| {
-                Ok(LogLine {
-                    at_ms: row.get(0)?,
-                    stream: row.get(1)?,
-                    line: row.get(2)?,
-                })
+                // The stream names the line's type (`LogLine::new` derives it), so the
+                // store needs no column of its own for it.
+                Ok(LogLine::new(
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get(0)?,
+                ))
             })
             .ok()?;
         rows.collect::<Result<Vec<_>, _>>().ok()
@@ -178,7 +180,7 @@ impl Handler<RecordUpdate> for ExecutionRelay {
     type Result = ();
 
     fn handle(&mut self, RecordUpdate(event): RecordUpdate, _ctx: &mut Self::Context) {
-        if let ExecutionEvent::Log { task_id, line } = &event {
+        if let ExecutionEvent::Log { task_id, line, .. } = &event {
             let stored = self.stored_per_task.entry(*task_id).or_default();
             if *stored < LOG_LINES_PER_TASK_MAX && self.store.is_some() {
                 *stored += 1;

@@ -192,6 +192,12 @@ fn default_network_ports() -> Vec<u16> {
 /// (`messages::codec::FRAME_BYTES_MAX`, 512 KiB) with the summary and file list.
 pub const DIFF_BYTES_LIMIT: u64 = 384 * 1024;
 
+/// Shortest `executor.watch_interval_ms` other than 0: each look runs git over the whole
+/// work tree, which on a large repository takes a while itself.
+pub const WATCH_INTERVAL_MS_MIN: u64 = 100;
+/// Longest `executor.watch_interval_ms` (an hour: past it the watcher tells nobody anything).
+pub const WATCH_INTERVAL_MS_MAX: u64 = 3_600_000;
+
 /// `[executor]`: running agents for peers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -204,6 +210,11 @@ pub struct ExecutorConfig {
     pub diff_bytes_max: u64,
     /// Keep workspaces after a run (for debugging).
     pub keep_workspaces: bool,
+    /// How often, in milliseconds, the executor looks at a running agent's workspace
+    /// (`git status`) and reports the files changed so far to the originator; 0 = never
+    /// (the agent's own reports and the final result still say). Between
+    /// [`WATCH_INTERVAL_MS_MIN`] and [`WATCH_INTERVAL_MS_MAX`] otherwise.
+    pub watch_interval_ms: u64,
     /// Environment variables passed to agents (everything else is cleared; `HOME`,
     /// `TMPDIR` and `PATH` are always set).
     pub pass_env: Vec<String>,
@@ -228,6 +239,7 @@ impl Default for ExecutorConfig {
             output_bytes_max: 8 * 1024 * 1024,
             diff_bytes_max: DIFF_BYTES_LIMIT,
             keep_workspaces: false,
+            watch_interval_ms: 2000,
             pass_env: vec!["LANG".into()],
             sandbox: SandboxMode::Required,
             profiles,

@@ -185,6 +185,32 @@ mod tests {
     }
 
     #[test]
+    fn the_workspace_watch_interval_is_off_or_in_its_range() {
+        let shipped = Config::from_toml(include_str!("../../config/apn.toml")).unwrap();
+        assert_eq!(shipped.executor.watch_interval_ms, 2000);
+        assert_eq!(
+            crate::config::ExecutorConfig::default().watch_interval_ms,
+            2000
+        );
+        for ok in [0, 100, 2000, 3_600_000] {
+            let config = load(&format!("[executor]\nwatch_interval_ms = {ok}\n"), &[], &[]);
+            assert_eq!(config.map(|c| c.executor.watch_interval_ms).ok(), Some(ok));
+        }
+        for bad in [1, 99, 3_600_001] {
+            let error = load(
+                &format!("[executor]\nwatch_interval_ms = {bad}\n"),
+                &[],
+                &[],
+            )
+            .unwrap_err();
+            assert!(
+                error.to_string().contains("executor.watch_interval_ms"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn an_older_profile_without_the_new_keys_still_loads_as_text() {
         let config = load(
             "[executor.profiles.CLAUDE_CODE]\nprogram = \"claude\"\n\

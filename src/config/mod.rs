@@ -16,7 +16,10 @@ mod sections;
 mod settlement;
 mod validate;
 
-pub use executor::{AgentOutputFormat, DIFF_BYTES_LIMIT, ExecutorConfig, ProfileConfig};
+pub use executor::{
+    AgentOutputFormat, DIFF_BYTES_LIMIT, ExecutorConfig, ProfileConfig, WATCH_INTERVAL_MS_MAX,
+    WATCH_INTERVAL_MS_MIN,
+};
 pub use load::Override;
 pub use sections::{
     AcceptConfig, AcceptPolicy, BYTES_PER_GB, EconomicsConfig, HttpConfig, MarketConfig,

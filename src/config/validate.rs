@@ -1,7 +1,10 @@
 //! `Config::validate`: the rules that the types alone do not express (ranges, multiaddrs,
 //! relay URLs, host names, peer ids), each error naming its key.
 
-use super::{AcceptPolicy, Config, ConfigError, DIFF_BYTES_LIMIT, invalid};
+use super::{
+    AcceptPolicy, Config, ConfigError, DIFF_BYTES_LIMIT, WATCH_INTERVAL_MS_MAX,
+    WATCH_INTERVAL_MS_MIN, invalid,
+};
 
 /// Why `name` cannot be an environment variable's name, if it cannot.
 fn variable_name_problem(name: &str) -> Option<String> {
@@ -147,6 +150,15 @@ impl Config {
                 "executor.diff_bytes_max",
                 format!(
                     "must be between 1 and {DIFF_BYTES_LIMIT} (a result travels in one 512 KiB frame)"
+                ),
+            ));
+        }
+        let watch = self.executor.watch_interval_ms;
+        if watch != 0 && !(WATCH_INTERVAL_MS_MIN..=WATCH_INTERVAL_MS_MAX).contains(&watch) {
+            return Err(invalid(
+                "executor.watch_interval_ms",
+                format!(
+                    "must be 0 (off) or between {WATCH_INTERVAL_MS_MIN} and {WATCH_INTERVAL_MS_MAX}"
                 ),
             ));
         }

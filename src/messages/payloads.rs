@@ -40,15 +40,84 @@ pub struct TaskPayload {
     pub timeout_s: u64,
 }
 
+/// What kind of line a log line is, as the seed's `ExecutionLogs.log_type` names it: the
+/// model's own text (`Agent`), or output of the agent process or its tools (`Stdout`,
+/// `Stderr`). Serialized as the seed writes it: `"Stdout"`, `"Stderr"`, `"Agent"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum LogType {
+    /// Output of the agent process or of a tool it ran (and the node's own notes).
+    #[default]
+    Stdout,
+    /// The agent process's standard error.
+    Stderr,
+    /// What the model said (its text in a structured transcript).
+    Agent,
+}
+
+impl LogType {
+    /// The type a line of `stream` has: `agent` → `Agent`, `stderr` → `Stderr`, anything
+    /// else (`stdout`, the node's `apn` notes) → `Stdout`. Used when a sender (an older
+    /// node) or a stored line does not say.
+    pub fn of_stream(stream: &str) -> Self {
+        match stream {
+            "agent" => LogType::Agent,
+            "stderr" => LogType::Stderr,
+            _ => LogType::Stdout,
+        }
+    }
+}
+
 /// One log line from a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "LogLineWire")]
 pub struct LogLine {
-    /// Where the line came from: `stdout`, `stderr`, or `apn` for the node's own notes.
+    /// Where the line came from: `stdout`, `stderr`, `agent` (the model's text), or `apn`
+    /// for the node's own notes.
     pub stream: String,
+    /// The seed's classification of the line; derived from `stream` when the sender did
+    /// not send it.
+    pub log_type: LogType,
     /// The line's text, without its newline.
     pub line: String,
     /// When the line was read, milliseconds since the Unix epoch (the sender's clock).
     pub at_ms: i64,
+}
+
+impl LogLine {
+    /// A line of `stream`, its `log_type` derived from the stream.
+    pub fn new(stream: impl Into<String>, line: impl Into<String>, at_ms: i64) -> Self {
+        let stream = stream.into();
+        LogLine {
+            log_type: LogType::of_stream(&stream),
+            stream,
+            line: line.into(),
+            at_ms,
+        }
+    }
+}
+
+/// [`LogLine`] as it may arrive: `log_type` is optional (nodes before it was added do not
+/// send it), and then derived from `stream`.
+#[derive(Deserialize)]
+struct LogLineWire {
+    stream: String,
+    #[serde(default)]
+    log_type: Option<LogType>,
+    line: String,
+    at_ms: i64,
+}
+
+impl From<LogLineWire> for LogLine {
+    fn from(wire: LogLineWire) -> Self {
+        LogLine {
+            log_type: wire
+                .log_type
+                .unwrap_or_else(|| LogType::of_stream(&wire.stream)),
+            stream: wire.stream,
+            line: wire.line,
+            at_ms: wire.at_ms,
+        }
+    }
 }
 
 /// The result, sealed inside `ExecutionCompleted`.
@@ -80,8 +149,13 @@ pub const RESULT_BYTES_MAX: usize = crate::messages::codec::FRAME_BYTES_MAX;
 /// Largest plaintext of a sealed log batch, in bytes (the executor sends at most 48 KiB of
 /// lines a batch; the rest is framing).
 pub const LOG_BATCH_BYTES_MAX: usize = 128 * 1024;
-/// Largest plaintext of a sealed progress action, in bytes.
-pub const PROGRESS_ACTION_BYTES_MAX: usize = 16 * 1024;
+/// Largest plaintext of a sealed progress action, in bytes: the action and up to
+/// [`PROGRESS_FILES_MAX`] paths of [`PROGRESS_FILE_BYTES_MAX`] bytes, with room for framing.
+pub const PROGRESS_ACTION_BYTES_MAX: usize = 64 * 1024;
+/// Most paths one progress report names; the rest are counted in `files_omitted`.
+pub const PROGRESS_FILES_MAX: usize = 100;
+/// Longest path a progress report names, in bytes; a longer one is cut (ending in `…`).
+pub const PROGRESS_FILE_BYTES_MAX: usize = 512;
 /// Largest plaintext of a sealed [`FailureDetail`], in bytes.
 pub const FAILURE_DETAIL_BYTES_MAX: usize = 16 * 1024;
 
@@ -92,6 +166,81 @@ pub struct ProgressAction {
     pub stage: ExecutionStage,
     /// What the agent is doing now (may quote code, hence sealed).
     pub action: String,
+    /// Workspace paths the run has changed so far (what the agent reported and what the
+    /// executor's workspace watcher saw), at most [`PROGRESS_FILES_MAX`] of at most
+    /// [`PROGRESS_FILE_BYTES_MAX`] bytes each. Absent from older nodes' reports.
+    #[serde(default)]
+    pub files_modified: Vec<String>,
+    /// How many more changed paths there are than `files_modified` names (cut at
+    /// [`PROGRESS_FILES_MAX`]).
+    #[serde(default)]
+    pub files_omitted: u64,
+}
+
+/// A progress report names more files, or longer paths, than a report may.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProgressLimitError {
+    /// More than [`PROGRESS_FILES_MAX`] paths.
+    #[error("progress names {count} files; at most {PROGRESS_FILES_MAX} are allowed")]
+    TooManyFiles {
+        /// Paths in the report.
+        count: usize,
+    },
+    /// A path longer than [`PROGRESS_FILE_BYTES_MAX`] bytes.
+    #[error(
+        "progress names a path of {bytes} bytes; at most {PROGRESS_FILE_BYTES_MAX} are allowed"
+    )]
+    PathTooLong {
+        /// Length of the path, in bytes.
+        bytes: usize,
+    },
+}
+
+impl ProgressAction {
+    /// A report of `files` changed so far, cut to the limits a receiver enforces: at most
+    /// [`PROGRESS_FILES_MAX`] paths (the rest counted in `files_omitted`), each cut to
+    /// [`PROGRESS_FILE_BYTES_MAX`] bytes ending in `…`.
+    pub fn bounded(stage: ExecutionStage, action: String, files: &[String]) -> Self {
+        ProgressAction {
+            stage,
+            action,
+            files_modified: files
+                .iter()
+                .take(PROGRESS_FILES_MAX)
+                .map(|path| cut_path(path))
+                .collect(),
+            files_omitted: files.len().saturating_sub(PROGRESS_FILES_MAX) as u64,
+        }
+    }
+
+    /// Refuse a report (from a peer) over the limits [`ProgressAction::bounded`] keeps to.
+    pub fn check(&self) -> Result<(), ProgressLimitError> {
+        if self.files_modified.len() > PROGRESS_FILES_MAX {
+            return Err(ProgressLimitError::TooManyFiles {
+                count: self.files_modified.len(),
+            });
+        }
+        match self
+            .files_modified
+            .iter()
+            .find(|path| path.len() > PROGRESS_FILE_BYTES_MAX)
+        {
+            Some(path) => Err(ProgressLimitError::PathTooLong { bytes: path.len() }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `path` cut to [`PROGRESS_FILE_BYTES_MAX`] bytes on a character boundary, `…` marking a cut.
+fn cut_path(path: &str) -> String {
+    if path.len() <= PROGRESS_FILE_BYTES_MAX {
+        return path.to_string();
+    }
+    let mut end = PROGRESS_FILE_BYTES_MAX - '…'.len_utf8();
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
 }
 
 /// A type that travels sealed, with the most plaintext bytes it may decode from.
@@ -132,31 +281,114 @@ mod tests {
 
     #[test]
     fn each_payload_is_decoded_under_its_own_limit() {
-        let action = ProgressAction {
-            stage: ExecutionStage::Coding,
-            action: "x".repeat(PROGRESS_ACTION_BYTES_MAX),
-        };
+        let action = ProgressAction::bounded(
+            ExecutionStage::Coding,
+            "x".repeat(PROGRESS_ACTION_BYTES_MAX),
+            &[],
+        );
         let encoded = codec::encode(&action).unwrap_or_default();
         assert!(encoded.len() > PROGRESS_ACTION_BYTES_MAX);
         assert!(ProgressAction::decode(&encoded).is_err());
-        let small = codec::encode(&ProgressAction {
-            stage: ExecutionStage::Coding,
-            action: "Editing src/lib.rs".into(),
-        })
+        let small = codec::encode(&ProgressAction::bounded(
+            ExecutionStage::Coding,
+            "Editing src/lib.rs".into(),
+            &["src/lib.rs".to_string()],
+        ))
         .unwrap_or_default();
         assert_eq!(
             ProgressAction::decode(&small).map(|a| a.action).ok(),
             Some("Editing src/lib.rs".to_string())
         );
-        let lines = vec![
-            LogLine {
-                stream: "stdout".into(),
-                line: "y".repeat(1024),
-                at_ms: 0,
-            };
-            LOG_BATCH_BYTES_MAX / 1024 + 1
-        ];
+        let lines =
+            vec![LogLine::new("stdout", "y".repeat(1024), 0); LOG_BATCH_BYTES_MAX / 1024 + 1];
         let encoded = codec::encode(&lines).unwrap_or_default();
         assert!(<Vec<LogLine>>::decode(&encoded).is_err());
+    }
+
+    #[test]
+    fn a_full_progress_report_fits_its_limit_and_says_what_it_cut() {
+        let files: Vec<String> = (0..PROGRESS_FILES_MAX + 7)
+            .map(|i| format!("{i}/{}", "é".repeat(PROGRESS_FILE_BYTES_MAX)))
+            .collect();
+        let action = ProgressAction::bounded(
+            ExecutionStage::Coding,
+            "a".repeat(crate::agent_process::structured::ACTION_BYTES_MAX),
+            &files,
+        );
+        assert_eq!(action.files_modified.len(), PROGRESS_FILES_MAX);
+        assert_eq!(action.files_omitted, 7);
+        assert!(action.files_modified.iter().all(|p| p.ends_with('…')));
+        assert_eq!(action.check(), Ok(()));
+        let encoded = codec::encode(&action).unwrap_or_default();
+        assert_eq!(ProgressAction::decode(&encoded).ok(), Some(action.clone()));
+
+        let mut too_many = action.clone();
+        too_many.files_modified.push("one more".into());
+        assert_eq!(
+            too_many.check(),
+            Err(ProgressLimitError::TooManyFiles {
+                count: PROGRESS_FILES_MAX + 1
+            })
+        );
+        let mut too_long = action;
+        too_long.files_modified[0] = "x".repeat(PROGRESS_FILE_BYTES_MAX + 1);
+        assert!(matches!(
+            too_long.check(),
+            Err(ProgressLimitError::PathTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn older_senders_reports_decode_with_defaults() {
+        #[derive(Serialize)]
+        struct OldAction {
+            stage: ExecutionStage,
+            action: String,
+        }
+        #[derive(Serialize)]
+        struct OldLine {
+            stream: &'static str,
+            line: &'static str,
+            at_ms: i64,
+        }
+        let old = codec::encode(&OldAction {
+            stage: ExecutionStage::Testing,
+            action: "Running cargo test".into(),
+        })
+        .unwrap_or_default();
+        let action = ProgressAction::decode(&old).ok();
+        assert_eq!(
+            action.map(|a| (a.files_modified, a.files_omitted)),
+            Some((vec![], 0))
+        );
+        let old_lines = codec::encode(&vec![
+            OldLine {
+                stream: "agent",
+                line: "I will",
+                at_ms: 1,
+            },
+            OldLine {
+                stream: "stderr",
+                line: "warning",
+                at_ms: 2,
+            },
+            OldLine {
+                stream: "stdout",
+                line: "ok",
+                at_ms: 3,
+            },
+        ])
+        .unwrap_or_default();
+        let types: Vec<LogType> = <Vec<LogLine>>::decode(&old_lines)
+            .unwrap_or_default()
+            .iter()
+            .map(|l| l.log_type)
+            .collect();
+        assert_eq!(types, [LogType::Agent, LogType::Stderr, LogType::Stdout]);
+        // As the seed writes them.
+        assert_eq!(
+            serde_json::to_string(&[LogType::Stdout, LogType::Stderr, LogType::Agent]).ok(),
+            Some(r#"["Stdout","Stderr","Agent"]"#.to_string())
+        );
     }
 }

@@ -81,6 +81,11 @@ pub enum ExecutionUpdate {
         percent: u8,
         /// What the agent is doing now (may quote code).
         action: String,
+        /// Workspace paths the run has changed so far (the agent's reports and the
+        /// workspace watcher's), bounded as `ProgressAction::bounded` bounds them.
+        files_modified: Vec<String>,
+        /// Changed paths beyond those `files_modified` names.
+        files_omitted: u64,
     },
     /// A batch of log lines from the agent's stdout and stderr.
     Logs(Vec<LogLine>),
@@ -113,6 +118,10 @@ pub struct LocalExecution {
 }
 
 /// One event of a task's execution, as subscribers see it.
+///
+/// `task_attempt_id` is the id of the run attempt the event belongs to (the executor's
+/// `execution_id`; a reassigned task has one per executor), `None` before any run started.
+/// It travels on the wire already, as each execution message's `execution_id`.
 #[derive(Debug, Clone, Serialize, Message)]
 #[rtype(result = "()")]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -123,6 +132,8 @@ pub enum ExecutionEvent {
         task_id: Uuid,
         /// Node id of the executor, or `local` for a run on this node.
         executor: String,
+        /// The run attempt that began.
+        task_attempt_id: Option<Uuid>,
     },
     /// The run's stage and completion changed.
     Progress {
@@ -134,13 +145,21 @@ pub enum ExecutionEvent {
         percent: u8,
         /// What the agent is doing now.
         action: String,
+        /// Workspace paths the run has changed so far, as the executor last reported them.
+        files_modified: Vec<String>,
+        /// Changed paths beyond those `files_modified` names (the report was cut).
+        files_omitted: u64,
+        /// The run attempt reporting.
+        task_attempt_id: Option<Uuid>,
     },
     /// One log line of the run.
     Log {
         /// The task (the originator's `task_id`).
         task_id: Uuid,
-        /// The line, with its stream and time.
+        /// The line, with its stream, `log_type` and time.
         line: LogLine,
+        /// The run attempt the line is from.
+        task_attempt_id: Option<Uuid>,
     },
     /// The task attempt ended: completed, failed or cancelled.
     Finished {

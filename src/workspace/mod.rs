@@ -23,11 +23,13 @@
 //!
 //! Layout: `git.rs` runs git (hardening, bounded output, reference checks), `repo.rs` holds
 //! the repository operations of a run, `diff_paths.rs` the pure path checker of a diff from
-//! the network, `verify.rs` the scratch clones that check and verify a diff.
+//! the network, `verify.rs` the scratch clones that check and verify a diff, `status.rs`
+//! what a run has changed so far (the executor's workspace watcher).
 
 mod diff_paths;
 mod git;
 mod repo;
+pub mod status;
 mod verify;
 
 use std::path::{Path, PathBuf};

@@ -213,8 +213,13 @@ pub struct TaskView {
     pub attempts: u32,
     /// The executor's summary of its work, once completed.
     pub summary: Option<String>,
-    /// Paths the result changes, once completed.
+    /// Paths the run changed: while it runs, those the executor reported so far (the
+    /// agent's edits and its workspace watcher's `git status`); once completed, the
+    /// result's.
     pub files_modified: Vec<String>,
+    /// The run attempt in force (the executor's `execution_id`), once a run started.
+    #[serde(default)]
+    pub task_attempt_id: Option<Uuid>,
     /// The result's diff against the base commit, once completed.
     pub diff: Option<String>,
     /// Why the attempt failed or was cancelled.

@@ -150,12 +150,19 @@ impl TaskDistributor {
                         .as_ref()
                         .and_then(|m| m.last_failure())
                         .map(str::to_string);
+                    // The next executor starts from the base commit again.
+                    task.view.files_modified.clear();
+                    task.view.task_attempt_id = None;
                 }
                 self.event(ExecutionEvent::Progress {
                     task_id: id,
                     stage: ExecutionStage::Setup,
                     percent: 0,
                     action: format!("reassigning: {reason}"),
+                    // The next executor starts from the base commit again.
+                    files_modified: Vec::new(),
+                    files_omitted: 0,
+                    task_attempt_id: None,
                 });
             }
             Effect::Failed { reason } => {

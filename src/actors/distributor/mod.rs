@@ -441,6 +441,7 @@ impl Handler<CreateTaskAttempt> for TaskDistributor {
             attempts: 0,
             summary: None,
             files_modified: Vec::new(),
+            task_attempt_id: None,
             diff: None,
             error: None,
             paid: None,

@@ -132,6 +132,8 @@ impl TaskDistributor {
                     }
                 }
                 let executor = task.view.assigned_node.clone().unwrap_or_default();
+                let task_attempt_id = Some(started.execution_id);
+                task.view.task_attempt_id = task_attempt_id;
                 self.log(
                     TransactionType::ExecutionStarted,
                     task_id,
@@ -139,22 +141,41 @@ impl TaskDistributor {
                     None,
                     format!("{} running on {executor}", self.title(task_id)),
                 );
-                self.event(ExecutionEvent::Started { task_id, executor });
+                self.event(ExecutionEvent::Started {
+                    task_id,
+                    executor,
+                    task_attempt_id,
+                });
                 self.drive(task_id, ctx, |task| task.started());
             }
             APNMessage::ExecutionProgress(progress) => {
-                let action = match &progress.current_action {
-                    Some(sealed) => self
-                        .open_payload::<ProgressAction>(task_id, sealed)
-                        .map(|a| a.action),
+                // An unreadable action is counted; the stage and percent still count.
+                let opened = progress
+                    .current_action
+                    .as_ref()
+                    .and_then(|sealed| self.open_payload::<ProgressAction>(task_id, sealed));
+                let action = match opened.map(|a| a.check().map(|()| a)) {
+                    Some(Ok(action)) => Some(action),
+                    Some(Err(e)) => {
+                        // A peer past the limits its own node keeps to: its list is not shown.
+                        self.metrics.count_drop(DropReason::Oversized);
+                        tracing::warn!(%task_id, from = %envelope.from_node, error = %e, "progress report refused");
+                        return;
+                    }
                     None => None,
+                };
+                let (action, files_modified, files_omitted) = match action {
+                    Some(a) => (a.action, a.files_modified, a.files_omitted),
+                    None => (String::new(), Vec::new(), 0),
                 };
                 self.on_update(
                     task_id,
                     ExecutionUpdate::Progress {
                         stage: progress.stage,
                         percent: progress.percent.min(100),
-                        action: action.unwrap_or_default(),
+                        action,
+                        files_modified,
+                        files_omitted,
                     },
                 );
             }
@@ -228,11 +249,8 @@ impl TaskDistributor {
                 let reason = format!("failed at {stage:?}: {error}");
                 self.event(ExecutionEvent::Log {
                     task_id,
-                    line: LogLine {
-                        stream: "apn".into(),
-                        line: reason.clone(),
-                        at_ms: Utc::now().timestamp_millis(),
-                    },
+                    line: LogLine::new("apn", reason.clone(), Utc::now().timestamp_millis()),
+                    task_attempt_id: self.attempt_of(task_id),
                 });
                 // A nil execution id: the executor refused the assignment and ran nothing.
                 let outcome = (!failed.execution_id.is_nil()).then_some(Outcome::Failed);
@@ -242,6 +260,11 @@ impl TaskDistributor {
             }
             _ => {}
         }
+    }
+
+    /// The run attempt in force for a task, once one started.
+    fn attempt_of(&self, task_id: Uuid) -> Option<Uuid> {
+        self.tasks.get(&task_id)?.view.task_attempt_id
     }
 
     /// The run ended: log batches still waiting for a missing one go out now, in order.
@@ -286,8 +309,11 @@ impl TaskDistributor {
     /// A decrypted (remote) or plaintext (local) update.
     pub(super) fn on_update(&mut self, id: Uuid, update: ExecutionUpdate) {
         match update {
-            ExecutionUpdate::Started { .. } => {
-                self.touch(id, |view| view.status = TaskStatus::Running);
+            ExecutionUpdate::Started { execution_id } => {
+                self.touch(id, |view| {
+                    view.status = TaskStatus::Running;
+                    view.task_attempt_id = Some(execution_id);
+                });
                 self.log(
                     TransactionType::ExecutionStarted,
                     id,
@@ -298,31 +324,45 @@ impl TaskDistributor {
                 self.event(ExecutionEvent::Started {
                     task_id: id,
                     executor: "local".into(),
+                    task_attempt_id: Some(execution_id),
                 });
             }
             ExecutionUpdate::Progress {
                 stage,
                 percent,
                 action,
+                files_modified,
+                files_omitted,
             } => {
                 let shown = action.clone();
+                let files = files_modified.clone();
                 self.touch(id, |view| {
                     view.stage = Some(stage);
                     view.progress_percent = percent;
                     if !shown.is_empty() {
                         view.current_action = Some(shown);
                     }
+                    // Every report of a run carries the whole list so far: it replaces.
+                    view.files_modified = files;
                 });
                 self.event(ExecutionEvent::Progress {
                     task_id: id,
                     stage,
                     percent,
                     action,
+                    files_modified,
+                    files_omitted,
+                    task_attempt_id: self.attempt_of(id),
                 });
             }
             ExecutionUpdate::Logs(lines) => {
+                let task_attempt_id = self.attempt_of(id);
                 for line in lines {
-                    self.event(ExecutionEvent::Log { task_id: id, line });
+                    self.event(ExecutionEvent::Log {
+                        task_id: id,
+                        line,
+                        task_attempt_id,
+                    });
                 }
             }
             ExecutionUpdate::Completed { result, .. } => {

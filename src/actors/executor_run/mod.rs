@@ -3,8 +3,10 @@
 //! Remote runs talk to their originator through the peer manager, every payload sealed
 //! with the run's Noise session: `ExecutionStarted` (handshake answer), then the git bundle
 //! arrives in `RepoChunk`s, then `ExecutionProgress` (stages setup → coding → testing →
-//! done, or what the agent reports with `APN_PROGRESS` lines, plus a heartbeat), batched
-//! `ExecutionLogs`, and `ExecutionCompleted` (result hash signed by this node) or
+//! done, or what the agent reports with `APN_PROGRESS` lines or its structured output, plus
+//! a heartbeat; each carries the files changed so far, from the agent's reports and the
+//! workspace watcher of `watch`), batched `ExecutionLogs` (each line typed `Agent`,
+//! `Stdout` or `Stderr`), and `ExecutionCompleted` (result hash signed by this node) or
 //! `ExecutionFailed`. Each send waits for the previous one (backpressure, and order).
 //!
 //! Local runs report the same updates, in plaintext, to the distributor. Only they may name
@@ -216,6 +218,7 @@ pub struct RunContext {
 
 mod bundle;
 mod report;
+mod watch;
 
 use report::Reporter;
 
@@ -240,6 +243,7 @@ pub async fn run(mut run: RunContext) -> bool {
         send: run.send.clone(),
         origin: run.origin,
         log_sequence: 0,
+        files: Vec::new(),
     };
     match &reporter.origin {
         RunOrigin::Remote { origin, .. } => {
@@ -268,11 +272,7 @@ pub async fn run(mut run: RunContext) -> bool {
         }
     }
     reporter
-        .send(ExecutionUpdate::Progress {
-            stage: ExecutionStage::Setup,
-            percent: 0,
-            action: "preparing the workspace".into(),
-        })
+        .progress(ExecutionStage::Setup, 0, "preparing the workspace")
         .await;
 
     let workspace_dir = run
@@ -296,13 +296,7 @@ pub async fn run(mut run: RunContext) -> bool {
         _ => ComputeUsage::default(),
     };
     if succeeded {
-        reporter
-            .send(ExecutionUpdate::Progress {
-                stage: ExecutionStage::Done,
-                percent: 100,
-                action: "done".into(),
-            })
-            .await;
+        reporter.progress(ExecutionStage::Done, 100, "done").await;
     }
     if let (Some((hold, commit)), ExecutionUpdate::Completed { result, .. }) =
         (&run.commit, &outcome)
@@ -370,6 +364,16 @@ async fn commit_result(hold: Uuid, commit: &Recipient<CommitResult>, result: &Ex
         Err(e) => {
             tracing::warn!(%hold, error = %e, "network settler unavailable; result not committed")
         }
+    }
+}
+
+/// The `stream` name of a log line from `stream`: `stdout`, `stderr`, `agent` (the
+/// line's `log_type` follows from it).
+fn stream_name(stream: agent_process::LogStream) -> &'static str {
+    match stream {
+        agent_process::LogStream::Stdout => "stdout",
+        agent_process::LogStream::Stderr => "stderr",
+        agent_process::LogStream::Agent => "agent",
     }
 }
 
@@ -480,11 +484,7 @@ async fn execute(
         }
     }
     reporter
-        .send(ExecutionUpdate::Progress {
-            stage: ExecutionStage::Coding,
-            percent: 10,
-            action: "agent started".into(),
-        })
+        .progress(ExecutionStage::Coding, 10, "agent started")
         .await;
 
     // 2. The agent.
@@ -528,31 +528,52 @@ async fn execute(
     let mut batch: Vec<LogLine> = Vec::new();
     let mut batch_bytes = 0usize;
     let (mut stage, mut percent) = (ExecutionStage::Coding, 10u8);
+    let mut watcher = watch::Watcher::start(
+        reporter.task_id,
+        workspace_dir.to_path_buf(),
+        config.executor.watch_interval_ms,
+    );
+    // The agent's own list of edited files, and what the watcher last saw.
+    let (mut agent_files, mut workspace_files) = (Vec::new(), Vec::new());
     loop {
         tokio::select! {
             event = agent_events.recv() => match event {
                 Some(AgentEvent::Log { stream, line }) => {
                     batch_bytes += line.len();
-                    batch.push(LogLine { stream: format!("{stream:?}").to_lowercase(), line, at_ms: Utc::now().timestamp_millis() });
+                    batch.push(LogLine::new(stream_name(stream), line, Utc::now().timestamp_millis()));
                     if batch.len() >= LOG_BATCH_LINES_MAX || batch_bytes >= LOG_BATCH_BYTES_MAX {
                         reporter.send(ExecutionUpdate::Logs(std::mem::take(&mut batch))).await;
                         batch_bytes = 0;
                     }
                 }
-                Some(AgentEvent::Progress { stage: new_stage, percent: new_percent, action, .. }) => {
+                Some(AgentEvent::Progress { stage: new_stage, percent: new_percent, action, files_modified }) => {
                     (stage, percent) = (new_stage, new_percent);
-                    reporter.send(ExecutionUpdate::Progress { stage, percent, action }).await;
+                    // `APN_PROGRESS` lines name no files: they do not clear the agent's list.
+                    if !files_modified.is_empty() {
+                        agent_files = files_modified;
+                    }
+                    reporter.files = watch::merge(&agent_files, &workspace_files);
+                    reporter.progress(stage, percent, action).await;
                 }
                 Some(AgentEvent::Summary(summary)) => {
                     let line = summary.to_string();
                     batch_bytes += line.len();
-                    batch.push(LogLine { stream: "agent".into(), line, at_ms: Utc::now().timestamp_millis() });
+                    batch.push(LogLine::new("agent", line, Utc::now().timestamp_millis()));
                 }
                 Some(AgentEvent::OutputCapped { dropped_bytes }) => {
-                    batch.push(LogLine { stream: "apn".into(), line: format!("output cap reached; {dropped_bytes} bytes not forwarded"), at_ms: Utc::now().timestamp_millis() });
+                    batch.push(LogLine::new("apn", format!("output cap reached; {dropped_bytes} bytes not forwarded"), Utc::now().timestamp_millis()));
                 }
                 None => break,
             },
+            changed = watch::next_change(&mut watcher) => {
+                workspace_files = changed.files;
+                let files = watch::merge(&agent_files, &workspace_files);
+                if files != reporter.files {
+                    reporter.files = files;
+                    // No new action: the originator keeps showing the agent's last one.
+                    reporter.progress(stage, percent, "").await;
+                }
+            }
             _ = flush.tick() => {
                 if !batch.is_empty() {
                     reporter.send(ExecutionUpdate::Logs(std::mem::take(&mut batch))).await;
@@ -560,9 +581,12 @@ async fn execute(
                 }
             }
             _ = heartbeat.tick() => {
-                reporter.send(ExecutionUpdate::Progress { stage, percent, action: "running".into() }).await;
+                reporter.progress(stage, percent, "running").await;
             }
         }
+    }
+    if let Some(watcher) = watcher.take() {
+        watcher.stop().await;
     }
     if !batch.is_empty() {
         reporter.send(ExecutionUpdate::Logs(batch)).await;
@@ -610,11 +634,7 @@ async fn execute(
 
     // 3. The result.
     reporter
-        .send(ExecutionUpdate::Progress {
-            stage: ExecutionStage::Testing,
-            percent: 90,
-            action: "collecting the diff".into(),
-        })
+        .progress(ExecutionStage::Testing, 90, "collecting the diff")
         .await;
     let base = payload.base_commit.clone();
     let dir = workspace_dir.to_path_buf();

@@ -12,9 +12,31 @@ pub(super) struct Reporter {
     pub(super) origin: RunOrigin,
     /// The next log batch's sequence number.
     pub(super) log_sequence: u64,
+    /// The files the run has changed so far, as last reported (every progress update
+    /// carries the whole list, so the originator's view is right after any one of them).
+    pub(super) files: Vec<String>,
 }
 
 impl Reporter {
+    /// A progress update at `stage` and `percent` with `action` (empty: no new action) and
+    /// the files changed so far, bounded as a progress report may be.
+    pub(super) async fn progress(
+        &mut self,
+        stage: ExecutionStage,
+        percent: u8,
+        action: impl Into<String>,
+    ) {
+        let bounded = ProgressAction::bounded(stage, action.into(), &self.files);
+        self.send(ExecutionUpdate::Progress {
+            stage,
+            percent,
+            action: bounded.action,
+            files_modified: bounded.files_modified,
+            files_omitted: bounded.files_omitted,
+        })
+        .await
+    }
+
     pub(super) async fn send(&mut self, update: ExecutionUpdate) {
         let (origin, session) = match &mut self.origin {
             RunOrigin::Local { distributor } => {
@@ -82,8 +104,15 @@ fn seal_update(
             stage,
             percent,
             action,
+            files_modified,
+            files_omitted,
         } => {
-            let plaintext = encode(&ProgressAction { stage, action })?;
+            let plaintext = encode(&ProgressAction {
+                stage,
+                action,
+                files_modified,
+                files_omitted,
+            })?;
             APNMessage::ExecutionProgress(ExecutionProgress {
                 task_id,
                 execution_id,
