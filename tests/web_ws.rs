@@ -9,7 +9,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use apn::actors::panel_hub::{
-    GetHubStats, PanelEvent, SESSION_QUEUE_MAX, TransactionLogEntry, TransactionType,
+    BandwidthDetails, GetHubStats, PanelEvent, SESSION_QUEUE_MAX, TransactionDetails,
+    TransactionLogEntry,
 };
 use common::*;
 use serde_json::Value;
@@ -131,10 +132,12 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
     // Far more (and larger) deltas than a queue holds, faster than the socket drains them.
     for _ in 0..(SESSION_QUEUE_MAX * 8) {
         let entry = TransactionLogEntry::new(
-            TransactionType::BandwidthContributed,
-            None,
-            None,
-            None,
+            TransactionDetails::BandwidthContributed(BandwidthDetails {
+                bytes: 0,
+                purpose: "test".into(),
+                peer_node: None,
+                vibe_value: None,
+            }),
             big_detail.clone(),
         );
         first.panel_hub.do_send(PanelEvent::Transaction(entry));

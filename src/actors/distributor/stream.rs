@@ -17,7 +17,7 @@ use crate::market::{ExecutionResult, FailureDetail, LogLine, ProgressAction, Sea
 use crate::messages::{APNMessage, DropReason, ExecutionStage, TaskBid, VerifiedEnvelope};
 use crate::protocol::execution::ExecutionEvent;
 use crate::protocol::execution::ExecutionUpdate;
-use crate::protocol::panel::TransactionType;
+use crate::protocol::panel::{ExecutionDetails, TransactionDetails};
 use crate::workspace;
 
 use uuid::Uuid;
@@ -132,11 +132,13 @@ impl TaskDistributor {
                     }
                 }
                 let executor = task.view.assigned_node.clone().unwrap_or_default();
+                task.started = Some(std::time::Instant::now());
+                let details = ExecutionDetails {
+                    execution_time_ms: None,
+                    ..self.execution_details(task_id, Some(executor.clone()))
+                };
                 self.log(
-                    TransactionType::ExecutionStarted,
-                    task_id,
-                    Some(executor.clone()),
-                    None,
+                    TransactionDetails::ExecutionStarted(details),
                     format!("{} running on {executor}", self.title(task_id)),
                 );
                 self.event(ExecutionEvent::Started { task_id, executor });
@@ -288,11 +290,15 @@ impl TaskDistributor {
         match update {
             ExecutionUpdate::Started { .. } => {
                 self.touch(id, |view| view.status = TaskStatus::Running);
+                if let Some(task) = self.tasks.get_mut(&id) {
+                    task.started = Some(std::time::Instant::now());
+                }
+                let details = ExecutionDetails {
+                    execution_time_ms: None,
+                    ..self.execution_details(id, Some("local".into()))
+                };
                 self.log(
-                    TransactionType::ExecutionStarted,
-                    id,
-                    Some("local".into()),
-                    None,
+                    TransactionDetails::ExecutionStarted(details),
                     format!("{} running on this node", self.title(id)),
                 );
                 self.event(ExecutionEvent::Started {
@@ -329,11 +335,12 @@ impl TaskDistributor {
                 // Only local runs arrive here complete; remote results go through
                 // verification and settlement first.
                 let summary = result.summary.clone();
+                let details = ExecutionDetails {
+                    files_modified: Some(result.files_modified.len() as u64),
+                    ..self.execution_details(id, Some("local".into()))
+                };
                 self.log(
-                    TransactionType::ExecutionCompleted,
-                    id,
-                    Some("local".into()),
-                    None,
+                    TransactionDetails::ExecutionCompleted(details),
                     format!("{}: {summary}", self.title(id)),
                 );
                 self.touch(id, |view| {
