@@ -405,10 +405,12 @@ impl Handler<LocalExecution> for TaskDistributor {
     type Result = ();
 
     fn handle(&mut self, local: LocalExecution, _ctx: &mut Self::Context) {
+        // A local run's first updates (its start) can arrive before the executor's answer
+        // to `RunLocal` marks the task local: a task not (yet) on the mesh is this node's.
         if self
             .tasks
             .get(&local.task_id)
-            .is_some_and(|t| t.local && !t.view.status.is_final())
+            .is_some_and(|t| (t.local || t.mesh.is_none()) && !t.view.status.is_final())
         {
             self.on_update(local.task_id, local.update);
         }
