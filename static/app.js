@@ -142,7 +142,7 @@ function hostedCard(run) {
   const card = el("div", "exec hosted " + run.status + (state.selected === run.id ? " selected" : "")); card.dataset.taskId = run.id; card.dataset.origin = run.origin;
   const head = el("div", "exec-head");
   head.append(el("span", "exec-title", run.title), el("span", "exec-meta", run.status + " here · from " + run.origin));
-  const earning = run.status === "completed" ? `earned ${vibe(run.earning)}` : run.status === "failed" ? "nothing earned" : `earning ~${vibe(run.earning)}`;
+  const earning = run.status === "completed" ? `earns ${vibe(run.earning)} once verified` : run.status === "failed" ? "nothing earned" : `earning ~${vibe(run.earning)}`;
   const took = run.time_ms == null ? "" : ` · ${(run.time_ms / 1000).toFixed(1)} s`;
   const meta = el("div", "exec-meta", `run for a peer · ${earning}${took}`);
   const bar = el("div", "bar"); const fill = el("div", "fill"); fill.style.width = (run.status === "completed" || run.status === "failed" ? 100 : run.status === "running" ? 50 : 0) + "%"; bar.append(fill);

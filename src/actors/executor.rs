@@ -713,7 +713,7 @@ impl Handler<RunFinished> for TaskExecutor {
                         ..details
                     }),
                     format!(
-                        "Execution completed locally: {title} for {origin} in {:.1} s, Earned: {earned:.2} VIBE",
+                        "Execution completed locally: {title} for {origin} in {:.1} s, Earning: {earned:.2} VIBE once the originator verifies it",
                         elapsed_ms as f64 / 1000.0
                     ),
                 );
