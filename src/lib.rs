@@ -22,6 +22,7 @@
 //! - [`agent_process`]: running an agent command (process group, limits, metering).
 //! - [`sandbox`]: the Landlock + namespace sandbox every peer's run and verify command runs in.
 //! - [`web`]: the Mesh Panel and the HTTP API.
+//! - [`transaction_log`]: the panel's transaction log on disk (SQLite, batched writer).
 
 pub mod actors;
 pub mod agent_process;
@@ -39,5 +40,6 @@ pub mod network_ledger;
 pub mod protocol;
 pub mod sandbox;
 pub mod storage;
+pub mod transaction_log;
 pub mod web;
 pub mod workspace;

@@ -1,7 +1,9 @@
 // Mesh Panel: one websocket, a snapshot then deltas; no libraries, works offline.
 "use strict";
 
-const state = { status: null, peers: new Map(), tasks: new Map(), tx: [], resources: null, logs: new Map(), selected: null, history: [] };
+// hosted: peers' tasks this node runs, from the transaction log's entries that carry an
+// origin_node (task_received, execution_started/completed/failed), keyed by task id.
+const state = { status: null, peers: new Map(), tasks: new Map(), tx: [], resources: null, logs: new Map(), selected: null, history: [], hosted: new Map() };
 const $ = (id) => document.getElementById(id);
 const TX_MAX = 200, LOG_LINES_MAX = 500;
 
@@ -68,15 +70,38 @@ const TX_STYLE = {
   compute_contributed: ["⚙", "t-contributed", "Compute contributed"], vibe_earned: ["+", "t-earned", "VIBE earned"], vibe_spent: ["−", "t-spent", "VIBE spent"],
 };
 
+// An entry is the seed's TransactionLog: { id, seq, timestamp, type, details, description }.
+const txPeer = (d) => d.origin_node || d.peer_node || (d.executor_node && d.executor_node !== "local" ? d.executor_node : null) || d.target_node;
+const txAmount = (type, d) => {
+  const value = d.vibe_spent ?? d.vibe_paid ?? d.vibe_earned ?? d.reward_vibe ?? d.vibe_value;
+  if (value == null) return "";
+  const expected = (type === "task_received" || type === "execution_started") && d.vibe_earned != null;
+  return (expected ? "~" : type === "vibe_spent" ? "−" : type === "vibe_earned" ? "+" : "") + vibe(value);
+};
 function txItem(entry) {
   const [icon, cls, label] = TX_STYLE[entry.type] || ["•", "", entry.type];
-  const li = el("li", cls); li.dataset.type = entry.type; li.dataset.seq = entry.seq;
+  const d = entry.details || {};
+  const li = el("li", cls); li.dataset.type = entry.type; li.dataset.seq = entry.seq; li.dataset.id = entry.id;
   li.append(el("span", "tx-icon", icon), el("span", "tx-type", label));
-  const detail = el("span", "tx-detail", entry.detail + (entry.peer ? ` · ${entry.peer}` : "")); detail.title = detail.textContent;
-  const amount = el("span", "tx-amount", entry.amount == null ? "" : (entry.type === "vibe_spent" ? "−" : entry.type === "vibe_earned" ? "+" : "") + vibe(entry.amount));
-  const time = el("span", "tx-time", relative(entry.at)); time.title = new Date(entry.at).toLocaleString(); time.dataset.at = entry.at;
+  const peer = txPeer(d);
+  const text = entry.description + (peer && !entry.description.includes(peer) ? ` · ${peer}` : "");
+  const detail = el("span", "tx-detail", text); detail.title = text;
+  const amount = el("span", "tx-amount", txAmount(entry.type, d));
+  const time = el("span", "tx-time", relative(entry.timestamp)); time.title = new Date(entry.timestamp).toLocaleString(); time.dataset.at = entry.timestamp;
   li.append(detail, amount, time);
   return li;
+}
+
+// A run this node does for a peer, as its log entries tell it.
+const HOSTED_STATUS = { task_received: "pending", execution_started: "running", execution_completed: "completed", execution_failed: "failed" };
+function trackHosted(entry) {
+  const d = entry.details || {};
+  const status = HOSTED_STATUS[entry.type];
+  if (!status || !d.origin_node || !d.task_id) return false;
+  const run = state.hosted.get(d.task_id) || { id: d.task_id, created_at: entry.timestamp };
+  Object.assign(run, { title: d.task_title, origin: d.origin_node, status, earning: d.vibe_earned ?? run.earning, time_ms: d.execution_time_ms ?? run.time_ms, updated_at: entry.timestamp });
+  state.hosted.set(d.task_id, run);
+  return true;
 }
 
 function renderTransactions() {
@@ -120,12 +145,31 @@ function filesText(t) {
   return n ? ` · ${n} file${n === 1 ? "" : "s"}` : "";
 }
 
+function hostedCard(run) {
+  const card = el("div", "exec hosted " + run.status + (state.selected === run.id ? " selected" : "")); card.dataset.taskId = run.id; card.dataset.origin = run.origin;
+  const head = el("div", "exec-head");
+  head.append(el("span", "exec-title", run.title), el("span", "exec-meta", run.status + " here · from " + run.origin));
+  const earning = run.status === "completed" ? `earns ${vibe(run.earning)} once verified` : run.status === "failed" ? "nothing earned" : `earning ~${vibe(run.earning)}`;
+  const took = run.time_ms == null ? "" : ` · ${(run.time_ms / 1000).toFixed(1)} s`;
+  const meta = el("div", "exec-meta", `run for a peer · ${earning}${took}`);
+  const bar = el("div", "bar"); const fill = el("div", "fill"); fill.style.width = (run.status === "completed" || run.status === "failed" ? 100 : run.status === "running" ? 50 : 0) + "%"; bar.append(fill);
+  card.append(head, meta, bar);
+  card.onclick = () => { state.selected = run.id; renderExecutions(); renderLog(); };
+  return card;
+}
+
 function renderExecutions() {
   const box = $("executions");
-  const tasks = [...state.tasks.values()].sort((a, b) => b.created_at.localeCompare(a.created_at)).slice(0, 8);
+  // This node's own tasks and the runs it does for peers, newest first.
+  const items = [...state.tasks.values()].map((t) => ({ at: t.created_at, task: t }))
+    .concat([...state.hosted.values()].filter((r) => !state.tasks.has(r.id)).map((r) => ({ at: r.created_at, hosted: r })))
+    .sort((a, b) => b.at.localeCompare(a.at)).slice(0, 8);
+  const tasks = items.filter((i) => i.task).map((i) => i.task);
   box.replaceChildren();
-  if (!tasks.length) { box.append(el("p", "empty", "No executions yet.")); return; }
-  for (const t of tasks) {
+  if (!items.length) { box.append(el("p", "empty", "No executions yet.")); return; }
+  for (const item of items) {
+    if (item.hosted) { box.append(hostedCard(item.hosted)); continue; }
+    const t = item.task;
     const card = el("div", "exec " + t.status + (state.selected === t.id ? " selected" : "")); card.dataset.taskId = t.id;
     const head = el("div", "exec-head");
     head.append(el("span", "exec-title", t.title), el("span", "exec-meta", t.status + (t.assigned_node ? " on " + t.assigned_node : "")));
@@ -189,6 +233,8 @@ function apply(message) {
       state.status = message.status;
       state.peers = new Map(message.peers.map((p) => [p.peer_id, p]));
       state.tx = message.transactions;
+      state.hosted = new Map();
+      for (const entry of [...state.tx].reverse()) trackHosted(entry);
       state.resources = message.resources;
       state.tasks = new Map(message.tasks.map((t) => [t.id, t]));
       renderStatus(); renderPeers(); renderTransactions(); renderResources(); renderExecutions();
@@ -205,7 +251,9 @@ function apply(message) {
     case "peer_removed": state.peers.delete(message.peer_id); renderPeers(); break;
     case "relay": if (state.status) { state.status.relay = message.state; renderStatus(); } break;
     case "transaction":
-      state.tx.unshift(message.entry); if (state.tx.length > TX_MAX) state.tx.length = TX_MAX; renderTransactions(); break;
+      state.tx.unshift(message.entry); if (state.tx.length > TX_MAX) state.tx.length = TX_MAX; renderTransactions();
+      if (trackHosted(message.entry)) renderExecutions();
+      break;
     case "execution": onExecution(message.event); break;
   }
 }

@@ -3,8 +3,9 @@
 //! session cookie and redirects to the clean URL; the panel's websocket then works with that
 //! cookie alone; a task's diff, which the websocket does not carry, is fetched by the
 //! panel's diff button. Two real nodes; the header shows the node id and 1 peer, the peers list shows the other
-//! node, and a transaction log entry appears live (no reload) after an event. Screenshots
-//! at 1280 px and phone width are saved under target/.
+//! node, and a transaction log entry appears live (no reload) after an event. An executor's
+//! panel lists the runs it does for peers, with their origin. Screenshots at 1280 px and
+//! phone width are saved under target/.
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
@@ -294,4 +295,69 @@ async fn the_panel_shows_the_node_its_peer_and_live_transactions() {
     assert!(target.join("panel-screenshot.png").exists());
     first.shutdown().await;
     second.shutdown().await;
+}
+
+/// The executor's own panel shows the runs it does for peers, live: a card with the
+/// originator for the hosted run (never "No executions yet"), and the "Execution started
+/// locally … from apn_…, Earning: ~N VIBE" entry in its transaction log.
+#[actix_rt::test]
+async fn the_executor_panel_shows_the_runs_it_does_for_peers() {
+    let program = chromium();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut executor_config = shell_config(dirs[1].path());
+    executor_config.http.bind = "127.0.0.1:0".into();
+    let (origin, executor) = connected_pair(test_config(dirs[0].path()), executor_config).await;
+    let url = executor.login_url().expect("the panel's login URL");
+    let origin_id = origin.identity.node_id().to_string();
+    let screenshots = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    let (ready_sender, ready) = tokio::sync::oneshot::channel();
+    let (task_sender, task_receiver) = std::sync::mpsc::channel::<String>();
+    let driver = std::thread::spawn(move || {
+        let mut browser = Browser::open(&program, &url);
+        browser.wait_for(
+            "ONLINE",
+            "document.getElementById('conn-badge').textContent === 'ONLINE'",
+        );
+        browser.wait_for(
+            "no executions yet",
+            "document.getElementById('executions').textContent.includes('No executions yet')",
+        );
+        let _ = ready_sender.send(());
+        let task_id = task_receiver.recv_timeout(BROWSER_TIMEOUT).unwrap();
+        let card = format!(
+            "document.querySelector('.exec.hosted[data-task-id=\"{task_id}\"][data-origin=\"{origin_id}\"]')"
+        );
+        browser.wait_for(
+            "the hosted run's card, completed",
+            &format!("!!{card} && {card}.classList.contains('completed')"),
+        );
+        browser.wait_for(
+            "the execution started entry",
+            &format!(
+                "[...document.querySelectorAll('#tx-log li[data-type=\"execution_started\"]')].some((li) => \
+                 li.textContent.includes('Execution started locally') && li.textContent.includes('from {origin_id}') \
+                 && li.textContent.includes('Earning: ~'))"
+            ),
+        );
+        browser.screenshot(&screenshots.join("panel-screenshot-executor.png"));
+        browser.evaluate("document.getElementById('executions').textContent")
+    });
+    tokio::time::timeout(Duration::from_secs(60), ready)
+        .await
+        .expect("browser ready")
+        .unwrap();
+    let repo = git_repo(&[("f", "x")]);
+    let task = mesh_shell_task(repo.path(), "Hosted panel task", "echo hosted >> f", 2);
+    let id = origin.distributor.send(task).await.unwrap().unwrap();
+    task_sender.send(id.to_string()).unwrap();
+    let listed = tokio::task::spawn_blocking(move || driver.join().expect("browser checks pass"))
+        .await
+        .unwrap();
+    let listed = listed.as_str().unwrap_or_default().to_string();
+    assert!(
+        listed.contains("Hosted panel task") && !listed.contains("No executions yet"),
+        "{listed}"
+    );
+    origin.shutdown().await;
+    executor.shutdown().await;
 }

@@ -9,7 +9,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use apn::actors::panel_hub::{
-    GetHubStats, PanelEvent, SESSION_QUEUE_MAX, TransactionLogEntry, TransactionType,
+    BandwidthDetails, GetHubStats, PanelEvent, SESSION_QUEUE_MAX, TransactionDetails,
+    TransactionLogEntry,
 };
 use common::*;
 use serde_json::Value;
@@ -131,10 +132,12 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
     // Far more (and larger) deltas than a queue holds, faster than the socket drains them.
     for _ in 0..(SESSION_QUEUE_MAX * 8) {
         let entry = TransactionLogEntry::new(
-            TransactionType::BandwidthContributed,
-            None,
-            None,
-            None,
+            TransactionDetails::BandwidthContributed(BandwidthDetails {
+                bytes: 0,
+                purpose: "test".into(),
+                peer_node: None,
+                vibe_value: None,
+            }),
             big_detail.clone(),
         );
         first.panel_hub.do_send(PanelEvent::Transaction(entry));
@@ -160,8 +163,17 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
         })
     })
     .await
-    .unwrap();
-    assert!(fresh.is_some());
+    .unwrap()
+    .expect("a fresh snapshot");
+    // Its transaction log is in the seed's shape, as `/api/transactions` serves it.
+    let newest = &fresh["transactions"][0];
+    assert_eq!(newest["type"], "bandwidth_contributed", "{newest}");
+    assert_eq!(newest["details"]["purpose"], "test");
+    assert!(
+        newest["id"].is_string() && newest["timestamp"].is_string(),
+        "{newest}"
+    );
+    assert_eq!(newest["description"], big_detail.as_str());
     let _ = tokio::task::spawn_blocking(move || lazy.join()).await;
     first.shutdown().await;
     second.shutdown().await;
@@ -207,6 +219,20 @@ async fn tasks_travel_as_deltas_without_their_diffs() {
         messages.0.expect("a snapshot"),
         messages.1.expect("a refresh"),
         messages.2.expect("a second refresh"),
+    );
+    // The run's entries, in the seed's shape, carry its typed details.
+    let completed = snapshot["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "execution_completed" && e["details"]["task_id"] == id.to_string())
+        .expect("an execution_completed entry in the snapshot");
+    assert_eq!(completed["details"]["task_title"], "big diff");
+    assert_eq!(completed["details"]["executor_node"], "local");
+    assert_eq!(completed["details"]["files_modified"], 1);
+    assert!(
+        completed["details"]["execution_time_ms"].is_u64(),
+        "{completed}"
     );
     let listed = &snapshot["tasks"][0];
     assert_eq!(listed["id"], id.to_string());

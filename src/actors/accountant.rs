@@ -18,7 +18,10 @@ use crate::identity::Identity;
 use crate::messages::Vibe;
 use crate::protocol::ledger::PayPeer;
 use crate::protocol::mesh::{Inbound, SendTo};
-use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{
+    BandwidthDetails, PanelEvent, PanelSender, TransactionDetails, TransactionLogEntry,
+    VibeSpentDetails,
+};
 
 // The messages this role answers, defined with the rest of the roles' protocol.
 pub use crate::protocol::accounting::{
@@ -174,11 +177,14 @@ impl ResourceAccounting {
                             if let Some(panel) = panel {
                                 let node =
                                     crate::identity::NodeId::from_public_key(&payee).to_string();
+                                let details = VibeSpentDetails {
+                                    vibe_spent: amount,
+                                    peer_node: Some(node.clone()),
+                                    task_id: None,
+                                    purpose: Some("bandwidth".into()),
+                                };
                                 let entry = TransactionLogEntry::new(
-                                    TransactionType::VibeSpent,
-                                    None,
-                                    Some(node.clone()),
-                                    Some(amount),
+                                    TransactionDetails::VibeSpent(details),
                                     format!("bandwidth: {bytes} bytes of logs from {node}"),
                                 );
                                 panel.publish(PanelEvent::Transaction(entry));
@@ -200,11 +206,14 @@ impl ResourceAccounting {
             let bytes = out - self.reported_out;
             self.reported_out = out;
             if let Some(panel) = &self.panel {
+                let details = BandwidthDetails {
+                    bytes,
+                    purpose: "mesh traffic".into(),
+                    peer_node: None,
+                    vibe_value: Some(bandwidth_value(bytes, rate)),
+                };
                 let entry = TransactionLogEntry::new(
-                    TransactionType::BandwidthContributed,
-                    None,
-                    None,
-                    Some(bandwidth_value(bytes, rate)),
+                    TransactionDetails::BandwidthContributed(details),
                     format!("{bytes} bytes sent to peers"),
                 );
                 panel.publish(PanelEvent::Transaction(entry));

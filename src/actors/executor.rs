@@ -43,7 +43,9 @@ use crate::protocol::execution::LocalExecution;
 use crate::protocol::ledger::RecordCounterparty;
 use crate::protocol::mesh::{GetPeerNoiseKey, Inbound, SendTo, SetFreeSlots};
 use crate::protocol::network_ledger::{CheckHold, CommitResult};
-use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{
+    ExecutionDetails, PanelEvent, PanelSender, TransactionDetails, TransactionLogEntry,
+};
 
 /// Repository chunks buffered per run before the sender is slowed down.
 const CHUNKS_QUEUED_MAX: usize = 64;
@@ -62,6 +64,8 @@ struct Running {
     /// A peer's run: its bundle's announced size, held against `resources.storage_gb`
     /// while the run lasts (its chunks may not be on disk yet); 0 for a local run.
     bundle_bytes: u64,
+    /// A peer's run: what the panel's entries about it say, and when it started.
+    hosted: Option<(ExecutionDetails, Instant)>,
 }
 
 /// The `Recipient`s the executor talks to, wired in `actors/node.rs`.
@@ -110,6 +114,9 @@ pub struct TaskExecutor {
     /// over the cap, no bid reserves a slot. Measured at start, at each assignment and
     /// after each run.
     scratch_used: u64,
+    /// Peers' tasks admitted (a `task_received` entry) whose run has not started yet: the
+    /// panel's entries about each. At most one per live reservation.
+    hosted: HashMap<Uuid, ExecutionDetails>,
 }
 
 impl TaskExecutor {
@@ -146,6 +153,17 @@ impl TaskExecutor {
             completed_today: 0,
             day: chrono::Utc::now().date_naive(),
             scratch_used: 0,
+            hosted: HashMap::new(),
+        }
+    }
+
+    /// Tell the panel about a peer's run on this node.
+    fn show_hosted(&self, details: TransactionDetails, description: String) {
+        if let Some(panel) = &self.links.panel {
+            panel.publish(PanelEvent::Transaction(TransactionLogEntry::new(
+                details,
+                description,
+            )));
         }
     }
 
@@ -188,6 +206,18 @@ impl TaskExecutor {
             _ => 0,
         };
         self.reservations.remove(&task_id);
+        let hosted = self.hosted.remove(&task_id).map(|details| {
+            self.show_hosted(
+                TransactionDetails::ExecutionStarted(details.clone()),
+                format!(
+                    "Execution started locally: {} from {}, Earning: ~{:.2} VIBE",
+                    details.task_title,
+                    details.origin_node.as_deref().unwrap_or("a peer"),
+                    details.vibe_earned.map_or(0.0, |v| v.as_f64()),
+                ),
+            );
+            (details, Instant::now())
+        });
         self.running.insert(
             task_id,
             Running {
@@ -195,6 +225,7 @@ impl TaskExecutor {
                 chunks: origin_peer.map(|_| chunk_sender),
                 cancel: cancel.clone(),
                 bundle_bytes,
+                hosted,
             },
         );
         self.announce_slots();
@@ -379,8 +410,23 @@ impl TaskExecutor {
                     RunOrigin::Remote { origin, .. } => crate::identity::public_key_of(origin).map(|k| crate::identity::NodeId::from_public_key(&k).to_string()),
                     RunOrigin::Local { .. } => None,
                 };
-                let entry = TransactionLogEntry::new(TransactionType::TaskReceived, Some(task_id), origin_node, None, format!("{} from a peer", payload.title));
+                let details = ExecutionDetails {
+                    task_id,
+                    task_title: payload.title.clone(),
+                    executor_node: Some(actor.identity.node_id().to_string()),
+                    origin_node,
+                    vibe_earned: Some(escrow_check.1),
+                    ..ExecutionDetails::default()
+                };
+                let description = format!(
+                    "Task received: {} from {}, Earning: ~{:.2} VIBE",
+                    payload.title,
+                    details.origin_node.as_deref().unwrap_or("a peer"),
+                    escrow_check.1.as_f64()
+                );
+                let entry = TransactionLogEntry::new(TransactionDetails::TaskReceived(details.clone()), description);
                 panel.publish(PanelEvent::Transaction(entry));
+                actor.hosted.insert(task_id, details);
             }
             match actor.links.escrow.clone() {
                 None => actor.start_run(task_id, origin, payload, None, ctx),
@@ -424,6 +470,7 @@ impl TaskExecutor {
                 }
                 (Some(detail), RunOrigin::Remote { origin: peer, .. }) => {
                     actor.reservations.remove(&task_id);
+                    actor.hosted.remove(&task_id);
                     actor.announce_slots();
                     actor.refuse(*peer, task_id, DropReason::NoEscrow, detail);
                 }
@@ -647,7 +694,43 @@ impl Handler<RunFinished> for TaskExecutor {
     type Result = ();
 
     fn handle(&mut self, finished: RunFinished, ctx: &mut Self::Context) {
-        self.running.remove(&finished.task_id);
+        let hosted = self
+            .running
+            .remove(&finished.task_id)
+            .and_then(|running| running.hosted);
+        if let Some((details, started)) = hosted {
+            let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let origin = details
+                .origin_node
+                .clone()
+                .unwrap_or_else(|| "a peer".into());
+            let title = details.task_title.clone();
+            if finished.succeeded {
+                let earned = details.vibe_earned.map_or(0.0, |v| v.as_f64());
+                self.show_hosted(
+                    TransactionDetails::ExecutionCompleted(ExecutionDetails {
+                        execution_time_ms: Some(elapsed_ms),
+                        ..details
+                    }),
+                    format!(
+                        "Execution completed locally: {title} for {origin} in {:.1} s, Earning: {earned:.2} VIBE once the originator verifies it",
+                        elapsed_ms as f64 / 1000.0
+                    ),
+                );
+            } else {
+                self.show_hosted(
+                    TransactionDetails::ExecutionFailed(ExecutionDetails {
+                        execution_time_ms: Some(elapsed_ms),
+                        vibe_earned: None,
+                        ..details
+                    }),
+                    format!(
+                        "Execution failed locally: {title} for {origin} after {:.1} s",
+                        elapsed_ms as f64 / 1000.0
+                    ),
+                );
+            }
+        }
         self.measure_scratch(ctx);
         let today = chrono::Utc::now().date_naive();
         if today != self.day {

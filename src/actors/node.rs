@@ -70,6 +70,9 @@ pub enum NodeError {
     /// The execution relay's SQLite log store in the data dir could not be opened.
     #[error("the execution log store cannot open: {0}")]
     LogStore(String),
+    /// The transaction log's SQLite store in the data dir could not be opened.
+    #[error("the transaction log cannot open: {0}")]
+    TransactionLog(#[from] crate::transaction_log::TransactionStoreError),
     /// The panel's HTTP server could not bind or start.
     #[error("the HTTP server cannot start: {0}")]
     Http(String),
@@ -151,7 +154,8 @@ impl NodeHandle {
 
     /// Stop the node: HTTP server, transports (connections closed, relay drained), actors.
     /// The ledger is a SQLite database in WAL mode whose every settlement commits whole, so
-    /// nothing is left to flush once its actor stops.
+    /// nothing is left to flush once its actor stops; the transaction log's writer is
+    /// flushed.
     pub async fn shutdown(self) {
         if let Some(server) = &self.http_server {
             server.stop(true).await;
@@ -160,6 +164,14 @@ impl NodeHandle {
         let _ = self.executor.send(super::executor::CancelAllRuns).await;
         if let Err(e) = self.peer_manager.send(peer_manager::Shutdown).await {
             tracing::debug!(error = %e, "peer manager already stopped");
+        }
+        // The transaction log's last entries reach the disk before the node is gone.
+        if let Err(e) = self
+            .panel_hub
+            .send(super::panel_hub::FlushTransactions)
+            .await
+        {
+            tracing::debug!(error = %e, "panel hub already stopped");
         }
         tracing::info!(node_id = %self.identity.node_id(), "node stopped");
     }
@@ -267,8 +279,12 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     let distributor_address = distributor_context.address();
 
     let ledger_path = data_dir.join(crate::ledger::LEDGER_FILE);
+    let transactions = crate::transaction_log::TransactionStore::open(
+        &data_dir.join(crate::transaction_log::TRANSACTION_LOG_FILE),
+        super::panel_hub::TRANSACTION_LOG_MAX,
+    )?;
     let panel_hub = start_with_mailbox(
-        PanelHub::new(config.http.websocket_clients_max),
+        PanelHub::new(config.http.websocket_clients_max).with_store(transactions),
         PANEL_HUB_MAILBOX,
     );
     let panel = PanelSender::new(panel_hub.clone().recipient(), metrics.clone());

@@ -8,6 +8,12 @@
 //! the page reconnects and starts from a fresh snapshot) instead of growing memory. The
 //! number of sessions is limited.
 //!
+//! The log is also durable: with a store ([`PanelHub::with_store`]) every entry is handed to
+//! the store's writer thread (`transaction_log.rs`, batched, never waited for), the ring is
+//! filled from the store's newest entries at start and `seq` continues from the stored
+//! ones; a page older than the ring is read from the store on tokio's blocking pool.
+//! `FlushTransactions` answers once everything logged before it is on disk.
+//!
 //! Who sends what: the peer manager `PeerUpdated`, `PeerRemoved`, `RelayState`,
 //! `MessageReceived`; the distributor, executor, settler and accountant `Transaction`; the
 //! execution relay `Execution`.
@@ -15,17 +21,16 @@
 use std::collections::{HashMap, VecDeque};
 
 use actix::prelude::*;
-use chrono::Utc;
 use serde_json::json;
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
-use crate::messages::Vibe;
+use crate::transaction_log::{Opened, TransactionStore, TransactionStoreError};
 
 // The messages this role answers, defined with the rest of the roles' protocol.
 pub use crate::protocol::panel::{
-    Connect, Disconnect, GetHubStats, GetTransactions, HubStats, PanelEvent, TransactionLogEntry,
-    TransactionType,
+    BandwidthDetails, ComputeDetails, Connect, Disconnect, ExecutionDetails, FlushTransactions,
+    GetHubStats, GetTransactions, HubStats, PanelEvent, TaskDistributedDetails, TransactionDetails,
+    TransactionLogEntry, TransactionType, VibeEarnedDetails, VibeSpentDetails,
 };
 
 /// Transaction log entries kept.
@@ -50,27 +55,6 @@ impl TransactionType {
     }
 }
 
-impl TransactionLogEntry {
-    /// An entry; `seq` is set by the hub.
-    pub fn new(
-        kind: TransactionType,
-        task_id: Option<Uuid>,
-        peer: Option<String>,
-        amount: Option<Vibe>,
-        detail: impl Into<String>,
-    ) -> Self {
-        TransactionLogEntry {
-            seq: 0,
-            kind,
-            at: Utc::now(),
-            task_id,
-            peer,
-            amount,
-            detail: detail.into(),
-        }
-    }
-}
-
 /// The `PanelHub` role.
 #[derive(Debug, Default)]
 pub struct PanelHub {
@@ -79,6 +63,9 @@ pub struct PanelHub {
     next_session: u64,
     log: VecDeque<TransactionLogEntry>,
     next_seq: u64,
+    /// Entries older than the ring are in the store (the ring was full at some point).
+    older_in_store: bool,
+    store: Option<TransactionStore>,
     stats: HubStats,
 }
 
@@ -89,6 +76,15 @@ impl PanelHub {
             clients_max: websocket_clients_max,
             ..PanelHub::default()
         }
+    }
+
+    /// A hub that also writes its log to `opened`'s store and continues from what it held.
+    pub fn with_store(mut self, opened: Opened) -> Self {
+        self.older_in_store = opened.recent.len() >= TRANSACTION_LOG_MAX;
+        self.log = opened.recent.into_iter().collect();
+        self.next_seq = opened.last_seq;
+        self.store = Some(opened.store);
+        self
     }
 
     fn push(&mut self, delta: serde_json::Value) {
@@ -135,8 +131,14 @@ impl Handler<PanelEvent> for PanelHub {
                 entry.seq = self.next_seq;
                 if self.log.len() >= TRANSACTION_LOG_MAX {
                     self.log.pop_front();
+                    self.older_in_store = self.store.is_some();
                 }
                 self.log.push_back(entry.clone());
+                if let Some(store) = &self.store
+                    && !store.write(entry.clone())
+                {
+                    self.stats.transactions_unstored += 1;
+                }
                 json!({ "type": "transaction", "entry": entry })
             }
             PanelEvent::Execution(event) => json!({ "type": "execution", "event": event }),
@@ -171,10 +173,11 @@ impl Handler<Disconnect> for PanelHub {
 }
 
 impl Handler<GetTransactions> for PanelHub {
-    type Result = MessageResult<GetTransactions>;
+    type Result = ResponseFuture<Result<Vec<TransactionLogEntry>, TransactionStoreError>>;
 
     fn handle(&mut self, request: GetTransactions, _ctx: &mut Self::Context) -> Self::Result {
-        let entries = self
+        let limit = request.limit.clamp(1, TRANSACTION_LOG_MAX);
+        let mut entries: Vec<TransactionLogEntry> = self
             .log
             .iter()
             .rev()
@@ -183,12 +186,51 @@ impl Handler<GetTransactions> for PanelHub {
                 request
                     .kind
                     .as_deref()
-                    .is_none_or(|kind| entry.kind.name() == kind)
+                    .is_none_or(|kind| entry.kind().name() == kind)
             })
-            .take(request.limit.clamp(1, TRANSACTION_LOG_MAX))
+            .take(limit)
             .cloned()
             .collect();
-        MessageResult(entries)
+        // Older than the ring: the rest of the page comes from the store.
+        let floor = self.log.front().map(|entry| entry.seq);
+        let store = self.store.as_ref().map(|store| store.path().to_path_buf());
+        let (Some(path), Some(floor), true) = (store, floor, self.older_in_store) else {
+            return Box::pin(async move { Ok(entries) });
+        };
+        if entries.len() >= limit {
+            return Box::pin(async move { Ok(entries) });
+        }
+        let before = request.before.map_or(floor, |before| before.min(floor));
+        let wanted = limit - entries.len();
+        Box::pin(async move {
+            let older = tokio::task::spawn_blocking(move || {
+                crate::transaction_log::read_page(
+                    &path,
+                    wanted,
+                    Some(before),
+                    request.kind.as_deref(),
+                )
+            })
+            .await
+            .map_err(|e| TransactionStoreError::Read(e.to_string()))??;
+            entries.extend(older);
+            Ok(entries)
+        })
+    }
+}
+
+impl Handler<FlushTransactions> for PanelHub {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _request: FlushTransactions, _ctx: &mut Self::Context) -> Self::Result {
+        let flushed = self.store.as_ref().map(TransactionStore::flush);
+        Box::pin(async move {
+            if let Some(flushed) = flushed
+                && flushed.await.is_err()
+            {
+                tracing::warn!("the transaction log writer stopped before the flush");
+            }
+        })
     }
 }
 

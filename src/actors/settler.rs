@@ -36,7 +36,9 @@ use crate::ledger::{
 };
 use crate::messages::{APNMessage, TransactionReason, Vibe, VibeTransaction};
 use crate::protocol::mesh::Inbound;
-use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{
+    PanelEvent, PanelSender, TransactionDetails, TransactionLogEntry, VibeEarnedDetails,
+};
 
 pub use crate::ledger::Outcome;
 
@@ -250,11 +252,14 @@ impl Write {
                 };
                 if *credited {
                     if let Some(panel) = panel {
+                        let details = VibeEarnedDetails {
+                            vibe_earned: transaction.amount,
+                            peer_node: Some(envelope.from_node.to_string()),
+                            task_id: transaction.task_id,
+                            purpose: Some(payment_purpose(transaction.reason).into()),
+                        };
                         let entry = TransactionLogEntry::new(
-                            TransactionType::VibeEarned,
-                            transaction.task_id,
-                            Some(envelope.from_node.to_string()),
-                            Some(transaction.amount),
+                            TransactionDetails::VibeEarned(details),
                             format!("earned from {}", envelope.from_node),
                         );
                         panel.publish(PanelEvent::Transaction(entry));
@@ -526,5 +531,14 @@ impl Handler<LookupTask> for SettlementEngine {
     fn handle(&mut self, request: LookupTask, _ctx: &mut Self::Context) -> Self::Result {
         self.flush();
         self.ledger.journaled_task(request.0)
+    }
+}
+
+/// The transaction log's `purpose` of a payment.
+fn payment_purpose(reason: crate::messages::TransactionReason) -> &'static str {
+    match reason {
+        crate::messages::TransactionReason::TaskExecution => "task",
+        crate::messages::TransactionReason::BandwidthShare => "bandwidth",
+        crate::messages::TransactionReason::Relay => "relay",
     }
 }

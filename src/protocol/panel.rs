@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -15,7 +15,7 @@ use crate::messages::Vibe;
 use crate::metrics::{NetMetrics, Role, try_send_counted};
 
 /// The typed entries of the transaction log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransactionType {
     /// One of this node's tasks was offered to the mesh.
@@ -38,24 +38,194 @@ pub enum TransactionType {
     VibeSpent,
 }
 
-/// One line of the transaction log.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// One line of the transaction log, in the seed's `TransactionLog` shape: `id`, `timestamp`,
+/// `type`, `details` (typed per type) and `description`, plus `seq` for `before=` paging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransactionLogEntry {
-    /// Increasing; `before=` pages by it.
+    /// Unique id of the entry.
+    pub id: Uuid,
+    /// Increasing, also across restarts; `before=` pages by it. Set by the hub.
     pub seq: u64,
-    /// What happened.
-    #[serde(rename = "type")]
-    pub kind: TransactionType,
     /// When the entry was made.
-    pub at: DateTime<Utc>,
-    /// The task concerned, if any.
+    pub timestamp: DateTime<Utc>,
+    /// `type` and `details`: what happened, with the fields of its kind.
+    #[serde(flatten)]
+    pub details: TransactionDetails,
+    /// A sentence for people ("Fix the login bug offered to the mesh").
+    pub description: String,
+}
+
+/// What happened, with the typed fields the seed's dashboard reads; serialized as the
+/// entry's `type` (snake_case) and `details`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", content = "details", rename_all = "snake_case")]
+pub enum TransactionDetails {
+    /// One of this node's tasks was offered to the mesh.
+    TaskDistributed(TaskDistributedDetails),
+    /// This node accepted a peer's task to run (`origin_node`, expected `vibe_earned`).
+    TaskReceived(ExecutionDetails),
+    /// A task started running: one of this node's, here or on a peer, or a peer's task
+    /// here (then with `origin_node`).
+    ExecutionStarted(ExecutionDetails),
+    /// A task completed (for this node's remote run: verified and paid).
+    ExecutionCompleted(ExecutionDetails),
+    /// A task failed.
+    ExecutionFailed(ExecutionDetails),
+    /// Bytes this node sent to peers since the last such entry.
+    BandwidthContributed(BandwidthDetails),
+    /// This node finished running a peer's task; the entry values the CPU it used.
+    ComputeContributed(ComputeDetails),
+    /// A payment from a peer was credited to this node.
+    VibeEarned(VibeEarnedDetails),
+    /// This node paid a peer (a task's price or a bandwidth share).
+    VibeSpent(VibeSpentDetails),
+}
+
+/// `task_distributed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskDistributedDetails {
+    /// The task.
+    pub task_id: Uuid,
+    /// The task's title.
+    pub task_title: String,
+    /// The node offered the task, when it went to one node rather than to the mesh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_node: Option<String>,
+    /// The most the task pays, in VIBE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_vibe: Option<Vibe>,
+}
+
+/// `task_received` and `execution_started` / `_completed` / `_failed`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExecutionDetails {
+    /// The task.
+    pub task_id: Uuid,
+    /// The task's title.
+    pub task_title: String,
+    /// The node running it (`local` for an originator's own run on itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_node: Option<String>,
+    /// The node whose task it is, on entries of runs this node does for a peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_node: Option<String>,
+    /// How long the run took, once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_time_ms: Option<u64>,
+    /// How many files the result changes, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_modified: Option<u64>,
+    /// What the originator paid for the run (originator's `execution_completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vibe_paid: Option<Vibe>,
+    /// What the executor earns for a peer's run: the agreed price (expected until the
+    /// payment arrives, which a `vibe_earned` entry records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vibe_earned: Option<Vibe>,
+    /// Why it failed (`execution_failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `bandwidth_contributed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BandwidthDetails {
+    /// Bytes sent.
+    pub bytes: u64,
+    /// What the bytes carried.
+    pub purpose: String,
+    /// The peer they went to, when one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_node: Option<String>,
+    /// What the bytes are worth at `economics.bandwidth_rate_per_gb` (a valuation, not a
+    /// payment: payments are `vibe_earned` entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vibe_value: Option<Vibe>,
+}
+
+/// `compute_contributed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ComputeDetails {
+    /// The peer's task that used the compute.
+    pub task_id: Uuid,
+    /// The task's title.
+    pub task_title: String,
+    /// The peer whose task it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_node: Option<String>,
+    /// The compute valued at `economics.compute_rate_per_cpu_hour`.
+    pub vibe_earned: Vibe,
+    /// CPU seconds the run used.
+    pub cpu_seconds: f64,
+    /// Memory the run held, in GB·s.
+    pub memory_gb_seconds: f64,
+}
+
+/// `vibe_earned`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VibeEarnedDetails {
+    /// VIBE credited to this node.
+    pub vibe_earned: Vibe,
+    /// The payer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_node: Option<String>,
+    /// The task paid for, when the payment is for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<Uuid>,
-    /// The other node, when there is one.
-    pub peer: Option<String>,
-    /// VIBE moved or valued, when the entry has an amount.
-    pub amount: Option<Vibe>,
-    /// A sentence for people ("Fix the login bug → apn_1a2b3c4d").
-    pub detail: String,
+    /// What the payment is for (e.g. `task`, `bandwidth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+}
+
+/// `vibe_spent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VibeSpentDetails {
+    /// VIBE paid by this node.
+    pub vibe_spent: Vibe,
+    /// The payee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_node: Option<String>,
+    /// The task paid for, when the payment is for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<Uuid>,
+    /// What the payment is for (e.g. `task`, `bandwidth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+}
+
+impl TransactionDetails {
+    /// The entry's type.
+    pub fn kind(&self) -> TransactionType {
+        match self {
+            TransactionDetails::TaskDistributed(_) => TransactionType::TaskDistributed,
+            TransactionDetails::TaskReceived(_) => TransactionType::TaskReceived,
+            TransactionDetails::ExecutionStarted(_) => TransactionType::ExecutionStarted,
+            TransactionDetails::ExecutionCompleted(_) => TransactionType::ExecutionCompleted,
+            TransactionDetails::ExecutionFailed(_) => TransactionType::ExecutionFailed,
+            TransactionDetails::BandwidthContributed(_) => TransactionType::BandwidthContributed,
+            TransactionDetails::ComputeContributed(_) => TransactionType::ComputeContributed,
+            TransactionDetails::VibeEarned(_) => TransactionType::VibeEarned,
+            TransactionDetails::VibeSpent(_) => TransactionType::VibeSpent,
+        }
+    }
+}
+
+impl TransactionLogEntry {
+    /// An entry made now, with a fresh id; `seq` is set by the hub.
+    pub fn new(details: TransactionDetails, description: impl Into<String>) -> Self {
+        TransactionLogEntry {
+            id: Uuid::new_v4(),
+            seq: 0,
+            timestamp: Utc::now(),
+            details,
+            description: description.into(),
+        }
+    }
+
+    /// The entry's type.
+    pub fn kind(&self) -> TransactionType {
+        self.details.kind()
+    }
 }
 
 /// Something the panel shows changed.
@@ -93,9 +263,9 @@ pub struct Connect;
 #[rtype(result = "()")]
 pub struct Disconnect(pub u64);
 
-/// Log entries, newest first.
+/// Log entries, newest first: from the hub's ring, then (for older pages) from the store.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Vec<TransactionLogEntry>")]
+#[rtype(result = "Result<Vec<TransactionLogEntry>, crate::transaction_log::TransactionStoreError>")]
 pub struct GetTransactions {
     /// The most entries to return (clamped to 1..=`TRANSACTION_LOG_MAX`).
     pub limit: usize,
@@ -104,6 +274,11 @@ pub struct GetTransactions {
     /// Only entries of this type, by its snake_case name (e.g. `vibe_earned`).
     pub kind: Option<String>,
 }
+
+/// Answers once every entry logged before it is on disk (at once without a store).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct FlushTransactions;
 
 /// Hub figures for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -116,6 +291,8 @@ pub struct HubStats {
     pub slow_clients_dropped: u64,
     /// Verified inbound messages reported by the peer manager.
     pub messages_seen: u64,
+    /// Transaction log entries not written to disk because the writer's queue was full.
+    pub transactions_unstored: u64,
 }
 
 /// Ask for [`HubStats`].

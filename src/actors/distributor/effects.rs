@@ -23,7 +23,7 @@ use crate::messages::{
 use crate::protocol::execution::ExecutionEvent;
 use crate::protocol::ledger::{GetReputation, HoldEscrow, RecordOutcome, RefundEscrow};
 use crate::protocol::mesh::{Broadcast, GetPeerNoiseKey, GetPeers, SendTo};
-use crate::protocol::panel::TransactionType;
+use crate::protocol::panel::{TaskDistributedDetails, TransactionDetails};
 
 /// The status the API shows for a phase that is not final.
 fn status_of(phase: Phase) -> TaskStatus {
@@ -261,11 +261,14 @@ impl TaskDistributor {
                 .map(move |offered, actor, ctx| match offered {
                     Ok(profile_peers) => {
                         let reward = actor.tasks.get(&id).map(|t| t.request.reward);
+                        let details = TaskDistributedDetails {
+                            task_id: id,
+                            task_title: actor.title(id),
+                            target_node: None,
+                            reward_vibe: reward,
+                        };
                         actor.log(
-                            TransactionType::TaskDistributed,
-                            id,
-                            None,
-                            reward,
+                            TransactionDetails::TaskDistributed(details),
                             format!("{} offered to the mesh", actor.title(id)),
                         );
                         actor.drive(id, ctx, |task| task.offered(round, profile_peers));

@@ -39,7 +39,7 @@ use crate::market::origin_task::{OriginLimits, OriginTask};
 use crate::market::originator::RecentAssignments;
 use crate::market::{self, ExecutionResult, LogLine, RepoDelivery, TaskPayload};
 use crate::mesh::e2e::{E2eSession, PendingInitiator};
-use crate::messages::{APNMessage, Vibe};
+use crate::messages::APNMessage;
 use crate::metrics::NetMetrics;
 use crate::protocol::accounting::BillableBytes;
 use crate::protocol::execution::{
@@ -49,7 +49,9 @@ use crate::protocol::ledger::{
     GetReputation, HoldEscrow, JournalTask, LookupTask, RecordOutcome, RefundEscrow, ReleaseEscrow,
 };
 use crate::protocol::mesh::{Broadcast, GetPeerNoiseKey, GetPeers, Inbound, SendTo};
-use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{
+    ExecutionDetails, PanelEvent, PanelSender, TransactionDetails, TransactionLogEntry,
+};
 use crate::workspace;
 
 /// Peers a task request is also sent to directly.
@@ -88,6 +90,9 @@ struct TaskRecord {
     outbox: Option<(Uuid, APNMessage)>,
     /// The result being verified and paid for.
     result: Option<ExecutionResult>,
+    /// When the current run started (its `execution_started` entry), for the log's
+    /// `execution_time_ms`.
+    started: Option<std::time::Instant>,
 }
 
 impl TaskRecord {
@@ -224,23 +229,28 @@ impl TaskDistributor {
         }
     }
 
-    fn log(
-        &self,
-        kind: TransactionType,
-        id: Uuid,
-        peer: Option<String>,
-        amount: Option<Vibe>,
-        detail: String,
-    ) {
+    fn log(&self, details: TransactionDetails, description: String) {
         self.links
             .panel
             .publish(PanelEvent::Transaction(TransactionLogEntry::new(
-                kind,
-                Some(id),
-                peer,
-                amount,
-                detail,
+                details,
+                description,
             )));
+    }
+
+    /// The typed details of an execution entry of task `id`: its title, the executor, and
+    /// how long it has run since it started.
+    fn execution_details(&self, id: Uuid, executor: Option<String>) -> ExecutionDetails {
+        let task = self.tasks.get(&id);
+        ExecutionDetails {
+            task_id: id,
+            task_title: self.title(id),
+            executor_node: executor,
+            execution_time_ms: task
+                .and_then(|t| t.started)
+                .map(|started| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            ..ExecutionDetails::default()
+        }
     }
 
     fn title(&self, id: Uuid) -> String {
@@ -287,11 +297,12 @@ impl TaskDistributor {
             .tasks
             .get(&id)
             .and_then(|t| t.view.assigned_node.clone());
+        let details = ExecutionDetails {
+            error: Some(reason.clone()),
+            ..self.execution_details(id, executor)
+        };
         self.log(
-            TransactionType::ExecutionFailed,
-            id,
-            executor,
-            None,
+            TransactionDetails::ExecutionFailed(details),
             format!("{}: {reason}", self.title(id)),
         );
         self.event(ExecutionEvent::Finished {
@@ -394,10 +405,12 @@ impl Handler<LocalExecution> for TaskDistributor {
     type Result = ();
 
     fn handle(&mut self, local: LocalExecution, _ctx: &mut Self::Context) {
+        // A local run's first updates (its start) can arrive before the executor's answer
+        // to `RunLocal` marks the task local: a task not (yet) on the mesh is this node's.
         if self
             .tasks
             .get(&local.task_id)
-            .is_some_and(|t| t.local && !t.view.status.is_final())
+            .is_some_and(|t| (t.local || t.mesh.is_none()) && !t.view.status.is_final())
         {
             self.on_update(local.task_id, local.update);
         }
@@ -458,6 +471,7 @@ impl Handler<CreateTaskAttempt> for TaskDistributor {
             sealed: None,
             outbox: None,
             result: None,
+            started: None,
         };
         let payload = Self::payload(&task);
         tracing::info!(task_id = %id, profile = %task.request.executor_profile, reward = %task.request.reward, ?prefer, "task attempt created");

@@ -16,7 +16,7 @@ use crate::messages::{APNMessage, ExecutionStage, Vibe};
 use crate::protocol::execution::ExecutionEvent;
 use crate::protocol::ledger::{RecordOutcome, ReleaseEscrow};
 use crate::protocol::mesh::SendTo;
-use crate::protocol::panel::TransactionType;
+use crate::protocol::panel::{ExecutionDetails, TransactionDetails, VibeSpentDetails};
 use crate::workspace;
 
 impl TaskDistributor {
@@ -147,6 +147,7 @@ impl TaskDistributor {
             let _ = std::fs::remove_file(path);
         }
         // Set when the result arrived; verified and paid for since.
+        let started = task.started.take();
         let (summary, files_modified, diff) = match task.result.take() {
             Some(result) => (result.summary, result.files_modified, Some(result.diff)),
             None => (String::new(), Vec::new(), None),
@@ -165,18 +166,32 @@ impl TaskDistributor {
         tracing::info!(task_id = %id, executor = %executor.clone().unwrap_or_default(), %price, "task completed and paid");
         self.journal(id);
         let title = self.title(id);
+        let files_count = self
+            .tasks
+            .get(&id)
+            .map_or(0, |t| t.view.files_modified.len() as u64);
+        let details = ExecutionDetails {
+            task_id: id,
+            task_title: title.clone(),
+            executor_node: executor.clone(),
+            execution_time_ms: started
+                .map(|started| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            files_modified: Some(files_count),
+            vibe_paid: Some(price),
+            ..ExecutionDetails::default()
+        };
         self.log(
-            TransactionType::ExecutionCompleted,
-            id,
-            executor.clone(),
-            None,
+            TransactionDetails::ExecutionCompleted(details),
             format!("{title}: {summary}"),
         );
+        let spent = VibeSpentDetails {
+            vibe_spent: price,
+            peer_node: executor.clone(),
+            task_id: Some(id),
+            purpose: Some("task".into()),
+        };
         self.log(
-            TransactionType::VibeSpent,
-            id,
-            executor.clone(),
-            Some(price),
+            TransactionDetails::VibeSpent(spent),
             format!("paid {} for {title}", executor.unwrap_or_default()),
         );
         self.event(ExecutionEvent::Finished {

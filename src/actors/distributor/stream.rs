@@ -17,7 +17,7 @@ use crate::market::{ExecutionResult, FailureDetail, LogLine, ProgressAction, Sea
 use crate::messages::{APNMessage, DropReason, ExecutionStage, TaskBid, VerifiedEnvelope};
 use crate::protocol::execution::ExecutionEvent;
 use crate::protocol::execution::ExecutionUpdate;
-use crate::protocol::panel::TransactionType;
+use crate::protocol::panel::{ExecutionDetails, TransactionDetails};
 use crate::workspace;
 
 use uuid::Uuid;
@@ -134,11 +134,13 @@ impl TaskDistributor {
                 let executor = task.view.assigned_node.clone().unwrap_or_default();
                 let task_attempt_id = Some(started.execution_id);
                 task.view.task_attempt_id = task_attempt_id;
+                task.started = Some(std::time::Instant::now());
+                let details = ExecutionDetails {
+                    execution_time_ms: None,
+                    ..self.execution_details(task_id, Some(executor.clone()))
+                };
                 self.log(
-                    TransactionType::ExecutionStarted,
-                    task_id,
-                    Some(executor.clone()),
-                    None,
+                    TransactionDetails::ExecutionStarted(details),
                     format!("{} running on {executor}", self.title(task_id)),
                 );
                 self.event(ExecutionEvent::Started {
@@ -314,11 +316,15 @@ impl TaskDistributor {
                     view.status = TaskStatus::Running;
                     view.task_attempt_id = Some(execution_id);
                 });
+                if let Some(task) = self.tasks.get_mut(&id) {
+                    task.started = Some(std::time::Instant::now());
+                }
+                let details = ExecutionDetails {
+                    execution_time_ms: None,
+                    ..self.execution_details(id, Some("local".into()))
+                };
                 self.log(
-                    TransactionType::ExecutionStarted,
-                    id,
-                    Some("local".into()),
-                    None,
+                    TransactionDetails::ExecutionStarted(details),
                     format!("{} running on this node", self.title(id)),
                 );
                 self.event(ExecutionEvent::Started {
@@ -369,11 +375,12 @@ impl TaskDistributor {
                 // Only local runs arrive here complete; remote results go through
                 // verification and settlement first.
                 let summary = result.summary.clone();
+                let details = ExecutionDetails {
+                    files_modified: Some(result.files_modified.len() as u64),
+                    ..self.execution_details(id, Some("local".into()))
+                };
                 self.log(
-                    TransactionType::ExecutionCompleted,
-                    id,
-                    Some("local".into()),
-                    None,
+                    TransactionDetails::ExecutionCompleted(details),
                     format!("{}: {summary}", self.title(id)),
                 );
                 self.touch(id, |view| {

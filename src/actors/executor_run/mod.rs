@@ -38,7 +38,9 @@ use crate::messages::{
 use crate::protocol::accounting::ComputeUsed;
 use crate::protocol::mesh::SendTo;
 use crate::protocol::network_ledger::CommitResult;
-use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{
+    ComputeDetails, PanelEvent, PanelSender, TransactionDetails, TransactionLogEntry,
+};
 use crate::sandbox::{self, SandboxLimits, SandboxNetwork, SandboxPolicy};
 use crate::workspace;
 
@@ -311,11 +313,16 @@ pub async fn run(mut run: RunContext) -> bool {
         );
         let origin_node = crate::identity::public_key_of(origin)
             .map(|k| crate::identity::NodeId::from_public_key(&k).to_string());
+        let details = ComputeDetails {
+            task_id,
+            task_title: run.payload.title.clone(),
+            peer_node: origin_node,
+            vibe_earned: value,
+            cpu_seconds: usage.cpu_seconds,
+            memory_gb_seconds: usage.memory_gb_seconds,
+        };
         let entry = TransactionLogEntry::new(
-            TransactionType::ComputeContributed,
-            Some(task_id),
-            origin_node,
-            Some(value),
+            TransactionDetails::ComputeContributed(details),
             format!(
                 "{:.2} cpu s, {:.3} GB·s for {}",
                 usage.cpu_seconds, usage.memory_gb_seconds, run.payload.title

@@ -40,7 +40,9 @@ use crate::protocol::ledger::{
 use crate::protocol::network_ledger::{CheckHold, CommitResult, GetLedgerReport};
 
 mod follow;
-use crate::protocol::panel::{PanelEvent, PanelSender, TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{
+    PanelEvent, PanelSender, TransactionDetails, TransactionLogEntry, VibeEarnedDetails,
+};
 
 /// Messages applied to the projection in one transaction at most.
 const PROJECT_BATCH: usize = 256;
@@ -172,11 +174,14 @@ impl NetworkSettler {
         for credit in credits.iter().filter(|c| c.to == self.me) {
             let from = NodeId::from_public_key(&credit.from);
             let amount = Vibe::from_micros(credit.amount);
+            let details = VibeEarnedDetails {
+                vibe_earned: amount,
+                peer_node: Some(from.to_string()),
+                task_id: credit.task,
+                purpose: Some(credit.kind.to_string()),
+            };
             let entry = TransactionLogEntry::new(
-                TransactionType::VibeEarned,
-                credit.task,
-                Some(from.to_string()),
-                Some(amount),
+                TransactionDetails::VibeEarned(details),
                 format!("earned from {from} on the network ledger ({})", credit.kind),
             );
             panel.publish(PanelEvent::Transaction(entry));

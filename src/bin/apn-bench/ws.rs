@@ -10,7 +10,9 @@ use apn::actors::node::start_node;
 use crate::{bench_config, emit, resident_bytes};
 
 pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
-    use apn::actors::panel_hub::{GetHubStats, PanelEvent, TransactionLogEntry, TransactionType};
+    use apn::actors::panel_hub::{
+        BandwidthDetails, GetHubStats, PanelEvent, TransactionDetails, TransactionLogEntry,
+    };
     let clients = 100;
     let deltas = if quick { 200 } else { 2000 };
     let dir = tempfile::tempdir()?;
@@ -72,10 +74,12 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     for n in 0..deltas {
         let entry = TransactionLogEntry::new(
-            TransactionType::BandwidthContributed,
-            None,
-            None,
-            None,
+            TransactionDetails::BandwidthContributed(BandwidthDetails {
+                bytes: 0,
+                purpose: "bench".into(),
+                peer_node: None,
+                vibe_value: None,
+            }),
             format!("bench delta {n}"),
         );
         node.panel_hub.send(PanelEvent::Transaction(entry)).await?;

@@ -157,7 +157,10 @@ pub(in crate::web) async fn transactions_value(
             kind,
         })
         .await
-        .map_err(gone)?;
+        .map_err(gone)?
+        .map_err(|e| WebError::Internal {
+            detail: e.to_string(),
+        })?;
     to_value(entries)
 }
 
