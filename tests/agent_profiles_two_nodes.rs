@@ -11,7 +11,7 @@ mod common;
 
 use actix::prelude::*;
 use apn::actors::distributor::TaskStatus;
-use apn::actors::relay::{ExecutionEvent, SubscribeExecution};
+use apn::actors::relay::{ExecutionEvent, GetExecutionLogs, SubscribeExecution};
 use apn::config::ProfileConfig;
 use apn::market::LogType;
 use apn::messages::ExecutionStage;
@@ -197,6 +197,20 @@ async fn profile_between_two_nodes(name: &str, mut profile: ProfileConfig, stand
     assert!(
         lines.iter().all(|(_, line)| !line.starts_with('{')),
         "{name}: raw JSON reached the logs: {lines:#?}"
+    );
+    // The originator's stored logs keep the types (the API's log endpoint reads them).
+    let stored = origin.relay.send(GetExecutionLogs(id)).await.unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|l| l.log_type == LogType::Agent && l.line == "I will write the greeting."),
+        "{name}: {stored:#?}"
+    );
+    assert!(
+        stored
+            .iter()
+            .any(|l| l.log_type == LogType::Stdout && l.line == "test result: ok. 3 passed"),
+        "{name}: {stored:#?}"
     );
 }
 

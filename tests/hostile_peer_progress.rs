@@ -1,0 +1,160 @@
+//! A hostile executor's progress reports: a peer that wins a task (a raw swarm answering
+//! the Noise handshake itself) and then names more files, or longer paths, than a progress
+//! report may is refused where the report arrives and counted (`oversized`); its next,
+//! well-formed report is shown as usual.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
+
+mod common;
+
+use actix::prelude::*;
+use apn::actors::distributor::TaskStatus;
+use apn::actors::relay::{ExecutionEvent, SubscribeExecution};
+use apn::market::{PROGRESS_FILE_BYTES_MAX, PROGRESS_FILES_MAX, ProgressAction};
+use apn::messages::*;
+use common::attacker::Attacker;
+use common::*;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// Forwards a task's execution events to the test.
+struct Forward(mpsc::UnboundedSender<ExecutionEvent>);
+
+impl Actor for Forward {
+    type Context = Context<Self>;
+}
+
+impl Handler<ExecutionEvent> for Forward {
+    type Result = ();
+    fn handle(&mut self, event: ExecutionEvent, _ctx: &mut Self::Context) {
+        let _ = self.0.send(event);
+    }
+}
+
+#[actix_rt::test]
+async fn an_executors_progress_past_the_file_limits_is_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = node(test_config(dir.path())).await;
+    let mut attacker = Attacker::attach(&victim).await;
+    attacker.announce_to(&victim, &["SHELL"]).await;
+
+    let repo = git_repo(&[("f", "x\n")]);
+    let id = victim
+        .distributor
+        .send(mesh_shell_task(repo.path(), "target", "echo hi", 10))
+        .await
+        .unwrap()
+        .unwrap();
+    attacker
+        .next(|m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == id))
+        .await;
+    attacker
+        .send(&APNMessage::TaskBid(TaskBid {
+            task_id: id,
+            bidder: attacker.identity.node_id().clone(),
+            price: Vibe::from_whole(2),
+            estimated_duration_s: 1,
+            capabilities: vec![],
+            valid_until: chrono::Utc::now() + chrono::Duration::seconds(60),
+            free_slots: Some(1),
+        }))
+        .await;
+    let APNMessage::TaskAssigned(assigned) = attacker
+        .next(|m| matches!(m, APNMessage::TaskAssigned(a) if a.task_id == id))
+        .await
+    else {
+        unreachable!("filtered to an assignment");
+    };
+    let (_task, answer, mut session) = apn::mesh::e2e::respond(
+        &attacker.identity,
+        &victim.identity.noise_public(),
+        &assigned.noise_handshake,
+    )
+    .unwrap();
+    let execution_id = Uuid::new_v4();
+    attacker
+        .send(&APNMessage::ExecutionStarted(ExecutionStarted {
+            task_id: id,
+            execution_id,
+            executor: attacker.identity.node_id().clone(),
+            started_at: chrono::Utc::now(),
+            noise_handshake: serde_bytes::ByteBuf::from(answer),
+        }))
+        .await;
+    assert!(task_reaches(&victim, id, TaskStatus::Running, EVENT_TIMEOUT).await);
+
+    let (sender, mut events) = mpsc::unbounded_channel();
+    let mut ctx = Context::new();
+    ctx.set_mailbox_capacity(10_000);
+    let history = victim
+        .relay
+        .send(SubscribeExecution {
+            task_id: id,
+            subscriber: ctx.run(Forward(sender)).recipient(),
+        })
+        .await
+        .unwrap();
+    let oversized_before = victim.metrics.dropped(DropReason::Oversized);
+
+    let mut progress = |files: Vec<String>| {
+        let action = ProgressAction {
+            stage: ExecutionStage::Coding,
+            action: "Editing".into(),
+            files_modified: files,
+            files_omitted: 0,
+        };
+        let plain = apn::messages::codec::encode(&action).unwrap();
+        APNMessage::ExecutionProgress(ExecutionProgress {
+            task_id: id,
+            execution_id,
+            stage: ExecutionStage::Coding,
+            percent: 20,
+            current_action: Some(session.seal(&plain).unwrap()),
+        })
+    };
+    // One path too many; one path a byte too long; then a report within the limits.
+    let too_many = (0..=PROGRESS_FILES_MAX).map(|i| format!("f{i}")).collect();
+    let too_long = vec!["x".repeat(PROGRESS_FILE_BYTES_MAX + 1)];
+    let (first, second, third) = (
+        progress(too_many),
+        progress(too_long),
+        progress(vec!["ok.txt".into()]),
+    );
+    for message in [&first, &second, &third] {
+        attacker.send(message).await;
+    }
+
+    // The frames arrive in order on one connection: once the good report is shown, the
+    // two before it were handled.
+    let mut seen = history;
+    let shown = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(event) = events.recv().await {
+            let good = matches!(&event, ExecutionEvent::Progress { files_modified, .. }
+                if files_modified == &["ok.txt"]);
+            seen.push(event);
+            if good {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(shown.ok(), Some(true), "{seen:#?}");
+    assert!(
+        seen.iter().all(|e| match e {
+            ExecutionEvent::Progress { files_modified, .. } =>
+                files_modified.len() <= PROGRESS_FILES_MAX
+                    && files_modified
+                        .iter()
+                        .all(|f| f.len() <= PROGRESS_FILE_BYTES_MAX),
+            _ => true,
+        }),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        victim.metrics.dropped(DropReason::Oversized),
+        oversized_before + 2
+    );
+    let view = task_view(&victim, id).await.unwrap();
+    assert_eq!(view.files_modified, ["ok.txt"]);
+    assert_eq!(view.task_attempt_id, Some(execution_id));
+}
