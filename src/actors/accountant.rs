@@ -46,6 +46,8 @@ pub fn mbps(bytes: u64, seconds: f64) -> f64 {
 
 pub use crate::messages::vibe::{bandwidth_value, compute_value};
 
+pub mod contributions;
+
 /// The `ResourceAccounting` role.
 pub struct ResourceAccounting {
     economics: EconomicsConfig,
