@@ -309,7 +309,12 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
             Some(money.pay.clone()),
             Some(peer_manager_address.clone().recipient()),
             Some(panel.clone()),
-        ),
+        )
+        .with_contributions(super::accountant::ContributionLinks {
+            history: settler.clone().recipient(),
+            journal: settler.clone().recipient(),
+            metrics: metrics.clone(),
+        }),
         ACCOUNTANT_MAILBOX,
     );
     let relay_role = start_with_mailbox(
@@ -331,6 +336,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
                 free_slots: peer_manager_address.clone().recipient(),
                 local_updates: distributor_address.clone().recipient(),
                 compute: Some(accountant.clone().recipient()),
+                runs: Some(accountant.clone().recipient()),
                 panel: Some(panel.clone()),
                 counterparties: Some(settler.clone().recipient()),
                 escrow: money.escrow.clone(),
@@ -382,6 +388,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
                 accept: money.accept.clone(),
                 confirm: money.confirm.clone(),
                 send: peer_manager_address.clone().recipient(),
+                credited: Some(accountant.clone().recipient()),
             },
             metrics.clone(),
         ),
