@@ -11,7 +11,9 @@
 //! against this node's ledger (and journal) before it is believed; a verified bandwidth
 //! record makes the panel's `bandwidth_contributed` entry, with the amount the ledger
 //! credited. Records that fail are dropped and counted (`DropReason::BadContribution`);
-//! no record ever credits anything.
+//! no record ever credits anything. With settlement mode `jetstream` the payments live on
+//! the network ledger, which this check does not read yet: there records are sent but only
+//! logged on arrival (neither believed nor counted as bad).
 //!
 //! In: `BytesTransferred` (one per frame: cheap), `BillableBytes`, `ComputeUsed`,
 //! `RunForPeer`, `PaymentCredited`, `GetResources`, `GetContributions`, `Inbound`
@@ -56,7 +58,10 @@ pub const PEER_RUNS_MAX: usize = 1024;
 /// Verified contribution records kept for `GetContributions`.
 pub const RECEIVED_MAX: usize = 256;
 /// Received records being checked at once; past it a record is dropped as rate limited.
-pub const CHECKS_IN_FLIGHT_MAX: usize = 64;
+pub const CHECKS_IN_FLIGHT_MAX: usize = 256;
+/// Records from one peer being checked at once: a peer sending records nobody can verify
+/// (each looked at for a few seconds) does not crowd out the others'.
+pub const CHECKS_PER_PEER_MAX: usize = 16;
 /// Times a record naming a payment not in the ledger yet is looked at again (it can
 /// overtake its payment, which the courier credits on its own path).
 pub const CHECK_RETRIES: u32 = 10;
@@ -123,8 +128,8 @@ pub struct ResourceAccounting {
     peer_runs: HashMap<Uuid, PeerRun>,
     /// Verified records received, oldest first.
     received: VecDeque<ReceivedContribution>,
-    /// Received records being checked now.
-    checking: usize,
+    /// Received records being checked now, by sender.
+    checking: HashMap<PeerId, usize>,
     contributions: Option<ContributionLinks>,
     /// The settlement engine, which pays peers for bandwidth.
     pay: Option<Recipient<PayPeer>>,
@@ -164,7 +169,7 @@ impl ResourceAccounting {
             last_settlement: std::time::Instant::now(),
             peer_runs: HashMap::new(),
             received: VecDeque::new(),
-            checking: 0,
+            checking: HashMap::new(),
             contributions: None,
             pay,
             send,
@@ -488,7 +493,7 @@ impl ResourceAccounting {
                 kind = inbound.envelope.message.kind(),
                 "contribution record not checked: no ledger"
             );
-            self.checking = self.checking.saturating_sub(1);
+            self.done_checking(&inbound.envelope.from_peer);
             return;
         };
         let own_key = self.identity.public_key();
@@ -507,7 +512,7 @@ impl ResourceAccounting {
                         });
                     }
                     result => {
-                        actor.checking = actor.checking.saturating_sub(1);
+                        actor.done_checking(&inbound.envelope.from_peer);
                         actor.checked(&inbound, result);
                     }
                 }),
@@ -558,6 +563,15 @@ impl ResourceAccounting {
             self.received.pop_front();
         }
         self.received.push_back(received);
+    }
+
+    fn done_checking(&mut self, peer: &PeerId) {
+        if let Some(count) = self.checking.get_mut(peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.checking.remove(peer);
+            }
+        }
     }
 
     /// True when a verified record already named this payment or escrow.
@@ -738,13 +752,17 @@ impl Handler<Inbound> for ResourceAccounting {
             self.checked(&inbound, Err(RecordCheckError::Duplicate));
             return;
         }
-        if self.checking >= CHECKS_IN_FLIGHT_MAX {
+        let peer = inbound.envelope.from_peer;
+        let from_peer = self.checking.get(&peer).copied().unwrap_or(0);
+        let in_flight: usize = self.checking.values().sum();
+        if from_peer >= CHECKS_PER_PEER_MAX || in_flight >= CHECKS_IN_FLIGHT_MAX {
             if let Some(links) = &self.contributions {
                 links.metrics.count_drop(DropReason::RateLimited);
             }
+            tracing::debug!(%peer, "contribution record dropped: too many being checked");
             return;
         }
-        self.checking += 1;
+        *self.checking.entry(peer).or_default() += 1;
         self.check_record(inbound, 0, ctx);
     }
 }

@@ -301,22 +301,26 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     } else {
         (None, MoneyLinks::of(&settler))
     };
-    let accountant = start_with_mailbox(
-        ResourceAccounting::new(
-            identity.clone(),
-            config.economics.clone(),
-            config.resources.clone(),
-            Some(money.pay.clone()),
-            Some(peer_manager_address.clone().recipient()),
-            Some(panel.clone()),
-        )
-        .with_contributions(super::accountant::ContributionLinks {
+    let accountant = ResourceAccounting::new(
+        identity.clone(),
+        config.economics.clone(),
+        config.resources.clone(),
+        Some(money.pay.clone()),
+        Some(peer_manager_address.clone().recipient()),
+        Some(panel.clone()),
+    );
+    // Contribution records are checked against the local ledger, which holds the payments
+    // only in settlement mode `local` (see `accountant`'s module docs).
+    let accountant = if jetstream {
+        accountant
+    } else {
+        accountant.with_contributions(super::accountant::ContributionLinks {
             history: settler.clone().recipient(),
             journal: settler.clone().recipient(),
             metrics: metrics.clone(),
-        }),
-        ACCOUNTANT_MAILBOX,
-    );
+        })
+    };
+    let accountant = start_with_mailbox(accountant, ACCOUNTANT_MAILBOX);
     let relay_role = start_with_mailbox(
         ExecutionRelay::with_store(
             Some(panel.clone()),
