@@ -190,7 +190,8 @@ impl ResourceAccounting {
     }
 
     /// Check the contribution records peers send against this node's ledger and journal
-    /// (without these links every received record is dropped).
+    /// (without these links a received record is only logged: neither believed nor
+    /// counted).
     pub fn with_contributions(mut self, links: ContributionLinks) -> Self {
         self.contributions = Some(links);
         self
