@@ -378,6 +378,51 @@ async fn the_log_stream_of_an_assigned_task_is_paid_in_batches_with_signed_trans
             .await
             .is_empty()
     );
+    // Every honest record passed.
+    use apn::messages::DropReason;
+    assert_eq!(provider.metrics.dropped(DropReason::BadContribution), 0);
+    assert_eq!(consumer.metrics.dropped(DropReason::BadContribution), 0);
+
+    // A record sent again (a fresh envelope, so past the replay cache) counts once: the
+    // copy is dropped and counted, and makes no second panel entry.
+    let bandwidth_entries = panel_amounts(&provider, "bandwidth_contributed")
+        .await
+        .len();
+    for (from, to, message) in [
+        (
+            &consumer,
+            &provider,
+            APNMessage::BandwidthContribution(records[0].clone()),
+        ),
+        (
+            &provider,
+            &consumer,
+            APNMessage::ComputeContribution(compute[0].clone()),
+        ),
+    ] {
+        from.peer_manager
+            .send(SendTo {
+                peer: to.identity.peer_id(),
+                message,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            wait_until(EVENT_TIMEOUT, || async {
+                to.metrics.dropped(DropReason::BadContribution) == 1
+            })
+            .await,
+            "a repeated record was not dropped"
+        );
+    }
+    assert_eq!(
+        panel_amounts(&provider, "bandwidth_contributed")
+            .await
+            .len(),
+        bandwidth_entries
+    );
+    assert_eq!(contributions(&consumer).await.len(), 1);
     provider.shutdown().await;
     consumer.shutdown().await;
 }
