@@ -73,7 +73,7 @@ const TX_STYLE = {
 // An entry is the seed's TransactionLog: { id, seq, timestamp, type, details, description }.
 const txPeer = (d) => d.origin_node || d.peer_node || (d.executor_node && d.executor_node !== "local" ? d.executor_node : null) || d.target_node;
 const txAmount = (type, d) => {
-  const value = d.vibe_spent ?? d.vibe_paid ?? d.vibe_earned ?? d.reward_vibe ?? d.vibe_value;
+  const value = d.vibe_spent ?? d.vibe_paid ?? d.vibe_earned ?? d.reward_vibe;
   if (value == null) return "";
   const expected = (type === "task_received" || type === "execution_started") && d.vibe_earned != null;
   return (expected ? "~" : type === "vibe_spent" ? "−" : type === "vibe_earned" ? "+" : "") + vibe(value);

@@ -1,10 +1,14 @@
 //! Bytes sent between two real nodes show up in both nodes' bandwidth totals, within a few
-//! percent of what the test sent. (CPU metering is tested in tests/agent_process.rs.)
+//! percent of what the test sent; a log stream the originator asked for is paid in batches,
+//! and each payment (a bandwidth share, and the escrow paying for the run) goes with a
+//! signed contribution record the other node checks, so the panel's `bandwidth_contributed`
+//! and `compute_contributed` entries show VIBE actually earned. (CPU metering is tested in
+//! tests/agent_process.rs; forged records in tests/hostile_peer_contribution.rs.)
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
 
-use apn::actors::accountant::GetResources;
+use apn::actors::accountant::{GetResources, ReceivedContribution};
 use apn::actors::peer_manager::SendTo;
 use apn::messages::{APNMessage, RepoChunk, Sealed};
 use common::*;
@@ -122,6 +126,30 @@ async fn bandwidth_transfers(
                 .as_deref()
                 .is_some_and(|r| r.to_lowercase().contains("bandwidth"))
         })
+        .collect()
+}
+
+/// The contribution records `node` received and verified.
+async fn contributions(node: &apn::actors::node::NodeHandle) -> Vec<ReceivedContribution> {
+    node.accountant
+        .send(apn::actors::accountant::GetContributions)
+        .await
+        .expect("accountant alive")
+}
+
+/// The amounts (µVIBE) of `node`'s panel entries of `kind`.
+async fn panel_amounts(node: &apn::actors::node::NodeHandle, kind: &str) -> Vec<u64> {
+    node.panel_hub
+        .send(apn::protocol::panel::GetTransactions {
+            limit: 1000,
+            before: None,
+            kind: Some(kind.into()),
+        })
+        .await
+        .expect("panel hub alive")
+        .expect("transactions readable")
+        .iter()
+        .map(|entry| entry.amount().map_or(0, |a| a.micros()))
         .collect()
 }
 
@@ -245,6 +273,157 @@ async fn the_log_stream_of_an_assigned_task_is_paid_in_batches_with_signed_trans
         (200_000..=600_000).contains(&earned),
         "paid {earned} micro-VIBE"
     );
+
+    // (b) Each bandwidth payment went with a BandwidthContribution the provider verified,
+    // and its panel shows exactly what it was paid, never an estimate of its own.
+    let provider_node = provider.identity.node_id().clone();
+    let consumer_node = consumer.identity.node_id().clone();
+    let verified_bandwidth = || async {
+        contributions(&provider)
+            .await
+            .into_iter()
+            .filter_map(|c| match c {
+                ReceivedContribution::Bandwidth(record) => Some(record),
+                ReceivedContribution::Compute(_) => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // More batches may still be settling: wait until every payment so far has its
+    // verified record and its panel entry.
+    let paid_to_provider = || async {
+        bandwidth_transfers(&provider)
+            .await
+            .iter()
+            .map(|t| t.amount.micros())
+            .sum::<u64>()
+    };
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            let paid = paid_to_provider().await;
+            let recorded: u64 = verified_bandwidth()
+                .await
+                .iter()
+                .map(|r| r.amount.micros())
+                .sum();
+            let shown: u64 = panel_amounts(&provider, "bandwidth_contributed")
+                .await
+                .iter()
+                .sum();
+            paid > 0 && recorded == paid && shown == paid
+        })
+        .await,
+        "records {:?} and panel {:?} do not match the payments ({} µVIBE)",
+        verified_bandwidth().await,
+        panel_amounts(&provider, "bandwidth_contributed").await,
+        paid_to_provider().await
+    );
+    let earned = paid_to_provider().await;
+    let records = verified_bandwidth().await;
+    assert_eq!(records.len(), bandwidth_transfers(&provider).await.len());
+    for record in &records {
+        assert_eq!(record.contributor, provider_node);
+        assert_eq!(record.beneficiary, consumer_node);
+        assert!(record.bytes > 0 && record.period_start <= record.period_end);
+    }
+    assert_eq!(
+        records.iter().map(|r| r.amount.micros()).sum::<u64>(),
+        earned,
+        "the records are worth the payments"
+    );
+    let shown = panel_amounts(&provider, "bandwidth_contributed").await;
+    assert_eq!(shown.len(), records.len(), "one panel entry per record");
+    assert_eq!(shown.iter().sum::<u64>(), earned);
+    assert!(
+        panel_amounts(&consumer, "bandwidth_contributed")
+            .await
+            .is_empty(),
+        "the payer contributed no bandwidth"
+    );
+
+    // (a) The escrow paid the executor; it sent the originator a ComputeContribution the
+    // originator verified, and its panel shows compute_contributed at the price paid.
+    let price = view.paid.expect("the executor was paid");
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            contributions(&consumer)
+                .await
+                .iter()
+                .any(|c| matches!(c, ReceivedContribution::Compute(r) if r.task_id == id))
+        })
+        .await,
+        "the originator never verified a ComputeContribution for the task"
+    );
+    let compute: Vec<_> = contributions(&consumer)
+        .await
+        .into_iter()
+        .filter_map(|c| match c {
+            ReceivedContribution::Compute(record) => Some(record),
+            ReceivedContribution::Bandwidth(_) => None,
+        })
+        .collect();
+    assert_eq!(compute.len(), 1, "{compute:?}");
+    assert_eq!(compute[0].contributor, provider_node);
+    assert_eq!(compute[0].amount, price);
+    assert!(compute[0].escrow_id.is_some());
+    assert!(
+        compute[0].usage.wall_seconds > 0.0,
+        "{:?}",
+        compute[0].usage
+    );
+    assert_eq!(
+        panel_amounts(&provider, "compute_contributed").await,
+        vec![price.micros()]
+    );
+    assert!(
+        panel_amounts(&consumer, "compute_contributed")
+            .await
+            .is_empty()
+    );
+    // Every honest record passed.
+    use apn::messages::DropReason;
+    assert_eq!(provider.metrics.dropped(DropReason::BadContribution), 0);
+    assert_eq!(consumer.metrics.dropped(DropReason::BadContribution), 0);
+
+    // A record sent again (a fresh envelope, so past the replay cache) counts once: the
+    // copy is dropped and counted, and makes no second panel entry.
+    let bandwidth_entries = panel_amounts(&provider, "bandwidth_contributed")
+        .await
+        .len();
+    for (from, to, message) in [
+        (
+            &consumer,
+            &provider,
+            APNMessage::BandwidthContribution(records[0].clone()),
+        ),
+        (
+            &provider,
+            &consumer,
+            APNMessage::ComputeContribution(compute[0].clone()),
+        ),
+    ] {
+        from.peer_manager
+            .send(SendTo {
+                peer: to.identity.peer_id(),
+                message,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            wait_until(EVENT_TIMEOUT, || async {
+                to.metrics.dropped(DropReason::BadContribution) == 1
+            })
+            .await,
+            "a repeated record was not dropped"
+        );
+    }
+    assert_eq!(
+        panel_amounts(&provider, "bandwidth_contributed")
+            .await
+            .len(),
+        bandwidth_entries
+    );
+    assert_eq!(contributions(&consumer).await.len(), 1);
     provider.shutdown().await;
     consumer.shutdown().await;
 }

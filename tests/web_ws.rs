@@ -136,7 +136,7 @@ async fn snapshot_then_deltas_and_slow_clients_are_dropped() {
                 bytes: 0,
                 purpose: "test".into(),
                 peer_node: None,
-                vibe_value: None,
+                vibe_earned: None,
             }),
             big_detail.clone(),
         );

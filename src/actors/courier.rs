@@ -9,7 +9,8 @@
 //! overflowing a balance) gets no receipt and is counted by reason in the metrics.
 //!
 //! In: `Inbound` (`VibeTransaction`, `PaymentReceipt`). Out: `SendTo` through the peer
-//! manager; `AcceptPayment`, `TakeDuePayments`, `ConfirmDelivery` to the settlement engine.
+//! manager; `AcceptPayment`, `TakeDuePayments`, `ConfirmDelivery` to the settlement engine;
+//! `PaymentCredited` to the accountant.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::identity;
 use crate::ledger::LedgerError;
 use crate::messages::{APNMessage, DropReason, PaymentReceipt};
 use crate::metrics::NetMetrics;
+use crate::protocol::accounting::PaymentCredited;
 use crate::protocol::ledger::{AcceptPayment, ConfirmDelivery, TakeDuePayments};
 use crate::protocol::mesh::{Inbound, SendTo};
 
@@ -38,6 +40,9 @@ pub struct CourierLinks {
     pub confirm: Recipient<ConfirmDelivery>,
     /// The peer manager: payments and receipts go out through it.
     pub send: Recipient<SendTo>,
+    /// The accountant, told of each payment credited for the first time (an executor's
+    /// escrow payment is what its `ComputeContribution` record reports).
+    pub credited: Option<Recipient<PaymentCredited>>,
 }
 
 /// The courier of one node: resends due payments every `OUTBOX_POLL`, answers payments
@@ -103,13 +108,25 @@ impl PaymentCourier {
             return;
         };
         let tx_id = transaction.tx_id;
+        let credited = self.links.credited.clone().map(|to| {
+            (
+                to,
+                PaymentCredited {
+                    payer,
+                    transaction: transaction.clone(),
+                },
+            )
+        });
         let accept = self.links.accept.clone();
         let send = self.links.send.clone();
         let metrics = self.metrics.clone();
         ctx.spawn(
             async move {
                 match accept.send(AcceptPayment(inbound)).await {
-                    Ok(Ok(_)) => {
+                    Ok(Ok(first)) => {
+                        if let (true, Some((to, credited))) = (first, credited) {
+                            to.do_send(credited);
+                        }
                         let message = APNMessage::PaymentReceipt(PaymentReceipt { tx_id });
                         let _ = send
                             .send(SendTo {

@@ -80,7 +80,10 @@ pub struct ExecutorLinks {
     pub local_updates: Recipient<LocalExecution>,
     /// The accountant, told the compute each run used.
     pub compute: Option<Recipient<ComputeUsed>>,
-    /// The panel hub, told of each task taken from a peer (and, per run, its compute).
+    /// The accountant, told of each peer's task admitted and the escrow paying for it, so
+    /// it can report the run's compute to the originator once that escrow is paid.
+    pub runs: Option<Recipient<crate::protocol::accounting::RunForPeer>>,
+    /// The panel hub, told of each task taken from a peer.
     pub panel: Option<PanelSender>,
     /// The settlement engine, told of each peer whose task is admitted: the ledger accepts
     /// payments only from them.
@@ -399,6 +402,14 @@ impl TaskExecutor {
             tracing::info!(%task_id, %origin, profile = %payload.executor_profile, %deadline, "running a task for a peer");
             if let (Some(ledger), Some(peer)) = (&actor.links.counterparties, crate::identity::public_key_of(&origin)) {
                 ledger.do_send(RecordCounterparty { peer });
+            }
+            if let Some(runs) = &actor.links.runs {
+                runs.do_send(crate::protocol::accounting::RunForPeer {
+                    task_id,
+                    escrow_id: escrow_check.0,
+                    origin,
+                    title: payload.title.clone(),
+                });
             }
             let origin = RunOrigin::Remote {
                 origin,

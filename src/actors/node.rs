@@ -317,17 +317,26 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
     } else {
         (None, MoneyLinks::of(&settler))
     };
-    let accountant = start_with_mailbox(
-        ResourceAccounting::new(
-            identity.clone(),
-            config.economics.clone(),
-            config.resources.clone(),
-            Some(money.pay.clone()),
-            Some(peer_manager_address.clone().recipient()),
-            Some(panel.clone()),
-        ),
-        ACCOUNTANT_MAILBOX,
+    let accountant = ResourceAccounting::new(
+        identity.clone(),
+        config.economics.clone(),
+        config.resources.clone(),
+        Some(money.pay.clone()),
+        Some(peer_manager_address.clone().recipient()),
+        Some(panel.clone()),
     );
+    // Contribution records are checked against the local ledger, which holds the payments
+    // only in settlement mode `local` (see `accountant`'s module docs).
+    let accountant = if jetstream {
+        accountant
+    } else {
+        accountant.with_contributions(super::accountant::ContributionLinks {
+            history: settler.clone().recipient(),
+            journal: settler.clone().recipient(),
+            metrics: metrics.clone(),
+        })
+    };
+    let accountant = start_with_mailbox(accountant, ACCOUNTANT_MAILBOX);
     let relay_role = start_with_mailbox(
         ExecutionRelay::with_store(
             Some(panel.clone()),
@@ -347,6 +356,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
                 free_slots: peer_manager_address.clone().recipient(),
                 local_updates: distributor_address.clone().recipient(),
                 compute: Some(accountant.clone().recipient()),
+                runs: Some(accountant.clone().recipient()),
                 panel: Some(panel.clone()),
                 counterparties: Some(settler.clone().recipient()),
                 escrow: money.escrow.clone(),
@@ -398,6 +408,7 @@ pub async fn start_node(config: Config) -> Result<NodeHandle, NodeError> {
                 accept: money.accept.clone(),
                 confirm: money.confirm.clone(),
                 send: peer_manager_address.clone().recipient(),
+                credited: Some(accountant.clone().recipient()),
             },
             metrics.clone(),
         ),

@@ -132,11 +132,15 @@ pub enum DropReason {
     /// An assignment whose repository bundle would take this node's workspaces and bundles
     /// past `resources.storage_gb`.
     StorageFull,
+    /// A `BandwidthContribution` or `ComputeContribution` record that is not the sender's
+    /// to make, names no payment or task between the two nodes in this node's ledger, or
+    /// whose amounts are out of bounds.
+    BadContribution,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero counters too.
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Oversized,
         DropReason::Malformed,
         DropReason::UnknownVersion,
@@ -158,6 +162,7 @@ impl DropReason {
         DropReason::ContentMismatch,
         DropReason::NoEscrow,
         DropReason::StorageFull,
+        DropReason::BadContribution,
     ];
 
     /// The reason's label in metrics and logs.
@@ -184,6 +189,7 @@ impl DropReason {
             DropReason::ContentMismatch => "content_mismatch",
             DropReason::NoEscrow => "no_escrow",
             DropReason::StorageFull => "storage_full",
+            DropReason::BadContribution => "bad_contribution",
         }
     }
 }

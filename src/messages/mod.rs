@@ -370,6 +370,10 @@ pub struct BandwidthContribution {
     pub period_end: DateTime<Utc>,
     /// The credit earned for these bytes, at the configured bandwidth rate.
     pub amount: Vibe,
+    /// The `tx_id` of the bandwidth-share `VibeTransaction` that paid `amount`; the
+    /// contributor checks its own ledger for it. Absent from older nodes' records.
+    #[serde(default)]
+    pub payment_id: Option<Uuid>,
 }
 
 /// Compute a node gave to a task.
@@ -381,8 +385,13 @@ pub struct ComputeContribution {
     pub contributor: NodeId,
     /// What the run used.
     pub usage: ComputeUsage,
-    /// The credit earned for this usage, at the contributor's compute rate.
+    /// The credit earned for this usage: the escrow payment the contributor was credited.
     pub amount: Vibe,
+    /// The escrow that paid `amount` (`TaskAssigned::escrow_id`, also the payment's
+    /// `tx_id`); the originator checks its own ledger for its release. Absent from older
+    /// nodes' records.
+    #[serde(default)]
+    pub escrow_id: Option<Uuid>,
 }
 
 /// Why credits moved.

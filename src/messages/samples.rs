@@ -114,12 +114,14 @@ pub fn every_variant(identity: &Identity, at: DateTime<Utc>) -> Vec<APNMessage> 
             period_start: at,
             period_end: at,
             amount: Vibe::from_micros(1),
+            payment_id: Some(Uuid::new_v4()),
         }),
         APNMessage::ComputeContribution(ComputeContribution {
             task_id,
             contributor: node_id,
             usage,
             amount: Vibe::from_whole(2),
+            escrow_id: Some(Uuid::new_v4()),
         }),
         APNMessage::VibeTransaction(VibeTransaction::signed_with_id(
             identity,

@@ -8,7 +8,10 @@ use libp2p::PeerId;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::messages::{BandwidthPurpose, ComputeUsage, Vibe};
+use crate::messages::{
+    BandwidthContribution, BandwidthPurpose, ComputeContribution, ComputeUsage, Vibe,
+    VibeTransaction,
+};
 
 /// Which way bytes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,46 @@ pub struct ComputeUsed {
     /// What the run used, measured from its process.
     pub usage: ComputeUsage,
 }
+
+/// This node admitted a peer's task, paid from escrow `escrow_id`: when that escrow's
+/// payment is credited, the accountant tells the originator what the run contributed.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RunForPeer {
+    /// The originator's task id.
+    pub task_id: Uuid,
+    /// The escrow paying for the run (`TaskAssigned::escrow_id`; the payment's `tx_id`).
+    pub escrow_id: Uuid,
+    /// The originator.
+    pub origin: PeerId,
+    /// The task's title, for the panel's entry.
+    pub title: String,
+}
+
+/// A peer's payment was credited to this node for the first time (sent by the courier).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct PaymentCredited {
+    /// The payer, who signed the payment and the envelope that carried it.
+    pub payer: PeerId,
+    /// The payment as credited.
+    pub transaction: VibeTransaction,
+}
+
+/// A contribution record from a peer that passed `accountant::contributions`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReceivedContribution {
+    /// A payer's record of the bandwidth this node carried for it.
+    Bandwidth(BandwidthContribution),
+    /// An executor's record of the compute it gave one of this node's tasks.
+    Compute(ComputeContribution),
+}
+
+/// The verified contribution records received, oldest first (the most recent
+/// `accountant::RECEIVED_MAX`).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<ReceivedContribution>")]
+pub struct GetContributions;
 
 /// One point of the rate chart.
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]

@@ -137,10 +137,11 @@ pub struct BandwidthDetails {
     /// The peer they went to, when one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_node: Option<String>,
-    /// What the bytes are worth at `economics.bandwidth_rate_per_gb` (a valuation, not a
-    /// payment: payments are `vibe_earned` entries).
+    /// VIBE the peer actually paid for these bytes (the payment its signed
+    /// `BandwidthContribution` names, checked against this node's ledger); never a local
+    /// estimate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vibe_value: Option<Vibe>,
+    pub vibe_earned: Option<Vibe>,
 }
 
 /// `compute_contributed`.
@@ -153,7 +154,7 @@ pub struct ComputeDetails {
     /// The peer whose task it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_node: Option<String>,
-    /// The compute valued at `economics.compute_rate_per_cpu_hour`.
+    /// VIBE paid for the run: the escrow released to this node, once credited.
     pub vibe_earned: Vibe,
     /// CPU seconds the run used.
     pub cpu_seconds: f64,
@@ -225,6 +226,22 @@ impl TransactionLogEntry {
     /// The entry's type.
     pub fn kind(&self) -> TransactionType {
         self.details.kind()
+    }
+
+    /// The VIBE the entry moves or promises, when it names one: a reward offered, a price
+    /// paid, VIBE earned or spent.
+    pub fn amount(&self) -> Option<Vibe> {
+        match &self.details {
+            TransactionDetails::TaskDistributed(d) => d.reward_vibe,
+            TransactionDetails::TaskReceived(d)
+            | TransactionDetails::ExecutionStarted(d)
+            | TransactionDetails::ExecutionCompleted(d)
+            | TransactionDetails::ExecutionFailed(d) => d.vibe_paid.or(d.vibe_earned),
+            TransactionDetails::BandwidthContributed(d) => d.vibe_earned,
+            TransactionDetails::ComputeContributed(d) => Some(d.vibe_earned),
+            TransactionDetails::VibeEarned(d) => Some(d.vibe_earned),
+            TransactionDetails::VibeSpent(d) => Some(d.vibe_spent),
+        }
     }
 }
 

@@ -38,9 +38,7 @@ use crate::messages::{
 use crate::protocol::accounting::ComputeUsed;
 use crate::protocol::mesh::SendTo;
 use crate::protocol::network_ledger::CommitResult;
-use crate::protocol::panel::{
-    ComputeDetails, PanelEvent, PanelSender, TransactionDetails, TransactionLogEntry,
-};
+use crate::protocol::panel::PanelSender;
 use crate::sandbox::{self, SandboxLimits, SandboxNetwork, SandboxPolicy};
 use crate::workspace;
 
@@ -203,7 +201,7 @@ pub struct RunContext {
     pub send: Recipient<SendTo>,
     /// The accountant, told the compute the run used.
     pub compute: Option<Recipient<ComputeUsed>>,
-    /// The panel hub, told the compute a peer's run contributed.
+    /// The panel hub (the compute a peer's run contributed is shown by the accountant, once paid).
     pub panel: Option<PanelSender>,
     /// Who assigned the run, and so where its updates go.
     pub origin: RunOrigin,
@@ -306,30 +304,8 @@ pub async fn run(mut run: RunContext) -> bool {
         commit_result(*hold, commit, result).await;
     }
     reporter.send(outcome).await;
-    if let (Some(panel), RunOrigin::Remote { origin, .. }) = (&run.panel, &reporter.origin) {
-        let value = crate::messages::vibe::compute_value(
-            usage.cpu_seconds,
-            run.config.economics.compute_rate_per_cpu_hour,
-        );
-        let origin_node = crate::identity::public_key_of(origin)
-            .map(|k| crate::identity::NodeId::from_public_key(&k).to_string());
-        let details = ComputeDetails {
-            task_id,
-            task_title: run.payload.title.clone(),
-            peer_node: origin_node,
-            vibe_earned: value,
-            cpu_seconds: usage.cpu_seconds,
-            memory_gb_seconds: usage.memory_gb_seconds,
-        };
-        let entry = TransactionLogEntry::new(
-            TransactionDetails::ComputeContributed(details),
-            format!(
-                "{:.2} cpu s, {:.3} GB·s for {}",
-                usage.cpu_seconds, usage.memory_gb_seconds, run.payload.title
-            ),
-        );
-        panel.publish(PanelEvent::Transaction(entry));
-    }
+    // The panel's compute_contributed entry comes from the accountant once the escrow
+    // paying for the run is credited: it shows VIBE earned, not a local estimate.
     if let Some(compute) = &run.compute {
         let peer = match &reporter.origin {
             RunOrigin::Remote { origin, .. } => Some(*origin),

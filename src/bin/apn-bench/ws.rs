@@ -78,7 +78,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
                 bytes: 0,
                 purpose: "bench".into(),
                 peer_node: None,
-                vibe_value: None,
+                vibe_earned: None,
             }),
             format!("bench delta {n}"),
         );
