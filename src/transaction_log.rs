@@ -49,6 +49,14 @@ pub enum TransactionStoreError {
         /// What was wrong.
         reason: String,
     },
+    /// An entry does not encode for storage.
+    #[error("transaction {seq} does not encode: {reason}")]
+    Encode {
+        /// The entry's `seq`.
+        seq: u64,
+        /// What was wrong.
+        reason: String,
+    },
     /// The writer thread could not start or has stopped.
     #[error("the transaction log writer is not running")]
     WriterGone,
@@ -204,7 +212,7 @@ pub fn insert_batch(
         )?;
         for entry in entries {
             let (kind, details) =
-                split_details(&entry.details).map_err(|reason| TransactionStoreError::Decode {
+                split_details(&entry.details).map_err(|reason| TransactionStoreError::Encode {
                     seq: entry.seq,
                     reason,
                 })?;

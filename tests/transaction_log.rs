@@ -244,3 +244,43 @@ async fn before_pages_through_the_ring_and_the_store_across_a_restart() {
     assert_eq!(again, pages);
     second.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_failed_remote_run_is_logged_as_failed_on_both_nodes() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (origin, executor) = connected_pair(
+        with_web(test_config(dirs[0].path())),
+        with_web(shell_config(dirs[1].path())),
+    )
+    .await;
+    let origin_id = origin.identity.node_id().to_string();
+    let repo = git_repo(&[("README.md", "hello\n")]);
+    let id = origin
+        .distributor
+        .send(mesh_shell_task(repo.path(), "doomed", "exit 3", 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(&origin, id, EVENT_TIMEOUT * 3).await;
+    assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
+    let task_id = id.to_string();
+
+    let failed = entry_of(&origin, "execution_failed", &task_id).await;
+    assert_eq!(failed["details"]["task_title"], "doomed");
+    assert!(failed["details"]["error"].is_string(), "{failed}");
+    assert!(failed["details"].get("vibe_paid").is_none(), "{failed}");
+
+    let hosted = entry_of(&executor, "execution_failed", &task_id).await;
+    assert_eq!(hosted["details"]["origin_node"], origin_id);
+    assert!(hosted["details"]["execution_time_ms"].as_u64().is_some());
+    assert!(hosted["details"].get("vibe_earned").is_none(), "{hosted}");
+    assert!(
+        hosted["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Execution failed locally"),
+        "{hosted}"
+    );
+    origin.shutdown().await;
+    executor.shutdown().await;
+}

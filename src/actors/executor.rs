@@ -481,7 +481,21 @@ impl TaskExecutor {
                 }
                 (Some(detail), RunOrigin::Remote { origin: peer, .. }) => {
                     actor.reservations.remove(&task_id);
-                    actor.hosted.remove(&task_id);
+                    if let Some(details) = actor.hosted.remove(&task_id) {
+                        let description = format!(
+                            "Not run: {} from {}: {detail}",
+                            details.task_title,
+                            details.origin_node.as_deref().unwrap_or("a peer")
+                        );
+                        actor.show_hosted(
+                            TransactionDetails::ExecutionFailed(ExecutionDetails {
+                                vibe_earned: None,
+                                error: Some(detail.clone()),
+                                ..details
+                            }),
+                            description,
+                        );
+                    }
                     actor.announce_slots();
                     actor.refuse(*peer, task_id, DropReason::NoEscrow, detail);
                 }

@@ -16,7 +16,10 @@ use crate::identity::NodeId;
 use crate::messages::{ExecutionStage, TaskRequirements, Vibe};
 use crate::protocol::accounting::RatePoint;
 use crate::protocol::mesh::{PeerInfo, PeerPath, RelayState};
-use crate::protocol::panel::{TransactionLogEntry, TransactionType};
+use crate::protocol::panel::{
+    BandwidthDetails, ComputeDetails, ExecutionDetails, TaskDistributedDetails, TransactionDetails,
+    TransactionLogEntry, TransactionType, VibeEarnedDetails, VibeSpentDetails,
+};
 
 /// `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -195,6 +198,13 @@ pub struct ApiError {
         RelayState,
         TransactionLogEntry,
         TransactionType,
+        TransactionDetails,
+        TaskDistributedDetails,
+        ExecutionDetails,
+        BandwidthDetails,
+        ComputeDetails,
+        VibeEarnedDetails,
+        VibeSpentDetails,
         RatePoint,
     ))
 )]

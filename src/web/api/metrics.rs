@@ -194,6 +194,12 @@ pub(in crate::web) async fn metrics(state: web::Data<WebState>) -> Result<HttpRe
         "counter",
         vec![(String::new(), hub.slow_clients_dropped as f64)],
     );
+    line(
+        "apn_transactions_unstored_total",
+        "Transaction log entries not written to transactions.sqlite3 (the writer's queue was full).",
+        "counter",
+        vec![(String::new(), hub.transactions_unstored as f64)],
+    );
     let sandbox = SandboxDoc::current(state.node.config.executor.sandbox);
     line(
         "apn_sandbox_available",
