@@ -39,8 +39,7 @@ use crate::protocol::ledger::{GetHistory, LookupTask, PayPeer};
 use crate::protocol::mesh::{Inbound, SendTo};
 use crate::protocol::panel::{
     BandwidthDetails, ComputeDetails, PanelEvent, PanelSender, TransactionDetails,
-    TransactionLogEntry,
-    VibeSpentDetails,
+    TransactionLogEntry, VibeSpentDetails,
 };
 
 // The messages this role answers, defined with the rest of the roles' protocol.
