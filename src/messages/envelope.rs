@@ -132,11 +132,15 @@ pub enum DropReason {
     /// An assignment whose repository bundle would take this node's workspaces and bundles
     /// past `resources.storage_gb`.
     StorageFull,
+    /// A `ResultChunk` that does not fit its run's result: for a task with no assignment
+    /// from its sender, out of range, oversized, disagreeing on the count, past the
+    /// originator's `executor.result_bytes_max`, or not decrypting.
+    BadResultChunk,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero counters too.
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Oversized,
         DropReason::Malformed,
         DropReason::UnknownVersion,
@@ -158,6 +162,7 @@ impl DropReason {
         DropReason::ContentMismatch,
         DropReason::NoEscrow,
         DropReason::StorageFull,
+        DropReason::BadResultChunk,
     ];
 
     /// The reason's label in metrics and logs.
@@ -184,6 +189,7 @@ impl DropReason {
             DropReason::ContentMismatch => "content_mismatch",
             DropReason::NoEscrow => "no_escrow",
             DropReason::StorageFull => "storage_full",
+            DropReason::BadResultChunk => "bad_result_chunk",
         }
     }
 }
