@@ -332,7 +332,9 @@ mod tests {
         assert!(!assembly.is_complete());
         assert!(assembly.announce(total, announced(&bytes), CAP).is_ok());
         assert!(assembly.is_complete());
-        let (whole, what) = assembly.into_bytes().unwrap_or_default();
+        let Some((whole, what)) = assembly.into_bytes() else {
+            panic!("every chunk is in and announced");
+        };
         let result = finish(&whole, &what, CAP).map(|r| r.diff.len()).ok();
         assert_eq!(result, Some(600_000));
     }
