@@ -99,6 +99,36 @@ async fn a_20_mib_diff_comes_back_in_chunks_and_applies() {
     drop(executor);
 }
 
+/// The originator's own cap holds whatever the executor's is: a result announced larger
+/// fails the task, saying which key, and is not paid.
+#[actix_rt::test]
+async fn a_result_over_the_originators_cap_fails_the_task_by_name() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut originator = test_config(dir_a.path());
+    originator.executor.result_bytes_max = apn::config::RESULT_BYTES_MAX_MIN;
+    originator.market.reassignments_max = 0;
+    let (a, b) = connected_pair(originator, shell_config(dir_b.path())).await;
+    let repo = git_repo(&[("README", "a repository\n")]);
+    let id = a
+        .distributor
+        .send(mesh_shell_task(
+            repo.path(),
+            "3 MiB",
+            "head -c 2400000 /dev/zero | tr '\\0' 'a' | fold -w 80 > big.txt",
+            10,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(&a, id, LARGE_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
+    let error = view.error.clone().unwrap_or_default();
+    assert!(error.contains("executor.result_bytes_max"), "{error}");
+    assert_eq!(view.paid, None);
+    assert_eq!(view.diff, None);
+    drop(b);
+}
+
 #[actix_rt::test]
 async fn bad_result_chunks_are_dropped_and_a_result_not_matching_its_hash_is_refused() {
     let dir = tempfile::tempdir().unwrap();
