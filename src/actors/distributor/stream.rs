@@ -430,11 +430,12 @@ impl TaskDistributor {
             return;
         };
         let escrow_id = sealed.escrow_id;
-        let Some((bytes, announced)) = sealed.result_chunks.take().and_then(|a| a.into_bytes())
-        else {
+        let Some(assembly) = sealed.result_chunks.take() else {
             return;
         };
+        // Joining, hashing and decoding tens of MiB: not on the actor thread.
         let check = tokio::task::spawn_blocking(move || {
+            let (bytes, announced) = assembly.into_bytes().ok_or("the result is not complete")?;
             let result =
                 result_assembly::finish(&bytes, &announced, cap).map_err(|e| e.to_string())?;
             let hash =
