@@ -701,3 +701,36 @@ async fn execute(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_result_size_bound_is_never_below_its_encoding() {
+        let cases = [
+            (String::new(), String::new(), vec![]),
+            (
+                "+x\n".repeat(100_000),
+                "summary é".into(),
+                vec!["a".to_string(); 1000],
+            ),
+            (
+                "d".repeat(70_000),
+                "s".repeat(300),
+                (0..5000).map(|i| format!("dir/{i}/file.rs")).collect(),
+            ),
+        ];
+        for (diff, summary, files) in cases {
+            let bound = result_bytes_bound(&diff, &summary, &files);
+            let encoded = crate::messages::codec::encode(&ExecutionResult {
+                summary,
+                files_modified: files,
+                diff,
+            })
+            .map(|bytes| bytes.len() as u64)
+            .unwrap_or(u64::MAX);
+            assert!(encoded <= bound, "{encoded} > {bound}");
+        }
+    }
+}
