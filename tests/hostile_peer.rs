@@ -67,6 +67,7 @@ async fn lies_are_refused_counted_and_cost_nothing() {
             ciphertext: serde_bytes::ByteBuf::from(vec![1u8; 32]),
         },
         usage: ComputeUsage::default(),
+        delivery: ResultDelivery::Inline,
     });
     attacker.send(&fake_result).await;
     // 4. A payment "from" the victim to the attacker, signed by the attacker.
@@ -231,12 +232,15 @@ async fn unsafe_or_oversized_results_are_refused_and_not_paid() {
     let mut originator = test_config(dir_a.path());
     originator.market.bid_window_ms = 300;
     originator.market.reassignments_max = 0;
-    let (a, b) = connected_pair(originator, shell_config(dir_b.path())).await;
+    // The executor's smallest result cap: a diff of at most 1 MiB.
+    let mut executor = shell_config(dir_b.path());
+    executor.executor.result_bytes_max = apn::config::RESULT_BYTES_MAX_MIN;
+    let (a, b) = connected_pair(originator, executor).await;
     let repo = git_repo(&[("f", "x\n")]);
     for (prompt, expected) in [
         ("ln -s /etc/passwd leak; echo y >> f", "symbolic link"),
         (
-            "head -c 700000 /dev/urandom | base64 > big.txt",
+            "head -c 1200000 /dev/urandom | base64 > big.txt",
             "byte limit",
         ),
     ] {

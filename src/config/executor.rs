@@ -188,9 +188,17 @@ fn default_network_ports() -> Vec<u16> {
     vec![443]
 }
 
-/// Largest diff a result can carry: the sealed result travels in one frame
-/// (`messages::codec::FRAME_BYTES_MAX`, 512 KiB) with the summary and file list.
-pub const DIFF_BYTES_LIMIT: u64 = 384 * 1024;
+/// Default `executor.result_bytes_max`: 64 MiB. A result larger than one frame travels in
+/// `ResultChunk`s, so this is a choice of memory and bandwidth, not of the frame size.
+pub const RESULT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Smallest `executor.result_bytes_max`: room for the summary and file list plus a diff.
+pub const RESULT_BYTES_MAX_MIN: u64 = 2 * 1024 * 1024;
+/// Largest `executor.result_bytes_max` (1 GiB): an originator holds a whole result in
+/// memory while it verifies it.
+pub const RESULT_BYTES_MAX_LIMIT: u64 = 1024 * 1024 * 1024;
+/// What a result holds besides its diff (the summary, the list of files, the encoding):
+/// the diff may use `result_bytes_max` minus this.
+pub const RESULT_ROOM_BYTES: u64 = 1024 * 1024;
 
 /// Shortest `executor.watch_interval_ms` other than 0: each look runs git over the whole
 /// work tree, which on a large repository takes a while itself.
@@ -206,8 +214,13 @@ pub struct ExecutorConfig {
     pub timeout_s: u64,
     /// Most stdout+stderr bytes kept from a run; the rest is cut and counted.
     pub output_bytes_max: u64,
-    /// Largest diff returned, in bytes.
+    /// Largest diff returned, in bytes; in effect at most `result_bytes_max` minus
+    /// [`RESULT_ROOM_BYTES`] (see [`ExecutorConfig::diff_limit`]).
     pub diff_bytes_max: u64,
+    /// Largest result (encoded summary, file list and diff), in bytes: what this node sends
+    /// as an executor and accepts, reassembled from its chunks, as an originator. Between
+    /// [`RESULT_BYTES_MAX_MIN`] and [`RESULT_BYTES_MAX_LIMIT`].
+    pub result_bytes_max: u64,
     /// Keep workspaces after a run (for debugging).
     pub keep_workspaces: bool,
     /// How often, in milliseconds, the executor looks at a running agent's workspace
@@ -226,6 +239,15 @@ pub struct ExecutorConfig {
     pub profiles: BTreeMap<String, ProfileConfig>,
 }
 
+impl ExecutorConfig {
+    /// The largest diff a run returns: `diff_bytes_max`, but never more than fits a result
+    /// of `result_bytes_max` with its summary and file list.
+    pub fn diff_limit(&self) -> u64 {
+        self.diff_bytes_max
+            .min(self.result_bytes_max.saturating_sub(RESULT_ROOM_BYTES))
+    }
+}
+
 impl Default for ExecutorConfig {
     fn default() -> Self {
         let mut profiles = BTreeMap::new();
@@ -237,7 +259,8 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             timeout_s: 1800,
             output_bytes_max: 8 * 1024 * 1024,
-            diff_bytes_max: DIFF_BYTES_LIMIT,
+            diff_bytes_max: RESULT_BYTES_MAX_DEFAULT - RESULT_ROOM_BYTES,
+            result_bytes_max: RESULT_BYTES_MAX_DEFAULT,
             keep_workspaces: false,
             watch_interval_ms: 2000,
             pass_env: vec!["LANG".into()],

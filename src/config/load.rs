@@ -211,6 +211,35 @@ mod tests {
     }
 
     #[test]
+    fn the_result_cap_is_a_named_value_and_bounds_the_diff() {
+        let shipped = Config::from_toml(include_str!("../../config/apn.toml")).unwrap();
+        let defaults = crate::config::ExecutorConfig::default();
+        assert_eq!(shipped.executor.result_bytes_max, 64 * 1024 * 1024);
+        assert_eq!(defaults.result_bytes_max, shipped.executor.result_bytes_max);
+        assert_eq!(defaults.diff_bytes_max, shipped.executor.diff_bytes_max);
+        // A diff up to the cap less the room for the summary and file list.
+        assert_eq!(
+            defaults.diff_limit(),
+            defaults.result_bytes_max - crate::config::RESULT_ROOM_BYTES
+        );
+        let smaller = load("[executor]\nresult_bytes_max = 4194304\n", &[], &[]).unwrap();
+        assert_eq!(smaller.executor.diff_limit(), 3 * 1024 * 1024);
+        for bad in [0u64, 1_048_576, 2 * 1024 * 1024 * 1024] {
+            let error =
+                load(&format!("[executor]\nresult_bytes_max = {bad}\n"), &[], &[]).unwrap_err();
+            assert!(
+                error.to_string().contains("executor.result_bytes_max"),
+                "{error}"
+            );
+        }
+        let error = load("[executor]\ndiff_bytes_max = 0\n", &[], &[]).unwrap_err();
+        assert!(
+            error.to_string().contains("executor.diff_bytes_max"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn an_older_profile_without_the_new_keys_still_loads_as_text() {
         let config = load(
             "[executor.profiles.CLAUDE_CODE]\nprogram = \"claude\"\n\

@@ -17,7 +17,8 @@ mod settlement;
 mod validate;
 
 pub use executor::{
-    AgentOutputFormat, DIFF_BYTES_LIMIT, ExecutorConfig, ProfileConfig, WATCH_INTERVAL_MS_MAX,
+    AgentOutputFormat, ExecutorConfig, ProfileConfig, RESULT_BYTES_MAX_DEFAULT,
+    RESULT_BYTES_MAX_LIMIT, RESULT_BYTES_MAX_MIN, RESULT_ROOM_BYTES, WATCH_INTERVAL_MS_MAX,
     WATCH_INTERVAL_MS_MIN,
 };
 pub use load::Override;

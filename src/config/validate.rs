@@ -2,8 +2,8 @@
 //! relay URLs, host names, peer ids), each error naming its key.
 
 use super::{
-    AcceptPolicy, Config, ConfigError, DIFF_BYTES_LIMIT, WATCH_INTERVAL_MS_MAX,
-    WATCH_INTERVAL_MS_MIN, invalid,
+    AcceptPolicy, Config, ConfigError, RESULT_BYTES_MAX_LIMIT, RESULT_BYTES_MAX_MIN,
+    WATCH_INTERVAL_MS_MAX, WATCH_INTERVAL_MS_MIN, invalid,
 };
 
 /// Why `name` cannot be an environment variable's name, if it cannot.
@@ -145,12 +145,18 @@ impl Config {
                 return Err(invalid(&format!("executor.pass_env[{index}]"), problem));
             }
         }
-        if self.executor.diff_bytes_max == 0 || self.executor.diff_bytes_max > DIFF_BYTES_LIMIT {
+        if !(RESULT_BYTES_MAX_MIN..=RESULT_BYTES_MAX_LIMIT)
+            .contains(&self.executor.result_bytes_max)
+        {
+            return Err(invalid(
+                "executor.result_bytes_max",
+                format!("must be between {RESULT_BYTES_MAX_MIN} and {RESULT_BYTES_MAX_LIMIT}"),
+            ));
+        }
+        if self.executor.diff_bytes_max == 0 {
             return Err(invalid(
                 "executor.diff_bytes_max",
-                format!(
-                    "must be between 1 and {DIFF_BYTES_LIMIT} (a result travels in one 512 KiB frame)"
-                ),
+                "must be at least 1 (it is capped by executor.result_bytes_max)",
             ));
         }
         let watch = self.executor.watch_interval_ms;

@@ -15,6 +15,8 @@
 //!   requests it answers, per-peer rate, live bids).
 //! - [`originator`]: the originator's clock-driven decisions (next bid, re-offer, give up;
 //!   silence and deadline of an assignment).
+//! - [`result_assembly`]: a large result's `ResultChunk`s, collected under the
+//!   originator's `executor.result_bytes_max` and checked against their hash.
 
 pub mod admission;
 pub mod bidder;
@@ -22,6 +24,7 @@ pub mod bids;
 pub mod log_order;
 pub mod origin_task;
 pub mod originator;
+pub mod result_assembly;
 
 pub use crate::messages::payloads::*;
 pub use admission::*;

@@ -84,7 +84,7 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 24, 12, 30, 15).unwrap();
         let messages = super::super::samples::every_variant(&Identity::ephemeral(), at);
         let kinds: HashSet<&str> = messages.iter().map(APNMessage::kind).collect();
-        assert_eq!(kinds.len(), 17, "a variant is missing from this test");
+        assert_eq!(kinds.len(), 18, "a variant is missing from this test");
         for message in messages {
             let bytes = encode_message(&message).unwrap();
             assert_eq!(
@@ -94,6 +94,31 @@ mod tests {
                 message.kind()
             );
         }
+    }
+
+    #[test]
+    fn an_older_nodes_execution_completed_decodes_as_an_inline_result() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 24, 12, 30, 15).unwrap();
+        let Some(completed) = super::super::samples::every_variant(&Identity::ephemeral(), at)
+            .into_iter()
+            .find(|m| matches!(m, APNMessage::ExecutionCompleted(_)))
+        else {
+            panic!("the samples hold an ExecutionCompleted");
+        };
+        // The same message as a node before `delivery` existed writes it.
+        let mut value = ciborium::Value::serialized(&completed).unwrap();
+        if let ciborium::Value::Map(outer) = &mut value {
+            for (_, body) in outer.iter_mut() {
+                if let ciborium::Value::Map(fields) = body {
+                    fields.retain(|(key, _)| key.as_text() != Some("delivery"));
+                }
+            }
+        }
+        let old = encode(&value).unwrap();
+        let Ok(APNMessage::ExecutionCompleted(decoded)) = decode_message(&old) else {
+            panic!("an older ExecutionCompleted decodes");
+        };
+        assert_eq!(decoded.delivery, ResultDelivery::Inline);
     }
 
     #[test]

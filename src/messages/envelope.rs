@@ -136,11 +136,15 @@ pub enum DropReason {
     /// to make, names no payment or task between the two nodes in this node's ledger, or
     /// whose amounts are out of bounds.
     BadContribution,
+    /// A `ResultChunk` that does not fit its run's result: for a task with no assignment
+    /// from its sender, out of range, oversized, disagreeing on the count, past the
+    /// originator's `executor.result_bytes_max`, or not decrypting.
+    BadResultChunk,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero counters too.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Oversized,
         DropReason::Malformed,
         DropReason::UnknownVersion,
@@ -163,6 +167,7 @@ impl DropReason {
         DropReason::NoEscrow,
         DropReason::StorageFull,
         DropReason::BadContribution,
+        DropReason::BadResultChunk,
     ];
 
     /// The reason's label in metrics and logs.
@@ -190,6 +195,7 @@ impl DropReason {
             DropReason::NoEscrow => "no_escrow",
             DropReason::StorageFull => "storage_full",
             DropReason::BadContribution => "bad_contribution",
+            DropReason::BadResultChunk => "bad_result_chunk",
         }
     }
 }

@@ -98,6 +98,9 @@ pub enum APNMessage {
     PingRequest(PingRequest),
     /// Answer to a `PingRequest`; the round trip gives the peer's latency.
     PingReply(PingReply),
+    /// A chunk of a result too large to travel inline in `ExecutionCompleted`
+    /// (executor → originator).
+    ResultChunk(ResultChunk),
 }
 
 impl APNMessage {
@@ -121,6 +124,7 @@ impl APNMessage {
             APNMessage::TaskCancelled(_) => "task_cancelled",
             APNMessage::PingRequest(_) => "ping_request",
             APNMessage::PingReply(_) => "ping_reply",
+            APNMessage::ResultChunk(_) => "result_chunk",
         }
     }
 }
@@ -314,10 +318,34 @@ pub struct ExecutionCompleted {
     pub result_hash: String,
     /// The executor's Ed25519 signature over `result_hash`.
     pub result_signature: ByteBuf,
-    /// Summary, files modified and git diff, sealed in the run's Noise session.
+    /// Summary, files modified and git diff, sealed in the run's Noise session; for a
+    /// chunked result (see `delivery`) an empty payload, the result travelling in
+    /// `ResultChunk`s.
     pub result: Sealed,
     /// What the run used, measured by the executor; the basis of its compute contribution.
     pub usage: ComputeUsage,
+    /// Whether the result is in `result` or in `ResultChunk`s. Absent from older nodes'
+    /// messages, whose result is always inline.
+    #[serde(default)]
+    pub delivery: ResultDelivery,
+}
+
+/// How a run's result reaches the originator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResultDelivery {
+    /// The encoded result is sealed in `ExecutionCompleted::result` (it fits one frame).
+    #[default]
+    Inline,
+    /// The encoded result is cut into `total_chunks` sealed `ResultChunk`s.
+    Chunked {
+        /// Size of the whole encoded result, in bytes.
+        bytes: u64,
+        /// Number of `ResultChunk`s it is cut into.
+        total_chunks: u32,
+        /// SHA-256 (hex) of the whole encoded result, checked on the reassembled bytes
+        /// before they are decoded.
+        sha256: String,
+    },
 }
 
 /// The run failed, or (with a nil `execution_id`) the executor refused the assignment
@@ -511,6 +539,22 @@ pub struct RepoChunk {
     /// Number of chunks in the bundle; the same in every chunk of a task.
     pub total: u32,
     /// This chunk's bytes of the bundle, sealed in the task's Noise session.
+    pub data: Sealed,
+}
+
+/// A chunk of a run's encoded result, encrypted to the originator. Announced by
+/// `ExecutionCompleted` with `ResultDelivery::Chunked`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultChunk {
+    /// The task whose result this is (the originator's `task_id`).
+    pub task_id: Uuid,
+    /// The run that produced the result (from `ExecutionStarted`).
+    pub execution_id: Uuid,
+    /// Position of this chunk, from 0; must be below `total`.
+    pub index: u32,
+    /// Number of chunks in the result; the same in every chunk of a run.
+    pub total: u32,
+    /// This chunk's bytes of the encoded result, sealed in the run's Noise session.
     pub data: Sealed,
 }
 

@@ -144,8 +144,22 @@ pub struct FailureDetail {
 /// Largest plaintext of a sealed [`TaskPayload`] (prompt and context), in bytes: it travels
 /// in one frame.
 pub const TASK_PAYLOAD_BYTES_MAX: usize = crate::messages::codec::FRAME_BYTES_MAX;
-/// Largest plaintext of a sealed [`ExecutionResult`], in bytes (one frame).
+/// Largest plaintext of a sealed [`ExecutionResult`] travelling inline in
+/// `ExecutionCompleted`, in bytes (one frame). A larger result travels in `ResultChunk`s,
+/// bounded by the receiver's `executor.result_bytes_max`.
 pub const RESULT_BYTES_MAX: usize = crate::messages::codec::FRAME_BYTES_MAX;
+/// The largest encoded result the executor still sends inline: what is left of a frame
+/// after the envelope, the signature, the hash and the seal's tags.
+pub const RESULT_INLINE_BYTES_MAX: usize = 384 * 1024;
+/// Plaintext bytes of encoded result per `ResultChunk` (the repository's chunk size: well
+/// inside one frame once sealed and enveloped).
+pub const RESULT_CHUNK_BYTES: usize = crate::market::REPO_CHUNK_BYTES;
+
+/// Chunks an encoded result of `bytes` travels in: `bytes / RESULT_CHUNK_BYTES` rounded
+/// up, at least 1.
+pub fn result_chunks(bytes: u64) -> u64 {
+    bytes.div_ceil(RESULT_CHUNK_BYTES as u64).max(1)
+}
 /// Largest plaintext of a sealed log batch, in bytes (the executor sends at most 48 KiB of
 /// lines a batch; the rest is framing).
 pub const LOG_BATCH_BYTES_MAX: usize = 128 * 1024;

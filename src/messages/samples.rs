@@ -97,6 +97,11 @@ pub fn every_variant(identity: &Identity, at: DateTime<Utc>) -> Vec<APNMessage> 
             result_signature: ByteBuf::from(vec![9; 64]),
             result: sealed(3),
             usage,
+            delivery: ResultDelivery::Chunked {
+                bytes: 20 << 20,
+                total_chunks: 107,
+                sha256: "ef".repeat(32),
+            },
         }),
         APNMessage::ExecutionFailed(ExecutionFailed {
             task_id,
@@ -145,5 +150,12 @@ pub fn every_variant(identity: &Identity, at: DateTime<Utc>) -> Vec<APNMessage> 
         APNMessage::PaymentReceipt(PaymentReceipt { tx_id: task_id }),
         APNMessage::PingRequest(PingRequest { nonce: 42 }),
         APNMessage::PingReply(PingReply { nonce: 42 }),
+        APNMessage::ResultChunk(ResultChunk {
+            task_id,
+            execution_id,
+            index: 3,
+            total: 107,
+            data: sealed(5),
+        }),
     ]
 }

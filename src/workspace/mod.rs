@@ -87,11 +87,14 @@ pub enum WorkspaceError {
     #[error("workspace {0} already exists and is not empty")]
     WorkspaceNotFresh(PathBuf),
     /// The diff is over the configured limit.
-    #[error("diff of {bytes} bytes is over the {limit} byte limit")]
+    #[error(
+        "diff of {bytes} bytes is over the {limit} byte limit (executor.diff_bytes_max, within executor.result_bytes_max)"
+    )]
     DiffTooLarge {
         /// Size of the diff (or name list) git produced, in bytes.
         bytes: usize,
-        /// The limit in bytes (`executor.diff_bytes_max`).
+        /// The limit in bytes (`executor.diff_bytes_max`, at most `result_bytes_max` less
+        /// room for the summary and file list).
         limit: usize,
     },
     /// The diff touches a path outside the repository, a `.git` directory, or creates a

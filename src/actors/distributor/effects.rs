@@ -438,6 +438,7 @@ impl TaskDistributor {
                             pending: Some(pending),
                             session: None,
                             logs: LogOrder::default(),
+                            result_chunks: None,
                         });
                         task.outbox = Some((escrow_id, message));
                         actor.drive(id, ctx, |task| task.prepared(escrow_id, Instant::now()));

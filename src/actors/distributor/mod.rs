@@ -12,7 +12,10 @@
 //! --check`, optional verify command) and release the escrow with a signed
 //! `VibeTransaction`, or refund, record the executor's reputation and move on to the next
 //! bid. `stream.rs` takes bids and the execution stream: only the assigned executor may
-//! send it; it is decrypted and handed to the `ExecutionRelay`.
+//! send it; it is decrypted and handed to the `ExecutionRelay`. A result too large for
+//! one frame arrives in `ResultChunk`s, collected per assignment under this node's
+//! `executor.result_bytes_max` and checked against their announced hash off the actor
+//! thread before the result is verified like an inline one.
 
 mod api;
 mod effects;
@@ -37,6 +40,7 @@ use crate::identity::Identity;
 use crate::market::log_order::LogOrder;
 use crate::market::origin_task::{OriginLimits, OriginTask};
 use crate::market::originator::RecentAssignments;
+use crate::market::result_assembly::ResultAssembly;
 use crate::market::{self, ExecutionResult, LogLine, RepoDelivery, TaskPayload};
 use crate::mesh::e2e::{E2eSession, PendingInitiator};
 use crate::messages::APNMessage;
@@ -72,6 +76,8 @@ struct Sealed {
     session: Option<E2eSession>,
     /// The run's log batches, back in the order they were sent.
     logs: LogOrder<Vec<LogLine>>,
+    /// A large result's chunks collected so far (bounded by `executor.result_bytes_max`).
+    result_chunks: Option<ResultAssembly>,
 }
 
 /// A task attempt this node created.

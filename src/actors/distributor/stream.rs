@@ -3,6 +3,9 @@
 //! decrypted with the assignment's Noise session, decoded under named limits, handed to
 //! the `ExecutionRelay` and billed (log and progress bytes only, counted after the
 //! check); its milestones (started, result, failure) are events for the state machine.
+//! A result announced as chunked (`ResultDelivery::Chunked`) is collected from its
+//! `ResultChunk`s (in either order with `ExecutionCompleted`), and only once its hash
+//! checks out, off the actor thread, does it arrive like an inline one.
 
 use std::time::Instant;
 
@@ -13,8 +16,12 @@ use super::{TaskDistributor, TaskStatus};
 use crate::identity;
 use crate::ledger::Outcome;
 use crate::market::origin_task::{BidOffer, BidRefused};
+use crate::market::result_assembly::{self, Announced, AssemblyError, ResultAssembly};
 use crate::market::{ExecutionResult, FailureDetail, LogLine, ProgressAction, SealedPayload};
-use crate::messages::{APNMessage, DropReason, ExecutionStage, TaskBid, VerifiedEnvelope};
+use crate::messages::{
+    APNMessage, DropReason, ExecutionCompleted, ExecutionStage, ResultChunk, ResultDelivery,
+    TaskBid, VerifiedEnvelope,
+};
 use crate::protocol::execution::ExecutionEvent;
 use crate::protocol::execution::ExecutionUpdate;
 use crate::protocol::panel::{ExecutionDetails, TransactionDetails};
@@ -86,6 +93,7 @@ impl TaskDistributor {
             APNMessage::ExecutionLogs(m) => m.task_id,
             APNMessage::ExecutionCompleted(m) => m.task_id,
             APNMessage::ExecutionFailed(m) => m.task_id,
+            APNMessage::ResultChunk(m) => m.task_id,
             _ => return,
         };
         let authorised = self
@@ -94,7 +102,11 @@ impl TaskDistributor {
             .and_then(|t| t.mesh.as_mut())
             .is_some_and(|m| m.heard_from(envelope.from_peer, Instant::now()));
         if !authorised {
-            self.metrics.count_drop(DropReason::Unauthorized);
+            let reason = match envelope.message {
+                APNMessage::ResultChunk(_) => DropReason::BadResultChunk,
+                _ => DropReason::Unauthorized,
+            };
+            self.metrics.count_drop(reason);
             tracing::warn!(%task_id, from = %envelope.from_node, kind = envelope.message.kind(), "execution message from a node not assigned the task");
             return;
         }
@@ -196,37 +208,45 @@ impl TaskDistributor {
             }
             APNMessage::ExecutionCompleted(completed) => {
                 self.flush_logs(task_id);
-                let Some(result) = self.open_payload::<ExecutionResult>(task_id, &completed.result)
-                else {
-                    return self.drive(task_id, ctx, |task| {
-                        task.executor_gave_up(
-                            Some(Outcome::BadResult),
-                            "result does not decrypt".into(),
-                            Utc::now(),
-                        )
-                    });
-                };
-                let hash =
-                    workspace::result_hash(&result.diff, &result.summary, &result.files_modified);
                 let signed = identity::verify_signature(
                     &envelope.from_key,
                     completed.result_hash.as_bytes(),
                     &completed.result_signature,
                 );
-                if hash != completed.result_hash || !signed {
-                    return self.drive(task_id, ctx, |task| {
-                        task.executor_gave_up(
-                            Some(Outcome::BadResult),
-                            "result hash or signature does not verify".into(),
-                            Utc::now(),
-                        )
-                    });
+                match &completed.delivery {
+                    ResultDelivery::Inline => {
+                        self.on_inline_result(task_id, completed, signed, ctx)
+                    }
+                    ResultDelivery::Chunked {
+                        bytes,
+                        total_chunks,
+                        sha256,
+                    } => {
+                        if !signed {
+                            return self.drive(task_id, ctx, |task| {
+                                task.executor_gave_up(
+                                    Some(Outcome::BadResult),
+                                    "result signature does not verify".into(),
+                                    Utc::now(),
+                                )
+                            });
+                        }
+                        let announced = Announced {
+                            bytes: *bytes,
+                            sha256: sha256.clone(),
+                            result_hash: completed.result_hash.clone(),
+                        };
+                        self.on_chunked_result(
+                            task_id,
+                            completed.execution_id,
+                            *total_chunks,
+                            announced,
+                            ctx,
+                        );
+                    }
                 }
-                if let Some(task) = self.tasks.get_mut(&task_id) {
-                    task.result = Some(result);
-                }
-                self.drive(task_id, ctx, |task| task.result_arrived());
             }
+            APNMessage::ResultChunk(chunk) => self.on_result_chunk(task_id, chunk, ctx),
             APNMessage::ExecutionFailed(failed) => {
                 self.flush_logs(task_id);
                 // A run's failure is sealed; only a refusal before any session is clear.
@@ -262,6 +282,195 @@ impl TaskDistributor {
             }
             _ => {}
         }
+    }
+
+    /// A result sealed inside `ExecutionCompleted`.
+    fn on_inline_result(
+        &mut self,
+        task_id: Uuid,
+        completed: &ExecutionCompleted,
+        signed: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(result) = self.open_payload::<ExecutionResult>(task_id, &completed.result) else {
+            return self.drive(task_id, ctx, |task| {
+                task.executor_gave_up(
+                    Some(Outcome::BadResult),
+                    "result does not decrypt".into(),
+                    Utc::now(),
+                )
+            });
+        };
+        let hash = workspace::result_hash(&result.diff, &result.summary, &result.files_modified);
+        if hash != completed.result_hash || !signed {
+            return self.drive(task_id, ctx, |task| {
+                task.executor_gave_up(
+                    Some(Outcome::BadResult),
+                    "result hash or signature does not verify".into(),
+                    Utc::now(),
+                )
+            });
+        }
+        if let Some(task) = self.tasks.get_mut(&task_id) {
+            task.result = Some(result);
+        }
+        self.drive(task_id, ctx, |task| task.result_arrived());
+    }
+
+    /// `ExecutionCompleted` announced a chunked result: check the announcement against
+    /// this node's cap and the chunks so far; collect the rest, or finish.
+    fn on_chunked_result(
+        &mut self,
+        task_id: Uuid,
+        execution_id: Uuid,
+        total_chunks: u32,
+        announced: Announced,
+        ctx: &mut Context<Self>,
+    ) {
+        let cap = self.config.executor.result_bytes_max;
+        let running = self.attempt_of(task_id) == Some(execution_id);
+        let Some(sealed) = self
+            .tasks
+            .get_mut(&task_id)
+            .and_then(|t| t.current_sealed())
+        else {
+            return;
+        };
+        let checked = result_assembly::check_announcement(announced.bytes, total_chunks, cap)
+            .and_then(|()| {
+                if !running {
+                    return Err(AssemblyError::WrongRun(execution_id));
+                }
+                let mut assembly = match sealed.result_chunks.take() {
+                    Some(assembly) if assembly.execution_id() == execution_id => assembly,
+                    // No chunk yet: the announcement comes first this time.
+                    _ => ResultAssembly::new(execution_id, total_chunks, cap)?,
+                };
+                assembly.announce(total_chunks, announced, cap)?;
+                Ok(assembly)
+            });
+        match checked {
+            Ok(assembly) => {
+                let complete = assembly.is_complete();
+                sealed.result_chunks = Some(assembly);
+                if complete {
+                    self.finish_chunked_result(task_id, ctx);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%task_id, error = %e, "chunked result refused");
+                // Over this node's own cap is no fault of the executor's result.
+                let outcome = match e {
+                    AssemblyError::TooLarge { .. } => Outcome::Failed,
+                    _ => Outcome::BadResult,
+                };
+                let reason = format!("result refused: {e}");
+                self.drive(task_id, ctx, |task| {
+                    task.executor_gave_up(Some(outcome), reason, Utc::now())
+                });
+            }
+        }
+    }
+
+    /// A chunk of the current run's result: opened and collected under this node's cap;
+    /// anything that does not fit is dropped and counted (`bad_result_chunk`).
+    fn on_result_chunk(&mut self, task_id: Uuid, chunk: &ResultChunk, ctx: &mut Context<Self>) {
+        let cap = self.config.executor.result_bytes_max;
+        let running = self.attempt_of(task_id) == Some(chunk.execution_id);
+        let accepted = self
+            .tasks
+            .get_mut(&task_id)
+            .and_then(|t| t.current_sealed())
+            .ok_or_else(|| "no assignment in force".to_string())
+            .and_then(|sealed| {
+                if !running {
+                    return Err(format!(
+                        "chunk of run {}, not the run in force",
+                        chunk.execution_id
+                    ));
+                }
+                let session = sealed.session.as_ref().ok_or("chunk before the session")?;
+                if sealed.result_chunks.is_none() {
+                    sealed.result_chunks = Some(
+                        ResultAssembly::new(chunk.execution_id, chunk.total, cap)
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+                let assembly = sealed
+                    .result_chunks
+                    .as_mut()
+                    .ok_or("no result being collected")?;
+                let data = session
+                    .open(&chunk.data)
+                    .map_err(|e| format!("chunk does not decrypt: {e}"))?;
+                assembly
+                    .accept(chunk.execution_id, chunk.index, chunk.total, data)
+                    .map_err(|e| e.to_string())?;
+                Ok(assembly.is_complete())
+            });
+        match accepted {
+            Ok(true) => self.finish_chunked_result(task_id, ctx),
+            Ok(false) => {}
+            Err(reason) => {
+                self.metrics.count_drop(DropReason::BadResultChunk);
+                tracing::warn!(%task_id, index = chunk.index, total = chunk.total, %reason, "result chunk dropped");
+            }
+        }
+    }
+
+    /// Every chunk is in and announced: check the whole against its hash, decode it and
+    /// check its signed result hash, off the actor thread; then the result has arrived.
+    fn finish_chunked_result(&mut self, task_id: Uuid, ctx: &mut Context<Self>) {
+        let cap = self.config.executor.result_bytes_max;
+        let Some(sealed) = self
+            .tasks
+            .get_mut(&task_id)
+            .and_then(|t| t.current_sealed())
+        else {
+            return;
+        };
+        let escrow_id = sealed.escrow_id;
+        let Some(assembly) = sealed.result_chunks.take() else {
+            return;
+        };
+        // Joining, hashing and decoding tens of MiB: not on the actor thread.
+        let check = tokio::task::spawn_blocking(move || {
+            let (bytes, announced) = assembly.into_bytes().ok_or("the result is not complete")?;
+            let result =
+                result_assembly::finish(&bytes, &announced, cap).map_err(|e| e.to_string())?;
+            let hash =
+                workspace::result_hash(&result.diff, &result.summary, &result.files_modified);
+            if hash != announced.result_hash {
+                return Err("result hash does not verify".to_string());
+            }
+            Ok(result)
+        });
+        ctx.spawn(check.into_actor(self).map(move |checked, actor, ctx| {
+            // The assignment may have ended while the result was checked.
+            let current = actor
+                .tasks
+                .get_mut(&task_id)
+                .and_then(|t| t.current_sealed())
+                .is_some_and(|s| s.escrow_id == escrow_id);
+            if !current {
+                return;
+            }
+            match checked.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(result) => {
+                    if let Some(task) = actor.tasks.get_mut(&task_id) {
+                        task.result = Some(result);
+                    }
+                    actor.drive(task_id, ctx, |task| task.result_arrived());
+                }
+                Err(reason) => {
+                    tracing::warn!(%task_id, %reason, "chunked result refused");
+                    let reason = format!("result refused: {reason}");
+                    actor.drive(task_id, ctx, |task| {
+                        task.executor_gave_up(Some(Outcome::BadResult), reason, Utc::now())
+                    });
+                }
+            }
+        }));
     }
 
     /// The run attempt in force for a task, once one started.

@@ -28,12 +28,13 @@ use crate::agent_process::{self, AgentEvent, AgentOutcome, AgentSpec};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::market::{
-    ExecutionResult, FailureDetail, LogLine, ProgressAction, RepoDelivery, TaskPayload,
+    ExecutionResult, FailureDetail, LogLine, ProgressAction, RESULT_CHUNK_BYTES,
+    RESULT_INLINE_BYTES_MAX, RepoDelivery, TaskPayload,
 };
 use crate::mesh::e2e::E2eSession;
 use crate::messages::{
     APNMessage, ComputeUsage, ExecutionCompleted, ExecutionFailed, ExecutionLogs,
-    ExecutionProgress, ExecutionStage, ExecutionStarted, RepoChunk,
+    ExecutionProgress, ExecutionStage, ExecutionStarted, RepoChunk, ResultChunk, ResultDelivery,
 };
 use crate::protocol::accounting::ComputeUsed;
 use crate::protocol::mesh::SendTo;
@@ -360,6 +361,13 @@ fn stream_name(stream: agent_process::LogStream) -> &'static str {
     }
 }
 
+/// At least the size of a result's encoding (CBOR spends at most 9 bytes on a string's or
+/// list's length), so a result within it is within `executor.result_bytes_max` on the wire.
+fn result_bytes_bound(diff: &str, summary: &str, files: &[String]) -> u64 {
+    let strings = files.iter().map(|f| f.len() as u64 + 9).sum::<u64>();
+    diff.len() as u64 + summary.len() as u64 + strings + 64
+}
+
 fn failed(stage: ExecutionStage, error: impl Into<String>, usage: ComputeUsage) -> ExecutionUpdate {
     ExecutionUpdate::Failed {
         stage,
@@ -621,7 +629,7 @@ async fn execute(
         .await;
     let base = payload.base_commit.clone();
     let dir = workspace_dir.to_path_buf();
-    let diff_limit = config.executor.diff_bytes_max as usize;
+    let diff_limit = usize::try_from(config.executor.diff_limit()).unwrap_or(usize::MAX);
     let diff =
         tokio::task::spawn_blocking(move || workspace::diff_against_base(&dir, &base, diff_limit))
             .await;
@@ -635,6 +643,18 @@ async fn execute(
             );
             if let Some(agent) = &outcome.summary {
                 summary = format!("{agent}\n{summary}");
+            }
+            let bytes = result_bytes_bound(&diff.diff, &summary, &diff.files_modified);
+            let limit = config.executor.result_bytes_max;
+            if bytes > limit {
+                return failed(
+                    ExecutionStage::Testing,
+                    format!(
+                        "the result is {bytes} bytes, over executor.result_bytes_max ({limit}) ({} files changed)",
+                        diff.files_modified.len()
+                    ),
+                    usage,
+                );
             }
             ExecutionUpdate::Completed {
                 result: ExecutionResult {
@@ -655,5 +675,38 @@ async fn execute(
             format!("diff task failed: {e}"),
             usage,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_result_size_bound_is_never_below_its_encoding() {
+        let cases = [
+            (String::new(), String::new(), vec![]),
+            (
+                "+x\n".repeat(100_000),
+                "summary é".into(),
+                vec!["a".to_string(); 1000],
+            ),
+            (
+                "d".repeat(70_000),
+                "s".repeat(300),
+                (0..5000).map(|i| format!("dir/{i}/file.rs")).collect(),
+            ),
+        ];
+        for (diff, summary, files) in cases {
+            let bound = result_bytes_bound(&diff, &summary, &files);
+            let encoded = crate::messages::codec::encode(&ExecutionResult {
+                summary,
+                files_modified: files,
+                diff,
+            })
+            .map(|bytes| bytes.len() as u64)
+            .unwrap_or(u64::MAX);
+            assert!(encoded <= bound, "{encoded} > {bound}");
+        }
     }
 }

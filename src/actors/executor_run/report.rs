@@ -1,5 +1,8 @@
 //! Where a run's updates go: to this node's distributor for a local run, or sealed in the
-//! run's Noise session and sent to the originator (log batches numbered in order).
+//! run's Noise session and sent to the originator (log batches numbered in order). A
+//! result too large for one frame goes first as numbered `ResultChunk`s, each sealed and
+//! acknowledged before the next, then `ExecutionCompleted` announcing their count, size
+//! and hash (`ResultDelivery::Chunked`).
 
 use super::*;
 
@@ -38,6 +41,14 @@ impl Reporter {
     }
 
     pub(super) async fn send(&mut self, update: ExecutionUpdate) {
+        let update = match update {
+            ExecutionUpdate::Completed { result, usage }
+                if matches!(self.origin, RunOrigin::Remote { .. }) =>
+            {
+                return self.send_result(result, usage).await;
+            }
+            update => update,
+        };
         let (origin, session) = match &mut self.origin {
             RunOrigin::Local { distributor } => {
                 if let Err(e) = distributor
@@ -58,7 +69,6 @@ impl Reporter {
         let message = match seal_update(
             self.task_id,
             self.execution_id,
-            &self.identity,
             session,
             &mut self.log_sequence,
             update,
@@ -86,10 +96,123 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// Send a remote run's result: inline when its encoding fits a frame, else in chunks
+    /// followed by `ExecutionCompleted` announcing them. Encoding and hashing tens of MiB
+    /// happen off this (actor) thread; each chunk is sealed as it is sent.
+    async fn send_result(&mut self, result: ExecutionResult, usage: ComputeUsage) {
+        let task_id = self.task_id;
+        let prepared = tokio::task::spawn_blocking(move || {
+            let result_hash =
+                workspace::result_hash(&result.diff, &result.summary, &result.files_modified);
+            let encoded = crate::messages::codec::encode(&result).map_err(|e| e.to_string())?;
+            let sha256 = (encoded.len() > RESULT_INLINE_BYTES_MAX)
+                .then(|| crate::market::result_assembly::encoded_sha256(&encoded));
+            Ok::<_, String>((result_hash, encoded, sha256))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|prepared| prepared);
+        let (result_hash, encoded, sha256) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                tracing::warn!(%task_id, error = %e, "cannot encode the result");
+                return;
+            }
+        };
+        let result_signature = ByteBuf::from(self.identity.sign(result_hash.as_bytes()));
+        let RunOrigin::Remote {
+            origin, session, ..
+        } = &mut self.origin
+        else {
+            return;
+        };
+        let origin = *origin;
+        let (sealed, delivery) = match sha256 {
+            None => (session.seal(&encoded), ResultDelivery::Inline),
+            Some(sha256) => {
+                let bytes = encoded.len() as u64;
+                let total = u32::try_from(crate::market::result_chunks(bytes)).unwrap_or(u32::MAX);
+                for (index, part) in encoded.chunks(RESULT_CHUNK_BYTES).enumerate() {
+                    let data = match session.seal(part) {
+                        Ok(data) => data,
+                        Err(e) => {
+                            tracing::warn!(%task_id, error = %e, "cannot seal a result chunk");
+                            return;
+                        }
+                    };
+                    let message = APNMessage::ResultChunk(ResultChunk {
+                        task_id,
+                        execution_id: self.execution_id,
+                        index: index as u32,
+                        total,
+                        data,
+                    });
+                    // One after another, each acknowledged: the order the originator
+                    // expects, and no more than one chunk in flight per run.
+                    match self
+                        .send
+                        .send(SendTo {
+                            peer: origin,
+                            message,
+                        })
+                        .await
+                    {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(%task_id, index, error = %e, "result chunk not delivered");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%task_id, error = %e, "peer manager gone");
+                            return;
+                        }
+                    }
+                }
+                (
+                    session.seal(&[]),
+                    ResultDelivery::Chunked {
+                        bytes,
+                        total_chunks: total,
+                        sha256,
+                    },
+                )
+            }
+        };
+        let result = match sealed {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::warn!(%task_id, error = %e, "cannot seal the result");
+                return;
+            }
+        };
+        let message = APNMessage::ExecutionCompleted(ExecutionCompleted {
+            task_id,
+            execution_id: self.execution_id,
+            result_hash,
+            result_signature,
+            result,
+            usage,
+            delivery,
+        });
+        match self
+            .send
+            .send(SendTo {
+                peer: origin,
+                message,
+            })
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(%task_id, error = %e, "result not delivered"),
+            Err(e) => tracing::warn!(%task_id, error = %e, "peer manager gone"),
+        }
+    }
+}
+
 fn seal_update(
     task_id: Uuid,
     execution_id: Uuid,
-    identity: &Identity,
     session: &mut E2eSession,
     log_sequence: &mut u64,
     update: ExecutionUpdate,
@@ -132,20 +255,8 @@ fn seal_update(
                 lines: session.seal(&plaintext).map_err(|e| e.to_string())?,
             })
         }
-        ExecutionUpdate::Completed { result, usage } => {
-            let result_hash =
-                workspace::result_hash(&result.diff, &result.summary, &result.files_modified);
-            let result_signature = ByteBuf::from(identity.sign(result_hash.as_bytes()));
-            let plaintext = encode(&result)?;
-            APNMessage::ExecutionCompleted(ExecutionCompleted {
-                task_id,
-                execution_id,
-                result_hash,
-                result_signature,
-                result: session.seal(&plaintext).map_err(|e| e.to_string())?,
-                usage,
-            })
-        }
+        // A remote result goes through `Reporter::send_result`, off this thread.
+        ExecutionUpdate::Completed { .. } => return Err("a result is sent on its own".into()),
         ExecutionUpdate::Failed {
             stage,
             error,

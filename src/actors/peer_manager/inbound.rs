@@ -106,9 +106,8 @@ impl PeerManager {
                     | APNMessage::ExecutionProgress(_)
                     | APNMessage::ExecutionLogs(_)
                     | APNMessage::ExecutionCompleted(_)
-                    | APNMessage::ExecutionFailed(_) => {
-                        (&self.routes.distributor, Role::Distributor)
-                    }
+                    | APNMessage::ExecutionFailed(_)
+                    | APNMessage::ResultChunk(_) => (&self.routes.distributor, Role::Distributor),
                     APNMessage::VibeTransaction(_) | APNMessage::PaymentReceipt(_) => {
                         (&self.routes.payments, Role::Payments)
                     }

@@ -63,9 +63,9 @@ pub struct Routes {
     pub bytes: Recipient<BytesTransferred>,
 }
 
-/// Messages a role must get even when its mailbox is full: an assignment, the end of a run,
-/// payments and their receipts. Losing one costs money or a task; their rate is bounded by
-/// the per-peer frame budget before they get here.
+/// Messages a role must get even when its mailbox is full: an assignment, the end of a run
+/// (and the chunks of a large result), payments and their receipts. Losing one costs money
+/// or a task; their rate is bounded by the per-peer frame budget before they get here.
 pub fn must_deliver(message: &APNMessage) -> bool {
     matches!(
         message,
@@ -74,6 +74,7 @@ pub fn must_deliver(message: &APNMessage) -> bool {
             | APNMessage::ExecutionStarted(_)
             | APNMessage::ExecutionCompleted(_)
             | APNMessage::ExecutionFailed(_)
+            | APNMessage::ResultChunk(_)
             | APNMessage::VibeTransaction(_)
             | APNMessage::PaymentReceipt(_)
     )

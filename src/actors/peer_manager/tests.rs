@@ -16,6 +16,7 @@ fn assignments_results_and_payments_are_never_dropped_for_a_full_mailbox() {
         "execution_started",
         "execution_completed",
         "execution_failed",
+        "result_chunk",
         "vibe_transaction",
         "payment_receipt",
     ] {
