@@ -143,43 +143,7 @@ async fn bad_result_chunks_are_dropped_and_a_result_not_matching_its_hash_is_ref
         .await
         .unwrap()
         .unwrap();
-    attacker
-        .next(|m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == id))
-        .await;
-    attacker
-        .send(&APNMessage::TaskBid(TaskBid {
-            task_id: id,
-            bidder: attacker.identity.node_id().clone(),
-            price: Vibe::from_whole(2),
-            estimated_duration_s: 1,
-            capabilities: vec![],
-            valid_until: chrono::Utc::now() + chrono::Duration::seconds(60),
-            free_slots: Some(1),
-        }))
-        .await;
-    let APNMessage::TaskAssigned(assigned) = attacker
-        .next(|m| matches!(m, APNMessage::TaskAssigned(a) if a.task_id == id))
-        .await
-    else {
-        unreachable!("filtered to an assignment");
-    };
-    let (_task, answer, mut session) = apn::mesh::e2e::respond(
-        &attacker.identity,
-        &victim.identity.noise_public(),
-        &assigned.noise_handshake,
-    )
-    .unwrap();
-    let execution_id = Uuid::new_v4();
-    attacker
-        .send(&APNMessage::ExecutionStarted(ExecutionStarted {
-            task_id: id,
-            execution_id,
-            executor: attacker.identity.node_id().clone(),
-            started_at: chrono::Utc::now(),
-            noise_handshake: serde_bytes::ByteBuf::from(answer),
-        }))
-        .await;
-    assert!(task_reaches(&victim, id, TaskStatus::Running, EVENT_TIMEOUT).await);
+    let (mut session, execution_id) = attacker.win_and_start(&victim, id).await;
     let dropped_before = victim.metrics.dropped(DropReason::BadResultChunk);
 
     // A result of three chunks, well-formed and signed.

@@ -186,4 +186,57 @@ impl Attacker {
             noise_handshake: handshake.into(),
         })
     }
+
+    /// As a hostile executor: bid on the victim's task `task_id` (already offered), take
+    /// the assignment, answer its handshake and report the run started; returns the run's
+    /// end-to-end session and execution id once the victim shows the task running.
+    pub async fn win_and_start(
+        &mut self,
+        victim: &NodeHandle,
+        task_id: Uuid,
+    ) -> (apn::mesh::e2e::E2eSession, Uuid) {
+        self.next(|m| matches!(m, APNMessage::TaskDistributionRequest(r) if r.task_id == task_id))
+            .await;
+        self.send(&APNMessage::TaskBid(TaskBid {
+            task_id,
+            bidder: self.identity.node_id().clone(),
+            price: Vibe::from_whole(2),
+            estimated_duration_s: 1,
+            capabilities: vec![],
+            valid_until: chrono::Utc::now() + chrono::Duration::seconds(60),
+            free_slots: Some(1),
+        }))
+        .await;
+        let APNMessage::TaskAssigned(assigned) = self
+            .next(|m| matches!(m, APNMessage::TaskAssigned(a) if a.task_id == task_id))
+            .await
+        else {
+            unreachable!("filtered to an assignment");
+        };
+        let (_task, answer, session) = apn::mesh::e2e::respond(
+            &self.identity,
+            &victim.identity.noise_public(),
+            &assigned.noise_handshake,
+        )
+        .expect("the victim's handshake answers");
+        let execution_id = Uuid::new_v4();
+        self.send(&APNMessage::ExecutionStarted(ExecutionStarted {
+            task_id,
+            execution_id,
+            executor: self.identity.node_id().clone(),
+            started_at: chrono::Utc::now(),
+            noise_handshake: serde_bytes::ByteBuf::from(answer),
+        }))
+        .await;
+        assert!(
+            super::task_reaches(
+                victim,
+                task_id,
+                apn::actors::distributor::TaskStatus::Running,
+                EVENT_TIMEOUT
+            )
+            .await
+        );
+        (session, execution_id)
+    }
 }
