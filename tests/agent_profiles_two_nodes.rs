@@ -20,20 +20,6 @@ use common::*;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// Forwards a task's execution events to the test.
-struct Forward(mpsc::UnboundedSender<ExecutionEvent>);
-
-impl Actor for Forward {
-    type Context = Context<Self>;
-}
-
-impl Handler<ExecutionEvent> for Forward {
-    type Result = ();
-    fn handle(&mut self, event: ExecutionEvent, _ctx: &mut Self::Context) {
-        let _ = self.0.send(event);
-    }
-}
-
 /// A task's events so far, then its later ones as they come. The forwarder's mailbox is
 /// large: the relay drops events for a full subscriber, and a test must see them all.
 async fn subscribe(

@@ -14,20 +14,6 @@ use common::attacker::Attacker;
 use common::*;
 use tokio::sync::mpsc;
 
-/// Forwards a task's execution events to the test.
-struct Forward(mpsc::UnboundedSender<ExecutionEvent>);
-
-impl Actor for Forward {
-    type Context = Context<Self>;
-}
-
-impl Handler<ExecutionEvent> for Forward {
-    type Result = ();
-    fn handle(&mut self, event: ExecutionEvent, _ctx: &mut Self::Context) {
-        let _ = self.0.send(event);
-    }
-}
-
 #[actix_rt::test]
 async fn an_executors_progress_past_the_file_limits_is_refused_and_counted() {
     let dir = tempfile::tempdir().unwrap();

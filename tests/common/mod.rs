@@ -17,6 +17,20 @@ pub mod attacker;
 pub mod claude;
 pub mod process;
 
+/// Forwards a task's execution events to the test.
+pub struct Forward(pub mpsc::UnboundedSender<apn::actors::relay::ExecutionEvent>);
+
+impl Actor for Forward {
+    type Context = Context<Self>;
+}
+
+impl Handler<apn::actors::relay::ExecutionEvent> for Forward {
+    type Result = ();
+    fn handle(&mut self, event: apn::actors::relay::ExecutionEvent, _ctx: &mut Self::Context) {
+        let _ = self.0.send(event);
+    }
+}
+
 /// Default bound on waiting for something that should happen.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 
