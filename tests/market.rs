@@ -601,3 +601,46 @@ async fn a_burst_from_one_originator_spreads_over_equal_executors() {
         node.shutdown().await;
     }
 }
+
+#[actix_rt::test]
+async fn a_bid_window_closes_once_every_known_executor_answered() {
+    const WINDOW_MS: u64 = 5000;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    // A window far longer than the run: the task may only finish quickly if the window
+    // closed on the one known executor's bid.
+    let configs = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| {
+            let mut config = market_config(dir.path(), 6, index > 0);
+            config.market.bid_window_ms = WINDOW_MS;
+            config
+        })
+        .collect();
+    let nodes = mesh(configs).await;
+    let origin = &nodes[0];
+    let id = origin
+        .distributor
+        .send(task(repo.path(), "echo fast > fast.txt", 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(origin, id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(view.bids_received, 1, "{view:?}");
+    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
+    let started = view.started_at.expect("start time recorded") - view.created_at;
+    assert!(
+        assigned.num_milliseconds() < (WINDOW_MS / 2) as i64,
+        "assigned {} ms after creation with a {WINDOW_MS} ms window",
+        assigned.num_milliseconds()
+    );
+    assert!(
+        started >= assigned,
+        "started before it was assigned: {view:?}"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -230,6 +230,13 @@ pub struct TaskView {
     pub created_at: DateTime<Utc>,
     /// When the view last changed.
     pub updated_at: DateTime<Utc>,
+    /// When the task was first assigned to a mesh executor (its `TaskAssigned` sent,
+    /// escrow held): with `created_at`, how long the market took to choose.
+    #[serde(default)]
+    pub assigned_at: Option<DateTime<Utc>>,
+    /// When a mesh executor first reported `ExecutionStarted` for it.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// All task attempts, newest first.

@@ -75,7 +75,20 @@ impl TaskDistributor {
             view.assigned_node = Some(offer.node_id.clone());
             view.price = Some(offer.price);
         }
-        view.updated_at = Utc::now();
+        let now = Utc::now();
+        // The first time the machine is seen past these points: the view records what the
+        // market cost (creation to assignment) and what the user waited (to the start).
+        match machine.phase() {
+            Phase::Assigned => {
+                view.assigned_at.get_or_insert(now);
+            }
+            Phase::Running => {
+                view.assigned_at.get_or_insert(now);
+                view.started_at.get_or_insert(now);
+            }
+            _ => {}
+        }
+        view.updated_at = now;
     }
 
     pub(super) fn carry_out(&mut self, id: Uuid, effect: Effect<PeerId>, ctx: &mut Context<Self>) {

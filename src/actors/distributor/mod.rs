@@ -460,6 +460,8 @@ impl Handler<CreateTaskAttempt> for TaskDistributor {
             paid: None,
             created_at: now,
             updated_at: now,
+            assigned_at: None,
+            started_at: None,
         };
         let task = TaskRecord {
             view,
