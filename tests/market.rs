@@ -644,3 +644,60 @@ async fn a_bid_window_closes_once_every_known_executor_answered() {
         node.shutdown().await;
     }
 }
+
+#[actix_rt::test]
+async fn a_refusal_from_an_eligible_executor_closes_the_window_on_the_other_bid() {
+    const WINDOW_MS: u64 = 5000;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    // Two executors announce SHELL with free slots; the second asks far more than the
+    // reward (600 VIBE/h for the default 600 s estimate: 100 VIBE), so it refuses. Without
+    // its refusal the window would wait the full 5 s for it.
+    let configs = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| {
+            let rate = if index == 2 { 600 } else { 6 };
+            let mut config = market_config(dir.path(), rate, index > 0);
+            config.market.bid_window_ms = WINDOW_MS;
+            config
+        })
+        .collect();
+    let nodes = mesh(configs).await;
+    let origin = &nodes[0];
+    // Both executors announced a free slot: both are eligible.
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(origin)
+                .await
+                .iter()
+                .filter(|p| p.announced && p.free_slots > 0)
+                .count()
+                == 2
+        })
+        .await,
+        "the executors' free slots were never announced"
+    );
+    let id = origin
+        .distributor
+        .send(task(repo.path(), "echo fast > fast.txt", 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(origin, id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(view.bids_received, 1, "{view:?}");
+    assert_eq!(
+        view.assigned_node.as_deref(),
+        Some(nodes[1].identity.node_id().to_string().as_str())
+    );
+    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
+    assert!(
+        assigned.num_milliseconds() < (WINDOW_MS / 2) as i64,
+        "assigned {} ms after creation with a {WINDOW_MS} ms window",
+        assigned.num_milliseconds()
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

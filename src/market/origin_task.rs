@@ -38,8 +38,11 @@ pub struct OriginTask<P> {
     round: u32,
     /// Rounds that ended with no bid.
     empty_rounds: u32,
-    /// Peers known to run the profile that the current round was offered to directly.
-    profile_peers: usize,
+    /// Executors known to run the profile with a free slot that the current round was
+    /// offered to directly: once each has bid or refused, the window closes.
+    eligible: Vec<P>,
+    /// Peers that refused the current round's request (at most `bids_per_task_max`).
+    declined: Vec<P>,
     bids: Vec<(P, BidOffer)>,
     ranked: VecDeque<P>,
     tries: Tries,
@@ -57,7 +60,8 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
             phase: Phase::Bundling,
             round: 0,
             empty_rounds: 0,
-            profile_peers: 0,
+            eligible: Vec::new(),
+            declined: Vec::new(),
             bids: Vec::new(),
             ranked: VecDeque::new(),
             tries: Tries::default(),
@@ -117,21 +121,22 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
     fn open_round(&mut self) -> Vec<Effect<P>> {
         self.phase = Phase::Bidding;
         self.round += 1;
-        self.profile_peers = 0;
+        self.eligible.clear();
+        self.declined.clear();
         // A new round: bids of an earlier one held slots that are gone by now.
         self.bids.clear();
         self.ranked.clear();
         vec![Effect::Offer { round: self.round }]
     }
 
-    /// The request of `round` is out, sent directly to `profile_peers` peers known to run
-    /// the profile: close the window after `bid_window`, or at once if the bids that came
-    /// meanwhile already suffice ([`originator::bid_window_done`]).
-    pub fn offered(&mut self, round: u32, profile_peers: usize) -> Vec<Effect<P>> {
+    /// The request of `round` is out, sent directly to the `eligible` executors (known to
+    /// run the profile, with a free slot): close the window after `bid_window`, or at once
+    /// if the answers that came meanwhile already suffice ([`originator::bid_window_done`]).
+    pub fn offered(&mut self, round: u32, eligible: Vec<P>) -> Vec<Effect<P>> {
         if self.phase != Phase::Bidding || round != self.round {
             return Vec::new();
         }
-        self.profile_peers = profile_peers;
+        self.eligible = eligible;
         if self.window_done() {
             return self.close_bidding(round);
         }
@@ -142,7 +147,32 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
     }
 
     fn window_done(&self) -> bool {
-        originator::bid_window_done(self.bids.len(), self.limits.bids_enough, self.profile_peers)
+        let bidders: Vec<P> = self.bids.iter().map(|(peer, _)| *peer).collect();
+        originator::bid_window_done(
+            &bidders,
+            &self.declined,
+            &self.eligible,
+            self.limits.bids_enough,
+        )
+    }
+
+    /// `peer` will not bid in the current round (`TaskBidDeclined`). Once every eligible
+    /// executor has answered, the window closes early: the effects are those of
+    /// [`OriginTask::close_bidding`]. A refusal outside a window, a second one, or one past
+    /// `bids_per_task_max` changes nothing.
+    pub fn declined(&mut self, peer: P) -> Vec<Effect<P>> {
+        if self.phase != Phase::Bidding
+            || self.declined.contains(&peer)
+            || self.bid_of(&peer).is_some()
+            || self.declined.len() >= self.limits.bids_per_task_max
+        {
+            return Vec::new();
+        }
+        self.declined.push(peer);
+        if self.window_done() {
+            return self.close_bidding(self.round);
+        }
+        Vec::new()
     }
 
     /// A bid arrived. Once enough are in ([`originator::bid_window_done`]) the window

@@ -143,5 +143,9 @@ pub fn every_variant(identity: &Identity, at: DateTime<Utc>) -> Vec<APNMessage> 
         APNMessage::PaymentReceipt(PaymentReceipt { tx_id: task_id }),
         APNMessage::PingRequest(PingRequest { nonce: 42 }),
         APNMessage::PingReply(PingReply { nonce: 42 }),
+        APNMessage::TaskBidDeclined(TaskBidDeclined {
+            task_id,
+            reason: "no free slot".into(),
+        }),
     ]
 }

@@ -17,8 +17,8 @@ use crate::market::origin_task::{BidOffer, Effect, OriginTask, Phase};
 use crate::market::{self, BidFacts};
 use crate::mesh::e2e;
 use crate::messages::{
-    APNMessage, DropReason, ExecutionStage, RepoChunk, TaskAssigned, TaskCancelled,
-    TaskDistributionRequest, Topic, Vibe,
+    APNMessage, DECLINE_REASON_MAX, DropReason, ExecutionStage, RepoChunk, TaskAssigned,
+    TaskBidDeclined, TaskCancelled, TaskDistributionRequest, Topic, VerifiedEnvelope, Vibe,
 };
 use crate::protocol::execution::ExecutionEvent;
 use crate::protocol::ledger::{GetReputation, HoldEscrow, RecordOutcome, RefundEscrow};
@@ -192,6 +192,26 @@ impl TaskDistributor {
         }
     }
 
+    /// A bidder says it will not bid for a task (`TaskBidDeclined`): one answer fewer to
+    /// wait for. Only the machine decides whether it counts (an eligible executor of the
+    /// current round); anything else changes nothing and costs a lookup.
+    pub(super) fn on_decline(
+        &mut self,
+        envelope: &VerifiedEnvelope,
+        declined: &TaskBidDeclined,
+        ctx: &mut Context<Self>,
+    ) {
+        let task_id = declined.task_id;
+        if !self.tasks.get(&task_id).is_some_and(|t| t.mesh.is_some()) {
+            self.metrics.count_drop(DropReason::Unauthorized);
+            return;
+        }
+        let reason: String = declined.reason.chars().take(DECLINE_REASON_MAX).collect();
+        tracing::debug!(%task_id, from = %envelope.from_node, %reason, "bid declined");
+        let peer = envelope.from_peer;
+        self.drive(task_id, ctx, |task| task.declined(peer));
+    }
+
     pub(super) fn tell_cancelled(&self, id: Uuid, peer: PeerId, reason: String) {
         self.links.send.do_send(SendTo {
             peer,
@@ -204,8 +224,8 @@ impl TaskDistributor {
 
     /// Send the request of bid round `round`: by gossip and the relay, and straight to the
     /// peers that announced the profile, in random order (gossip alone can miss a peer whose
-    /// subscription has not propagated yet); their number tells the machine when every
-    /// known bidder has answered. Bidders answer a task id once per round, so copies cost
+    /// subscription has not propagated yet); those of them that announced a free slot are
+    /// the eligible executors, and once each has bid or refused the window closes. Bidders answer a task id once per round, so copies cost
     /// nothing.
     fn offer(&mut self, id: Uuid, round: u32, ctx: &mut Context<Self>) {
         let Some(task) = self.tasks.get(&id) else {
@@ -229,18 +249,24 @@ impl TaskDistributor {
         let message = APNMessage::TaskDistributionRequest(request);
         let work = async move {
             let peers = peers_of.send(GetPeers).await.unwrap_or_default();
-            let mut direct: Vec<PeerId> = peers
+            let mut direct: Vec<(PeerId, u32)> = peers
                 .iter()
                 .filter(|p| p.announced && p.executor_profiles.contains(&profile))
-                .filter_map(|p| p.peer_id.parse().ok())
+                .filter_map(|p| Some((p.peer_id.parse().ok()?, p.free_slots)))
                 .collect();
             // In a new order each time: the window may close on the first bids in, and a
             // peer always offered last would never be among them.
             rand::seq::SliceRandom::shuffle(&mut direct[..], &mut rand::thread_rng());
             direct.truncate(super::DIRECT_OFFERS_MAX);
-            let profile_peers = direct.len();
-            let offered_directly = profile_peers > 0;
-            for peer in direct {
+            // Those that announced a free slot are the ones worth waiting for; a busy one
+            // is offered the task too (its announcement may be stale) but not waited for.
+            let eligible: Vec<PeerId> = direct
+                .iter()
+                .filter(|(_, free_slots)| *free_slots > 0)
+                .map(|(peer, _)| *peer)
+                .collect();
+            let offered_directly = !direct.is_empty();
+            for (peer, _) in direct {
                 if let Ok(Err(e)) = send
                     .send(SendTo {
                         peer,
@@ -258,13 +284,13 @@ impl TaskDistributor {
                 })
                 .await
             {
-                Ok(Ok(())) => Ok(profile_peers),
+                Ok(Ok(())) => Ok(eligible),
                 Ok(Err(e)) if !offered_directly => {
                     Err(format!("cannot offer the task to the mesh: {e}"))
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "gossip offer not sent; direct offers were");
-                    Ok(profile_peers)
+                    Ok(eligible)
                 }
                 Err(e) => Err(format!("peer manager gone: {e}")),
             }
@@ -272,7 +298,7 @@ impl TaskDistributor {
         ctx.spawn(
             work.into_actor(self)
                 .map(move |offered, actor, ctx| match offered {
-                    Ok(profile_peers) => {
+                    Ok(eligible) => {
                         let reward = actor.tasks.get(&id).map(|t| t.request.reward);
                         let details = TaskDistributedDetails {
                             task_id: id,
@@ -284,7 +310,7 @@ impl TaskDistributor {
                             TransactionDetails::TaskDistributed(details),
                             format!("{} offered to the mesh", actor.title(id)),
                         );
-                        actor.drive(id, ctx, |task| task.offered(round, profile_peers));
+                        actor.drive(id, ctx, |task| task.offered(round, eligible));
                     }
                     Err(reason) => actor.drive(id, ctx, |task| task.fail(reason)),
                 }),

@@ -396,6 +396,7 @@ impl Handler<Inbound> for TaskDistributor {
         let envelope = inbound.envelope;
         match &envelope.message {
             APNMessage::TaskBid(bid) => self.on_bid(&envelope, bid, ctx),
+            APNMessage::TaskBidDeclined(declined) => self.on_decline(&envelope, declined, ctx),
             _ => self.on_execution_message(&envelope, ctx),
         }
     }

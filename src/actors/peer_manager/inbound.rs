@@ -96,7 +96,9 @@ impl PeerManager {
             message => {
                 let (route, role) = match message {
                     APNMessage::TaskDistributionRequest(_) => (&self.routes.bidder, Role::Bidder),
-                    APNMessage::TaskBid(_) => (&self.routes.distributor, Role::Distributor),
+                    APNMessage::TaskBid(_) | APNMessage::TaskBidDeclined(_) => {
+                        (&self.routes.distributor, Role::Distributor)
+                    }
                     APNMessage::TaskAssigned(_)
                     | APNMessage::RepoChunk(_)
                     | APNMessage::TaskCancelled(_) => (&self.routes.executor, Role::Executor),

@@ -40,7 +40,7 @@ fn bidding() -> OriginTask<u32> {
     let mut task = OriginTask::new(limits());
     assert_eq!(task.bundled(), vec![Effect::Offer { round: 1 }]);
     assert_eq!(
-        task.offered(1, 0),
+        task.offered(1, vec![]),
         vec![Effect::CloseBiddingAfter {
             round: 1,
             after: WINDOW
@@ -94,7 +94,7 @@ fn assigned() -> (OriginTask<u32>, Uuid, Instant) {
 #[test]
 fn stale_round_events_change_nothing() {
     let mut task = bidding();
-    assert!(task.offered(0, 0).is_empty());
+    assert!(task.offered(0, vec![]).is_empty());
     assert!(task.close_bidding(7).is_empty());
     assert_eq!(task.phase(), Phase::Bidding);
     assert!(task.bundled().is_empty(), "bundled twice opens no round");
@@ -131,7 +131,7 @@ fn the_window_closes_at_the_enough_th_bid() {
     task.bundled();
     // Five peers known to run the profile: two bids are enough.
     assert_eq!(
-        task.offered(1, 5),
+        task.offered(1, vec![1, 2, 3, 4, 5]),
         vec![Effect::CloseBiddingAfter {
             round: 1,
             after: WINDOW
@@ -153,7 +153,7 @@ fn the_window_closes_at_the_enough_th_bid() {
 fn the_window_closes_once_every_known_bidder_bid() {
     let mut task = OriginTask::<u32>::new(limits_enough(3));
     task.bundled();
-    task.offered(1, 2);
+    task.offered(1, vec![1, 2]);
     assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
     let effects = task.bid(2, offer(6, 100)).unwrap();
     assert!(
@@ -164,7 +164,7 @@ fn the_window_closes_once_every_known_bidder_bid() {
     let mut task = OriginTask::<u32>::new(limits_enough(3));
     task.bundled();
     assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
-    let effects = task.offered(1, 1);
+    let effects = task.offered(1, vec![1]);
     assert!(
         matches!(&effects[..], [Effect::JudgeBids { .. }]),
         "{effects:?}"
@@ -172,18 +172,80 @@ fn the_window_closes_once_every_known_bidder_bid() {
     // No peer known: only enough bids close early; otherwise the whole window runs.
     let mut task = OriginTask::<u32>::new(limits_enough(3));
     task.bundled();
-    task.offered(1, 0);
+    task.offered(1, vec![]);
     assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
     assert_eq!(task.bid(2, offer(5, 100)), Ok(vec![]));
     assert_eq!(task.phase(), Phase::Bidding);
     // A new round forgets the known peers of the last one.
     let mut task = OriginTask::<u32>::new(limits_enough(3));
     task.bundled();
-    task.offered(1, 1);
+    task.offered(1, vec![1]);
     task.close_bidding(1);
     task.judged(1, vec![], wall(0));
     task.offer_again(1);
     assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    assert_eq!(task.phase(), Phase::Bidding);
+}
+
+#[test]
+fn the_window_closes_once_every_eligible_executor_bid_or_refused() {
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled();
+    task.offered(1, vec![1, 2, 3]);
+    assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    assert!(task.declined(2).is_empty());
+    // A refusal twice, or from a stranger, answers for nobody else.
+    assert!(task.declined(2).is_empty());
+    assert!(task.declined(9).is_empty());
+    assert_eq!(task.phase(), Phase::Bidding);
+    let effects = task.declined(3);
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { round: 1, bids }] if bids.len() == 1),
+        "{effects:?}"
+    );
+    // A bidder cannot also refuse; a refusal after the window changes nothing.
+    assert!(task.declined(1).is_empty());
+
+    // Everyone eligible refused, before the request was even out: the window closes empty
+    // at once, and the task is offered again after a pause.
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled();
+    assert!(task.declined(1).is_empty());
+    let effects = task.offered(1, vec![1]);
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { round: 1, bids }] if bids.is_empty()),
+        "{effects:?}"
+    );
+    assert_eq!(
+        task.judged(1, vec![], wall(0)),
+        vec![Effect::OfferAgainAfter {
+            round: 1,
+            after: WINDOW
+        }]
+    );
+    // The next round forgets the refusals of the last.
+    task.offer_again(1);
+    assert_eq!(
+        task.offered(2, vec![1]),
+        vec![Effect::CloseBiddingAfter {
+            round: 2,
+            after: WINDOW
+        }]
+    );
+}
+
+#[test]
+fn refusals_are_bounded_per_round() {
+    let mut task = OriginTask::<u32>::new(OriginLimits {
+        bids_per_task_max: 2,
+        ..limits_enough(3)
+    });
+    task.bundled();
+    task.offered(1, vec![1, 2, 3]);
+    assert!(task.declined(1).is_empty());
+    assert!(task.declined(2).is_empty());
+    // The third refusal is past the bound: not counted, so the window stays open.
+    assert!(task.declined(3).is_empty());
     assert_eq!(task.phase(), Phase::Bidding);
 }
 
@@ -204,7 +266,7 @@ fn empty_rounds_are_offered_again_then_the_task_fails() {
             task.offer_again(round),
             vec![Effect::Offer { round: round + 1 }]
         );
-        task.offered(round + 1, 0);
+        task.offered(round + 1, vec![]);
     }
     task.close_bidding(2);
     let effects = task.judged(2, vec![], wall(0));
