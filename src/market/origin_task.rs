@@ -1,7 +1,9 @@
 //! The originator's side of a task offered to the mesh, as a state machine with no I/O:
 //!
 //! ```text
-//!                enough bids, or every known bidder bid: early
+//!        a live offer: one executor asked first; its refusal or silence: a full round
+//!                ┌───────┐
+//!                enough bids, or every eligible executor answered: early
 //!                ┌───────┐
 //! bundling ─► bidding ─► judging ─► escrowing ─► assigned ─► running ─► verifying ─► settling ─► completed
 //!                ▲  │ no bid (rounds left)  │ escrow / seal failed: next bid     │ refusal, failure, silence,
@@ -43,6 +45,10 @@ pub struct OriginTask<P> {
     eligible: Vec<P>,
     /// Peers that refused the current round's request (at most `bids_per_task_max`).
     declined: Vec<P>,
+    /// The current round asks one executor, whose live offer matched, and nobody else.
+    direct: Option<P>,
+    /// The assignment came from such a round: no bid window was waited out.
+    via_offer: bool,
     bids: Vec<(P, BidOffer)>,
     ranked: VecDeque<P>,
     tries: Tries,
@@ -62,6 +68,8 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
             empty_rounds: 0,
             eligible: Vec::new(),
             declined: Vec::new(),
+            direct: None,
+            via_offer: false,
             bids: Vec::new(),
             ranked: VecDeque::new(),
             tries: Tries::default(),
@@ -110,6 +118,12 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         self.bids.iter().find(|(p, _)| p == peer).map(|(_, b)| b)
     }
 
+    /// Whether the assignment in force (or the last one) came from a live offer, with no
+    /// bid window waited out.
+    pub fn via_offer(&self) -> bool {
+        self.via_offer
+    }
+
     /// The bundle is written: open the first bid round.
     pub fn bundled(&mut self) -> Vec<Effect<P>> {
         if self.phase != Phase::Bundling {
@@ -118,9 +132,26 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         self.open_round()
     }
 
+    /// The bundle is written and `peer`'s live offer matches the task
+    /// ([`super::offers::pick_offer`]): ask it alone. Its bid closes the round at once
+    /// (it is the only eligible executor); its refusal, or silence for a bid window, opens
+    /// a full round at once, which counts as neither an empty round nor a re-offer.
+    pub fn bundled_direct(&mut self, peer: P) -> Vec<Effect<P>> {
+        if self.phase != Phase::Bundling {
+            return Vec::new();
+        }
+        let _ = self.open_round();
+        self.direct = Some(peer);
+        vec![Effect::OfferTo {
+            round: self.round,
+            peer,
+        }]
+    }
+
     fn open_round(&mut self) -> Vec<Effect<P>> {
         self.phase = Phase::Bidding;
         self.round += 1;
+        self.direct = None;
         self.eligible.clear();
         self.declined.clear();
         // A new round: bids of an earlier one held slots that are gone by now.
@@ -136,7 +167,11 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         if self.phase != Phase::Bidding || round != self.round {
             return Vec::new();
         }
-        self.eligible = eligible;
+        // A direct round waits for its one executor, whoever else is known.
+        self.eligible = match self.direct {
+            Some(peer) => vec![peer],
+            None => eligible,
+        };
         if self.window_done() {
             return self.close_bidding(round);
         }
@@ -218,6 +253,11 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         if self.phase != Phase::Judging || round != self.round {
             return Vec::new();
         }
+        if ranked.is_empty() && self.direct.is_some() {
+            // The executor whose offer matched refused or stayed silent: its offer was
+            // stale. Ask the mesh now, as if no offer had been known.
+            return self.open_round();
+        }
         if ranked.is_empty() {
             // Free slots come back as runs finish and reservations lapse: offer again a
             // few times (`bid_rounds_max` rounds in all) before giving up.
@@ -263,6 +303,7 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
                     return self.fail("a ranked bid vanished".into());
                 };
                 self.tries.attempts += 1;
+                self.via_offer = self.direct.is_some();
                 self.phase = Phase::Escrowing;
                 let escrow_id = Uuid::new_v4();
                 self.escrowing = Some((peer, escrow_id));
@@ -275,6 +316,14 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
             NextStep::OfferAgain { .. } => {
                 // Every bid left had run out (the executor before them was slow to fail).
                 self.tries.reoffers += 1;
+                self.open_round()
+            }
+            NextStep::GiveUp
+                if self.direct.is_some()
+                    && self.tries.attempts <= self.limits.reassignments_max =>
+            {
+                // The one executor asked through its offer did not deliver: a direct round
+                // had no other bids to fall back on, so ask the mesh.
                 self.open_round()
             }
             NextStep::GiveUp => {

@@ -237,6 +237,10 @@ pub struct TaskView {
     /// When a mesh executor first reported `ExecutionStarted` for it.
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
+    /// The first assignment came through the fast path: the executor's live offer matched
+    /// and it accepted at once, with no bid window waited out (`market::offers`).
+    #[serde(default)]
+    pub via_offer: bool,
 }
 
 /// All task attempts, newest first.

@@ -80,10 +80,16 @@ impl TaskDistributor {
         // market cost (creation to assignment) and what the user waited (to the start).
         match machine.phase() {
             Phase::Assigned => {
-                view.assigned_at.get_or_insert(now);
+                if view.assigned_at.is_none() {
+                    view.assigned_at = Some(now);
+                    view.via_offer = machine.via_offer();
+                }
             }
             Phase::Running => {
-                view.assigned_at.get_or_insert(now);
+                if view.assigned_at.is_none() {
+                    view.assigned_at = Some(now);
+                    view.via_offer = machine.via_offer();
+                }
                 view.started_at.get_or_insert(now);
             }
             _ => {}
@@ -94,6 +100,7 @@ impl TaskDistributor {
     pub(super) fn carry_out(&mut self, id: Uuid, effect: Effect<PeerId>, ctx: &mut Context<Self>) {
         match effect {
             Effect::Offer { round } => self.offer(id, round, ctx),
+            Effect::OfferTo { round, peer } => self.offer_to(id, round, peer, ctx),
             Effect::CloseBiddingAfter { round, after } => {
                 ctx.run_later(after, move |actor, ctx| {
                     actor.drive(id, ctx, |task| task.close_bidding(round))
@@ -111,8 +118,16 @@ impl TaskDistributor {
                 escrow_id,
             } => {
                 // Counted at the choice, so the next task judged (a burst judges many at
-                // once) already sees it.
-                self.recent.record(peer, Instant::now());
+                // once) already sees it; an executor asked through its offer was counted
+                // when it was asked.
+                let via_offer = self
+                    .tasks
+                    .get(&id)
+                    .and_then(|t| t.mesh.as_ref())
+                    .is_some_and(|m| m.via_offer());
+                if !via_offer {
+                    self.recent.record(peer, Instant::now());
+                }
                 self.hold_and_seal(id, peer, price, escrow_id, ctx)
             }
             Effect::SendAssignment { peer, escrow_id } => {
@@ -212,6 +227,50 @@ impl TaskDistributor {
         self.drive(task_id, ctx, |task| task.declined(peer));
     }
 
+    /// The request bidders see for task `id`, its deadline one bid window from now.
+    pub(super) fn request_of(&self, id: Uuid) -> Option<TaskDistributionRequest> {
+        let task = self.tasks.get(&id)?;
+        let window = Duration::from_millis(self.config.market.bid_window_ms);
+        Some(TaskDistributionRequest {
+            task_id: id,
+            executor_profile: task.request.executor_profile.clone(),
+            requirements: task.request.requirements.clone(),
+            reward: task.request.reward,
+            content_hash: market::content_hash(&task.request.prompt, &task.base_commit),
+            bid_deadline: Utc::now() + chrono::Duration::from_std(window).unwrap_or_default(),
+        })
+    }
+
+    /// Send the request of round `round` to `peer` alone, whose live offer matched: no
+    /// gossip, nobody else asked. Undelivered, the round is over at once with no answer
+    /// (the machine then asks the mesh); delivered, the window waits for its one answer.
+    fn offer_to(&mut self, id: Uuid, round: u32, peer: PeerId, ctx: &mut Context<Self>) {
+        let Some(request) = self.request_of(id) else {
+            return;
+        };
+        let send = self.links.send.clone();
+        let message = APNMessage::TaskDistributionRequest(request);
+        ctx.spawn(
+            async move { send.send(SendTo { peer, message }).await }
+                .into_actor(self)
+                .map(move |sent, actor, ctx| match sent {
+                    Ok(Ok(_)) => {
+                        tracing::debug!(task_id = %id, %peer, "asked the executor of a live offer");
+                        actor.drive(id, ctx, |task| task.offered(round, vec![peer]));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(task_id = %id, %peer, error = %e, "offer request not delivered");
+                        actor.drive(id, ctx, |task| task.declined(peer));
+                        actor.drive(id, ctx, |task| task.offered(round, vec![peer]));
+                    }
+                    Err(e) => {
+                        let reason = format!("peer manager gone: {e}");
+                        actor.drive(id, ctx, |task| task.fail(reason));
+                    }
+                }),
+        );
+    }
+
     pub(super) fn tell_cancelled(&self, id: Uuid, peer: PeerId, reason: String) {
         self.links.send.do_send(SendTo {
             peer,
@@ -225,20 +284,11 @@ impl TaskDistributor {
     /// Send the request of bid round `round`: by gossip and the relay, and straight to the
     /// peers that announced the profile, in random order (gossip alone can miss a peer whose
     /// subscription has not propagated yet); those of them that announced a free slot are
-    /// the eligible executors, and once each has bid or refused the window closes. Bidders answer a task id once per round, so copies cost
-    /// nothing.
+    /// the eligible executors, and once each has bid or refused the window closes. Bidders
+    /// answer a task id once per round, so copies cost nothing.
     fn offer(&mut self, id: Uuid, round: u32, ctx: &mut Context<Self>) {
-        let Some(task) = self.tasks.get(&id) else {
+        let Some(request) = self.request_of(id) else {
             return;
-        };
-        let window = Duration::from_millis(self.config.market.bid_window_ms);
-        let request = TaskDistributionRequest {
-            task_id: id,
-            executor_profile: task.request.executor_profile.clone(),
-            requirements: task.request.requirements.clone(),
-            reward: task.request.reward,
-            content_hash: market::content_hash(&task.request.prompt, &task.base_commit),
-            bid_deadline: Utc::now() + chrono::Duration::from_std(window).unwrap_or_default(),
         };
         let (peers_of, send, broadcast) = (
             self.links.peers.clone(),

@@ -178,6 +178,8 @@ impl PeerManager {
             info.free_slots = announcement.free_slots;
             info.listen_addrs = announcement.listen_addrs;
             info.announced = true;
+            // Receipt time, not the signer's clock: a peer cannot stretch its offer's life.
+            info.announced_at = Some(chrono::Utc::now());
             entry.noise_static_key = announcement.noise_static_key.as_slice().try_into().ok();
             reply_due = entry
                 .announced_to_at

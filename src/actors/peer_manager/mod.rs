@@ -332,6 +332,7 @@ impl PeerManager {
                 },
                 connected: self.connected.contains(&peer),
                 announced: false,
+                announced_at: None,
                 listen_addrs: Vec::new(),
                 first_seen: now,
                 last_seen: now,

@@ -480,3 +480,82 @@ fn failing_for_good_refunds_a_live_assignment() {
     );
     assert!(task.fail("again".into()).is_empty());
 }
+
+#[test]
+fn a_live_offer_is_asked_alone_and_its_bid_assigns_at_once() {
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    assert_eq!(
+        task.bundled_direct(7),
+        vec![Effect::OfferTo { round: 1, peer: 7 }]
+    );
+    // Whoever else is known, the round waits for the one executor asked.
+    assert_eq!(
+        task.offered(1, vec![1, 2, 7]),
+        vec![Effect::CloseBiddingAfter {
+            round: 1,
+            after: WINDOW
+        }]
+    );
+    let effects = task.bid(7, offer(5, 100)).unwrap();
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { round: 1, bids }] if bids.len() == 1),
+        "{effects:?}"
+    );
+    let effects = task.judged(1, vec![7], wall(0));
+    hold_for(&effects, 7);
+    assert!(task.via_offer());
+}
+
+#[test]
+fn a_refused_or_silent_offer_falls_back_to_a_full_round_at_once() {
+    // Refused: the full round opens with no pause, and is not an empty round.
+    let mut task = OriginTask::<u32>::new(OriginLimits {
+        bid_rounds_max: 1,
+        ..limits_enough(3)
+    });
+    task.bundled_direct(7);
+    task.offered(1, vec![7]);
+    let effects = task.declined(7);
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { round: 1, bids }] if bids.is_empty()),
+        "{effects:?}"
+    );
+    assert_eq!(
+        task.judged(1, vec![], wall(0)),
+        vec![Effect::Offer { round: 2 }]
+    );
+    // The full round knows everyone eligible again; its bid is assigned the usual way.
+    task.offered(2, vec![1, 7]);
+    assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    task.close_bidding(2);
+    let effects = task.judged(2, vec![1], wall(0));
+    hold_for(&effects, 1);
+    assert!(!task.via_offer());
+
+    // Silent: the window's timer ends the direct round the same way.
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled_direct(7);
+    task.offered(1, vec![7]);
+    assert!(matches!(
+        &task.close_bidding(1)[..],
+        [Effect::JudgeBids { .. }]
+    ));
+    assert_eq!(
+        task.judged(1, vec![], wall(0)),
+        vec![Effect::Offer { round: 2 }]
+    );
+}
+
+#[test]
+fn an_offer_assignment_that_fails_asks_the_mesh_instead_of_giving_up() {
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled_direct(7);
+    task.offered(1, vec![7]);
+    task.bid(7, offer(5, 100)).unwrap();
+    let effects = task.judged(1, vec![7], wall(0));
+    let escrow_id = hold_for(&effects, 7);
+    task.prepared(escrow_id, Instant::now());
+    let effects = task.executor_gave_up(None, "slot taken".into(), wall(0));
+    assert!(effects.contains(&Effect::Offer { round: 2 }), "{effects:?}");
+    assert_eq!(task.phase(), Phase::Bidding);
+}
