@@ -368,7 +368,7 @@ impl Default for MarketConfig {
             bid_window_ms: 300,
             bids_per_task_max: 64,
             bids_enough: 3,
-            offer_ttl_ms: 10_000,
+            offer_ttl_ms: 60_000,
             bid_rounds_max: 3,
             reassignments_max: 2,
             heartbeat_timeout_s: 30,

@@ -103,6 +103,13 @@ pub fn pick_offer<P: Copy>(
         .map(|(offer, _)| offer.peer)
 }
 
+/// Whether going from `before` to `after` free slots changes what peers should believe of
+/// this node's offer: it stops being one (no slot left) or becomes one again. The count
+/// alone only breaks ties, and the periodic announcement carries it.
+pub fn offer_changed(before: u32, after: u32) -> bool {
+    (before == 0) != (after == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +193,14 @@ mod tests {
         let mut bare = offer(1, 12, 1, 0);
         bare.capabilities.clear();
         assert_eq!(offer_matches(&bare, &request(10), min, TTL, now()), None);
+    }
+
+    #[test]
+    fn only_running_out_of_slots_or_getting_one_back_changes_an_offer() {
+        assert!(offer_changed(1, 0));
+        assert!(offer_changed(0, 3));
+        assert!(!offer_changed(4, 3));
+        assert!(!offer_changed(0, 0));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! `market`: a trivial task (SHELL `true`, one-file repository) from create to settled,
 //! direct and via the relay (median and p99, against spawning the same process directly),
+//! from create to running (`ExecutionStarted` at the originator, as its task view records
+//! it) direct, against a bare libp2p request/response round trip measured in the same run:
+//! what the market (the offer or the bid round, escrow, the sealed assignment) costs,
 //! tasks settled per second with one originator and 4 executors (against processes
 //! spawned per second), and how many of 4 equal executors a burst of 40 tasks from one
 //! originator uses.
@@ -153,10 +156,29 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
     let (nodes, _dirs) = market_pair(None).await?;
     warm_up(&nodes[0], repo.path()).await?;
     let mut latencies = Vec::new();
+    let mut to_running = Vec::new();
     for _ in 0..samples {
-        latencies.push(settle_one(&nodes[0], repo.path()).await?);
+        let started = Instant::now();
+        let view = settle_view(&nodes[0], repo.path()).await?;
+        latencies.push(started.elapsed());
+        let running = view
+            .started_at
+            .context("a settled mesh task records its start")?
+            - view.created_at;
+        to_running.push(running.to_std().unwrap_or_default());
     }
     let (median, p99) = median_p99_ms(&mut latencies);
+    let (running_median, _) = median_p99_ms(&mut to_running);
+    let mut bare = crate::rtt::bare_libp2p_rtts(samples.max(100)).await?;
+    let (bare_median, _) = median_p99_ms(&mut bare);
+    emit(
+        "market",
+        "task_create_to_running_direct_median",
+        running_median,
+        "ms",
+        "libp2p_request_response_median",
+        bare_median,
+    );
     emit(
         "market",
         "task_create_to_settled_direct_median",
