@@ -78,21 +78,13 @@ impl TaskDistributor {
         let now = Utc::now();
         // The first time the machine is seen past these points: the view records what the
         // market cost (creation to assignment) and what the user waited (to the start).
-        match machine.phase() {
-            Phase::Assigned => {
-                if view.assigned_at.is_none() {
-                    view.assigned_at = Some(now);
-                    view.via_offer = machine.via_offer();
-                }
-            }
-            Phase::Running => {
-                if view.assigned_at.is_none() {
-                    view.assigned_at = Some(now);
-                    view.via_offer = machine.via_offer();
-                }
-                view.started_at.get_or_insert(now);
-            }
-            _ => {}
+        let phase = machine.phase();
+        if matches!(phase, Phase::Assigned | Phase::Running) && view.assigned_at.is_none() {
+            view.assigned_at = Some(now);
+            view.via_offer = machine.via_offer();
+        }
+        if phase == Phase::Running {
+            view.started_at.get_or_insert(now);
         }
         view.updated_at = now;
     }
@@ -217,7 +209,7 @@ impl TaskDistributor {
         ctx: &mut Context<Self>,
     ) {
         let task_id = declined.task_id;
-        if !self.tasks.get(&task_id).is_some_and(|t| t.mesh.is_some()) {
+        if self.tasks.get(&task_id).is_none_or(|t| t.mesh.is_none()) {
             self.metrics.count_drop(DropReason::Unauthorized);
             return;
         }
