@@ -170,12 +170,15 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
     warm_up(&nodes[0], repo.path()).await?;
     let mut latencies = Vec::new();
     let mut to_running = Vec::new();
+    let mut via_offer = 0;
     for _ in 0..samples {
         let started = Instant::now();
         let view = settle_view(&nodes[0], repo.path()).await?;
         latencies.push(started.elapsed());
         to_running.push(create_to_running(&view)?);
+        via_offer += usize::from(view.via_offer);
     }
+    eprintln!("direct: {via_offer}/{samples} tasks assigned through a live offer");
     let (median, p99) = median_p99_ms(&mut latencies);
     let (running_median, _) = median_p99_ms(&mut to_running);
     let mut bare = crate::rtt::bare_libp2p_rtts(samples.max(100)).await?;
