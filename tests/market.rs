@@ -123,8 +123,11 @@ fn applies_cleanly(repo: &Path, diff: &str) {
 async fn best_bid_runs_the_task_streams_it_back_and_is_paid() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let repo = sample_repo();
+    // A bid round, not the fast path: both executors bid and the ranking picks.
+    let mut origin_config = market_config(dirs[0].path(), 10, false);
+    origin_config.market.offer_ttl_ms = 0;
     let nodes = mesh(vec![
-        market_config(dirs[0].path(), 10, false),
+        origin_config,
         market_config(dirs[1].path(), 6, true), // cheaper: 1 VIBE for 10 minutes
         market_config(dirs[2].path(), 30, true), // dearer: 5 VIBE
     ])
@@ -596,6 +599,217 @@ async fn a_burst_from_one_originator_spreads_over_equal_executors() {
             .collect::<std::collections::BTreeSet<_>>(),
         expected,
         "tasks per executor: {executors:?}"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_bid_window_closes_once_every_known_executor_answered() {
+    const WINDOW_MS: u64 = 5000;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    // A window far longer than the run: the task may only finish quickly if the window
+    // closed on the one known executor's bid.
+    let configs = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| {
+            let mut config = market_config(dir.path(), 6, index > 0);
+            config.market.bid_window_ms = WINDOW_MS;
+            // No fast path: this is about the bid round itself.
+            config.market.offer_ttl_ms = 0;
+            config
+        })
+        .collect();
+    let nodes = mesh(configs).await;
+    let origin = &nodes[0];
+    let id = origin
+        .distributor
+        .send(task(repo.path(), "echo fast > fast.txt", 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(origin, id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(view.bids_received, 1, "{view:?}");
+    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
+    let started = view.started_at.expect("start time recorded") - view.created_at;
+    assert!(
+        assigned.num_milliseconds() < (WINDOW_MS / 2) as i64,
+        "assigned {} ms after creation with a {WINDOW_MS} ms window",
+        assigned.num_milliseconds()
+    );
+    assert!(
+        started >= assigned,
+        "started before it was assigned: {view:?}"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_refusal_from_an_eligible_executor_closes_the_window_on_the_other_bid() {
+    const WINDOW_MS: u64 = 5000;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    // Two executors announce SHELL with free slots; the second asks far more than the
+    // reward (600 VIBE/h for the default 600 s estimate: 100 VIBE), so it refuses. Without
+    // its refusal the window would wait the full 5 s for it.
+    let configs = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| {
+            let rate = if index == 2 { 600 } else { 6 };
+            let mut config = market_config(dir.path(), rate, index > 0);
+            config.market.bid_window_ms = WINDOW_MS;
+            // No fast path: this is about the bid round itself.
+            config.market.offer_ttl_ms = 0;
+            config
+        })
+        .collect();
+    let nodes = mesh(configs).await;
+    let origin = &nodes[0];
+    // Both executors announced a free slot: both are eligible.
+    assert!(
+        wait_until(EVENT_TIMEOUT, || async {
+            peers(origin)
+                .await
+                .iter()
+                .filter(|p| p.announced && p.free_slots > 0)
+                .count()
+                == 2
+        })
+        .await,
+        "the executors' free slots were never announced"
+    );
+    let id = origin
+        .distributor
+        .send(task(repo.path(), "echo fast > fast.txt", 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(origin, id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert_eq!(view.bids_received, 1, "{view:?}");
+    assert_eq!(
+        view.assigned_node.as_deref(),
+        Some(nodes[1].identity.node_id().to_string().as_str())
+    );
+    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
+    assert!(
+        assigned.num_milliseconds() < (WINDOW_MS / 2) as i64,
+        "assigned {} ms after creation with a {WINDOW_MS} ms window",
+        assigned.num_milliseconds()
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// True once `origin` holds a live offer (an announcement with a free slot) from `count`
+/// executors.
+async fn offers_known(origin: &NodeHandle, count: usize) -> bool {
+    wait_until(EVENT_TIMEOUT, || async {
+        peers(origin)
+            .await
+            .iter()
+            .filter(|p| p.announced && p.free_slots > 0 && p.announced_at.is_some())
+            .count()
+            == count
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn a_live_offer_assigns_the_task_without_a_bid_round() {
+    const WINDOW_MS: u64 = 5000;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    let configs = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| {
+            let mut config = market_config(dir.path(), 6, index > 0);
+            config.market.bid_window_ms = WINDOW_MS;
+            config.market.offer_ttl_ms = 60_000;
+            config
+        })
+        .collect();
+    let nodes = mesh(configs).await;
+    let origin = &nodes[0];
+    assert!(offers_known(origin, 1).await, "no offer announced");
+    let id = origin
+        .distributor
+        .send(task(repo.path(), "echo fast > fast.txt", 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(origin, id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert!(view.via_offer, "not assigned through the offer: {view:?}");
+    // The executor's acceptance is its one answer; nobody else was asked.
+    assert_eq!(view.bids_received, 1, "{view:?}");
+    assert_eq!(view.attempts, 1, "{view:?}");
+    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
+    assert!(
+        assigned.num_milliseconds() < (WINDOW_MS / 2) as i64,
+        "assigned {} ms after creation with a {WINDOW_MS} ms window",
+        assigned.num_milliseconds()
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_refused_offer_falls_back_to_a_bid_round_at_once() {
+    const WINDOW_MS: u64 = 5000;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let repo = sample_repo();
+    // The cheapest offer (1 VIBE for the 600 s estimate) is from an executor that runs no
+    // peer's task (accept policy `none`, which its announcement does not show): asked
+    // first, it refuses. The other (5 VIBE) bids in the full round that follows.
+    let configs = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| {
+            let rate = if index == 1 { 6 } else { 30 };
+            let mut config = market_config(dir.path(), rate, index > 0);
+            config.market.bid_window_ms = WINDOW_MS;
+            config.market.offer_ttl_ms = 60_000;
+            if index == 1 {
+                config.accept.policy = apn::config::AcceptPolicy::None;
+            }
+            config
+        })
+        .collect();
+    let nodes = mesh(configs).await;
+    let origin = &nodes[0];
+    assert!(offers_known(origin, 2).await, "offers not announced");
+    let id = origin
+        .distributor
+        .send(task(repo.path(), "echo fast > fast.txt", 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let view = task_final(origin, id, TASK_TIMEOUT).await;
+    assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
+    assert!(!view.via_offer, "{view:?}");
+    assert_eq!(
+        view.assigned_node.as_deref(),
+        Some(nodes[2].identity.node_id().to_string().as_str()),
+        "{view:?}"
+    );
+    assert_eq!(view.paid, Some(Vibe::from_whole(5)), "{view:?}");
+    // Neither the refusal nor the full round after it waited out a window.
+    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
+    assert!(
+        assigned.num_milliseconds() < (WINDOW_MS / 2) as i64,
+        "assigned {} ms after creation with a {WINDOW_MS} ms window",
+        assigned.num_milliseconds()
     );
     for node in nodes {
         node.shutdown().await;

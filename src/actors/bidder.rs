@@ -4,8 +4,12 @@
 //! per-peer rate, the live-bid bound) is the pure [`BidBook`]; what to bid is
 //! [`market::decide_bid`]. This actor only carries out their answers.
 //!
+//! A request it will not answer with a bid, for a profile it runs, gets a
+//! `TaskBidDeclined` instead ([`market::tells_refusal`]), so the originator's bid window
+//! need not wait for this node; copies and rate-limited requests get nothing.
+//!
 //! In: `Inbound` (`TaskDistributionRequest`). Out: `ReserveSlot` to the executor, `SendTo`
-//! (the bid) to the peer manager.
+//! (the bid, or the refusal) to the peer manager.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +21,9 @@ use crate::config::Config;
 use crate::identity::Identity;
 use crate::market::bidder::{BidBook, BidBookLimits, RESERVATION_GRACE, RequestRefused};
 use crate::market::{self, BidderState};
-use crate::messages::{APNMessage, DropReason, TaskBid, TaskDistributionRequest, VerifiedEnvelope};
+use crate::messages::{
+    APNMessage, DropReason, TaskBid, TaskBidDeclined, TaskDistributionRequest, VerifiedEnvelope,
+};
 use crate::metrics::NetMetrics;
 use crate::protocol::execution::ReserveSlot;
 use crate::protocol::mesh::{Inbound, SendTo};
@@ -108,6 +114,14 @@ impl Bidder {
             Ok(price) => price,
             Err(reason) => {
                 tracing::debug!(task_id = %request.task_id, %reason, "not bidding");
+                if market::tells_refusal(&reason) {
+                    decline(
+                        &self.links.send,
+                        origin,
+                        request.task_id,
+                        reason.to_string(),
+                    );
+                }
                 return;
             }
         };
@@ -157,6 +171,11 @@ impl Bidder {
                 {
                     tracing::debug!(%task_id, error = %e, "bid not delivered");
                 }
+                if !reserved {
+                    // Every slot is busy or reserved (or this peer holds its share): say
+                    // so at once rather than leave the originator waiting out its window.
+                    decline(&send, origin, task_id, market::NoBid::NoSlot.to_string());
+                }
                 reserved
             }
             .into_actor(self)
@@ -167,6 +186,23 @@ impl Bidder {
             }),
         );
     }
+}
+
+/// Tell `origin` this node will not bid for `task_id`. Fire and forget: a refusal that is
+/// lost only makes the originator wait out its window, as before refusals existed.
+fn decline(send: &Recipient<SendTo>, origin: libp2p::PeerId, task_id: uuid::Uuid, reason: String) {
+    let mut reason = reason;
+    if reason.len() > crate::messages::DECLINE_REASON_MAX {
+        let mut cut = crate::messages::DECLINE_REASON_MAX;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    send.do_send(SendTo {
+        peer: origin,
+        message: APNMessage::TaskBidDeclined(TaskBidDeclined { task_id, reason }),
+    });
 }
 
 impl Actor for Bidder {

@@ -180,6 +180,10 @@ mod tests {
             config.market.bids_enough,
             crate::config::MarketConfig::default().bids_enough
         );
+        assert_eq!(
+            config.market.offer_ttl_ms,
+            crate::config::MarketConfig::default().offer_ttl_ms
+        );
         assert!(!config.http.allow_remote_reads);
         assert!(config.http.trusted_proxies.is_empty() && config.http.allowed_hosts.is_empty());
     }
@@ -325,6 +329,15 @@ mod tests {
             let error = load(&format!("[market]\nbids_enough = {bad}\n"), &[], &[]).unwrap_err();
             assert!(error.to_string().contains("market.bids_enough"), "{error}");
         }
+        let error = load("[market]\noffer_ttl_ms = 600001\n", &[], &[]).unwrap_err();
+        assert!(error.to_string().contains("market.offer_ttl_ms"), "{error}");
+        assert_eq!(
+            load("[market]\noffer_ttl_ms = 0\n", &[], &[])
+                .unwrap()
+                .market
+                .offer_ttl_ms,
+            0
+        );
         let error = load(
             "[executor.profiles.X]\nprogram = \"x\"\noutput = \"json\"\n",
             &[],

@@ -337,10 +337,14 @@ pub struct MarketConfig {
     pub bid_window_ms: u64,
     /// Bids accepted per task; later ones are dropped.
     pub bids_per_task_max: usize,
-    /// Bids from this many distinct executors close a bid window early (so does a bid from
-    /// every peer known to run the task's profile); the window never runs past
-    /// `bid_window_ms`.
+    /// Good bids from this many distinct executors close a bid window early (so does an
+    /// answer, a bid or a refusal, from every eligible executor: announced, with the profile
+    /// and a free slot); the window never runs past `bid_window_ms`.
     pub bids_enough: usize,
+    /// How long an executor's announcement counts as a live offer, in milliseconds: an
+    /// originator holding one that matches a task asks that executor alone first, with no
+    /// bid window to wait out (`market::offers`); 0 turns the fast path off.
+    pub offer_ttl_ms: u64,
     /// Bid windows held for a task that got no bid before it fails.
     pub bid_rounds_max: u32,
     /// How often a task moves to the next bidder before it fails.
@@ -364,6 +368,7 @@ impl Default for MarketConfig {
             bid_window_ms: 300,
             bids_per_task_max: 64,
             bids_enough: 3,
+            offer_ttl_ms: 60_000,
             bid_rounds_max: 3,
             reassignments_max: 2,
             heartbeat_timeout_s: 30,

@@ -6,6 +6,10 @@ use super::{
     WATCH_INTERVAL_MS_MAX, WATCH_INTERVAL_MS_MIN, invalid,
 };
 
+/// Longest `market.offer_ttl_ms`: an announcement older than ten minutes says nothing
+/// about an executor's free slots.
+pub(super) const OFFER_TTL_MAX_MS: u64 = 600_000;
+
 /// Why `name` cannot be an environment variable's name, if it cannot.
 fn variable_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
@@ -187,6 +191,12 @@ impl Config {
             return Err(invalid(
                 "market.bids_enough",
                 "must be between 1 and market.bids_per_task_max",
+            ));
+        }
+        if self.market.offer_ttl_ms > OFFER_TTL_MAX_MS {
+            return Err(invalid(
+                "market.offer_ttl_ms",
+                format!("must be at most {OFFER_TTL_MAX_MS} (0 turns offers off)"),
             ));
         }
         if self.accept.policy == AcceptPolicy::List {

@@ -86,6 +86,15 @@ pub enum NoBid {
     },
 }
 
+/// Whether a node that does not bid tells the originator so (`TaskBidDeclined`), letting
+/// its bid window close without waiting for this node. Only a node that runs the profile
+/// answers: the originator counts as eligible only nodes that announced the profile, so a
+/// refusal from any other would answer for nobody, and every node without the profile
+/// answering every request it hears by gossip would multiply the traffic of each task.
+pub fn tells_refusal(reason: &NoBid) -> bool {
+    !matches!(reason, NoBid::Profile(_))
+}
+
 /// Whether a bid may reserve a slot: one must be free, and the requesting peer may hold
 /// at most `per_peer_max` reservations (`market.reservations_per_peer`).
 pub fn may_reserve(
@@ -658,5 +667,23 @@ mod tests {
         // A zero minimum still refuses a zero price.
         assert_eq!(check_bid_price(Vibe::ZERO, Vibe::ZERO), Err(BadBid::Zero));
         assert_eq!(check_bid_price(Vibe::from_micros(1), Vibe::ZERO), Ok(()));
+    }
+
+    #[test]
+    fn only_nodes_that_run_the_profile_say_they_will_not_bid() {
+        assert!(!tells_refusal(&NoBid::Profile("SHELL".into())));
+        for reason in [
+            NoBid::NoSlot,
+            NoBid::Policy,
+            NoBid::NotCompute,
+            NoBid::PeerReservations { held: 2 },
+            NoBid::Capability("gpu".into()),
+            NoBid::Price {
+                price: Vibe::from_whole(2),
+                reward: Vibe::from_whole(1),
+            },
+        ] {
+            assert!(tells_refusal(&reason), "{reason}");
+        }
     }
 }

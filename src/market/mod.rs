@@ -13,6 +13,8 @@
 //!   a bundle only with the chunk count its size implies, [`check_bundle_shape`]).
 //! - [`bidder::BidBook`]: the bidder's side of the life cycle as a state machine (which
 //!   requests it answers, per-peer rate, live bids).
+//! - [`offers`]: the fast path, which executor's live offer (its latest announcement) a
+//!   task is asked of first, before any bid window.
 //! - [`originator`]: the originator's clock-driven decisions (next bid, re-offer, give up;
 //!   silence and deadline of an assignment).
 //! - [`result_assembly`]: a large result's `ResultChunk`s, collected under the
@@ -22,6 +24,7 @@ pub mod admission;
 pub mod bidder;
 pub mod bids;
 pub mod log_order;
+pub mod offers;
 pub mod origin_task;
 pub mod originator;
 pub mod result_assembly;

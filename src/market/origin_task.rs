@@ -1,7 +1,9 @@
 //! The originator's side of a task offered to the mesh, as a state machine with no I/O:
 //!
 //! ```text
-//!                enough bids, or every known bidder bid: early
+//!        a live offer: one executor asked first; its refusal or silence: a full round
+//!                ┌───────┐
+//!                enough bids, or every eligible executor answered: early
 //!                ┌───────┐
 //! bundling ─► bidding ─► judging ─► escrowing ─► assigned ─► running ─► verifying ─► settling ─► completed
 //!                ▲  │ no bid (rounds left)  │ escrow / seal failed: next bid     │ refusal, failure, silence,
@@ -38,8 +40,15 @@ pub struct OriginTask<P> {
     round: u32,
     /// Rounds that ended with no bid.
     empty_rounds: u32,
-    /// Peers known to run the profile that the current round was offered to directly.
-    profile_peers: usize,
+    /// Executors known to run the profile with a free slot that the current round was
+    /// offered to directly: once each has bid or refused, the window closes.
+    eligible: Vec<P>,
+    /// Peers that refused the current round's request (at most `bids_per_task_max`).
+    declined: Vec<P>,
+    /// The current round asks one executor, whose live offer matched, and nobody else.
+    direct: Option<P>,
+    /// The assignment came from such a round: no bid window was waited out.
+    via_offer: bool,
     bids: Vec<(P, BidOffer)>,
     ranked: VecDeque<P>,
     tries: Tries,
@@ -57,7 +66,10 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
             phase: Phase::Bundling,
             round: 0,
             empty_rounds: 0,
-            profile_peers: 0,
+            eligible: Vec::new(),
+            declined: Vec::new(),
+            direct: None,
+            via_offer: false,
             bids: Vec::new(),
             ranked: VecDeque::new(),
             tries: Tries::default(),
@@ -106,6 +118,12 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         self.bids.iter().find(|(p, _)| p == peer).map(|(_, b)| b)
     }
 
+    /// Whether the assignment in force (or the last one) came from a live offer, with no
+    /// bid window waited out.
+    pub fn via_offer(&self) -> bool {
+        self.via_offer
+    }
+
     /// The bundle is written: open the first bid round.
     pub fn bundled(&mut self) -> Vec<Effect<P>> {
         if self.phase != Phase::Bundling {
@@ -114,24 +132,46 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         self.open_round()
     }
 
+    /// The bundle is written and `peer`'s live offer matches the task
+    /// ([`super::offers::pick_offer`]): ask it alone. Its bid closes the round at once
+    /// (it is the only eligible executor); its refusal, or silence for a bid window, opens
+    /// a full round at once, which counts as neither an empty round nor a re-offer.
+    pub fn bundled_direct(&mut self, peer: P) -> Vec<Effect<P>> {
+        if self.phase != Phase::Bundling {
+            return Vec::new();
+        }
+        let _ = self.open_round();
+        self.direct = Some(peer);
+        vec![Effect::OfferTo {
+            round: self.round,
+            peer,
+        }]
+    }
+
     fn open_round(&mut self) -> Vec<Effect<P>> {
         self.phase = Phase::Bidding;
         self.round += 1;
-        self.profile_peers = 0;
+        self.direct = None;
+        self.eligible.clear();
+        self.declined.clear();
         // A new round: bids of an earlier one held slots that are gone by now.
         self.bids.clear();
         self.ranked.clear();
         vec![Effect::Offer { round: self.round }]
     }
 
-    /// The request of `round` is out, sent directly to `profile_peers` peers known to run
-    /// the profile: close the window after `bid_window`, or at once if the bids that came
-    /// meanwhile already suffice ([`originator::bid_window_done`]).
-    pub fn offered(&mut self, round: u32, profile_peers: usize) -> Vec<Effect<P>> {
+    /// The request of `round` is out, sent directly to the `eligible` executors (known to
+    /// run the profile, with a free slot): close the window after `bid_window`, or at once
+    /// if the answers that came meanwhile already suffice ([`originator::bid_window_done`]).
+    pub fn offered(&mut self, round: u32, eligible: Vec<P>) -> Vec<Effect<P>> {
         if self.phase != Phase::Bidding || round != self.round {
             return Vec::new();
         }
-        self.profile_peers = profile_peers;
+        // A direct round waits for its one executor, whoever else is known.
+        self.eligible = match self.direct {
+            Some(peer) => vec![peer],
+            None => eligible,
+        };
         if self.window_done() {
             return self.close_bidding(round);
         }
@@ -142,7 +182,32 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
     }
 
     fn window_done(&self) -> bool {
-        originator::bid_window_done(self.bids.len(), self.limits.bids_enough, self.profile_peers)
+        let bidders: Vec<P> = self.bids.iter().map(|(peer, _)| *peer).collect();
+        originator::bid_window_done(
+            &bidders,
+            &self.declined,
+            &self.eligible,
+            self.limits.bids_enough,
+        )
+    }
+
+    /// `peer` will not bid in the current round (`TaskBidDeclined`). Once every eligible
+    /// executor has answered, the window closes early: the effects are those of
+    /// [`OriginTask::close_bidding`]. A refusal outside a window, a second one, or one past
+    /// `bids_per_task_max` changes nothing.
+    pub fn declined(&mut self, peer: P) -> Vec<Effect<P>> {
+        if self.phase != Phase::Bidding
+            || self.declined.contains(&peer)
+            || self.bid_of(&peer).is_some()
+            || self.declined.len() >= self.limits.bids_per_task_max
+        {
+            return Vec::new();
+        }
+        self.declined.push(peer);
+        if self.window_done() {
+            return self.close_bidding(self.round);
+        }
+        Vec::new()
     }
 
     /// A bid arrived. Once enough are in ([`originator::bid_window_done`]) the window
@@ -187,6 +252,11 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
     pub fn judged(&mut self, round: u32, ranked: Vec<P>, now: DateTime<Utc>) -> Vec<Effect<P>> {
         if self.phase != Phase::Judging || round != self.round {
             return Vec::new();
+        }
+        if ranked.is_empty() && self.direct.is_some() {
+            // The executor whose offer matched refused or stayed silent: its offer was
+            // stale. Ask the mesh now, as if no offer had been known.
+            return self.open_round();
         }
         if ranked.is_empty() {
             // Free slots come back as runs finish and reservations lapse: offer again a
@@ -233,6 +303,7 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
                     return self.fail("a ranked bid vanished".into());
                 };
                 self.tries.attempts += 1;
+                self.via_offer = self.direct.is_some();
                 self.phase = Phase::Escrowing;
                 let escrow_id = Uuid::new_v4();
                 self.escrowing = Some((peer, escrow_id));
@@ -245,6 +316,14 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
             NextStep::OfferAgain { .. } => {
                 // Every bid left had run out (the executor before them was slow to fail).
                 self.tries.reoffers += 1;
+                self.open_round()
+            }
+            NextStep::GiveUp
+                if self.direct.is_some()
+                    && self.tries.attempts <= self.limits.reassignments_max =>
+            {
+                // The one executor asked through its offer did not deliver: a direct round
+                // had no other bids to fall back on, so ask the mesh.
                 self.open_round()
             }
             NextStep::GiveUp => {

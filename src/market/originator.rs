@@ -64,13 +64,28 @@ pub fn next_step<P: Copy>(
     }
 }
 
-/// Whether a bid window may close now, before its time: `bids` bids from distinct bidders
-/// are in, and either they are `bids_enough` (`market.bids_enough`), or every one of the
-/// `profile_peers` peers known to run the task's profile (the ones offered it directly; 0
-/// when none is known) has bid. Waiting longer could only add bids no better than a tie
-/// among these. A window with too few bids runs its whole length, as before.
-pub fn bid_window_done(bids: usize, bids_enough: usize, profile_peers: usize) -> bool {
-    bids > 0 && (bids >= bids_enough || (profile_peers > 0 && bids >= profile_peers))
+/// Whether a bid window may close now, before its time. It closes once `bidders` (distinct
+/// peers with a good bid in) number `bids_enough` (`market.bids_enough`), or once every
+/// one of the `eligible` executors has answered, with a bid or a refusal (`declined`).
+/// The eligible are those the originator knows to run the task's profile with a free slot
+/// and offered the request directly; with none known, only enough bids close it early.
+/// Waiting longer could only add bids no better than a tie among these: every executor it
+/// knows could take the task has spoken. When all of them refused and nobody bid, the
+/// window closes empty at once (the task is offered again after a pause, as after an empty
+/// window). Answers from peers not among the eligible count only as bids.
+pub fn bid_window_done<P: PartialEq>(
+    bidders: &[P],
+    declined: &[P],
+    eligible: &[P],
+    bids_enough: usize,
+) -> bool {
+    if !bidders.is_empty() && bidders.len() >= bids_enough {
+        return true;
+    }
+    !eligible.is_empty()
+        && eligible
+            .iter()
+            .all(|peer| bidders.contains(peer) || declined.contains(peer))
 }
 
 /// How long an assignment counts as recent, for spreading near-tied bids.
@@ -243,19 +258,35 @@ mod tests {
 
     #[test]
     fn a_window_closes_early_with_enough_bids_or_every_known_bidder() {
-        // Nothing in: never early (an empty window runs its length, then offers again).
-        assert!(!bid_window_done(0, 3, 0));
-        assert!(!bid_window_done(0, 1, 0));
-        // Enough distinct bidders.
-        assert!(!bid_window_done(2, 3, 0));
-        assert!(bid_window_done(3, 3, 0));
-        assert!(bid_window_done(4, 3, 10));
-        // Every peer known to run the profile has bid, even if fewer than enough.
-        assert!(bid_window_done(1, 3, 1));
-        assert!(bid_window_done(2, 3, 2));
-        assert!(!bid_window_done(1, 3, 2));
-        // More known peers than enough: enough decides.
-        assert!(!bid_window_done(2, 3, 5));
+        let none: &[u32] = &[];
+        // Nothing in: never early with nobody known (the window runs its length).
+        assert!(!bid_window_done(none, none, none, 3));
+        assert!(!bid_window_done(none, none, none, 1));
+        // Enough distinct bidders, whoever is known.
+        assert!(!bid_window_done(&[1, 2], none, none, 3));
+        assert!(bid_window_done(&[1, 2, 3], none, none, 3));
+        assert!(bid_window_done(&[1, 2, 3, 4], none, &[1, 2, 5, 6, 7, 8], 3));
+        // Every eligible executor has bid, even if fewer than enough.
+        assert!(bid_window_done(&[1], none, &[1], 3));
+        assert!(bid_window_done(&[2, 1], none, &[1, 2], 3));
+        assert!(!bid_window_done(&[1], none, &[1, 2], 3));
+        // More eligible than enough: enough decides.
+        assert!(!bid_window_done(&[1, 2], none, &[1, 2, 3, 4, 5], 3));
+    }
+
+    #[test]
+    fn a_refusal_counts_as_an_answer_but_strangers_do_not_stand_in_for_the_eligible() {
+        let none: &[u32] = &[];
+        // One bid, the other eligible executor refused: every one has answered.
+        assert!(bid_window_done(&[1], &[2], &[1, 2], 3));
+        // Every eligible executor refused: the window closes empty at once.
+        assert!(bid_window_done(none, &[1, 2], &[1, 2], 3));
+        assert!(!bid_window_done(none, &[1], &[1, 2], 3));
+        // A bid or a refusal from a peer not known as eligible answers for nobody.
+        assert!(!bid_window_done(&[9], &[8], &[1, 2], 3));
+        assert!(!bid_window_done(&[1, 9], none, &[1, 2], 3));
+        // With nobody known eligible, refusals alone never close it.
+        assert!(!bid_window_done(none, &[1, 2, 3], none, 3));
     }
 
     #[test]

@@ -84,7 +84,7 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 24, 12, 30, 15).unwrap();
         let messages = super::super::samples::every_variant(&Identity::ephemeral(), at);
         let kinds: HashSet<&str> = messages.iter().map(APNMessage::kind).collect();
-        assert_eq!(kinds.len(), 18, "a variant is missing from this test");
+        assert_eq!(kinds.len(), 19, "a variant is missing from this test");
         for message in messages {
             let bytes = encode_message(&message).unwrap();
             assert_eq!(

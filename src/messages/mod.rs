@@ -101,6 +101,9 @@ pub enum APNMessage {
     /// A chunk of a result too large to travel inline in `ExecutionCompleted`
     /// (executor → originator).
     ResultChunk(ResultChunk),
+    /// A node that runs the requested profile will not bid for a request: the originator's
+    /// bid window need not wait for it.
+    TaskBidDeclined(TaskBidDeclined),
 }
 
 impl APNMessage {
@@ -125,6 +128,7 @@ impl APNMessage {
             APNMessage::PingRequest(_) => "ping_request",
             APNMessage::PingReply(_) => "ping_reply",
             APNMessage::ResultChunk(_) => "result_chunk",
+            APNMessage::TaskBidDeclined(_) => "task_bid_declined",
         }
     }
 }
@@ -587,4 +591,20 @@ pub struct PingRequest {
 pub struct PingReply {
     /// The nonce of the `PingRequest` answered.
     pub nonce: u64,
+}
+
+/// Longest `reason` a [`TaskBidDeclined`] carries; the originator only logs it.
+pub const DECLINE_REASON_MAX: usize = 200;
+
+/// A bidder's answer that it will not bid for a request (sent directly to the originator,
+/// only by nodes that run the requested profile). The originator counts it as an answer
+/// from that executor when deciding whether its bid window may close early; it holds no
+/// slot and promises nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskBidDeclined {
+    /// The originator's `task_id` this refusal answers.
+    pub task_id: Uuid,
+    /// Why, for logs (at most [`DECLINE_REASON_MAX`] bytes when sent; longer ones are cut
+    /// on receipt).
+    pub reason: String,
 }

@@ -157,5 +157,9 @@ pub fn every_variant(identity: &Identity, at: DateTime<Utc>) -> Vec<APNMessage> 
             total: 107,
             data: sealed(5),
         }),
+        APNMessage::TaskBidDeclined(TaskBidDeclined {
+            task_id,
+            reason: "no free slot".into(),
+        }),
     ]
 }

@@ -64,6 +64,10 @@ pub struct PeerInfo {
     pub connected: bool,
     /// An announcement from it was verified (capabilities are known).
     pub announced: bool,
+    /// When its latest announcement was verified here: its offer (profiles, free slots,
+    /// price) is as fresh as this (`market.offer_ttl_ms`).
+    #[serde(default)]
+    pub announced_at: Option<DateTime<Utc>>,
     /// Multiaddrs it listens on, from its announcement or from libp2p identify.
     pub listen_addrs: Vec<String>,
     /// When the peer entered the table.

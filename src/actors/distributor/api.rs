@@ -230,6 +230,17 @@ pub struct TaskView {
     pub created_at: DateTime<Utc>,
     /// When the view last changed.
     pub updated_at: DateTime<Utc>,
+    /// When the task was first assigned to a mesh executor (its `TaskAssigned` sent,
+    /// escrow held): with `created_at`, how long the market took to choose.
+    #[serde(default)]
+    pub assigned_at: Option<DateTime<Utc>>,
+    /// When a mesh executor first reported `ExecutionStarted` for it.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// The first assignment came through the fast path: the executor's live offer matched
+    /// and it accepted at once, with no bid window waited out (`market::offers`).
+    #[serde(default)]
+    pub via_offer: bool,
 }
 
 /// All task attempts, newest first.

@@ -17,8 +17,8 @@ use crate::market::origin_task::{BidOffer, Effect, OriginTask, Phase};
 use crate::market::{self, BidFacts};
 use crate::mesh::e2e;
 use crate::messages::{
-    APNMessage, DropReason, ExecutionStage, RepoChunk, TaskAssigned, TaskCancelled,
-    TaskDistributionRequest, Topic, Vibe,
+    APNMessage, DECLINE_REASON_MAX, DropReason, ExecutionStage, RepoChunk, TaskAssigned,
+    TaskBidDeclined, TaskCancelled, TaskDistributionRequest, Topic, VerifiedEnvelope, Vibe,
 };
 use crate::protocol::execution::ExecutionEvent;
 use crate::protocol::ledger::{GetReputation, HoldEscrow, RecordOutcome, RefundEscrow};
@@ -75,12 +75,24 @@ impl TaskDistributor {
             view.assigned_node = Some(offer.node_id.clone());
             view.price = Some(offer.price);
         }
-        view.updated_at = Utc::now();
+        let now = Utc::now();
+        // The first time the machine is seen past these points: the view records what the
+        // market cost (creation to assignment) and what the user waited (to the start).
+        let phase = machine.phase();
+        if matches!(phase, Phase::Assigned | Phase::Running) && view.assigned_at.is_none() {
+            view.assigned_at = Some(now);
+            view.via_offer = machine.via_offer();
+        }
+        if phase == Phase::Running {
+            view.started_at.get_or_insert(now);
+        }
+        view.updated_at = now;
     }
 
     pub(super) fn carry_out(&mut self, id: Uuid, effect: Effect<PeerId>, ctx: &mut Context<Self>) {
         match effect {
             Effect::Offer { round } => self.offer(id, round, ctx),
+            Effect::OfferTo { round, peer } => self.offer_to(id, round, peer, ctx),
             Effect::CloseBiddingAfter { round, after } => {
                 ctx.run_later(after, move |actor, ctx| {
                     actor.drive(id, ctx, |task| task.close_bidding(round))
@@ -98,8 +110,16 @@ impl TaskDistributor {
                 escrow_id,
             } => {
                 // Counted at the choice, so the next task judged (a burst judges many at
-                // once) already sees it.
-                self.recent.record(peer, Instant::now());
+                // once) already sees it; an executor asked through its offer was counted
+                // when it was asked.
+                let via_offer = self
+                    .tasks
+                    .get(&id)
+                    .and_then(|t| t.mesh.as_ref())
+                    .is_some_and(|m| m.via_offer());
+                if !via_offer {
+                    self.recent.record(peer, Instant::now());
+                }
                 self.hold_and_seal(id, peer, price, escrow_id, ctx)
             }
             Effect::SendAssignment { peer, escrow_id } => {
@@ -179,6 +199,70 @@ impl TaskDistributor {
         }
     }
 
+    /// A bidder says it will not bid for a task (`TaskBidDeclined`): one answer fewer to
+    /// wait for. Only the machine decides whether it counts (an eligible executor of the
+    /// current round); anything else changes nothing and costs a lookup.
+    pub(super) fn on_decline(
+        &mut self,
+        envelope: &VerifiedEnvelope,
+        declined: &TaskBidDeclined,
+        ctx: &mut Context<Self>,
+    ) {
+        let task_id = declined.task_id;
+        if self.tasks.get(&task_id).is_none_or(|t| t.mesh.is_none()) {
+            self.metrics.count_drop(DropReason::Unauthorized);
+            return;
+        }
+        let reason: String = declined.reason.chars().take(DECLINE_REASON_MAX).collect();
+        tracing::debug!(%task_id, from = %envelope.from_node, %reason, "bid declined");
+        let peer = envelope.from_peer;
+        self.drive(task_id, ctx, |task| task.declined(peer));
+    }
+
+    /// The request bidders see for task `id`, its deadline one bid window from now.
+    pub(super) fn request_of(&self, id: Uuid) -> Option<TaskDistributionRequest> {
+        let task = self.tasks.get(&id)?;
+        let window = Duration::from_millis(self.config.market.bid_window_ms);
+        Some(TaskDistributionRequest {
+            task_id: id,
+            executor_profile: task.request.executor_profile.clone(),
+            requirements: task.request.requirements.clone(),
+            reward: task.request.reward,
+            content_hash: market::content_hash(&task.request.prompt, &task.base_commit),
+            bid_deadline: Utc::now() + chrono::Duration::from_std(window).unwrap_or_default(),
+        })
+    }
+
+    /// Send the request of round `round` to `peer` alone, whose live offer matched: no
+    /// gossip, nobody else asked. Undelivered, the round is over at once with no answer
+    /// (the machine then asks the mesh); delivered, the window waits for its one answer.
+    fn offer_to(&mut self, id: Uuid, round: u32, peer: PeerId, ctx: &mut Context<Self>) {
+        let Some(request) = self.request_of(id) else {
+            return;
+        };
+        let send = self.links.send.clone();
+        let message = APNMessage::TaskDistributionRequest(request);
+        ctx.spawn(
+            async move { send.send(SendTo { peer, message }).await }
+                .into_actor(self)
+                .map(move |sent, actor, ctx| match sent {
+                    Ok(Ok(_)) => {
+                        tracing::debug!(task_id = %id, %peer, "asked the executor of a live offer");
+                        actor.drive(id, ctx, |task| task.offered(round, vec![peer]));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(task_id = %id, %peer, error = %e, "offer request not delivered");
+                        actor.drive(id, ctx, |task| task.declined(peer));
+                        actor.drive(id, ctx, |task| task.offered(round, vec![peer]));
+                    }
+                    Err(e) => {
+                        let reason = format!("peer manager gone: {e}");
+                        actor.drive(id, ctx, |task| task.fail(reason));
+                    }
+                }),
+        );
+    }
+
     pub(super) fn tell_cancelled(&self, id: Uuid, peer: PeerId, reason: String) {
         self.links.send.do_send(SendTo {
             peer,
@@ -191,21 +275,12 @@ impl TaskDistributor {
 
     /// Send the request of bid round `round`: by gossip and the relay, and straight to the
     /// peers that announced the profile, in random order (gossip alone can miss a peer whose
-    /// subscription has not propagated yet); their number tells the machine when every
-    /// known bidder has answered. Bidders answer a task id once per round, so copies cost
-    /// nothing.
+    /// subscription has not propagated yet); those of them that announced a free slot are
+    /// the eligible executors, and once each has bid or refused the window closes. Bidders
+    /// answer a task id once per round, so copies cost nothing.
     fn offer(&mut self, id: Uuid, round: u32, ctx: &mut Context<Self>) {
-        let Some(task) = self.tasks.get(&id) else {
+        let Some(request) = self.request_of(id) else {
             return;
-        };
-        let window = Duration::from_millis(self.config.market.bid_window_ms);
-        let request = TaskDistributionRequest {
-            task_id: id,
-            executor_profile: task.request.executor_profile.clone(),
-            requirements: task.request.requirements.clone(),
-            reward: task.request.reward,
-            content_hash: market::content_hash(&task.request.prompt, &task.base_commit),
-            bid_deadline: Utc::now() + chrono::Duration::from_std(window).unwrap_or_default(),
         };
         let (peers_of, send, broadcast) = (
             self.links.peers.clone(),
@@ -216,18 +291,24 @@ impl TaskDistributor {
         let message = APNMessage::TaskDistributionRequest(request);
         let work = async move {
             let peers = peers_of.send(GetPeers).await.unwrap_or_default();
-            let mut direct: Vec<PeerId> = peers
+            let mut direct: Vec<(PeerId, u32)> = peers
                 .iter()
                 .filter(|p| p.announced && p.executor_profiles.contains(&profile))
-                .filter_map(|p| p.peer_id.parse().ok())
+                .filter_map(|p| Some((p.peer_id.parse().ok()?, p.free_slots)))
                 .collect();
             // In a new order each time: the window may close on the first bids in, and a
             // peer always offered last would never be among them.
             rand::seq::SliceRandom::shuffle(&mut direct[..], &mut rand::thread_rng());
             direct.truncate(super::DIRECT_OFFERS_MAX);
-            let profile_peers = direct.len();
-            let offered_directly = profile_peers > 0;
-            for peer in direct {
+            // Those that announced a free slot are the ones worth waiting for; a busy one
+            // is offered the task too (its announcement may be stale) but not waited for.
+            let eligible: Vec<PeerId> = direct
+                .iter()
+                .filter(|(_, free_slots)| *free_slots > 0)
+                .map(|(peer, _)| *peer)
+                .collect();
+            let offered_directly = !direct.is_empty();
+            for (peer, _) in direct {
                 if let Ok(Err(e)) = send
                     .send(SendTo {
                         peer,
@@ -245,13 +326,13 @@ impl TaskDistributor {
                 })
                 .await
             {
-                Ok(Ok(())) => Ok(profile_peers),
+                Ok(Ok(())) => Ok(eligible),
                 Ok(Err(e)) if !offered_directly => {
                     Err(format!("cannot offer the task to the mesh: {e}"))
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "gossip offer not sent; direct offers were");
-                    Ok(profile_peers)
+                    Ok(eligible)
                 }
                 Err(e) => Err(format!("peer manager gone: {e}")),
             }
@@ -259,7 +340,7 @@ impl TaskDistributor {
         ctx.spawn(
             work.into_actor(self)
                 .map(move |offered, actor, ctx| match offered {
-                    Ok(profile_peers) => {
+                    Ok(eligible) => {
                         let reward = actor.tasks.get(&id).map(|t| t.request.reward);
                         let details = TaskDistributedDetails {
                             task_id: id,
@@ -271,7 +352,7 @@ impl TaskDistributor {
                             TransactionDetails::TaskDistributed(details),
                             format!("{} offered to the mesh", actor.title(id)),
                         );
-                        actor.drive(id, ctx, |task| task.offered(round, profile_peers));
+                        actor.drive(id, ctx, |task| task.offered(round, eligible));
                     }
                     Err(reason) => actor.drive(id, ctx, |task| task.fail(reason)),
                 }),

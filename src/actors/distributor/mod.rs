@@ -337,6 +337,61 @@ impl TaskDistributor {
         }
     }
 
+    /// Open the first round: ask the executor of the best live offer that matches the task
+    /// alone (`market::offers`), or, with none, the whole mesh. The peer table is read
+    /// once; the choice is made back on the actor, so a burst sees its own assignments.
+    fn first_round(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let ttl = Duration::from_millis(self.config.market.offer_ttl_ms);
+        if ttl.is_zero() {
+            return self.drive(id, ctx, |task| task.bundled());
+        }
+        let peers_of = self.links.peers.clone();
+        ctx.spawn(
+            async move { peers_of.send(GetPeers).await.unwrap_or_default() }
+                .into_actor(self)
+                .map(move |peers, actor, ctx| {
+                    let Some(request) = actor.request_of(id) else {
+                        return;
+                    };
+                    let offers: Vec<market::offers::OfferFacts<PeerId>> = peers
+                        .iter()
+                        .filter(|p| p.announced)
+                        .filter_map(|p| {
+                            Some(market::offers::OfferFacts {
+                                peer: p.peer_id.parse().ok()?,
+                                profiles: p.executor_profiles.clone(),
+                                capabilities: p.capabilities.clone(),
+                                compute_rate_per_cpu_hour: p.compute_rate_per_cpu_hour?,
+                                min_task_reward: p.min_task_reward?,
+                                free_slots: p.free_slots,
+                                announced_at: p.announced_at?,
+                            })
+                        })
+                        .collect();
+                    let now = std::time::Instant::now();
+                    actor.recent.forget_old(now);
+                    let recent = &actor.recent;
+                    let picked = market::offers::pick_offer(
+                        &offers,
+                        &request,
+                        actor.config.economics.min_task_reward,
+                        ttl,
+                        Utc::now(),
+                        |peer| recent.count(peer, now),
+                    );
+                    match picked {
+                        Some(peer) => {
+                            // Counted when asked, not when its answer comes: the other
+                            // tasks of a burst, picked meanwhile, must see it to spread.
+                            actor.recent.record(peer, now);
+                            actor.drive(id, ctx, |task| task.bundled_direct(peer))
+                        }
+                        None => actor.drive(id, ctx, |task| task.bundled()),
+                    }
+                }),
+        );
+    }
+
     /// Bundle the base commit (off the actor thread), then open the first bid round.
     fn start_mesh(&mut self, id: Uuid, ctx: &mut Context<Self>) {
         let Some(limits) = self.tasks.get(&id).map(|t| self.origin_limits(&t.request)) else {
@@ -374,7 +429,7 @@ impl TaskDistributor {
                         if let Some(task) = actor.tasks.get_mut(&id) {
                             task.bundle = Some(bundle);
                         }
-                        actor.drive(id, ctx, |task| task.bundled());
+                        actor.first_round(id, ctx);
                     }
                     Err(e) => {
                         let reason = format!("cannot bundle the repository: {e}");
@@ -402,6 +457,7 @@ impl Handler<Inbound> for TaskDistributor {
         let envelope = inbound.envelope;
         match &envelope.message {
             APNMessage::TaskBid(bid) => self.on_bid(&envelope, bid, ctx),
+            APNMessage::TaskBidDeclined(declined) => self.on_decline(&envelope, declined, ctx),
             _ => self.on_execution_message(&envelope, ctx),
         }
     }
@@ -466,6 +522,9 @@ impl Handler<CreateTaskAttempt> for TaskDistributor {
             paid: None,
             created_at: now,
             updated_at: now,
+            assigned_at: None,
+            started_at: None,
+            via_offer: false,
         };
         let task = TaskRecord {
             view,

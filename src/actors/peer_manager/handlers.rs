@@ -171,8 +171,19 @@ impl Handler<GetPeerNoiseKey> for PeerManager {
 impl Handler<SetFreeSlots> for PeerManager {
     type Result = ();
 
-    fn handle(&mut self, request: SetFreeSlots, _ctx: &mut Self::Context) {
+    fn handle(&mut self, request: SetFreeSlots, ctx: &mut Self::Context) {
+        let changed = crate::market::offers::offer_changed(self.free_slots, request.0);
         self.free_slots = request.0;
+        // Peers treat the latest announcement as a live offer: when it stops (or starts)
+        // being one, tell them now rather than at the next periodic announcement. Changes
+        // within the pause make one announcement, with the state at its end.
+        if changed && !self.offer_update_pending {
+            self.offer_update_pending = true;
+            ctx.run_later(OFFER_UPDATE_DELAY, |actor, ctx| {
+                actor.offer_update_pending = false;
+                actor.broadcast_announcement(ctx);
+            });
+        }
     }
 }
 

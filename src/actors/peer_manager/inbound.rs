@@ -96,7 +96,9 @@ impl PeerManager {
             message => {
                 let (route, role) = match message {
                     APNMessage::TaskDistributionRequest(_) => (&self.routes.bidder, Role::Bidder),
-                    APNMessage::TaskBid(_) => (&self.routes.distributor, Role::Distributor),
+                    APNMessage::TaskBid(_) | APNMessage::TaskBidDeclined(_) => {
+                        (&self.routes.distributor, Role::Distributor)
+                    }
                     APNMessage::TaskAssigned(_)
                     | APNMessage::RepoChunk(_)
                     | APNMessage::TaskCancelled(_) => (&self.routes.executor, Role::Executor),
@@ -175,6 +177,8 @@ impl PeerManager {
             info.free_slots = announcement.free_slots;
             info.listen_addrs = announcement.listen_addrs;
             info.announced = true;
+            // Receipt time, not the signer's clock: a peer cannot stretch its offer's life.
+            info.announced_at = Some(chrono::Utc::now());
             entry.noise_static_key = announcement.noise_static_key.as_slice().try_into().ok();
             reply_due = entry
                 .announced_to_at

@@ -131,6 +131,10 @@ const DROP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 const DROP_LOG_SOURCES_MAX: usize = 1024;
 /// How often stale peers are removed.
 const PEER_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// After the free slots change the offer (none left, or some again), the announcement that
+/// says so goes out this much later: at most one per pause, however busy a burst.
+pub const OFFER_UPDATE_DELAY: Duration = Duration::from_millis(50);
+
 /// A peer is told our announcement again at most this often when it announces itself.
 const ANNOUNCE_REPLY_INTERVAL: Duration = Duration::from_secs(10);
 /// How long shutdown waits for each transport.
@@ -182,6 +186,8 @@ pub struct PeerManager {
     drop_log: HashMap<String, Instant>,
     profiles: Vec<String>,
     free_slots: u32,
+    /// An announcement for a changed offer (free slots) is scheduled.
+    offer_update_pending: bool,
     /// Frame budgets of the peers frames come from directly, checked before verification.
     frame_budgets: FrameRateLimiter<PeerId>,
 }
@@ -221,6 +227,7 @@ impl PeerManager {
         PeerManager {
             profiles: crate::agent_process::available_profiles(&config.executor),
             free_slots: config.resources.max_concurrent_tasks,
+            offer_update_pending: false,
             identity,
             metrics,
             limits,
@@ -333,6 +340,7 @@ impl PeerManager {
                 },
                 connected: self.connected.contains(&peer),
                 announced: false,
+                announced_at: None,
                 listen_addrs: Vec::new(),
                 first_seen: now,
                 last_seen: now,

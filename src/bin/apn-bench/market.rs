@@ -1,5 +1,9 @@
 //! `market`: a trivial task (SHELL `true`, one-file repository) from create to settled,
 //! direct and via the relay (median and p99, against spawning the same process directly),
+//! from create to running (`ExecutionStarted` at the originator, as its task view records
+//! it) direct, against a bare libp2p request/response round trip measured in the same run
+//! (what the market costs: the live offer's request and answer, escrow, the sealed
+//! assignment), the same with offers off (a bid round closing early on the one bid),
 //! tasks settled per second with one originator and 4 executors (against processes
 //! spawned per second), and how many of 4 equal executors a burst of 40 tasks from one
 //! originator uses.
@@ -92,6 +96,14 @@ async fn settle_view(
     }
 }
 
+/// Creation to `ExecutionStarted` at the originator, as the task's view records them.
+fn create_to_running(view: &apn::actors::distributor::TaskView) -> anyhow::Result<Duration> {
+    let started = view
+        .started_at
+        .context("a settled mesh task records its start")?;
+    Ok((started - view.created_at).to_std().unwrap_or_default())
+}
+
 /// Create a task and wait until it is settled (completed and paid).
 async fn settle_one(origin: &NodeHandle, repo: &std::path::Path) -> anyhow::Result<Duration> {
     let started = Instant::now();
@@ -111,11 +123,15 @@ async fn warm_up(origin: &NodeHandle, repo: &std::path::Path) -> anyhow::Result<
 
 async fn market_pair(
     relay: Option<&str>,
+    offers: bool,
 ) -> anyhow::Result<(Vec<NodeHandle>, Vec<tempfile::TempDir>)> {
     let dirs = vec![tempfile::tempdir()?, tempfile::tempdir()?];
     let mut nodes: Vec<NodeHandle> = Vec::new();
     for (index, dir) in dirs.iter().enumerate() {
         let mut config = market_config(dir.path(), index == 1);
+        if !offers {
+            config.market.offer_ttl_ms = 0;
+        }
         match relay {
             Some(url) => {
                 config.node.relay_only = true;
@@ -150,13 +166,31 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
     }
     let (spawn_median, spawn_p99) = median_p99_ms(&mut spawned);
 
-    let (nodes, _dirs) = market_pair(None).await?;
+    let (nodes, _dirs) = market_pair(None, true).await?;
     warm_up(&nodes[0], repo.path()).await?;
     let mut latencies = Vec::new();
+    let mut to_running = Vec::new();
+    let mut via_offer = 0;
     for _ in 0..samples {
-        latencies.push(settle_one(&nodes[0], repo.path()).await?);
+        let started = Instant::now();
+        let view = settle_view(&nodes[0], repo.path()).await?;
+        latencies.push(started.elapsed());
+        to_running.push(create_to_running(&view)?);
+        via_offer += usize::from(view.via_offer);
     }
+    eprintln!("direct: {via_offer}/{samples} tasks assigned through a live offer");
     let (median, p99) = median_p99_ms(&mut latencies);
+    let (running_median, _) = median_p99_ms(&mut to_running);
+    let mut bare = crate::rtt::bare_libp2p_rtts(samples.max(100)).await?;
+    let (bare_median, _) = median_p99_ms(&mut bare);
+    emit(
+        "market",
+        "task_create_to_running_direct_median",
+        running_median,
+        "ms",
+        "libp2p_request_response_median",
+        bare_median,
+    );
     emit(
         "market",
         "task_create_to_settled_direct_median",
@@ -176,9 +210,30 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
     for node in nodes {
         node.shutdown().await;
     }
+    // The same with the fast path off: a bid round (closing early on the one executor's
+    // bid), to show what the offer saves in this run.
+    let (nodes, _dirs) = market_pair(None, false).await?;
+    warm_up(&nodes[0], repo.path()).await?;
+    let mut to_running = Vec::new();
+    for _ in 0..samples {
+        let view = settle_view(&nodes[0], repo.path()).await?;
+        to_running.push(create_to_running(&view)?);
+    }
+    let (bid_round_median, _) = median_p99_ms(&mut to_running);
+    emit(
+        "market",
+        "task_create_to_running_direct_bid_round_median",
+        bid_round_median,
+        "ms",
+        "libp2p_request_response_median",
+        bare_median,
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
 
     if let Ok(nats) = apn::harness::NatsServer::start() {
-        let (nodes, _dirs) = market_pair(Some(&nats.url())).await?;
+        let (nodes, _dirs) = market_pair(Some(&nats.url()), true).await?;
         warm_up(&nodes[0], repo.path()).await?;
         let mut latencies = Vec::new();
         for _ in 0..samples {

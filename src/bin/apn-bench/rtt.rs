@@ -109,7 +109,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
 /// Bare libp2p: two swarms with only request-response (the same frame codec), echoing a
 /// small request. The APN ping is two acknowledged one-way sends; this is one request and
 /// its response, the least a round trip over libp2p costs.
-async fn bare_libp2p_rtts(samples: usize) -> anyhow::Result<Vec<Duration>> {
+pub(crate) async fn bare_libp2p_rtts(samples: usize) -> anyhow::Result<Vec<Duration>> {
     type Behaviour = request_response::Behaviour<apn::mesh::swarm::FrameCodec>;
     let protocol = StreamProtocol::new("/bench/echo/1");
     let make = || -> anyhow::Result<libp2p::Swarm<Behaviour>> {

@@ -40,7 +40,7 @@ fn bidding() -> OriginTask<u32> {
     let mut task = OriginTask::new(limits());
     assert_eq!(task.bundled(), vec![Effect::Offer { round: 1 }]);
     assert_eq!(
-        task.offered(1, 0),
+        task.offered(1, vec![]),
         vec![Effect::CloseBiddingAfter {
             round: 1,
             after: WINDOW
@@ -94,7 +94,7 @@ fn assigned() -> (OriginTask<u32>, Uuid, Instant) {
 #[test]
 fn stale_round_events_change_nothing() {
     let mut task = bidding();
-    assert!(task.offered(0, 0).is_empty());
+    assert!(task.offered(0, vec![]).is_empty());
     assert!(task.close_bidding(7).is_empty());
     assert_eq!(task.phase(), Phase::Bidding);
     assert!(task.bundled().is_empty(), "bundled twice opens no round");
@@ -131,7 +131,7 @@ fn the_window_closes_at_the_enough_th_bid() {
     task.bundled();
     // Five peers known to run the profile: two bids are enough.
     assert_eq!(
-        task.offered(1, 5),
+        task.offered(1, vec![1, 2, 3, 4, 5]),
         vec![Effect::CloseBiddingAfter {
             round: 1,
             after: WINDOW
@@ -153,7 +153,7 @@ fn the_window_closes_at_the_enough_th_bid() {
 fn the_window_closes_once_every_known_bidder_bid() {
     let mut task = OriginTask::<u32>::new(limits_enough(3));
     task.bundled();
-    task.offered(1, 2);
+    task.offered(1, vec![1, 2]);
     assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
     let effects = task.bid(2, offer(6, 100)).unwrap();
     assert!(
@@ -164,7 +164,7 @@ fn the_window_closes_once_every_known_bidder_bid() {
     let mut task = OriginTask::<u32>::new(limits_enough(3));
     task.bundled();
     assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
-    let effects = task.offered(1, 1);
+    let effects = task.offered(1, vec![1]);
     assert!(
         matches!(&effects[..], [Effect::JudgeBids { .. }]),
         "{effects:?}"
@@ -172,18 +172,80 @@ fn the_window_closes_once_every_known_bidder_bid() {
     // No peer known: only enough bids close early; otherwise the whole window runs.
     let mut task = OriginTask::<u32>::new(limits_enough(3));
     task.bundled();
-    task.offered(1, 0);
+    task.offered(1, vec![]);
     assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
     assert_eq!(task.bid(2, offer(5, 100)), Ok(vec![]));
     assert_eq!(task.phase(), Phase::Bidding);
     // A new round forgets the known peers of the last one.
     let mut task = OriginTask::<u32>::new(limits_enough(3));
     task.bundled();
-    task.offered(1, 1);
+    task.offered(1, vec![1]);
     task.close_bidding(1);
     task.judged(1, vec![], wall(0));
     task.offer_again(1);
     assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    assert_eq!(task.phase(), Phase::Bidding);
+}
+
+#[test]
+fn the_window_closes_once_every_eligible_executor_bid_or_refused() {
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled();
+    task.offered(1, vec![1, 2, 3]);
+    assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    assert!(task.declined(2).is_empty());
+    // A refusal twice, or from a stranger, answers for nobody else.
+    assert!(task.declined(2).is_empty());
+    assert!(task.declined(9).is_empty());
+    assert_eq!(task.phase(), Phase::Bidding);
+    let effects = task.declined(3);
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { round: 1, bids }] if bids.len() == 1),
+        "{effects:?}"
+    );
+    // A bidder cannot also refuse; a refusal after the window changes nothing.
+    assert!(task.declined(1).is_empty());
+
+    // Everyone eligible refused, before the request was even out: the window closes empty
+    // at once, and the task is offered again after a pause.
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled();
+    assert!(task.declined(1).is_empty());
+    let effects = task.offered(1, vec![1]);
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { round: 1, bids }] if bids.is_empty()),
+        "{effects:?}"
+    );
+    assert_eq!(
+        task.judged(1, vec![], wall(0)),
+        vec![Effect::OfferAgainAfter {
+            round: 1,
+            after: WINDOW
+        }]
+    );
+    // The next round forgets the refusals of the last.
+    task.offer_again(1);
+    assert_eq!(
+        task.offered(2, vec![1]),
+        vec![Effect::CloseBiddingAfter {
+            round: 2,
+            after: WINDOW
+        }]
+    );
+}
+
+#[test]
+fn refusals_are_bounded_per_round() {
+    let mut task = OriginTask::<u32>::new(OriginLimits {
+        bids_per_task_max: 2,
+        ..limits_enough(3)
+    });
+    task.bundled();
+    task.offered(1, vec![1, 2, 3]);
+    assert!(task.declined(1).is_empty());
+    assert!(task.declined(2).is_empty());
+    // The third refusal is past the bound: not counted, so the window stays open.
+    assert!(task.declined(3).is_empty());
     assert_eq!(task.phase(), Phase::Bidding);
 }
 
@@ -204,7 +266,7 @@ fn empty_rounds_are_offered_again_then_the_task_fails() {
             task.offer_again(round),
             vec![Effect::Offer { round: round + 1 }]
         );
-        task.offered(round + 1, 0);
+        task.offered(round + 1, vec![]);
     }
     task.close_bidding(2);
     let effects = task.judged(2, vec![], wall(0));
@@ -417,4 +479,83 @@ fn failing_for_good_refunds_a_live_assignment() {
         ]
     );
     assert!(task.fail("again".into()).is_empty());
+}
+
+#[test]
+fn a_live_offer_is_asked_alone_and_its_bid_assigns_at_once() {
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    assert_eq!(
+        task.bundled_direct(7),
+        vec![Effect::OfferTo { round: 1, peer: 7 }]
+    );
+    // Whoever else is known, the round waits for the one executor asked.
+    assert_eq!(
+        task.offered(1, vec![1, 2, 7]),
+        vec![Effect::CloseBiddingAfter {
+            round: 1,
+            after: WINDOW
+        }]
+    );
+    let effects = task.bid(7, offer(5, 100)).unwrap();
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { round: 1, bids }] if bids.len() == 1),
+        "{effects:?}"
+    );
+    let effects = task.judged(1, vec![7], wall(0));
+    hold_for(&effects, 7);
+    assert!(task.via_offer());
+}
+
+#[test]
+fn a_refused_or_silent_offer_falls_back_to_a_full_round_at_once() {
+    // Refused: the full round opens with no pause, and is not an empty round.
+    let mut task = OriginTask::<u32>::new(OriginLimits {
+        bid_rounds_max: 1,
+        ..limits_enough(3)
+    });
+    task.bundled_direct(7);
+    task.offered(1, vec![7]);
+    let effects = task.declined(7);
+    assert!(
+        matches!(&effects[..], [Effect::JudgeBids { round: 1, bids }] if bids.is_empty()),
+        "{effects:?}"
+    );
+    assert_eq!(
+        task.judged(1, vec![], wall(0)),
+        vec![Effect::Offer { round: 2 }]
+    );
+    // The full round knows everyone eligible again; its bid is assigned the usual way.
+    task.offered(2, vec![1, 7]);
+    assert_eq!(task.bid(1, offer(5, 100)), Ok(vec![]));
+    task.close_bidding(2);
+    let effects = task.judged(2, vec![1], wall(0));
+    hold_for(&effects, 1);
+    assert!(!task.via_offer());
+
+    // Silent: the window's timer ends the direct round the same way.
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled_direct(7);
+    task.offered(1, vec![7]);
+    assert!(matches!(
+        &task.close_bidding(1)[..],
+        [Effect::JudgeBids { .. }]
+    ));
+    assert_eq!(
+        task.judged(1, vec![], wall(0)),
+        vec![Effect::Offer { round: 2 }]
+    );
+}
+
+#[test]
+fn an_offer_assignment_that_fails_asks_the_mesh_instead_of_giving_up() {
+    let mut task = OriginTask::<u32>::new(limits_enough(3));
+    task.bundled_direct(7);
+    task.offered(1, vec![7]);
+    task.bid(7, offer(5, 100)).unwrap();
+    let effects = task.judged(1, vec![7], wall(0));
+    let escrow_id = hold_for(&effects, 7);
+    task.prepared(escrow_id, Instant::now());
+    let effects = task.executor_gave_up(None, "slot taken".into(), wall(0));
+    assert!(effects.contains(&Effect::Offer { round: 2 }), "{effects:?}");
+    assert_eq!(task.phase(), Phase::Bidding);
 }

@@ -104,6 +104,14 @@ pub enum Effect<P> {
         /// The round this request opens (the first is 1).
         round: u32,
     },
+    /// Send the request of bid round `round` to `peer` alone (its live offer matched), then
+    /// `offered(round, …)`.
+    OfferTo {
+        /// The round this request opens.
+        round: u32,
+        /// The executor whose offer matched.
+        peer: P,
+    },
     /// Deliver `close_bidding(round)` after `after`.
     CloseBiddingAfter {
         /// The round whose window this closes.
