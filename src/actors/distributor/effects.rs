@@ -233,6 +233,24 @@ impl TaskDistributor {
         })
     }
 
+    /// The `task_distributed` entry of a round sent: to the mesh (`target_node` none), or
+    /// to the one executor whose live offer matched.
+    fn log_distributed(&mut self, id: Uuid, target_node: Option<String>) {
+        let reward = self.tasks.get(&id).map(|t| t.request.reward);
+        let title = self.title(id);
+        let description = match &target_node {
+            Some(node) => format!("{title} offered to {node} (its live offer)"),
+            None => format!("{title} offered to the mesh"),
+        };
+        let details = TaskDistributedDetails {
+            task_id: id,
+            task_title: title,
+            target_node,
+            reward_vibe: reward,
+        };
+        self.log(TransactionDetails::TaskDistributed(details), description);
+    }
+
     /// Send the request of round `round` to `peer` alone, whose live offer matched: no
     /// gossip, nobody else asked. Undelivered, the round is over at once with no answer
     /// (the machine then asks the mesh); delivered, the window waits for its one answer.
@@ -248,6 +266,10 @@ impl TaskDistributor {
                 .map(move |sent, actor, ctx| match sent {
                     Ok(Ok(_)) => {
                         tracing::debug!(task_id = %id, %peer, "asked the executor of a live offer");
+                        let target = crate::identity::public_key_of(&peer).map(|key| {
+                            crate::identity::NodeId::from_public_key(&key).to_string()
+                        });
+                        actor.log_distributed(id, target);
                         actor.drive(id, ctx, |task| task.offered(round, vec![peer]));
                     }
                     Ok(Err(e)) => {
@@ -341,17 +363,7 @@ impl TaskDistributor {
             work.into_actor(self)
                 .map(move |offered, actor, ctx| match offered {
                     Ok(eligible) => {
-                        let reward = actor.tasks.get(&id).map(|t| t.request.reward);
-                        let details = TaskDistributedDetails {
-                            task_id: id,
-                            task_title: actor.title(id),
-                            target_node: None,
-                            reward_vibe: reward,
-                        };
-                        actor.log(
-                            TransactionDetails::TaskDistributed(details),
-                            format!("{} offered to the mesh", actor.title(id)),
-                        );
+                        actor.log_distributed(id, None);
                         actor.drive(id, ctx, |task| task.offered(round, eligible));
                     }
                     Err(reason) => actor.drive(id, ctx, |task| task.fail(reason)),
