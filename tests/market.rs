@@ -605,6 +605,21 @@ async fn a_burst_from_one_originator_spreads_over_equal_executors() {
     }
 }
 
+/// The task's assignment came less than half of `window_ms` after its creation (the
+/// window closed early, it was not waited out); returns that delay.
+fn assigned_before_half_the_window(
+    view: &apn::actors::distributor::TaskView,
+    window_ms: u64,
+) -> chrono::TimeDelta {
+    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
+    assert!(
+        assigned.num_milliseconds() < (window_ms / 2) as i64,
+        "assigned {} ms after creation with a {window_ms} ms window",
+        assigned.num_milliseconds()
+    );
+    assigned
+}
+
 #[actix_rt::test]
 async fn a_bid_window_closes_once_every_known_executor_answered() {
     const WINDOW_MS: u64 = 5000;
@@ -634,13 +649,8 @@ async fn a_bid_window_closes_once_every_known_executor_answered() {
     let view = task_final(origin, id, TASK_TIMEOUT).await;
     assert_eq!(view.status, TaskStatus::Completed, "{view:?}");
     assert_eq!(view.bids_received, 1, "{view:?}");
-    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
+    let assigned = assigned_before_half_the_window(&view, WINDOW_MS);
     let started = view.started_at.expect("start time recorded") - view.created_at;
-    assert!(
-        assigned.num_milliseconds() < (WINDOW_MS / 2) as i64,
-        "assigned {} ms after creation with a {WINDOW_MS} ms window",
-        assigned.num_milliseconds()
-    );
     assert!(
         started >= assigned,
         "started before it was assigned: {view:?}"
@@ -698,12 +708,7 @@ async fn a_refusal_from_an_eligible_executor_closes_the_window_on_the_other_bid(
         view.assigned_node.as_deref(),
         Some(nodes[1].identity.node_id().to_string().as_str())
     );
-    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
-    assert!(
-        assigned.num_milliseconds() < (WINDOW_MS / 2) as i64,
-        "assigned {} ms after creation with a {WINDOW_MS} ms window",
-        assigned.num_milliseconds()
-    );
+    assigned_before_half_the_window(&view, WINDOW_MS);
     for node in nodes {
         node.shutdown().await;
     }
@@ -753,12 +758,7 @@ async fn a_live_offer_assigns_the_task_without_a_bid_round() {
     // The executor's acceptance is its one answer; nobody else was asked.
     assert_eq!(view.bids_received, 1, "{view:?}");
     assert_eq!(view.attempts, 1, "{view:?}");
-    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
-    assert!(
-        assigned.num_milliseconds() < (WINDOW_MS / 2) as i64,
-        "assigned {} ms after creation with a {WINDOW_MS} ms window",
-        assigned.num_milliseconds()
-    );
+    assigned_before_half_the_window(&view, WINDOW_MS);
     for node in nodes {
         node.shutdown().await;
     }
@@ -805,12 +805,7 @@ async fn a_refused_offer_falls_back_to_a_bid_round_at_once() {
     );
     assert_eq!(view.paid, Some(Vibe::from_whole(5)), "{view:?}");
     // Neither the refusal nor the full round after it waited out a window.
-    let assigned = view.assigned_at.expect("assignment time recorded") - view.created_at;
-    assert!(
-        assigned.num_milliseconds() < (WINDOW_MS / 2) as i64,
-        "assigned {} ms after creation with a {WINDOW_MS} ms window",
-        assigned.num_milliseconds()
-    );
+    assigned_before_half_the_window(&view, WINDOW_MS);
     for node in nodes {
         node.shutdown().await;
     }
