@@ -1,11 +1,11 @@
-//! Disk the node's scratch data takes: agent workspaces and repository bundles in the data
-//! dir (`resources.storage_gb` caps it; [`crate::market::check_storage`] decides). The
+//! Disk the node's scratch data takes: agent workspaces, repository bundles and the
+//! executor's repository cache in the data dir (`resources.storage_gb` caps it; [`crate::market::check_storage`] decides). The
 //! measure is a bounded directory walk: symbolic links are not followed, at most
 //! [`USAGE_ENTRIES_MAX`] entries are visited, and what cannot be read counts as empty.
 
 use std::path::Path;
 
-use crate::actors::node::SCRATCH_DIRS;
+use crate::actors::node::{REPO_CACHE_DIR, SCRATCH_DIRS};
 
 /// Most directory entries one measure visits; past it the measure stops and says so.
 pub const USAGE_ENTRIES_MAX: usize = 200_000;
@@ -19,10 +19,11 @@ pub struct Usage {
     pub complete: bool,
 }
 
-/// Bytes the data dir's scratch directories (`workspaces`, `bundles`) take.
+/// Bytes the data dir's scratch directories (`workspaces`, `bundles`, `repo-cache`) take.
 pub fn scratch_usage(data_dir: &Path) -> Usage {
     let roots: Vec<_> = SCRATCH_DIRS
         .iter()
+        .chain(std::iter::once(&REPO_CACHE_DIR))
         .map(|name| data_dir.join(name))
         .collect();
     tree_usage(&roots, USAGE_ENTRIES_MAX)

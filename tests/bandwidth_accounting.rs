@@ -48,6 +48,7 @@ async fn both_sides_account_the_bytes_sent() {
             task_id: Uuid::new_v4(),
             index: index as u32,
             total: MESSAGES as u32,
+            bytes: (MESSAGES * PAYLOAD_BYTES) as u64,
             data: Sealed {
                 nonce: index as u64,
                 ciphertext: serde_bytes::ByteBuf::from(vec![0x5a; PAYLOAD_BYTES]),

@@ -184,16 +184,22 @@ fn arb_message() -> impl Strategy<Value = APNMessage> {
                     usage,
                 })
             }),
-        (arb_uuid(), any::<u32>(), any::<u32>(), arb_sealed()).prop_map(
-            |(task_id, index, total, data)| {
+        (
+            arb_uuid(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            arb_sealed()
+        )
+            .prop_map(|(task_id, index, total, bytes, data)| {
                 APNMessage::RepoChunk(RepoChunk {
                     task_id,
                     index,
                     total,
+                    bytes,
                     data,
                 })
-            }
-        ),
+            }),
     ]
 }
 

@@ -1,10 +1,11 @@
 //! Issue 13, mesh side: an attacker built from the crate's own identity, envelope and
 //! transport (see `common::attacker`) tries what an executor must refuse at admission:
 //! an assignment it never bid for, one at another price, a repository "on a shared disk"
-//! (`RepoDelivery::LocalPath`) from a peer, a bundle announcing a chunk count its size does
-//! not imply, a bundle past the node's storage cap, and a flood of requests holding every
-//! slot. Each refusal reaches the attacker
-//! at once as an `ExecutionFailed`, is counted by reason, and starts nothing.
+//! (`RepoDelivery::LocalPath`) from a peer, an assignment to a node whose disk is full, and
+//! a flood of requests holding every slot: each refusal reaches the attacker at once as an
+//! `ExecutionFailed`, is counted by reason, and starts nothing. Once a run is admitted, a
+//! bundle announcing a chunk count its size does not imply, or past the storage cap, fails
+//! the run at its first chunk (counted, nothing allocated by the peer's numbers).
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // a test fails loudly by design
 
 mod common;
@@ -46,9 +47,70 @@ fn payload(repo: RepoDelivery) -> TaskPayload {
 /// the content hash).
 fn any_payload() -> TaskPayload {
     payload(RepoDelivery::Bundle {
-        bytes: 10,
-        total_chunks: 1,
+        root_commit: "0".repeat(40),
     })
+}
+
+/// Assign the bid's task, complete the handshake with the victim's answer, and send one
+/// repository chunk announcing a bundle of `bytes` in `total` chunks; returns the reason
+/// the run then failed for (the sealed failure detail, opened).
+async fn admitted_then_chunk(
+    attacker: &mut Attacker,
+    victim: &NodeHandle,
+    bid: &TaskBid,
+    bytes: u64,
+    total: u32,
+) -> String {
+    let (assignment, pending) =
+        attacker.assignment_with_handshake(victim, bid.task_id, bid.price, &any_payload());
+    attacker.send(&assignment).await;
+    let APNMessage::ExecutionStarted(started) = answer(attacker, bid.task_id).await else {
+        panic!("the assignment was refused");
+    };
+    let (mut session, _have) = pending
+        .complete(&started.noise_handshake)
+        .expect("the victim's answer completes the handshake");
+    let data = session.seal(&[0u8; 1000]).unwrap();
+    attacker
+        .send(&APNMessage::RepoChunk(RepoChunk {
+            task_id: bid.task_id,
+            index: 0,
+            total,
+            bytes,
+            data,
+        }))
+        .await;
+    let APNMessage::ExecutionFailed(failed) = attacker
+        .next(|m| matches!(m, APNMessage::ExecutionFailed(f) if f.task_id == bid.task_id))
+        .await
+    else {
+        unreachable!("filtered to a failure");
+    };
+    let detail = session
+        .open(&failed.detail.expect("a sealed detail"))
+        .unwrap();
+    let detail: apn::market::FailureDetail =
+        apn::messages::codec::decode(&detail, 1 << 16).unwrap();
+    detail.error
+}
+
+/// The run is over: its slot is free again.
+async fn run_ends(victim: &NodeHandle) {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while victim
+        .executor
+        .send(GetExecutorStatus)
+        .await
+        .unwrap()
+        .active
+        > 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The victim's first answer to an assignment of `task_id`: its refusal, or its start.
@@ -88,15 +150,7 @@ async fn an_unsolicited_assignment_is_refused_at_once() {
     let before = victim.metrics.dropped(DropReason::UnsolicitedAssignment);
     // No request, no bid: the victim owes this task nothing.
     let task_id = Uuid::new_v4();
-    let assignment = attacker.assignment(
-        &victim,
-        task_id,
-        Vibe::from_whole(1),
-        &payload(RepoDelivery::Bundle {
-            bytes: 10,
-            total_chunks: 1,
-        }),
-    );
+    let assignment = attacker.assignment(&victim, task_id, Vibe::from_whole(1), &any_payload());
     attacker.send(&assignment).await;
     let error = refusal(answer(&mut attacker, task_id).await);
     assert!(error.contains("no live bid"), "{error}");
@@ -122,10 +176,7 @@ async fn an_assignment_at_another_price_or_with_a_local_path_is_refused() {
         &victim,
         bid.task_id,
         Vibe::from_micros(bid.price.micros() - 1),
-        &payload(RepoDelivery::Bundle {
-            bytes: 10,
-            total_chunks: 1,
-        }),
+        &any_payload(),
     );
     attacker.send(&cheaper).await;
     let error = refusal(answer(&mut attacker, bid.task_id).await);
@@ -176,20 +227,26 @@ async fn an_assignment_whose_task_is_not_the_one_bid_on_is_refused() {
     victim.shutdown().await;
 }
 
-#[actix_rt::test]
-async fn a_bundle_past_the_storage_cap_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = shell_config(dir.path());
+/// A victim with a 1 GB storage cap whose scratch dirs already hold `filled` bytes (a
+/// sparse file: its length counts). Written after the start, which clears what a killed
+/// process left behind.
+async fn victim_with_disk(dir: &std::path::Path, filled: u64) -> NodeHandle {
+    let mut config = shell_config(dir);
     config.resources.storage_gb = 1;
     let victim = node(config).await;
-    // The scratch dirs already hold the whole gigabyte (a sparse file: its length counts).
-    // Written after the start, which clears what a killed process left behind.
     let bundles = victim.data_dir.join("bundles");
     std::fs::create_dir_all(&bundles).unwrap();
     std::fs::File::create(bundles.join("left.bundle"))
         .unwrap()
-        .set_len(1_000_000_000)
+        .set_len(filled)
         .unwrap();
+    victim
+}
+
+#[actix_rt::test]
+async fn an_assignment_to_a_full_disk_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = victim_with_disk(dir.path(), 1_000_000_000).await;
     let mut attacker = announced_attacker(&victim).await;
     let bid = attacker
         .request_bid(Vibe::from_whole(100), &any_payload())
@@ -204,7 +261,23 @@ async fn a_bundle_past_the_storage_cap_is_refused() {
 }
 
 #[actix_rt::test]
-async fn a_bundle_announcing_a_huge_chunk_count_is_refused_without_allocating() {
+async fn a_bundle_past_the_storage_cap_fails_its_run_at_its_first_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for a small bundle, not for one of 1000 bytes.
+    let victim = victim_with_disk(dir.path(), 1_000_000_000 - 500).await;
+    let mut attacker = announced_attacker(&victim).await;
+    let bid = attacker
+        .request_bid(Vibe::from_whole(100), &any_payload())
+        .await;
+    let error = admitted_then_chunk(&mut attacker, &victim, &bid, 1000, 1).await;
+    assert!(error.contains("resources.storage_gb"), "{error}");
+    run_ends(&victim).await;
+    nothing_started(&victim).await;
+    victim.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_bundle_announcing_a_huge_chunk_count_fails_its_run_without_allocating() {
     let dir = tempfile::tempdir().unwrap();
     let victim = victim(dir.path()).await;
     let mut attacker = announced_attacker(&victim).await;
@@ -213,19 +286,10 @@ async fn a_bundle_announcing_a_huge_chunk_count_is_refused_without_allocating() 
         .await;
     // 1000 bytes is one chunk; a peer-chosen u32 once sized a vector of options and
     // aborted the whole process.
-    let huge = attacker.assignment(
-        &victim,
-        bid.task_id,
-        bid.price,
-        &payload(RepoDelivery::Bundle {
-            bytes: 1000,
-            total_chunks: u32::MAX,
-        }),
-    );
-    attacker.send(&huge).await;
-    let error = refusal(answer(&mut attacker, bid.task_id).await);
+    let error = admitted_then_chunk(&mut attacker, &victim, &bid, 1000, u32::MAX).await;
     assert!(error.contains("chunk"), "{error}");
     assert_eq!(victim.metrics.dropped(DropReason::BadChunkCount), 1);
+    run_ends(&victim).await;
     nothing_started(&victim).await;
     // The victim is alive and still bids.
     let again = attacker

@@ -174,8 +174,7 @@ async fn unsolicited_and_overflowing_payments_are_refused_and_cost_nothing() {
         executor_profile: "SHELL".into(),
         base_commit: "0".repeat(40),
         repo: apn::market::RepoDelivery::Bundle {
-            bytes: 10,
-            total_chunks: 1,
+            root_commit: "0".repeat(40),
         },
         timeout_s: 30,
     };

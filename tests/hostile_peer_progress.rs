@@ -49,6 +49,7 @@ async fn an_executors_progress_past_the_file_limits_is_refused_and_counted() {
             action: "Editing".into(),
             files_modified: files,
             files_omitted: 0,
+            repo_chunks_received: None,
         };
         let plain = apn::messages::codec::encode(&action).unwrap();
         APNMessage::ExecutionProgress(ExecutionProgress {

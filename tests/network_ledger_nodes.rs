@@ -231,8 +231,7 @@ async fn an_assignment_whose_escrow_is_not_on_the_stream_is_refused() {
         executor_profile: "SHELL".into(),
         base_commit: "0".repeat(40),
         repo: RepoDelivery::Bundle {
-            bytes: 10,
-            total_chunks: 1,
+            root_commit: "0".repeat(40),
         },
         timeout_s: 30,
     };

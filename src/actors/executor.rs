@@ -46,6 +46,7 @@ use crate::protocol::network_ledger::{CheckHold, CommitResult};
 use crate::protocol::panel::{
     ExecutionDetails, PanelEvent, PanelSender, TransactionDetails, TransactionLogEntry,
 };
+use crate::workspace;
 
 /// Repository chunks buffered per run before the sender is slowed down.
 const CHUNKS_QUEUED_MAX: usize = 64;
@@ -61,9 +62,6 @@ struct Running {
     origin: Option<PeerId>,
     chunks: Option<mpsc::Sender<RepoChunk>>,
     cancel: CancellationToken,
-    /// A peer's run: its bundle's announced size, held against `resources.storage_gb`
-    /// while the run lasts (its chunks may not be on disk yet); 0 for a local run.
-    bundle_bytes: u64,
     /// A peer's run: what the panel's entries about it say, and when it started.
     hosted: Option<(ExecutionDetails, Instant)>,
 }
@@ -120,17 +118,28 @@ pub struct TaskExecutor {
     /// Peers' tasks admitted (a `task_received` entry) whose run has not started yet: the
     /// panel's entries about each. At most one per live reservation.
     hosted: HashMap<Uuid, ExecutionDetails>,
+    /// What this node has of its originators' repositories.
+    repo_cache: Arc<workspace::RepoCache>,
 }
 
 impl TaskExecutor {
     /// Measure the scratch dirs off the actor's thread (with a storage cap only) and keep
     /// the figure for the bid-time check.
+    /// Over the cap, the repository cache's least recently used entries go first.
     fn measure_scratch(&mut self, ctx: &mut Context<Self>) {
-        if self.config.resources.storage_cap_bytes().is_none() {
+        let Some(cap) = self.config.resources.storage_cap_bytes() else {
             return;
-        }
+        };
         let data_dir = self.config.node.data_dir.clone();
-        let measure = tokio::task::spawn_blocking(move || crate::storage::scratch_usage(&data_dir));
+        let cache = self.repo_cache.clone();
+        let measure = tokio::task::spawn_blocking(move || {
+            let usage = crate::storage::scratch_usage(&data_dir);
+            if cache.evict(usage.bytes, 0, cap) > 0 {
+                crate::storage::scratch_usage(&data_dir)
+            } else {
+                usage
+            }
+        });
         ctx.spawn(measure.into_actor(self).map(|usage, actor, _| {
             if let Ok(usage) = usage {
                 actor.scratch_used = usage.bytes;
@@ -145,7 +154,14 @@ impl TaskExecutor {
         metrics: Arc<NetMetrics>,
         links: ExecutorLinks,
     ) -> Self {
+        let repo_cache = workspace::RepoCache::open(
+            &config
+                .node
+                .data_dir
+                .join(crate::actors::node::REPO_CACHE_DIR),
+        );
         TaskExecutor {
+            repo_cache,
             slots_max: config.resources.max_concurrent_tasks,
             identity,
             config,
@@ -204,10 +220,6 @@ impl TaskExecutor {
             RunOrigin::Remote { origin, .. } => Some(*origin),
             RunOrigin::Local { .. } => None,
         };
-        let bundle_bytes = match (&payload.repo, origin_peer) {
-            (market::RepoDelivery::Bundle { bytes, .. }, Some(_)) => *bytes,
-            _ => 0,
-        };
         self.reservations.remove(&task_id);
         let hosted = self.hosted.remove(&task_id).map(|details| {
             self.show_hosted(
@@ -227,7 +239,6 @@ impl TaskExecutor {
                 origin: origin_peer,
                 chunks: origin_peer.map(|_| chunk_sender),
                 cancel: cancel.clone(),
-                bundle_bytes,
                 hosted,
             },
         );
@@ -352,44 +363,57 @@ impl TaskExecutor {
                     "the originator never announced its encryption key".to_string(),
                 ))
                 .and_then(|key| {
-                    crate::mesh::e2e::respond(&identity, &key, &handshake)
+                    crate::mesh::e2e::respond_with(&identity, &key, &handshake)
                         .map_err(|e| (DropReason::DecryptFailed, format!("the task does not decrypt: {e}")))
                 })
-                .and_then(|(plaintext, answer, session)| {
+                .and_then(|(plaintext, responder)| {
                     <TaskPayload as crate::market::SealedPayload>::decode(&plaintext)
-                        .map(|payload| (payload, answer, session))
+                        .map(|payload| (payload, responder))
                         .map_err(|e| (DropReason::Malformed, format!("the task is malformed: {e}")))
                 })
-                .and_then(|(payload, answer, session)| {
-                    market::admit_payload(&payload, executor_run::BUNDLE_BYTES_MAX, &bid_content_hash)
-                        .map(|()| (payload, answer, session))
+                .and_then(|(payload, responder)| {
+                    market::admit_payload(&payload, &bid_content_hash)
+                        .map(|()| (payload, responder))
                         .map_err(|refusal| {
                             let reason = match refusal {
                                 AdmissionRefusal::LocalPath => DropReason::LocalPathFromPeer,
                                 AdmissionRefusal::ContentMismatch => DropReason::ContentMismatch,
-                                _ => DropReason::BadChunkCount,
+                                _ => DropReason::Malformed,
                             };
                             (reason, refusal.to_string())
                         })
                 })
-                .and_then(|(payload, answer, session)| {
-                    let bundle = match &payload.repo {
-                        market::RepoDelivery::Bundle { bytes, .. } => *bytes,
-                        market::RepoDelivery::LocalPath(_) => 0,
-                    };
-                    // What the disk holds, plus the bundles of peers' runs under way (their
-                    // chunks may still be arriving): a bundle already written counts twice
-                    // while its run lasts, which errs on the side of the cap.
-                    let under_way: u64 = actor.running.values().map(|r| r.bundle_bytes).sum();
+                .and_then(|(payload, responder)| {
+                    // The bundle's size is known only once its first chunk comes (it holds
+                    // only what the cache lacks); then the run makes room for it or fails.
+                    // Here the disk must not be over the cap already.
                     if let Some(usage) = used {
                         actor.scratch_used = usage.bytes;
                     }
-                    let used = used.map_or(0, |usage| usage.bytes).saturating_add(under_way);
-                    market::check_storage(bundle, used, storage_cap)
-                        .map(|()| (payload, answer, session))
+                    let used = used.map_or(0, |usage| usage.bytes);
+                    market::storage_room_for_bid(used, storage_cap)
+                        .map(|()| (payload, responder))
                         .map_err(|refusal| (DropReason::StorageFull, refusal.to_string()))
+                })
+                .and_then(|(payload, responder)| {
+                    // What the cache holds of this originator's repository goes back in the
+                    // handshake answer: the bundle then carries only what it lacks.
+                    let lease = match &payload.repo {
+                        market::RepoDelivery::Bundle { root_commit } => Some(actor.repo_cache.lease(
+                            &workspace::cache_key(&origin.to_bytes(), root_commit),
+                        )),
+                        market::RepoDelivery::LocalPath(_) => None,
+                    };
+                    let have = market::RepoHave {
+                        commits: lease.as_ref().map(|l| l.have()).unwrap_or_default(),
+                    };
+                    crate::messages::codec::encode(&have)
+                        .map_err(|e| e.to_string())
+                        .and_then(|said| responder.answer(&said).map_err(|e| e.to_string()))
+                        .map(|(answer, session)| (payload, answer, session, lease))
+                        .map_err(|e| (DropReason::DecryptFailed, format!("cannot answer the handshake: {e}")))
                 });
-            let (payload, answer, session) = match admitted {
+            let (payload, answer, session, lease) = match admitted {
                 Ok(parts) => parts,
                 Err((reason, detail)) => {
                     // The slot comes back: nothing runs for this assignment.
@@ -415,6 +439,7 @@ impl TaskExecutor {
                 origin,
                 session: Box::new(session),
                 handshake_answer: answer,
+                cache: lease,
             };
             if let Some(panel) = &actor.links.panel {
                 let origin_node = match &origin {
@@ -576,6 +601,17 @@ impl Handler<Inbound> for TaskExecutor {
                         chunks: Some(chunks),
                         ..
                     }) if *origin == from => {
+                        // A shape that cannot hold is counted here; the run, which gets it
+                        // still, fails on it at once.
+                        if market::check_bundle_shape(
+                            chunk.bytes,
+                            chunk.total,
+                            executor_run::BUNDLE_BYTES_MAX,
+                        )
+                        .is_err()
+                        {
+                            self.metrics.count_drop(DropReason::BadChunkCount);
+                        }
                         if chunks.try_send(chunk.clone()).is_err() {
                             self.metrics.count_drop(DropReason::RateLimited);
                         }
@@ -635,11 +671,8 @@ impl Handler<ReserveSlot> for TaskExecutor {
             .values()
             .filter(|r| r.bid.origin == request.origin && !r.bid.claimed)
             .count();
-        let under_way: u64 = self.running.values().map(|r| r.bundle_bytes).sum();
         let storage_cap = self.config.resources.storage_cap_bytes();
-        if let Err(reason) =
-            market::storage_room_for_bid(self.scratch_used.saturating_add(under_way), storage_cap)
-        {
+        if let Err(reason) = market::storage_room_for_bid(self.scratch_used, storage_cap) {
             tracing::info!(task_id = %request.task_id, %reason, "not bidding");
             return None;
         }

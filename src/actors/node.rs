@@ -495,6 +495,10 @@ fn log_sandbox(mode: crate::sandbox::SandboxMode) {
 /// whatever is there belongs to a previous, killed process.
 pub const SCRATCH_DIRS: [&str; 2] = ["workspaces", "bundles"];
 
+/// The executor's repository cache (`workspace::RepoCache`): kept across restarts, counted
+/// with the scratch dirs against `resources.storage_gb`.
+pub const REPO_CACHE_DIR: &str = "repo-cache";
+
 fn remove_leftovers(data_dir: &std::path::Path) {
     for name in SCRATCH_DIRS {
         let Ok(entries) = std::fs::read_dir(data_dir.join(name)) else {

@@ -1,11 +1,12 @@
 //! What an executor accepts as an assignment: only for a live bid it made, at its price
-//! ([`admit_assignment`]); never a path on its own disk from a peer ([`admit_payload`]); a
-//! bundle only with the chunk count its size implies ([`check_bundle_shape`]) and only when
-//! it fits the node's storage cap ([`check_storage`]). And how
+//! ([`admit_assignment`]); never a path on its own disk from a peer, and a repository only
+//! named by its root commit's id ([`admit_payload`]); a bundle only with the chunk count
+//! its size implies ([`check_bundle_shape`]) and only when it fits the node's storage cap
+//! ([`check_storage`]). And how
 //! long an assignment may last whatever heartbeats say ([`assignment_deadline_s`]).
 
 use crate::messages::Vibe;
-use crate::messages::payloads::{RepoDelivery, TaskPayload};
+use crate::messages::payloads::{RepoDelivery, TaskPayload, is_object_id};
 
 use super::REPO_CHUNK_BYTES;
 
@@ -49,6 +50,10 @@ pub enum AdmissionRefusal {
     /// The prompt and base commit do not hash to the `content_hash` the bid was made for.
     #[error("the task is not the one this node bid on (its content hash differs)")]
     ContentMismatch,
+    /// The repository is not named by a full commit id (its root commit), or the base
+    /// commit is not one.
+    #[error("the repository's root or base commit is not a full commit id")]
+    RepositoryId,
     /// The bundle's announced size or chunk count does not hold.
     #[error(transparent)]
     Bundle(#[from] BundleShapeError),
@@ -168,20 +173,21 @@ pub fn admit_assignment<P: PartialEq>(
 }
 
 /// Admit a peer's decrypted task: the repository must come as a bundle, never as a path on
-/// this node's disk (that is for this node's own tasks only).
+/// this node's disk (that is for this node's own tasks only), named by its root commit;
+/// the base commit must be a full commit id (the repository cache names refs after it).
 /// The task must also be the one the request described: its prompt and base commit hash to
 /// the request's `content_hash` the bid was made for (no bait and switch).
 pub fn admit_payload(
     payload: &TaskPayload,
-    bundle_bytes_max: u64,
     bid_content_hash: &str,
 ) -> Result<(), AdmissionRefusal> {
-    match payload.repo {
+    match &payload.repo {
         RepoDelivery::LocalPath(_) => return Err(AdmissionRefusal::LocalPath),
-        RepoDelivery::Bundle {
-            bytes,
-            total_chunks,
-        } => check_bundle_shape(bytes, total_chunks, bundle_bytes_max)?,
+        RepoDelivery::Bundle { root_commit } => {
+            if !is_object_id(root_commit) || !is_object_id(&payload.base_commit) {
+                return Err(AdmissionRefusal::RepositoryId);
+            }
+        }
     }
     if content_hash(&payload.prompt, &payload.base_commit) != bid_content_hash {
         return Err(AdmissionRefusal::ContentMismatch);
@@ -295,35 +301,37 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_cannot_name_a_path_on_this_nodes_disk() {
+    fn a_peer_cannot_name_a_path_on_this_nodes_disk_nor_a_repository_by_another_name() {
+        let commit = "c".repeat(40);
         let mut payload = TaskPayload {
             title: String::new(),
             prompt: "p".into(),
             executor_profile: "SHELL".into(),
-            base_commit: String::new(),
+            base_commit: commit.clone(),
             repo: RepoDelivery::LocalPath("/etc".into()),
             timeout_s: 0,
         };
-        let hash = content_hash("p", "");
+        let hash = content_hash("p", &commit);
         assert_eq!(
-            admit_payload(&payload, 1 << 20, &hash),
+            admit_payload(&payload, &hash),
             Err(AdmissionRefusal::LocalPath)
         );
         payload.repo = RepoDelivery::Bundle {
-            bytes: 1,
-            total_chunks: 1,
+            root_commit: "r".repeat(40),
         };
-        assert_eq!(admit_payload(&payload, 1 << 20, &hash), Ok(()));
+        assert_eq!(
+            admit_payload(&payload, &hash),
+            Err(AdmissionRefusal::RepositoryId)
+        );
         payload.repo = RepoDelivery::Bundle {
-            bytes: 1,
-            total_chunks: u32::MAX,
+            root_commit: "0".repeat(40),
         };
-        assert!(matches!(
-            admit_payload(&payload, 1 << 20, &hash),
-            Err(AdmissionRefusal::Bundle(
-                BundleShapeError::ChunkCount { .. }
-            ))
-        ));
+        assert_eq!(admit_payload(&payload, &hash), Ok(()));
+        payload.base_commit = "main".into();
+        assert_eq!(
+            admit_payload(&payload, &content_hash("p", "main")),
+            Err(AdmissionRefusal::RepositoryId)
+        );
     }
 
     #[test]
@@ -334,13 +342,12 @@ mod tests {
             executor_profile: "SHELL".into(),
             base_commit: "a".repeat(40),
             repo: RepoDelivery::Bundle {
-                bytes: 1,
-                total_chunks: 1,
+                root_commit: "0".repeat(40),
             },
             timeout_s: 0,
         };
         let bid_for = content_hash("fix the typo", &"a".repeat(40));
-        assert_eq!(admit_payload(&payload, 1 << 20, &bid_for), Ok(()));
+        assert_eq!(admit_payload(&payload, &bid_for), Ok(()));
         for other in [
             content_hash("rm -rf ~", &"a".repeat(40)),
             content_hash("fix the typo", &"b".repeat(40)),
@@ -349,7 +356,7 @@ mod tests {
             String::new(),
         ] {
             assert_eq!(
-                admit_payload(&payload, 1 << 20, &other),
+                admit_payload(&payload, &other),
                 Err(AdmissionRefusal::ContentMismatch)
             );
         }

@@ -38,7 +38,8 @@ pub enum NoBid {
     /// This node's roles (`node.capabilities`) leave out `compute`.
     #[error("this node does not take the compute role (node.capabilities)")]
     NotCompute,
-    /// This node's scratch data (workspaces, bundles) is at its `resources.storage_gb` cap.
+    /// This node's scratch data (workspaces, bundles, repository cache) is at its
+    /// `resources.storage_gb` cap.
     #[error("storage is full: {used} of {cap} bytes used (resources.storage_gb)")]
     StorageFull {
         /// Bytes the scratch data takes, with the bundles of runs under way.
@@ -113,9 +114,10 @@ pub fn may_reserve(
     Ok(())
 }
 
-/// Whether a node whose scratch data takes `used_bytes` may bid under the storage cap
-/// `cap_bytes` (`None`: no cap): it must have room left at all. The bundle's size is not
-/// known at bid time; the assignment checks it ([`super::check_storage`]).
+/// Whether a node whose scratch data takes `used_bytes` may bid (or admit an assignment)
+/// under the storage cap `cap_bytes` (`None`: no cap): it must have room left at all. The
+/// bundle's size is known only once it arrives; the run checks it then
+/// ([`super::check_storage`]).
 pub fn storage_room_for_bid(used_bytes: u64, cap_bytes: Option<u64>) -> Result<(), NoBid> {
     match cap_bytes {
         Some(cap) if used_bytes >= cap => Err(NoBid::StorageFull {

@@ -36,5 +36,11 @@ pub use bids::*;
 /// Plaintext bytes per repository chunk (a sealed chunk stays well under the frame limit).
 pub const REPO_CHUNK_BYTES: usize = 192 * 1024;
 
+/// The ref a task's bundle carries its base commit under: the originator names it so, the
+/// executor fetches it by that name into its repository cache.
+pub fn bundle_reference(task_id: uuid::Uuid) -> String {
+    format!("refs/apn/bundle/{task_id}")
+}
+
 /// Default estimate of a run when the request names no timeout, in seconds.
 pub const DEFAULT_ESTIMATE_S: u64 = 600;

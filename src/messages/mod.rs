@@ -542,6 +542,9 @@ pub struct RepoChunk {
     pub index: u32,
     /// Number of chunks in the bundle; the same in every chunk of a task.
     pub total: u32,
+    /// Size of the whole bundle, in bytes; the same in every chunk of a task, and the
+    /// chunk count it implies must be `total`.
+    pub bytes: u64,
     /// This chunk's bytes of the bundle, sealed in the task's Noise session.
     pub data: Sealed,
 }

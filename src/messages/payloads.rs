@@ -12,12 +12,14 @@ use super::codec::{self, CodecError};
 /// How the executor gets the repository.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RepoDelivery {
-    /// A git bundle of the base commit follows in `total_chunks` sealed `RepoChunk`s.
+    /// A git bundle follows in sealed `RepoChunk`s (each names the bundle's size). The
+    /// executor's handshake answer first says which commits of this repository its cache
+    /// holds ([`RepoHave`]), and the bundle carries only what they lack: nothing at all
+    /// (a zero-byte bundle) when the base commit is among them.
     Bundle {
-        /// Size of the whole bundle, in bytes.
-        bytes: u64,
-        /// Number of `RepoChunk`s the bundle is split into.
-        total_chunks: u32,
+        /// The repository's identity: its root commit (the smallest id when the base
+        /// commit's history has several). The executor's cache is keyed by it.
+        root_commit: String,
     },
     /// The repository is at this path on a disk both nodes share.
     LocalPath(String),
@@ -120,6 +122,39 @@ impl From<LogLineWire> for LogLine {
     }
 }
 
+/// What the executor already has of a task's repository, sealed in its handshake answer
+/// (`ExecutionStarted`): commits its repository cache holds for this originator and
+/// repository, most recently used first, at most [`REPO_HAVE_MAX`]. Only a hint: the
+/// originator builds the bundle against those of them it knows.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RepoHave {
+    /// Full commit ids (40 or 64 hex digits).
+    pub commits: Vec<String>,
+}
+
+/// Most commits a [`RepoHave`] names.
+pub const REPO_HAVE_MAX: usize = 16;
+/// Largest plaintext of a sealed [`RepoHave`], in bytes.
+pub const REPO_HAVE_BYTES_MAX: usize = 4 * 1024;
+
+impl RepoHave {
+    /// The commits that are well-formed object ids, at most [`REPO_HAVE_MAX`]: what a peer
+    /// says is never handed to git unchecked.
+    pub fn checked_commits(&self) -> Vec<String> {
+        self.commits
+            .iter()
+            .filter(|c| is_object_id(c))
+            .take(REPO_HAVE_MAX)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A full git object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+pub fn is_object_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The result, sealed inside `ExecutionCompleted`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionResult {
@@ -189,6 +224,10 @@ pub struct ProgressAction {
     /// [`PROGRESS_FILES_MAX`]).
     #[serde(default)]
     pub files_omitted: u64,
+    /// While the repository arrives: how many of its chunks the executor has written. The
+    /// originator's sender keeps only a bounded number of chunks beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_chunks_received: Option<u32>,
 }
 
 /// A progress report names more files, or longer paths, than a report may.
@@ -224,6 +263,7 @@ impl ProgressAction {
                 .map(|path| cut_path(path))
                 .collect(),
             files_omitted: files.len().saturating_sub(PROGRESS_FILES_MAX) as u64,
+            repo_chunks_received: None,
         }
     }
 
@@ -287,6 +327,10 @@ impl SealedPayload for ProgressAction {
 
 impl SealedPayload for FailureDetail {
     const BYTES_MAX: usize = FAILURE_DETAIL_BYTES_MAX;
+}
+
+impl SealedPayload for RepoHave {
+    const BYTES_MAX: usize = REPO_HAVE_BYTES_MAX;
 }
 
 #[cfg(test)]

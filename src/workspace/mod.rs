@@ -8,10 +8,12 @@
 //! error messages, and a diff is read only up to its limit (the rest is counted, not kept).
 //!
 //! The life of a task's repository:
-//! - originator: [`resolve_commit`] (branch or commit → full id), [`create_bundle`] (the
-//!   commit and its history, to send to the executor);
-//! - executor: [`checkout_workspace`] (a fresh clone at the commit, from the bundle or a
-//!   local path), the agent runs, [`diff_against_base`] (its work, new and deleted files
+//! - originator: [`resolve_commit`] (branch or commit → full id), [`root_commit`] (the
+//!   repository's identity), [`create_bundle_missing`] (the commit and the history the
+//!   executor lacks, to send to it);
+//! - executor: the [`RepoCache`] (`cache.rs`: what it has of each originator's
+//!   repositories, the bundle fetched into it, a workspace borrowing its objects), or
+//!   [`checkout_workspace`] (a fresh clone from a bundle or a local path), the agent runs, [`diff_against_base`] (its work, new and deleted files
 //!   included, bounded), [`result_hash`], [`remove_workspace`];
 //! - originator again: [`apply_check`] ([`check_diff_paths`], then `git apply --check` in a
 //!   scratch clone: the user's working tree is never touched), optionally
@@ -22,10 +24,12 @@
 //! a submodule is refused before git sees it (git's own checks are the second line).
 //!
 //! Layout: `git.rs` runs git (hardening, bounded output, reference checks), `repo.rs` holds
-//! the repository operations of a run, `diff_paths.rs` the pure path checker of a diff from
+//! the repository operations of a run, `cache.rs` the executor's repository cache,
+//! `diff_paths.rs` the pure path checker of a diff from
 //! the network, `verify.rs` the scratch clones that check and verify a diff, `status.rs`
 //! what a run has changed so far (the executor's workspace watcher).
 
+mod cache;
 mod diff_paths;
 mod git;
 mod repo;
@@ -34,11 +38,12 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
+pub use cache::{CacheLease, RepoCache, cache_key, lru_victims};
 pub use diff_paths::check_diff_paths;
 pub use git::check_reference;
 pub use repo::{
-    DiffResult, RepoSource, checkout_workspace, create_bundle, diff_against_base, remove_workspace,
-    resolve_commit, result_hash,
+    DiffResult, RepoSource, checkout_workspace, create_bundle, create_bundle_missing,
+    diff_against_base, remove_workspace, resolve_commit, result_hash, root_commit,
 };
 pub use verify::{apply_and_verify, apply_check};
 

@@ -22,23 +22,84 @@ pub fn resolve_commit(repo: &Path, base: &str) -> Result<String, WorkspaceError>
     })
 }
 
+/// The repository's identity as the executor's cache keys it: the root commit of
+/// `commit`'s history (`git rev-list --max-parents=0`), the smallest id when there are
+/// several (histories merged from unrelated roots).
+pub fn root_commit(repo: &Path, commit: &str) -> Result<String, WorkspaceError> {
+    check_reference(commit)?;
+    let roots = run_git(repo, &["rev-list", "--max-parents=0", commit, "--"])?;
+    String::from_utf8_lossy(&roots)
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .min()
+        .map(str::to_string)
+        .ok_or_else(|| WorkspaceError::BadReference {
+            reference: commit.to_string(),
+            reason: "its history has no root commit".into(),
+        })
+}
+
 /// Write a git bundle holding `commit` (a commit id or any name of one) and its history to
-/// `bundle_path`; returns the bundle's size in bytes. A bundle needs a ref: a temporary
-/// `refs/apn/bundle-<random>` points at the commit while the bundle is written and is
-/// deleted afterwards, whatever happened.
+/// `bundle_path`; returns the bundle's size in bytes. See [`create_bundle_missing`].
 pub fn create_bundle(repo: &Path, commit: &str, bundle_path: &Path) -> Result<u64, WorkspaceError> {
-    let commit = resolve_commit(repo, commit)?;
-    let bundle_path = absolute(bundle_path)?;
     let reference = format!("refs/apn/bundle-{}", uuid::Uuid::new_v4().simple());
-    run_git(repo, &["update-ref", &reference, &commit])?;
+    create_bundle_missing(repo, commit, &[], &reference, bundle_path)?.ok_or_else(|| {
+        WorkspaceError::BadReference {
+            reference: commit.to_string(),
+            reason: "nothing to bundle".into(),
+        }
+    })
+}
+
+/// Write a git bundle of `commit` without what `have` (commits the receiver holds) already
+/// brings, under the ref `reference`, to `bundle_path`. Returns its size in bytes, or
+/// `None` when the receiver has everything (`commit` is in or below `have`): nothing need
+/// travel. Commits of `have` this repository does not know are ignored.
+///
+/// A bundle needs a ref: `reference` points at the commit while the bundle is written and
+/// is deleted afterwards, whatever happened. The receiver fetches it by that name.
+pub fn create_bundle_missing(
+    repo: &Path,
+    commit: &str,
+    have: &[String],
+    reference: &str,
+    bundle_path: &Path,
+) -> Result<Option<u64>, WorkspaceError> {
+    check_reference(reference)?;
+    let commit = resolve_commit(repo, commit)?;
+    let have: Vec<&str> = have
+        .iter()
+        .map(String::as_str)
+        .filter(|c| crate::messages::payloads::is_object_id(c))
+        .collect();
+    if have.contains(&commit.as_str()) {
+        return Ok(None);
+    }
+    if !have.is_empty() {
+        // Whether anything is missing at all: git refuses to write an empty bundle.
+        let mut args = vec!["rev-list", "--count", "--ignore-missing", &commit, "--not"];
+        args.extend(have.iter().copied());
+        let missing = run_git(repo, &args)?;
+        if String::from_utf8_lossy(&missing).trim() == "0" {
+            return Ok(None);
+        }
+    }
+    let bundle_path = absolute(bundle_path)?;
+    run_git(repo, &["update-ref", reference, &commit])?;
     let path = bundle_path.to_string_lossy();
-    let created = run_git(repo, &["bundle", "create", "--quiet", &path, &reference]);
-    if let Err(e) = run_git(repo, &["update-ref", "-d", &reference]) {
+    let mut args = vec!["bundle", "create", "--quiet", &path, reference];
+    if !have.is_empty() {
+        args.extend(["--ignore-missing", "--not"]);
+        args.extend(have.iter().copied());
+    }
+    let created = run_git(repo, &args);
+    if let Err(e) = run_git(repo, &["update-ref", "-d", reference]) {
         tracing::warn!(repo = %repo.display(), %reference, error = %e, "cannot delete a temporary ref");
     }
     created?;
     let metadata = std::fs::metadata(&bundle_path).map_err(io_error("read", &bundle_path))?;
-    Ok(metadata.len())
+    Ok(Some(metadata.len()))
 }
 
 /// Where a workspace is cloned from.

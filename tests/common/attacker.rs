@@ -173,18 +173,31 @@ impl Attacker {
         price: Vibe,
         payload: &TaskPayload,
     ) -> APNMessage {
+        self.assignment_with_handshake(victim, task_id, price, payload)
+            .0
+    }
+
+    /// [`Attacker::assignment`], with the handshake to complete with the victim's answer.
+    pub fn assignment_with_handshake(
+        &self,
+        victim: &NodeHandle,
+        task_id: Uuid,
+        price: Vibe,
+        payload: &TaskPayload,
+    ) -> (APNMessage, apn::mesh::e2e::PendingInitiator) {
         let plaintext = apn::messages::codec::encode(payload).expect("a payload encodes");
-        let (_pending, handshake) =
+        let (pending, handshake) =
             apn::mesh::e2e::initiate(&self.identity, &victim.identity.noise_public(), &plaintext)
                 .expect("a handshake");
-        APNMessage::TaskAssigned(TaskAssigned {
+        let message = APNMessage::TaskAssigned(TaskAssigned {
             task_id,
             executor: victim.identity.node_id().clone(),
             agreed_price: price,
             escrow_id: Uuid::new_v4(),
             deadline: chrono::Utc::now() + chrono::Duration::seconds(30),
             noise_handshake: handshake.into(),
-        })
+        });
+        (message, pending)
     }
 
     /// As a hostile executor: bid on the victim's task `task_id` (already offered), take

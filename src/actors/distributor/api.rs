@@ -241,6 +241,15 @@ pub struct TaskView {
     /// and it accepted at once, with no bid window waited out (`market::offers`).
     #[serde(default)]
     pub via_offer: bool,
+    /// Repository bytes (bundle plaintext) sent to executors for this task, all attempts:
+    /// the whole history for an executor that had none of it, only the missing commits
+    /// for one whose repository cache holds an earlier commit.
+    #[serde(default)]
+    pub repo_bytes_sent: u64,
+    /// How long the last repository transfer took, from its first chunk sent to its last
+    /// chunk acknowledged, in milliseconds.
+    #[serde(default)]
+    pub repo_transfer_ms: Option<f64>,
 }
 
 /// All task attempts, newest first.

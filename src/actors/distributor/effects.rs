@@ -9,7 +9,10 @@ use chrono::Utc;
 use libp2p::PeerId;
 use uuid::Uuid;
 
-use super::{REPO_CHUNK_BYTES, Sealed, TaskDistributor, TaskStatus};
+use super::{
+    REPO_ACK_TIMEOUT, REPO_CHUNK_BYTES, REPO_CHUNKS_IN_FLIGHT_MAX, REPO_CHUNKS_UNACKED_MAX, Sealed,
+    TaskDistributor, TaskStatus,
+};
 use crate::identity::{self, NodeId};
 use crate::ledger::Outcome;
 use crate::market::log_order::LogOrder;
@@ -24,6 +27,7 @@ use crate::protocol::execution::ExecutionEvent;
 use crate::protocol::ledger::{GetReputation, HoldEscrow, RecordOutcome, RefundEscrow};
 use crate::protocol::mesh::{Broadcast, GetPeerNoiseKey, GetPeers, SendTo};
 use crate::protocol::panel::{TaskDistributedDetails, TransactionDetails};
+use crate::workspace;
 
 /// The status the API shows for a phase that is not final.
 fn status_of(phase: Phase) -> TaskStatus {
@@ -532,6 +536,8 @@ impl TaskDistributor {
                             session: None,
                             logs: LogOrder::default(),
                             result_chunks: None,
+                            repo_have: Vec::new(),
+                            repo_acked: None,
                         });
                         task.outbox = Some((escrow_id, message));
                         actor.drive(id, ctx, |task| task.prepared(escrow_id, Instant::now()));
@@ -577,58 +583,97 @@ impl TaskDistributor {
         }));
     }
 
-    /// Send the repository bundle, sealed in the run's session, one chunk after another.
+    /// Bundle what the executor lacks of the base commit (off the actor thread), then
+    /// stream it: [`stream_bundle`] reads each chunk from disk as it goes.
     fn send_bundle(&mut self, id: Uuid, peer: PeerId, ctx: &mut Context<Self>) {
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
-        let Some((path, _)) = task.bundle.clone() else {
+        let Some(sealed) = task.current_sealed() else {
             return;
         };
-        let Some(session) = task.current_sealed().and_then(|s| s.session.as_mut()) else {
-            return;
-        };
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let reason = format!("cannot read the bundle: {e}");
-                return self.drive(id, ctx, |task| task.fail(reason));
-            }
-        };
-        let total = u32::try_from(market::bundle_chunks(bytes.len() as u64)).unwrap_or(u32::MAX);
-        let mut chunks = Vec::with_capacity(total as usize);
-        for (index, part) in bytes.chunks(REPO_CHUNK_BYTES).enumerate() {
-            match session.seal(part) {
-                Ok(data) => chunks.push(APNMessage::RepoChunk(RepoChunk {
-                    task_id: id,
-                    index: index as u32,
-                    total,
-                    data,
-                })),
-                Err(e) => {
-                    let reason = format!("cannot encrypt the bundle: {e}");
-                    return self.drive(id, ctx, |task| task.fail(reason));
+        let have = std::mem::take(&mut sealed.repo_have);
+        let escrow_id = sealed.escrow_id;
+        let repo = std::path::PathBuf::from(&task.request.repo_path);
+        let commit = task.base_commit.clone();
+        let reference = market::bundle_reference(id);
+        let path = self
+            .config
+            .node
+            .data_dir
+            .join("bundles")
+            .join(format!("{id}-{escrow_id}.bundle"));
+        let bundling = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
                 }
-            }
-        }
-        let send = self.links.send.clone();
-        // Sent one after another: each waits for the previous one's acknowledgement.
-        let work = async move {
-            for message in chunks {
-                send.send(SendTo { peer, message })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok::<_, String>(())
+                workspace::create_bundle_missing(&repo, &commit, &have, &reference, &path)
+                    .map_err(|e| e.to_string())
+            })
         };
-        ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| {
-            if let Err(e) = result {
-                let reason = format!("repository transfer failed: {e}");
-                actor.drive(id, ctx, |task| {
-                    task.executor_gave_up(Some(Outcome::Failed), reason, Utc::now())
-                });
+        ctx.spawn(bundling.into_actor(self).map(move |bundled, actor, ctx| {
+            let bytes = match bundled.map_err(|e| e.to_string()).and_then(|b| b) {
+                Ok(bytes) => bytes.unwrap_or(0),
+                Err(e) => {
+                    workspace::remove_workspace(&path);
+                    let reason = format!("cannot bundle the repository: {e}");
+                    return actor.drive(id, ctx, |task| task.fail(reason));
+                }
+            };
+            let chunks = market::bundle_chunks(bytes);
+            let sealer = actor
+                .tasks
+                .get_mut(&id)
+                .and_then(|t| t.current_sealed())
+                .filter(|s| s.escrow_id == escrow_id)
+                .and_then(|s| s.session.as_mut())
+                .map(|session| session.reserve(chunks * e2e::segments_for(REPO_CHUNK_BYTES)));
+            let sealer = match sealer {
+                Some(Ok(sealer)) => sealer,
+                // The assignment ended meanwhile: nothing to send.
+                None => return workspace::remove_workspace(&path),
+                Some(Err(e)) => {
+                    workspace::remove_workspace(&path);
+                    let reason = format!("cannot encrypt the bundle: {e}");
+                    return actor.drive(id, ctx, |task| task.fail(reason));
+                }
+            };
+            let (acked, acks) = tokio::sync::watch::channel(0u32);
+            if let Some(sealed) = actor.tasks.get_mut(&id).and_then(|t| t.current_sealed()) {
+                sealed.repo_acked = Some(acked);
             }
+            tracing::debug!(task_id = %id, executor = %peer, bytes, chunks, "sending the repository");
+            let transfer = BundleTransfer {
+                task_id: id,
+                peer,
+                path: (bytes > 0).then(|| path.clone()),
+                bytes,
+                sealer,
+                acks,
+                send: actor.links.send.clone(),
+            };
+            let work = async move {
+                let started = Instant::now();
+                let sent = stream_bundle(transfer).await;
+                workspace::remove_workspace(&path);
+                sent.map(|()| started.elapsed())
+            };
+            ctx.spawn(work.into_actor(actor).map(move |result, actor, ctx| match result {
+                Ok(elapsed) => {
+                    if let Some(task) = actor.tasks.get_mut(&id) {
+                        task.view.repo_bytes_sent += bytes;
+                        task.view.repo_transfer_ms = Some(elapsed.as_secs_f64() * 1000.0);
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("repository transfer failed: {e}");
+                    actor.drive(id, ctx, |task| {
+                        task.executor_gave_up(Some(Outcome::Failed), reason, Utc::now())
+                    });
+                }
+            }));
         }));
     }
 
@@ -645,4 +690,93 @@ impl TaskDistributor {
             self.drive(id, ctx, |task| task.tick(now, wall));
         }
     }
+}
+
+/// One repository transfer: the bundle on disk (none when the executor has it all), the
+/// nonces reserved for it, and the executor's reports of what it has written.
+struct BundleTransfer {
+    task_id: Uuid,
+    peer: PeerId,
+    path: Option<std::path::PathBuf>,
+    bytes: u64,
+    sealer: e2e::NonceSealer,
+    acks: tokio::sync::watch::Receiver<u32>,
+    send: Recipient<SendTo>,
+}
+
+/// Send a bundle in sealed chunks: each read from disk and sealed on the blocking pool as
+/// it goes (the bundle is never whole in memory, never read on the actor's thread), up to
+/// [`REPO_CHUNKS_IN_FLIGHT_MAX`] awaiting the transport and at most
+/// [`REPO_CHUNKS_UNACKED_MAX`] beyond what the executor reported written.
+async fn stream_bundle(transfer: BundleTransfer) -> Result<(), String> {
+    use futures::StreamExt;
+    use std::os::unix::fs::FileExt;
+
+    let BundleTransfer {
+        task_id,
+        peer,
+        path,
+        bytes,
+        mut sealer,
+        mut acks,
+        send,
+    } = transfer;
+    let total = u32::try_from(market::bundle_chunks(bytes))
+        .map_err(|_| format!("a bundle of {bytes} bytes has too many chunks"))?;
+    let file = match &path {
+        Some(path) => Some(std::sync::Arc::new(
+            std::fs::File::open(path).map_err(|e| format!("cannot read the bundle: {e}"))?,
+        )),
+        None => None,
+    };
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    for index in 0..total {
+        while index >= acks.borrow().saturating_add(REPO_CHUNKS_UNACKED_MAX) {
+            tokio::time::timeout(REPO_ACK_TIMEOUT, acks.changed())
+                .await
+                .map_err(|_| format!("the executor reported no progress for {REPO_ACK_TIMEOUT:?}"))?
+                .map_err(|_| "the assignment ended".to_string())?;
+        }
+        let offset = u64::from(index) * REPO_CHUNK_BYTES as u64;
+        let length = (bytes - offset).min(REPO_CHUNK_BYTES as u64) as usize;
+        let file = file.clone();
+        let (returned, data) = tokio::task::spawn_blocking(move || {
+            let mut part = vec![0u8; length];
+            if let Some(file) = file {
+                file.read_exact_at(&mut part, offset)
+                    .map_err(|e| format!("cannot read the bundle: {e}"))?;
+            }
+            let data = sealer
+                .seal(&part)
+                .map_err(|e| format!("cannot encrypt the bundle: {e}"))?;
+            Ok::<_, String>((sealer, data))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        sealer = returned;
+        let message = APNMessage::RepoChunk(RepoChunk {
+            task_id,
+            index,
+            total,
+            bytes,
+            data,
+        });
+        let send = send.clone();
+        in_flight.push(async move {
+            send.send(SendTo { peer, message })
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        if in_flight.len() >= REPO_CHUNKS_IN_FLIGHT_MAX
+            && let Some(sent) = in_flight.next().await
+        {
+            sent?;
+        }
+    }
+    while let Some(sent) = in_flight.next().await {
+        sent?;
+    }
+    Ok(())
 }

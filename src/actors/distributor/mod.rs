@@ -63,6 +63,13 @@ const DIRECT_OFFERS_MAX: usize = 64;
 /// Task attempts kept in memory; the oldest finished ones are forgotten first.
 pub const TASKS_KEPT_MAX: usize = 10_000;
 pub use crate::market::REPO_CHUNK_BYTES;
+/// Repository chunks sent beyond what the executor reported written: within its queue
+/// of received chunks (64), so a fast sender never overruns a slow disk.
+pub const REPO_CHUNKS_UNACKED_MAX: u32 = 32;
+/// Repository chunks awaiting the transport's acknowledgement at once.
+const REPO_CHUNKS_IN_FLIGHT_MAX: usize = 8;
+/// How long the bundle's sender waits for the executor to report progress.
+const REPO_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often assignments are checked for silence and deadlines.
 const HEARTBEAT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a verify command may run.
@@ -78,6 +85,11 @@ struct Sealed {
     logs: LogOrder<Vec<LogLine>>,
     /// A large result's chunks collected so far (bounded by `executor.result_bytes_max`).
     result_chunks: Option<ResultAssembly>,
+    /// Commits of the repository the executor said its cache holds (its handshake answer).
+    repo_have: Vec<String>,
+    /// Repository chunks the executor reported written: the bundle's sender keeps at most
+    /// [`REPO_CHUNKS_UNACKED_MAX`] beyond it (flow control end to end).
+    repo_acked: Option<tokio::sync::watch::Sender<u32>>,
 }
 
 /// A task attempt this node created.
@@ -85,7 +97,9 @@ struct TaskRecord {
     view: TaskView,
     request: CreateTaskAttempt,
     base_commit: String,
-    bundle: Option<(PathBuf, u64)>,
+    /// The repository's root commit (its identity for the executor's cache), once the
+    /// task goes to the mesh; `None` for a local run.
+    repo_root: Option<String>,
     /// Runs on this node (no mesh life cycle).
     local: bool,
     /// The life cycle of a task offered to the mesh.
@@ -276,10 +290,9 @@ impl TaskDistributor {
             prompt: task.request.prompt.clone(),
             executor_profile: task.request.executor_profile.clone(),
             base_commit: task.base_commit.clone(),
-            repo: match &task.bundle {
-                Some((_, bytes)) => RepoDelivery::Bundle {
-                    bytes: *bytes,
-                    total_chunks: u32::try_from(market::bundle_chunks(*bytes)).unwrap_or(u32::MAX),
+            repo: match &task.repo_root {
+                Some(root) => RepoDelivery::Bundle {
+                    root_commit: root.clone(),
                 },
                 None => RepoDelivery::LocalPath(task.request.repo_path.clone()),
             },
@@ -290,11 +303,6 @@ impl TaskDistributor {
     /// Fail the attempt for good, with a reason a user can read.
     fn fail(&mut self, id: Uuid, reason: String) {
         tracing::warn!(task_id = %id, %reason, "task attempt failed");
-        if let Some(task) = self.tasks.get_mut(&id)
-            && let Some((path, _)) = task.bundle.take()
-        {
-            let _ = std::fs::remove_file(path);
-        }
         self.touch(id, |view| {
             view.status = TaskStatus::Failed;
             view.error = Some(reason.clone());
@@ -392,7 +400,8 @@ impl TaskDistributor {
         );
     }
 
-    /// Bundle the base commit (off the actor thread), then open the first bid round.
+    /// Find the repository's identity (its root commit, off the actor thread), then open
+    /// the first bid round. The bundle is made once the executor has said what it has.
     fn start_mesh(&mut self, id: Uuid, ctx: &mut Context<Self>) {
         let Some(limits) = self.tasks.get(&id).map(|t| self.origin_limits(&t.request)) else {
             return;
@@ -403,20 +412,9 @@ impl TaskDistributor {
         task.mesh = Some(OriginTask::new(limits));
         let repo = PathBuf::from(&task.request.repo_path);
         let commit = task.base_commit.clone();
-        let bundle_path = self
-            .config
-            .node
-            .data_dir
-            .join("bundles")
-            .join(format!("{id}.bundle"));
         let work = async move {
             tokio::task::spawn_blocking(move || {
-                if let Some(parent) = bundle_path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-                }
-                let bytes = workspace::create_bundle(&repo, &commit, &bundle_path)
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>((bundle_path, bytes))
+                workspace::root_commit(&repo, &commit).map_err(|e| e.to_string())
             })
             .await
             .map_err(|e| e.to_string())
@@ -424,15 +422,15 @@ impl TaskDistributor {
         };
         ctx.spawn(
             work.into_actor(self)
-                .map(move |bundle, actor, ctx| match bundle {
-                    Ok(bundle) => {
+                .map(move |root, actor, ctx| match root {
+                    Ok(root) => {
                         if let Some(task) = actor.tasks.get_mut(&id) {
-                            task.bundle = Some(bundle);
+                            task.repo_root = Some(root);
                         }
                         actor.first_round(id, ctx);
                     }
                     Err(e) => {
-                        let reason = format!("cannot bundle the repository: {e}");
+                        let reason = format!("cannot read the repository's history: {e}");
                         actor.drive(id, ctx, |task| task.fail(reason));
                     }
                 }),
@@ -525,12 +523,14 @@ impl Handler<CreateTaskAttempt> for TaskDistributor {
             assigned_at: None,
             started_at: None,
             via_offer: false,
+            repo_bytes_sent: 0,
+            repo_transfer_ms: None,
         };
         let task = TaskRecord {
             view,
             request,
             base_commit,
-            bundle: None,
+            repo_root: None,
             local: false,
             mesh: None,
             sealed: None,
@@ -632,9 +632,6 @@ impl Handler<CancelTask> for TaskDistributor {
         let Some(task) = self.tasks.get_mut(&id) else {
             return Err(MarketError::NotFound(id));
         };
-        if let Some((path, _)) = task.bundle.take() {
-            let _ = std::fs::remove_file(path);
-        }
         task.view.status = TaskStatus::Cancelled;
         task.view.error = Some("cancelled by the user".into());
         task.view.updated_at = Utc::now();

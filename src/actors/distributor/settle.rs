@@ -143,9 +143,6 @@ impl TaskDistributor {
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
-        if let Some((path, _)) = task.bundle.take() {
-            let _ = std::fs::remove_file(path);
-        }
         // Set when the result arrived; verified and paid for since.
         let started = task.started.take();
         let (summary, files_modified, diff) = match task.result.take() {

@@ -17,7 +17,9 @@ use crate::identity;
 use crate::ledger::Outcome;
 use crate::market::origin_task::{BidOffer, BidRefused};
 use crate::market::result_assembly::{self, Announced, AssemblyError, ResultAssembly};
-use crate::market::{ExecutionResult, FailureDetail, LogLine, ProgressAction, SealedPayload};
+use crate::market::{
+    ExecutionResult, FailureDetail, LogLine, ProgressAction, RepoHave, SealedPayload,
+};
 use crate::messages::{
     APNMessage, DropReason, ExecutionCompleted, ExecutionStage, ResultChunk, ResultDelivery,
     TaskBid, VerifiedEnvelope,
@@ -134,7 +136,14 @@ impl TaskDistributor {
                     return;
                 };
                 match pending.complete(&started.noise_handshake) {
-                    Ok(session) => sealed.session = Some(session),
+                    Ok((session, said)) => {
+                        sealed.session = Some(session);
+                        // What the executor's cache holds; an answer that does not decode
+                        // (or says nothing) only means the whole history is sent.
+                        sealed.repo_have = <RepoHave as SealedPayload>::decode(&said)
+                            .map(|have| have.checked_commits())
+                            .unwrap_or_default();
+                    }
                     Err(e) => {
                         self.metrics.count_drop(DropReason::DecryptFailed);
                         let reason = format!("handshake failed: {e}");
@@ -178,6 +187,19 @@ impl TaskDistributor {
                     }
                     None => None,
                 };
+                if let Some(received) = action.as_ref().and_then(|a| a.repo_chunks_received)
+                    && let Some(acked) = self
+                        .tasks
+                        .get_mut(&task_id)
+                        .and_then(|t| t.current_sealed())
+                        .and_then(|s| s.repo_acked.as_ref())
+                {
+                    acked.send_if_modified(|known| {
+                        let newer = received > *known;
+                        *known = (*known).max(received);
+                        newer
+                    });
+                }
                 let (action, files_modified, files_omitted) = match action {
                     Some(a) => (a.action, a.files_modified, a.files_omitted),
                     None => (String::new(), Vec::new(), 0),

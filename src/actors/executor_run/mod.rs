@@ -71,6 +71,9 @@ pub struct RunDirs {
     pub home: PathBuf,
     /// The run's private `TMPDIR` (`<workspace>.tmp`).
     pub tmp: PathBuf,
+    /// The repository cache's objects the workspace borrows (git `alternates`), readable
+    /// by the agent, never writable; `None` for a workspace with its own objects.
+    pub shared_objects: Option<PathBuf>,
 }
 
 impl RunDirs {
@@ -80,6 +83,7 @@ impl RunDirs {
             workspace: workspace.to_path_buf(),
             home: workspace.with_extension("home"),
             tmp: workspace.with_extension("tmp"),
+            shared_objects: None,
         }
     }
 
@@ -155,6 +159,7 @@ pub fn agent_sandbox_policy(
         &protected,
     );
     read_only_paths.extend(profile.read_only_paths.iter().cloned());
+    read_only_paths.extend(dirs.shared_objects.iter().cloned());
     SandboxPolicy {
         writable_dirs: vec![dirs.workspace.clone(), dirs.home.clone(), dirs.tmp.clone()],
         read_only_paths,
@@ -182,6 +187,9 @@ pub enum RunOrigin {
         session: Box<E2eSession>,
         /// The Noise handshake answer, sent in `ExecutionStarted` before any sealed update.
         handshake_answer: Vec<u8>,
+        /// The repository cache's entry for this originator and repository, held for the
+        /// run (`None` when the task named no repository to cache).
+        cache: Option<workspace::CacheLease>,
     },
     /// This node's own task: updates go to the distributor in plaintext.
     Local {
@@ -368,6 +376,52 @@ fn result_bytes_bound(diff: &str, summary: &str, files: &[String]) -> u64 {
     diff.len() as u64 + summary.len() as u64 + strings + 64
 }
 
+/// Run `work` on the blocking pool; a panic in it is an error too.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("the task failed: {e}"))?
+}
+
+/// Create the parent of a workspace, mode 0700: other users never see into a run.
+fn create_private_parent(workspace: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    match workspace.parent() {
+        Some(parent) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display())),
+        None => Ok(()),
+    }
+}
+
+/// The storage check of a bundle about to arrive, run on the blocking pool once its size
+/// is known: with `resources.storage_gb`, the repository cache's least recently used
+/// entries (not `key`, which the run holds) make room first; a bundle that still does not
+/// fit is refused.
+fn room_for_bundle(
+    config: &Config,
+    cache: Arc<workspace::RepoCache>,
+    key: String,
+) -> impl FnOnce(u64) -> Result<(), String> + Send + 'static {
+    let cap = config.resources.storage_cap_bytes();
+    let data_dir = config.node.data_dir.clone();
+    move |bytes| {
+        let Some(cap) = cap else {
+            return Ok(());
+        };
+        let mut used = crate::storage::scratch_usage(&data_dir).bytes;
+        if cache.evict(used, bytes, cap) > 0 {
+            used = crate::storage::scratch_usage(&data_dir).bytes;
+        }
+        tracing::debug!(entry = %key, bytes, used, cap, "room for a bundle");
+        crate::market::check_storage(bytes, used, Some(cap)).map_err(|e| e.to_string())
+    }
+}
+
 fn failed(stage: ExecutionStage, error: impl Into<String>, usage: ComputeUsage) -> ExecutionUpdate {
     ExecutionUpdate::Failed {
         stage,
@@ -402,78 +456,77 @@ async fn execute(
             ComputeUsage::default(),
         );
     };
-    // 1. The repository.
-    let source_path: PathBuf;
-    let bundle_path = workspace_dir.with_extension("bundle");
-    match &payload.repo {
+    // 1. The repository: a path on this disk (this node's own task), or what a peer sends
+    // of it into the repository cache, the workspace borrowing the cache's objects.
+    let setup_failed =
+        |error: String| failed(ExecutionStage::Setup, error, ComputeUsage::default());
+    let shared_objects = match &payload.repo {
         // A path on this node's disk is for this node's own tasks only; admission refuses it
         // from a peer already, and this holds even if a run were started another way.
         RepoDelivery::LocalPath(_) if matches!(reporter.origin, RunOrigin::Remote { .. }) => {
-            return failed(
-                ExecutionStage::Setup,
-                crate::market::AdmissionRefusal::LocalPath.to_string(),
-                ComputeUsage::default(),
-            );
+            return setup_failed(crate::market::AdmissionRefusal::LocalPath.to_string());
         }
-        RepoDelivery::LocalPath(path) => source_path = PathBuf::from(path),
-        RepoDelivery::Bundle {
-            bytes,
-            total_chunks,
-        } => {
-            if *bytes > BUNDLE_BYTES_MAX {
-                return failed(
-                    ExecutionStage::Setup,
-                    format!("bundle of {bytes} bytes is over the {BUNDLE_BYTES_MAX} byte limit"),
-                    ComputeUsage::default(),
-                );
+        RepoDelivery::LocalPath(path) => {
+            let (source, commit, target) = (
+                PathBuf::from(path),
+                payload.base_commit.clone(),
+                workspace_dir.to_path_buf(),
+            );
+            let checkout = blocking(move || {
+                create_private_parent(&target)?;
+                workspace::checkout_workspace(
+                    workspace::RepoSource::LocalPath(&source),
+                    &commit,
+                    &target,
+                )
+                .map_err(|e| format!("checkout failed: {e}"))
+            })
+            .await;
+            if let Err(e) = checkout {
+                return setup_failed(e);
             }
-            let received = tokio::select! {
-                _ = cancel.cancelled() => return failed(ExecutionStage::Setup, "cancelled", ComputeUsage::default()),
-                received = bundle::receive_bundle(chunks, reporter, *total_chunks, *bytes, &bundle_path) => received,
+            None
+        }
+        RepoDelivery::Bundle { .. } => {
+            let RunOrigin::Remote {
+                cache: Some(lease), ..
+            } = &reporter.origin
+            else {
+                return setup_failed("a bundle comes only from a peer, with a cache entry".into());
             };
-            if let Err(e) = received {
-                return failed(ExecutionStage::Setup, e, ComputeUsage::default());
+            let (cache, key) = (lease.cache(), lease.key().to_string());
+            let bundle_path = workspace_dir.with_extension("bundle");
+            let room = room_for_bundle(config, cache.clone(), key.clone());
+            let received = tokio::select! {
+                _ = cancel.cancelled() => return setup_failed("cancelled".into()),
+                received = bundle::receive_bundle(chunks, reporter, &bundle_path, room) => received,
+            };
+            let bytes = match received {
+                Ok(bytes) => bytes,
+                Err(e) => return setup_failed(e),
+            };
+            let (commit, target) = (payload.base_commit.clone(), workspace_dir.to_path_buf());
+            let reference = crate::market::bundle_reference(reporter.task_id);
+            let objects = cache.objects_dir(&key);
+            let checkout = blocking(move || {
+                if bytes > 0 {
+                    let stored = cache.store_bundle(&key, &bundle_path, &reference, &commit);
+                    workspace::remove_workspace(&bundle_path);
+                    stored.map_err(|e| format!("the repository does not unpack: {e}"))?;
+                }
+                create_private_parent(&target)?;
+                cache
+                    .checkout(&key, &commit, &target)
+                    .map_err(|e| format!("checkout failed: {e}"))
+            })
+            .await;
+            if let Err(e) = checkout {
+                return setup_failed(e);
             }
-            source_path = bundle_path.clone();
+            tracing::debug!(task_id = %reporter.task_id, bytes, "workspace checked out from the repository cache");
+            Some(objects)
         }
-    }
-    let commit = payload.base_commit.clone();
-    let target = workspace_dir.to_path_buf();
-    let is_bundle = matches!(payload.repo, RepoDelivery::Bundle { .. });
-    let checkout = tokio::task::spawn_blocking(move || {
-        if let Some(parent) = target.parent() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| e.to_string())?;
-        }
-        let source = if is_bundle {
-            workspace::RepoSource::Bundle(&source_path)
-        } else {
-            workspace::RepoSource::LocalPath(&source_path)
-        };
-        workspace::checkout_workspace(source, &commit, &target).map_err(|e| e.to_string())
-    })
-    .await;
-    match checkout {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return failed(
-                ExecutionStage::Setup,
-                format!("checkout failed: {e}"),
-                ComputeUsage::default(),
-            );
-        }
-        Err(e) => {
-            return failed(
-                ExecutionStage::Setup,
-                format!("checkout task failed: {e}"),
-                ComputeUsage::default(),
-            );
-        }
-    }
+    };
     reporter
         .progress(ExecutionStage::Coding, 10, "agent started")
         .await;
@@ -483,7 +536,10 @@ async fn execute(
         0 => config.executor.timeout_s,
         requested => requested.min(config.executor.timeout_s),
     };
-    let run_dirs = RunDirs::beside(workspace_dir);
+    let run_dirs = RunDirs {
+        shared_objects,
+        ..RunDirs::beside(workspace_dir)
+    };
     if let Err(e) = run_dirs.create() {
         return failed(
             ExecutionStage::Setup,

@@ -40,6 +40,52 @@ impl Reporter {
         .await
     }
 
+    /// Tell a remote originator how many of the repository's chunks are written (its
+    /// sender's flow control), with a line the user sees; nothing for a local run.
+    pub(super) async fn repo_received(&mut self, received: u32, total: u32, bytes: u64) {
+        let RunOrigin::Remote {
+            origin, session, ..
+        } = &mut self.origin
+        else {
+            return;
+        };
+        let megabytes = |chunks: u32| {
+            (u64::from(chunks) * crate::market::REPO_CHUNK_BYTES as u64).min(bytes) as f64 / 1e6
+        };
+        let action = ProgressAction {
+            stage: ExecutionStage::Setup,
+            action: format!(
+                "receiving the repository: {:.1} of {:.1} MB",
+                megabytes(received),
+                megabytes(total)
+            ),
+            files_modified: Vec::new(),
+            files_omitted: 0,
+            repo_chunks_received: Some(received),
+        };
+        let sealed = crate::messages::codec::encode(&action)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| session.seal(&plain).map_err(|e| e.to_string()));
+        let current_action = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::warn!(task_id = %self.task_id, error = %e, "cannot seal a progress report");
+                return;
+            }
+        };
+        let message = APNMessage::ExecutionProgress(ExecutionProgress {
+            task_id: self.task_id,
+            execution_id: self.execution_id,
+            stage: ExecutionStage::Setup,
+            percent: 0,
+            current_action: Some(current_action),
+        });
+        let peer = *origin;
+        if let Err(e) = self.send.send(SendTo { peer, message }).await {
+            tracing::warn!(task_id = %self.task_id, error = %e, "peer manager gone");
+        }
+    }
+
     pub(super) async fn send(&mut self, update: ExecutionUpdate) {
         let update = match update {
             ExecutionUpdate::Completed { result, usage }
@@ -235,6 +281,7 @@ fn seal_update(
                 action,
                 files_modified,
                 files_omitted,
+                repo_chunks_received: None,
             })?;
             APNMessage::ExecutionProgress(ExecutionProgress {
                 task_id,
