@@ -227,30 +227,36 @@ async fn an_assignment_whose_task_is_not_the_one_bid_on_is_refused() {
     victim.shutdown().await;
 }
 
-/// A victim with a 1 GB storage cap whose scratch dirs already hold `filled` bytes (a
-/// sparse file: its length counts). Written after the start, which clears what a killed
-/// process left behind.
+/// A victim with a 1 GB storage cap whose scratch dirs already hold `filled` bytes.
 async fn victim_with_disk(dir: &std::path::Path, filled: u64) -> NodeHandle {
     let mut config = shell_config(dir);
     config.resources.storage_gb = 1;
     let victim = node(config).await;
+    fill(&victim, filled);
+    victim
+}
+
+/// Make the victim's scratch dirs hold `bytes` (a sparse file: its length counts). Written
+/// after the start, which clears what a killed process left behind.
+fn fill(victim: &NodeHandle, bytes: u64) {
     let bundles = victim.data_dir.join("bundles");
     std::fs::create_dir_all(&bundles).unwrap();
     std::fs::File::create(bundles.join("left.bundle"))
         .unwrap()
-        .set_len(filled)
+        .set_len(bytes)
         .unwrap();
-    victim
 }
 
 #[actix_rt::test]
 async fn an_assignment_to_a_full_disk_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let victim = victim_with_disk(dir.path(), 1_000_000_000).await;
+    let victim = victim_with_disk(dir.path(), 0).await;
     let mut attacker = announced_attacker(&victim).await;
     let bid = attacker
         .request_bid(Vibe::from_whole(100), &any_payload())
         .await;
+    // The disk fills between the bid and the assignment, which measures it again.
+    fill(&victim, 1_000_000_000);
     let assignment = attacker.assignment(&victim, bid.task_id, bid.price, &any_payload());
     attacker.send(&assignment).await;
     let error = refusal(answer(&mut attacker, bid.task_id).await);
