@@ -169,6 +169,14 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
     let first = settle_view(&origin, repo.path()).await?;
     let first_settled = started.elapsed();
     let first_bytes = first.repo_bytes_sent;
+    // The bytes add up every attempt's transfer and the time is the last one's: a rate
+    // from a retried task would mix them.
+    if first.attempts != 1 {
+        bail!(
+            "the first task took {} attempts: no transfer rate to read from it",
+            first.attempts
+        );
+    }
     let Some(transfer_ms) = first.repo_transfer_ms.filter(|ms| *ms > 0.0) else {
         bail!("the first task's view records no repository transfer time");
     };
@@ -189,7 +197,9 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
     let second = settle_view(&origin, repo.path()).await?;
     let second_bytes = second.repo_bytes_sent;
     eprintln!(
-        "repo: second task: {second_bytes} bytes sent in {:?} ms, create to settled {:.2} s",
+        "repo: second task: {second_bytes} bytes sent ({} attempts, last transfer {:?} ms), \
+         create to settled {:.2} s",
+        second.attempts,
         second.repo_transfer_ms,
         started.elapsed().as_secs_f64()
     );
