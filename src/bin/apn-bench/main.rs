@@ -22,6 +22,9 @@
 //! - `ws`: deltas per second to 100 websocket clients, and memory with them connected.
 //! - `sandbox`: a trivial run (`true`) through the agent runner in the sandbox, against the
 //!   same run without it (samples interleaved).
+//! - `repo`: a task's repository (100 MB of incompressible files) from originator to
+//!   executor in MB/s, against one bare libp2p stream with the same transport; and the
+//!   bytes a second task at a small new commit sends, over the first task's.
 //! - `all`: every scenario.
 //!
 //! Layout: this file parses the arguments, runs the scenario and holds what several
@@ -35,6 +38,7 @@ mod ledger_concurrent;
 mod ledger_jetstream;
 mod market;
 mod memory;
+mod repo;
 mod rtt;
 mod sandbox;
 mod ws;
@@ -132,10 +136,11 @@ fn main() -> anyhow::Result<()> {
             "ledger" => ledger::run(cli.quick).await,
             "ws" => ws::run(cli.quick).await,
             "sandbox" => sandbox::run(cli.quick).await,
+            "repo" => repo::run(cli.quick).await,
             // Each scenario in a fresh process, so memory and caches of one do not colour the
             // next.
             "all" => {
-                for scenario in ["actors", "rtt", "gossip", "memory", "market", "ledger", "ws", "sandbox"] {
+                for scenario in ["actors", "rtt", "gossip", "memory", "market", "ledger", "ws", "sandbox", "repo"] {
                     let mut command = std::process::Command::new(std::env::current_exe()?);
                     command.arg(scenario).args(["--nodes", &cli.nodes.to_string()]);
                     if cli.quick {
@@ -148,7 +153,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            other => bail!("unknown scenario {other:?}: actors | rtt | gossip | memory | market | ledger | ws | sandbox | all"),
+            other => bail!("unknown scenario {other:?}: actors | rtt | gossip | memory | market | ledger | ws | sandbox | repo | all"),
         }
     })
 }
