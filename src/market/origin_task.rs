@@ -124,7 +124,7 @@ impl<P: Copy + Eq + std::fmt::Debug> OriginTask<P> {
         self.via_offer
     }
 
-    /// The bundle is written: open the first bid round.
+    /// The repository is read: open the first bid round.
     pub fn bundled(&mut self) -> Vec<Effect<P>> {
         if self.phase != Phase::Bundling {
             return Vec::new();

@@ -77,11 +77,6 @@ impl CacheLease {
         &self.key
     }
 
-    /// The objects directory a workspace of this entry borrows from.
-    pub fn objects_dir(&self) -> PathBuf {
-        self.cache.objects_dir(&self.key)
-    }
-
     /// Commits the entry holds, most recently used first, at most [`REPO_HAVE_MAX`].
     pub fn have(&self) -> Vec<String> {
         self.cache.have(&self.key)

@@ -14,7 +14,8 @@ use crate::messages::Vibe;
 /// Where the task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// The repository bundle is being written.
+    /// The repository is being read (its identity, the root commit) before the request
+    /// goes out; the bundle itself is written once the executor says what it has.
     Bundling,
     /// The request is out (or about to go out again); bids are collected.
     Bidding,
