@@ -656,9 +656,10 @@ impl TaskDistributor {
             };
             let work = async move {
                 let started = Instant::now();
-                let sent = stream_bundle(transfer).await;
-                workspace::remove_workspace(&path);
-                sent.map(|()| started.elapsed())
+                let sent = stream_bundle(transfer).await.map(|()| started.elapsed());
+                // Off the actors' thread: unlinking a large file takes a while.
+                let _ = tokio::task::spawn_blocking(move || workspace::remove_workspace(&path)).await;
+                sent
             };
             ctx.spawn(work.into_actor(actor).map(move |result, actor, ctx| match result {
                 Ok(elapsed) => {

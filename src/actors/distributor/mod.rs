@@ -170,7 +170,13 @@ pub struct TaskDistributor {
     profiles: Vec<String>,
     /// Tasks given to each executor lately: fewer wins a near-tie between bids.
     recent: RecentAssignments<PeerId>,
+    /// Root commits of base commits seen: a commit id fixes its history, so its root never
+    /// changes, and a task on a known commit asks git nothing before its request goes out.
+    roots: HashMap<String, String>,
 }
+
+/// Base commits whose root commit is remembered; past it the memory starts again.
+const ROOTS_KEPT_MAX: usize = 1024;
 
 impl TaskDistributor {
     /// A distributor for this node.
@@ -189,21 +195,21 @@ impl TaskDistributor {
             tasks: HashMap::new(),
             order: VecDeque::new(),
             recent: RecentAssignments::default(),
+            roots: HashMap::new(),
         }
     }
 
-    fn validate(&self, request: &CreateTaskAttempt) -> Result<String, MarketError> {
-        let invalid = |reason: String| MarketError::Invalid(reason);
+    /// The request's fields and repository directory; its base is resolved off the actor
+    /// thread (git) by the caller.
+    fn validate(request: &CreateTaskAttempt) -> Result<(), MarketError> {
         request.check_fields()?;
-        let repo = PathBuf::from(&request.repo_path);
-        if !repo.is_dir() {
-            return Err(invalid(format!(
+        if !PathBuf::from(&request.repo_path).is_dir() {
+            return Err(MarketError::Invalid(format!(
                 "repo_path {} is not a directory",
                 request.repo_path
             )));
         }
-        workspace::resolve_commit(&repo, &request.base)
-            .map_err(|e| invalid(format!("base {}: {e}", request.base)))
+        Ok(())
     }
 
     fn remember(&mut self, id: Uuid, task: TaskRecord) {
@@ -410,6 +416,10 @@ impl TaskDistributor {
             return;
         };
         task.mesh = Some(OriginTask::new(limits));
+        if let Some(root) = self.roots.get(&task.base_commit) {
+            task.repo_root = Some(root.clone());
+            return self.first_round(id, ctx);
+        }
         let repo = PathBuf::from(&task.request.repo_path);
         let commit = task.base_commit.clone();
         let work = async move {
@@ -425,6 +435,10 @@ impl TaskDistributor {
                 .map(move |root, actor, ctx| match root {
                     Ok(root) => {
                         if let Some(task) = actor.tasks.get_mut(&id) {
+                            if actor.roots.len() >= ROOTS_KEPT_MAX {
+                                actor.roots.clear();
+                            }
+                            actor.roots.insert(task.base_commit.clone(), root.clone());
                             task.repo_root = Some(root);
                         }
                         actor.first_round(id, ctx);
@@ -481,10 +495,38 @@ impl Handler<CreateTaskAttempt> for TaskDistributor {
     type Result = ResponseActFuture<Self, Result<Uuid, MarketError>>;
 
     fn handle(&mut self, request: CreateTaskAttempt, _ctx: &mut Self::Context) -> Self::Result {
-        let base_commit = match self.validate(&request) {
-            Ok(commit) => commit,
-            Err(e) => return Box::pin(fut::ready(Err(e))),
-        };
+        if let Err(e) = Self::validate(&request) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let (repo, base) = (PathBuf::from(&request.repo_path), request.base.clone());
+        let resolving =
+            tokio::task::spawn_blocking(move || workspace::resolve_commit(&repo, &base));
+        Box::pin(
+            resolving
+                .into_actor(self)
+                .then(move |resolved, actor, _ctx| match resolved {
+                    Ok(Ok(base_commit)) => actor.create(request, base_commit),
+                    Ok(Err(e)) => Box::pin(fut::ready(Err(MarketError::Invalid(format!(
+                        "base {}: {e}",
+                        request.base
+                    ))))),
+                    Err(e) => Box::pin(fut::ready(Err(MarketError::Invalid(format!(
+                        "base {}: {e}",
+                        request.base
+                    ))))),
+                }),
+        )
+    }
+}
+
+impl TaskDistributor {
+    /// Create the attempt for a valid request at `base_commit`: run it here when asked and
+    /// a slot is free, else offer it to the mesh.
+    fn create(
+        &mut self,
+        request: CreateTaskAttempt,
+        base_commit: String,
+    ) -> ResponseActFuture<Self, Result<Uuid, MarketError>> {
         let id = Uuid::new_v4();
         let now = Utc::now();
         let profile_here = self.profiles.contains(&request.executor_profile);

@@ -327,11 +327,24 @@ pub async fn run(mut run: RunContext) -> bool {
         });
     }
     if !run.config.executor.keep_workspaces {
-        workspace::remove_workspace(&workspace_dir);
-        workspace::remove_workspace(&workspace_dir.with_extension("bundle"));
-        let dirs = RunDirs::beside(&workspace_dir);
-        workspace::remove_workspace(&dirs.home);
-        workspace::remove_workspace(&dirs.tmp);
+        // A checkout can hold many files: removed on the blocking pool, never on the
+        // thread the node's actors share.
+        let removed = blocking(move || {
+            let dirs = RunDirs::beside(&workspace_dir);
+            for path in [
+                workspace_dir.clone(),
+                workspace_dir.with_extension("bundle"),
+                dirs.home,
+                dirs.tmp,
+            ] {
+                workspace::remove_workspace(&path);
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = removed {
+            tracing::warn!(%task_id, error = %e, "cannot remove the run's directories");
+        }
     }
     tracing::info!(%task_id, %execution_id, succeeded, seconds = started_at.elapsed().as_secs_f64(), "run finished");
     succeeded
