@@ -58,43 +58,68 @@ impl Handler<SendTo> for PeerManager {
     type Result = ResponseActFuture<Self, Result<PeerPath, MeshError>>;
 
     fn handle(&mut self, request: SendTo, _ctx: &mut Self::Context) -> Self::Result {
-        let frame = match self.seal(&Audience::peer(&request.peer), &request.message) {
-            Ok(frame) => frame,
-            Err(e) => return Box::pin(fut::ready(Err(e))),
-        };
         let peer = request.peer;
         let purpose = purpose_of(&request.message);
+        let to = Audience::peer(&peer);
+        // A repository or result chunk is signed on the blocking pool: Ed25519 hashes its
+        // 192 KiB twice, which would hold up every actor sharing this thread.
+        let bulk = matches!(
+            request.message,
+            APNMessage::RepoChunk(_) | APNMessage::ResultChunk(_)
+        );
+        let sealed = if bulk {
+            let identity = self.identity.clone();
+            let message = request.message;
+            futures::future::Either::Left(async move {
+                tokio::task::spawn_blocking(move || {
+                    Envelope::seal(&identity, &to, &message, now_ms())
+                        .map_err(|e| MeshError::Encode(e.to_string()))
+                })
+                .await
+                .map_err(|e| MeshError::Encode(e.to_string()))?
+            })
+        } else {
+            futures::future::Either::Right(std::future::ready(self.seal(&to, &request.message)))
+        };
         let direct = if self.connected.contains(&peer) {
             self.swarm.clone()
         } else {
             None
         };
         let relay = self.relay.clone();
-        let bytes = frame.len() as u64;
         let work = async move {
+            let frame = sealed.await?;
+            let bytes = frame.len() as u64;
             if let Some(swarm) = direct {
                 match swarm.send_direct(peer, frame.clone()).await {
-                    Ok(()) => return Ok(PeerPath::Direct),
+                    Ok(()) => return Ok((PeerPath::Direct, bytes)),
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "direct send failed, trying the relay")
                     }
                 }
             }
             match relay {
-                Some(relay) => relay.send_to(&peer, frame).await.map(|()| PeerPath::Relay),
+                Some(relay) => relay
+                    .send_to(&peer, frame)
+                    .await
+                    .map(|()| (PeerPath::Relay, bytes)),
                 None => Err(MeshError::NoPath(peer)),
             }
         };
-        Box::pin(work.into_actor(self).map(move |result, actor, _| {
-            match &result {
-                Ok(path) => actor.record_sent(peer, *path, bytes, purpose),
-                Err(e) => {
-                    NetMetrics::add(&actor.metrics.send_failures, 1);
-                    tracing::debug!(%peer, error = %e, "send failed");
-                }
-            }
-            result
-        }))
+        Box::pin(
+            work.into_actor(self)
+                .map(move |result, actor, _| match result {
+                    Ok((path, bytes)) => {
+                        actor.record_sent(peer, path, bytes, purpose);
+                        Ok(path)
+                    }
+                    Err(e) => {
+                        NetMetrics::add(&actor.metrics.send_failures, 1);
+                        tracing::debug!(%peer, error = %e, "send failed");
+                        Err(e)
+                    }
+                }),
+        )
     }
 }
 
