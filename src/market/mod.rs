@@ -33,8 +33,10 @@ pub use crate::messages::payloads::*;
 pub use admission::*;
 pub use bids::*;
 
-/// Plaintext bytes per repository chunk (a sealed chunk stays well under the frame limit).
-pub const REPO_CHUNK_BYTES: usize = 192 * 1024;
+/// Plaintext bytes per repository chunk: a sealed chunk in its envelope stays under the
+/// 512 KiB frame limit, and a large transfer takes few frames of a peer's frame budget
+/// (`node.frames_per_peer_per_second`).
+pub const REPO_CHUNK_BYTES: usize = 448 * 1024;
 
 /// The ref a task's bundle carries its base commit under: the originator names it so, the
 /// executor fetches it by that name into its repository cache.

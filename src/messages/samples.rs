@@ -141,7 +141,7 @@ pub fn every_variant(identity: &Identity, at: DateTime<Utc>) -> Vec<APNMessage> 
             task_id,
             index: 2,
             total: 5,
-            bytes: 5 * 192 * 1024 - 10,
+            bytes: 5 * crate::market::REPO_CHUNK_BYTES as u64 - 10,
             data: sealed(4),
         }),
         APNMessage::TaskCancelled(TaskCancelled {

@@ -63,9 +63,10 @@ const DIRECT_OFFERS_MAX: usize = 64;
 /// Task attempts kept in memory; the oldest finished ones are forgotten first.
 pub const TASKS_KEPT_MAX: usize = 10_000;
 pub use crate::market::REPO_CHUNK_BYTES;
-/// Repository chunks sent beyond what the executor reported written: within its queue
-/// of received chunks (64), so a fast sender never overruns a slow disk.
-pub const REPO_CHUNKS_UNACKED_MAX: u32 = 32;
+/// Repository chunks sent beyond what the executor reported written: with the reports'
+/// spacing, within its queue of received chunks (64), so a fast sender never overruns a
+/// slow disk.
+pub const REPO_CHUNKS_UNACKED_MAX: u32 = 16;
 /// Repository chunks awaiting the transport's acknowledgement at once.
 const REPO_CHUNKS_IN_FLIGHT_MAX: usize = 8;
 /// How long the bundle's sender waits for the executor to report progress.

@@ -19,7 +19,7 @@ use crate::market::REPO_CHUNK_BYTES;
 use crate::messages::RepoChunk;
 
 /// The originator hears how many chunks are written after this many more.
-pub(super) const ACK_EVERY_CHUNKS: u32 = 16;
+pub(super) const ACK_EVERY_CHUNKS: u32 = 8;
 
 /// The size chunk `index` of a bundle of `bytes` in `total` chunks must have: every chunk
 /// is full but the last, which holds the rest (nothing, for an empty bundle).

@@ -62,7 +62,7 @@ impl Handler<SendTo> for PeerManager {
         let purpose = purpose_of(&request.message);
         let to = Audience::peer(&peer);
         // A repository or result chunk is signed on the blocking pool: Ed25519 hashes its
-        // 192 KiB twice, which would hold up every actor sharing this thread.
+        // hundreds of KiB twice, which would hold up every actor sharing this thread.
         let bulk = matches!(
             request.message,
             APNMessage::RepoChunk(_) | APNMessage::ResultChunk(_)

@@ -6,7 +6,7 @@
 //!   (`repo_bytes_sent` of the task view) over the transfer's time (`repo_transfer_ms`:
 //!   first chunk sent to last chunk acknowledged). Baseline: the same number of bytes one
 //!   way over one stream between two bare libp2p swarms with the node's transport (TCP,
-//!   noise, yamux) on loopback, in the same run (`libp2p-stream`, 192 KiB writes, timed
+//!   noise, yamux) on loopback, in the same run (`libp2p-stream`, writes of one chunk each, timed
 //!   from the first write to the receiver having read the last byte).
 //! - `repo_second_task_bytes_ratio`: on the same two nodes, a second task at a new commit
 //!   that changes one small file; its repository bytes sent over the first task's (the
