@@ -16,8 +16,8 @@
 //! one channel, so the frames of one sender are admitted and routed in the order they
 //! arrived. A sender with nothing in flight goes to the least loaded shard: a fixed hash of
 //! the sender would keep order just as well, but a handful of busy senders would then load
-//! the workers unevenly (with two cores, 16 senders often split 11 to 5), and the busiest
-//! worker would set the pace of the whole node.
+//! the workers unevenly (with two cores, 16 senders split 11 to 5 or worse about one time
+//! in five), and the busiest worker would set the pace of the whole node.
 //!
 //! Bounds: each shard queue holds at most `shard_frames_max` frames and `shard_bytes_max`
 //! bytes (counted from submission until the actor takes the result back); a frame that does
@@ -41,14 +41,15 @@ use crate::mesh::{FrameVia, GossipReceipt};
 use crate::messages::envelope::{CheckedEnvelope, check_frame, claimed_signer_key};
 use crate::messages::{DropReason, EnvelopeLimits};
 
-/// Frames queued to one verification worker. At about 20k verifications per second per
-/// core this is some 50 ms of work: enough to ride out a burst, little enough that a full
+/// Frames queued to one verification worker. At 10k to 20k verifications per second per
+/// core this is 50 to 100 ms of work: enough to ride out a burst, little enough that a full
 /// queue means overload rather than jitter.
 pub const SHARD_FRAMES_MAX: usize = 1024;
-/// Bytes of frames one shard may hold from submission until the actor takes the result:
-/// a quarter of a transport's event queue (`MESH_EVENT_BYTES_MAX`), so a flood of frames at
-/// the size limit costs tens of MiB, not a frame count times 512 KiB.
-pub const SHARD_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Bytes of frames all shards together may hold from submission until the actor takes the
+/// results back, split evenly between the shards: half a transport's event queue
+/// (`MESH_EVENT_BYTES_MAX`), so a flood of frames at the size limit costs tens of MiB
+/// however many cores there are, not a frame count times 512 KiB.
+pub const QUEUED_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Checked frames waiting for the actor. Workers wait when it is full.
 pub const RESULTS_MAX: usize = 1024;
 
@@ -68,10 +69,11 @@ pub struct PoolLimits {
 impl PoolLimits {
     /// One worker per core the process may use (at least one), default queue bounds.
     pub fn for_this_machine() -> PoolLimits {
+        let workers = std::thread::available_parallelism().map_or(1, |cores| cores.get());
         PoolLimits {
-            workers: std::thread::available_parallelism().map_or(1, |cores| cores.get()),
+            workers,
             shard_frames_max: SHARD_FRAMES_MAX,
-            shard_bytes_max: SHARD_BYTES_MAX,
+            shard_bytes_max: QUEUED_BYTES_MAX / workers,
             results_max: RESULTS_MAX,
         }
     }
