@@ -15,15 +15,20 @@
 //! replay, body decode. A frame failing any is dropped with a [`DropReason`]. The replay
 //! cache is keyed by sender and id, with a quota per sender: a flood from one key is
 //! refused once it fills its quota and never evicts another sender's live entries.
+//!
+//! [`verify_frame`] is [`check_frame`] (every stateless check, the signature above all: safe
+//! on any thread) followed by [`CheckedEnvelope::admit`] (the replay cache, which has one
+//! owner). The peer manager runs the first on its verification workers, the second itself.
 
 use libp2p::PeerId;
+use libp2p::identity::ed25519;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use uuid::Uuid;
 
 use super::codec::{self, CodecError, FRAME_BYTES_MAX};
 use super::{APNMessage, PROTOCOL_VERSION};
-use crate::identity::{self, Identity, NodeId, PUBLIC_KEY_BYTES};
+use crate::identity::{Identity, NodeId, PUBLIC_KEY_BYTES};
 
 const SIGNING_CONTEXT: &[u8] = b"apn-envelope-v1";
 /// Default tolerated difference between a sender's clock and ours.
@@ -122,7 +127,8 @@ pub enum DropReason {
     BidBelowMinimum,
     /// A request for a bid past the per-peer slot reservation limit.
     ReservationLimit,
-    /// The queue from a transport to the peer manager was full (in frames or bytes).
+    /// The queue from a transport to the peer manager, or from the peer manager to a
+    /// signature verification worker, was full (in frames or bytes).
     QueueFull,
     /// An assignment whose sealed task is not the one the request (and the bid) described.
     ContentMismatch,
@@ -322,16 +328,65 @@ impl Envelope {
     }
 }
 
-/// Check one inbound frame that arrived for `expected` (this node for a direct path, the
-/// topic for a broadcast path). Pure apart from the replay cache, which remembers the
-/// sender and id of every envelope that passes.
-pub fn verify_frame(
+/// An envelope that passed every check that needs no state: size, decode, version,
+/// audience, key, signature and clock skew, with its body decoded (or the reason it did not
+/// decode). Made only by [`check_frame`], so holding one means the signature was checked; it
+/// becomes a [`VerifiedEnvelope`] once [`CheckedEnvelope::admit`] has recorded it in the
+/// replay cache.
+///
+/// The split lets the expensive, stateless part (the signature above all) run on any thread
+/// while the replay cache, which is state, stays with its one owner.
+#[derive(Debug)]
+pub struct CheckedEnvelope {
+    msg_id: Uuid,
+    from_key: [u8; PUBLIC_KEY_BYTES],
+    from_peer: PeerId,
+    from_node: NodeId,
+    sent_at_ms: i64,
+    /// The decoded body, or `Malformed`: reported only after the replay check, so a replay of
+    /// a signed body that does not decode is still caught as a replay.
+    message: Result<APNMessage, DropReason>,
+    frame_bytes: usize,
+}
+
+impl CheckedEnvelope {
+    /// The signer's key (checked against the signature).
+    pub fn from_key(&self) -> &[u8; PUBLIC_KEY_BYTES] {
+        &self.from_key
+    }
+
+    /// The stateful rest of [`verify_frame`]: record the sender and id in `replay_cache`
+    /// (`Replayed` or `RateLimited` if it refuses them), then the body's decode result.
+    pub fn admit(
+        self,
+        now_ms: i64,
+        limits: &EnvelopeLimits,
+        replay_cache: &mut ReplayCache,
+    ) -> Result<VerifiedEnvelope, DropReason> {
+        replay_cache.insert(self.from_key, self.msg_id, now_ms, limits.clock_skew_ms_max)?;
+        let message = self.message?;
+        Ok(VerifiedEnvelope {
+            msg_id: self.msg_id,
+            from_node: self.from_node,
+            from_key: self.from_key,
+            from_peer: self.from_peer,
+            sent_at_ms: self.sent_at_ms,
+            message,
+            frame_bytes: self.frame_bytes,
+        })
+    }
+}
+
+/// The stateless checks of one inbound frame that arrived for `expected` (this node for a
+/// direct path, the topic for a broadcast path), in the order [`verify_frame`] makes them:
+/// size, decode, version, audience, key, signature, clock skew; then the body is decoded.
+/// Pure: safe to run on any thread.
+pub fn check_frame(
     frame: &[u8],
     now_ms: i64,
     limits: &EnvelopeLimits,
-    replay_cache: &mut ReplayCache,
     expected: &Audience,
-) -> Result<VerifiedEnvelope, DropReason> {
+) -> Result<CheckedEnvelope, DropReason> {
     if frame.len() > limits.frame_bytes_max {
         return Err(DropReason::Oversized);
     }
@@ -348,7 +403,11 @@ pub fn verify_frame(
         .as_slice()
         .try_into()
         .map_err(|_| DropReason::BadSignature)?;
-    let from_peer = identity::peer_id_of(&from_key).ok_or(DropReason::BadSignature)?;
+    // Decompressing the key costs a good part of a verification: done once here, for the
+    // signature and the peer id both (`identity::verify_signature` and `peer_id_of` would
+    // each do it again).
+    let key =
+        ed25519::PublicKey::try_from_bytes(&from_key).map_err(|_| DropReason::BadSignature)?;
     let input = signing_input(
         envelope.version,
         &envelope.msg_id,
@@ -356,18 +415,15 @@ pub fn verify_frame(
         &envelope.to,
         &envelope.body,
     );
-    if !identity::verify_signature(&from_key, &input, &envelope.signature) {
+    if !key.verify(&input, &envelope.signature) {
         return Err(DropReason::BadSignature);
     }
+    let from_peer = libp2p::identity::PublicKey::from(key).to_peer_id();
     if now_ms.abs_diff(envelope.sent_at_ms) > limits.clock_skew_ms_max.unsigned_abs() {
         return Err(DropReason::ClockSkew);
     }
-    // A signed body that does not decode is malformed, but it is still remembered below so a
-    // replay of it is not decoded again.
-    let message = codec::decode_message(&envelope.body);
-    replay_cache.insert(from_key, envelope.msg_id, now_ms, limits.clock_skew_ms_max)?;
-    let message = message.map_err(|_| DropReason::Malformed)?;
-    Ok(VerifiedEnvelope {
+    let message = codec::decode_message(&envelope.body).map_err(|_| DropReason::Malformed);
+    Ok(CheckedEnvelope {
         msg_id: envelope.msg_id,
         from_node: NodeId::from_public_key(&from_key),
         from_key,
@@ -376,6 +432,40 @@ pub fn verify_frame(
         message,
         frame_bytes: frame.len(),
     })
+}
+
+/// Check one inbound frame that arrived for `expected` (this node for a direct path, the
+/// topic for a broadcast path): [`check_frame`], then [`CheckedEnvelope::admit`]. Pure apart
+/// from the replay cache, which remembers the sender and id of every envelope that passes
+/// the signature and skew checks (a signed body that does not decode is remembered too, so a
+/// replay of it is not decoded again).
+pub fn verify_frame(
+    frame: &[u8],
+    now_ms: i64,
+    limits: &EnvelopeLimits,
+    replay_cache: &mut ReplayCache,
+    expected: &Audience,
+) -> Result<VerifiedEnvelope, DropReason> {
+    check_frame(frame, now_ms, limits, expected)?.admit(now_ms, limits, replay_cache)
+}
+
+/// CBOR of the `from` field's name (a 4-byte text string) and the header of a 32-byte byte
+/// string: where a well-formed frame holds its signer's key.
+const FROM_KEY_MARKER: &[u8] = b"\x64from\x58\x20";
+/// How far into a frame the signer's key is looked for: it follows only the version and the
+/// 16-byte id, so a well-formed frame has it well within this.
+const FROM_KEY_SEARCH_BYTES: usize = 128;
+
+/// The signer key a frame claims, found without decoding it: for choosing a verification
+/// shard by sender only. Unverified (a frame may claim any key, and a junk frame none);
+/// `None` when the frame's head does not hold one.
+pub fn claimed_signer_key(frame: &[u8]) -> Option<[u8; PUBLIC_KEY_BYTES]> {
+    let head = &frame[..frame.len().min(FROM_KEY_SEARCH_BYTES)];
+    let at = head
+        .windows(FROM_KEY_MARKER.len())
+        .position(|window| window == FROM_KEY_MARKER)?;
+    let start = at + FROM_KEY_MARKER.len();
+    frame.get(start..start + PUBLIC_KEY_BYTES)?.try_into().ok()
 }
 
 pub use super::replay::ReplayCache;
@@ -564,6 +654,106 @@ mod tests {
         // None of the bad frames poisoned the cache for a good one.
         let good = Envelope::seal(&identity, &me(), &ping(), now).unwrap();
         assert!(check(&good, now, &mut cache).is_ok());
+    }
+
+    #[test]
+    fn checking_then_admitting_judges_every_frame_as_verify_frame_does() {
+        let identity = Identity::ephemeral();
+        let now = 5_000_000;
+        let envelope = Envelope::sign(&identity, &me(), &ping(), now).unwrap();
+        let mut flipped = envelope.clone();
+        flipped.signature[3] ^= 0x01;
+        let mut rewritten_id = envelope.clone();
+        rewritten_id.msg_id = Uuid::new_v4();
+        let mut unknown_version = envelope.clone();
+        unknown_version.version = PROTOCOL_VERSION + 1;
+        let mut wrong_key = envelope.clone();
+        wrong_key.from = ByteBuf::from(Identity::ephemeral().public_key().to_vec());
+        let mut short_key = envelope.clone();
+        short_key.from = ByteBuf::from(vec![1u8; 5]);
+        let other = Audience::Peer(ByteBuf::from(b"another node".to_vec()));
+        let frames: Vec<Vec<u8>> = vec![
+            envelope.encode().unwrap(),
+            flipped.encode().unwrap(),
+            rewritten_id.encode().unwrap(),
+            unknown_version.encode().unwrap(),
+            wrong_key.encode().unwrap(),
+            short_key.encode().unwrap(),
+            Envelope::seal(&identity, &other, &ping(), now).unwrap(),
+            Envelope::seal(&identity, &me(), &ping(), now + CLOCK_SKEW_MS_MAX + 1).unwrap(),
+            Envelope::sign_body(&identity, &me(), b"\xff not a message".to_vec(), now)
+                .encode()
+                .unwrap(),
+            b"\xff\x00garbage".to_vec(),
+            vec![0u8; FRAME_BYTES_MAX + 1],
+        ];
+        let limits = EnvelopeLimits::default();
+        let mut whole_cache = ReplayCache::new(64);
+        let mut split_cache = ReplayCache::new(64);
+        // Twice each: the second time a frame that passed the signature is a replay.
+        for frame in frames.iter().chain(frames.iter()) {
+            let whole =
+                verify_frame(frame, now, &limits, &mut whole_cache, &me()).map(|v| v.msg_id);
+            let split = check_frame(frame, now, &limits, &me())
+                .and_then(|checked| checked.admit(now, &limits, &mut split_cache))
+                .map(|v| v.msg_id);
+            assert_eq!(whole, split);
+        }
+        assert_eq!(whole_cache.len(), split_cache.len());
+        // A signed body that does not decode is malformed once, then a replay.
+        let junk = Envelope::sign_body(&identity, &me(), b"\xff".to_vec(), now)
+            .encode()
+            .unwrap();
+        let mut cache = ReplayCache::new(16);
+        let first = check_frame(&junk, now, &limits, &me()).unwrap();
+        assert_eq!(first.from_key(), &identity.public_key());
+        assert_eq!(
+            first.admit(now, &limits, &mut cache).unwrap_err(),
+            DropReason::Malformed
+        );
+        let again = check_frame(&junk, now, &limits, &me()).unwrap();
+        assert_eq!(
+            again.admit(now, &limits, &mut cache).unwrap_err(),
+            DropReason::Replayed
+        );
+    }
+
+    #[test]
+    fn checking_needs_no_state_and_admitting_catches_the_replay() {
+        let identity = Identity::ephemeral();
+        let now = 1_000_000;
+        let limits = EnvelopeLimits::default();
+        let frame = Envelope::seal(&identity, &me(), &ping(), now).unwrap();
+        // Checked twice (two workers, or a duplicate delivery): both pass the stateless part.
+        let first = check_frame(&frame, now, &limits, &me()).unwrap();
+        let second = check_frame(&frame, now, &limits, &me()).unwrap();
+        let mut cache = ReplayCache::new(16);
+        // Admitted later than checked: the replay cache takes the admitting clock.
+        let verified = first.admit(now + 5, &limits, &mut cache).unwrap();
+        assert_eq!(verified.message, ping());
+        assert_eq!(verified.from_peer, identity.peer_id());
+        assert_eq!(verified.frame_bytes, frame.len());
+        assert_eq!(
+            second.admit(now + 6, &limits, &mut cache).unwrap_err(),
+            DropReason::Replayed
+        );
+    }
+
+    #[test]
+    fn the_claimed_signer_key_is_found_without_decoding() {
+        let identity = Identity::ephemeral();
+        for audience in [me(), Audience::Topic(super::super::Topic::Announce)] {
+            let frame = Envelope::seal(&identity, &audience, &ping(), i64::MAX).unwrap();
+            assert_eq!(claimed_signer_key(&frame), Some(identity.public_key()));
+            // Cut inside the key: no key.
+            let at = frame
+                .windows(PUBLIC_KEY_BYTES)
+                .position(|w| w == identity.public_key())
+                .unwrap();
+            assert_eq!(claimed_signer_key(&frame[..at + 10]), None);
+        }
+        assert_eq!(claimed_signer_key(b""), None);
+        assert_eq!(claimed_signer_key(b"\xff\x00garbage"), None);
     }
 
     #[test]

@@ -1,35 +1,83 @@
-//! Inbound frames: the budget check, envelope verification, the peer table's update and the
-//! route to the role that owns the message; announcements (their Noise key binding, and a
-//! dial to the addresses the peer announced for itself).
+//! Inbound frames: the budget check, envelope verification (the stateless checks on the
+//! verification pool, then the replay check here), the peer table's update and the route to
+//! the role that owns the message; announcements (their Noise key binding, and a dial to the
+//! addresses the peer announced for itself).
 
+use super::verify_pool::SubmitError;
 use super::*;
+use crate::mesh::GossipReceipt;
+use crate::messages::envelope::CheckedEnvelope;
 
 impl PeerManager {
-    /// Verify and route one inbound frame. The answer (accepted, or dropped and why) tells
-    /// gossipsub whether to forward it.
+    /// Take one inbound frame: the sender's frame budget, then the stateless checks on the
+    /// verification pool (the answer comes back as a [`Checked`], handled below), or here on
+    /// the actor when no pool runs.
+    ///
+    /// Gossip is pooled too: gossipsub holds each message until it is told (through
+    /// `SwarmClient::report_validation`, a fire-and-forget command) whether to forward it,
+    /// so the answer need not be given before this returns. It is given exactly once per
+    /// gossip frame: here when the frame is refused before the pool, else when its result is
+    /// back.
     pub(super) fn on_frame(
         &mut self,
         frame: Vec<u8>,
         via: FrameVia,
         transport_peer: Option<PeerId>,
+        gossip: Option<GossipReceipt>,
         ctx: &mut Context<Self>,
-    ) -> Result<(), DropReason> {
+    ) {
         NetMetrics::add(&self.metrics.bytes_in, frame.len() as u64);
         if let Some(peer) = transport_peer
             && !self.frame_budgets.allow(&peer, Instant::now())
         {
             self.metrics.count_drop(DropReason::RateLimited);
             self.log_drop(peer.to_string(), DropReason::RateLimited);
-            return Err(DropReason::RateLimited);
+            self.report_gossip(gossip, Err(DropReason::RateLimited));
+            return;
         }
-        let expected = via.expected_audience(&self.identity.peer_id());
-        let verified = match verify_frame(
-            &frame,
-            now_ms(),
-            &self.limits,
-            &mut self.replay_cache,
-            &expected,
-        ) {
+        let Some(pool) = &mut self.verify_pool else {
+            let expected = via.expected_audience(&self.identity.peer_id());
+            let checked = check_frame(&frame, now_ms(), &self.limits, &expected);
+            let judged = self.on_checked(checked, frame.len(), via, transport_peer, ctx);
+            self.report_gossip(gossip, judged);
+            return;
+        };
+        if let Err(refused) = pool.submit(frame, via, transport_peer, gossip) {
+            // The sender's shard is behind: drop rather than queue without bound or wait on
+            // this thread. An honest forwarder may hit this too, so gossip is ignored, not
+            // rejected.
+            let source = match &refused {
+                SubmitError::Full { shard, .. } | SubmitError::Stopped { shard, .. } => {
+                    format!("verification shard {shard}")
+                }
+            };
+            self.metrics.count_drop(DropReason::QueueFull);
+            self.log_drop(source, DropReason::QueueFull);
+            self.report_gossip(refused.into_gossip(), Err(DropReason::QueueFull));
+        }
+    }
+
+    /// Tell gossipsub what became of a gossip frame (no-op for other paths).
+    fn report_gossip(&self, gossip: Option<GossipReceipt>, judged: Result<(), DropReason>) {
+        if let (Some(receipt), Some(swarm)) = (gossip, &self.swarm) {
+            swarm.report_validation(receipt, gossip_acceptance(judged));
+        }
+    }
+
+    /// Finish a frame the stateless checks have judged: the replay check, then the peer
+    /// table and the route to the role that owns the message. The answer (accepted, or
+    /// dropped and why) tells gossipsub whether to forward it.
+    pub(super) fn on_checked(
+        &mut self,
+        checked: Result<CheckedEnvelope, DropReason>,
+        frame_bytes: usize,
+        via: FrameVia,
+        transport_peer: Option<PeerId>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), DropReason> {
+        let verified = match checked
+            .and_then(|checked| checked.admit(now_ms(), &self.limits, &mut self.replay_cache))
+        {
             Ok(verified) => verified,
             Err(reason) => {
                 self.metrics.count_drop(reason);
@@ -52,7 +100,7 @@ impl PeerManager {
         } else {
             PeerPath::Direct
         };
-        let frame_bytes = frame.len() as u64;
+        let frame_bytes = frame_bytes as u64;
         try_send_counted(
             &self.routes.bytes,
             BytesTransferred {
@@ -196,5 +244,29 @@ impl PeerManager {
             self.send_announcement_to(author, ctx);
         }
         Ok(())
+    }
+}
+
+impl StreamHandler<Checked> for PeerManager {
+    fn handle(&mut self, checked: Checked, ctx: &mut Self::Context) {
+        if let Some(pool) = &mut self.verify_pool {
+            pool.release(&checked);
+        }
+        let Checked {
+            result,
+            frame_bytes,
+            via,
+            transport_peer,
+            gossip,
+            ..
+        } = checked;
+        let judged = self.on_checked(result, frame_bytes, via, transport_peer, ctx);
+        self.report_gossip(gossip, judged);
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // Every worker is gone (only when the actor is stopping and dropped the pool). The
+        // default would stop the actor; it is stopping anyway, or must not be stopped by this.
+        tracing::debug!("verification results stream ended");
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! It owns the libp2p swarm (through the task `mesh::swarm` spawns: commands go in over a
 //! bounded channel, events come back as a stream) and the NATS relay client (`mesh::relay`).
-//! Every inbound frame is verified here (`messages::envelope::verify_frame`) before any role
-//! sees it; a bad one is dropped, counted by reason and logged at most once per source per
-//! minute. Verified messages go to the role that owns their variant (`Routes`), peer changes
+//! Every inbound frame is verified here before any role sees it: the stateless checks (the
+//! Ed25519 signature above all) on the worker threads of `verify_pool`, one per core, then
+//! the replay check on the actor (`messages::envelope::{check_frame, CheckedEnvelope::admit}`);
+//! a bad one is dropped, counted by reason and logged at most once per source per minute. Verified messages go to the role that owns their variant (`Routes`), peer changes
 //! to the panel hub.
 //!
-//! In: `Broadcast`, `SendTo`, `Ping`, `GetPeers`, `GetMeshStatus`, `Subscribe`, mesh events.
+//! In: `Broadcast`, `SendTo`, `Ping`, `GetPeers`, `GetMeshStatus`, `Subscribe`, mesh events,
+//! frames checked by the verification workers (`verify_pool::Checked`).
 //! Out: `Inbound` to roles and subscribers, `PanelEvent` to the hub.
 
 use std::collections::{HashMap, HashSet};
@@ -29,7 +31,7 @@ use crate::mesh::rate::FrameRateLimiter;
 use crate::mesh::relay::RelayClient;
 use crate::mesh::swarm::SwarmClient;
 use crate::mesh::{EventReceiver, FrameVia, MeshError, MeshEvent, gossip_acceptance};
-use crate::messages::envelope::{Audience, verify_frame};
+use crate::messages::envelope::{Audience, check_frame};
 use crate::messages::{
     APNMessage, BandwidthPurpose, DropReason, Envelope, EnvelopeLimits, NodeAnnouncement,
     PingReply, PingRequest, ReplayCache, Topic, VerifiedEnvelope,
@@ -190,6 +192,9 @@ pub struct PeerManager {
     offer_update_pending: bool,
     /// Frame budgets of the peers frames come from directly, checked before verification.
     frame_budgets: FrameRateLimiter<PeerId>,
+    /// The signature verification workers; started with the actor. `None` before that, or
+    /// if no worker thread could start: frames are then checked on the actor thread.
+    verify_pool: Option<VerifyPool>,
 }
 
 impl PeerManager {
@@ -250,6 +255,7 @@ impl PeerManager {
                 FRAME_BURST_SECONDS,
                 config.node.peers_max,
             ),
+            verify_pool: None,
             config,
         }
     }
@@ -459,6 +465,20 @@ impl Actor for PeerManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Before the early events: their frames go through the pool like every later one.
+        match VerifyPool::start(
+            PoolLimits::for_this_machine(),
+            self.identity.peer_id(),
+            self.limits,
+        ) {
+            Ok((pool, checked)) => {
+                self.verify_pool = Some(pool);
+                ctx.add_stream(ReceiverStream::new(checked));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no verification workers: frames are checked on the peer manager's thread")
+            }
+        }
         for event in std::mem::take(&mut self.early_events) {
             StreamHandler::handle(self, event, ctx);
         }
@@ -486,12 +506,7 @@ impl StreamHandler<MeshEvent> for PeerManager {
                 via,
                 transport_peer,
                 gossip,
-            } => {
-                let judged = self.on_frame(frame, via, transport_peer, ctx);
-                if let (Some(receipt), Some(swarm)) = (gossip, &self.swarm) {
-                    swarm.report_validation(receipt, gossip_acceptance(judged));
-                }
-            }
+            } => self.on_frame(frame, via, transport_peer, gossip, ctx),
             MeshEvent::FramesDropped(frames) => {
                 self.metrics.count_drops(DropReason::QueueFull, frames);
                 self.log_drop("transport queue".to_string(), DropReason::QueueFull);
@@ -564,3 +579,6 @@ mod handlers;
 mod inbound;
 #[cfg(test)]
 mod tests;
+pub mod verify_pool;
+
+use verify_pool::{Checked, PoolLimits, VerifyPool};

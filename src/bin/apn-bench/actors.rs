@@ -1,8 +1,16 @@
 //! `actors`: signed envelopes verified by the peer manager and routed to their actor, per
 //! second, against plain actix messages of the same size sent to a counting actor, and
 //! against bare Ed25519 verification of same-size messages on every core (what a node that
-//! verified on all its cores could reach; today the peer manager verifies on one).
+//! verified on all its cores could reach; the peer manager's verification pool runs one
+//! worker per core).
+//!
+//! The frames are fed the way a flow-controlled transport feeds them: at most
+//! `FRAMES_IN_FLIGHT_MAX` not yet routed. The peer manager drops (and counts) what does not
+//! fit a verification queue rather than queueing it without bound, so an open-loop flood
+//! would measure drops, not throughput; the window is as deep as one verification queue,
+//! which keeps every worker busy.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apn::actors::peer_manager::Inbound;
@@ -10,11 +18,17 @@ use apn::messages::APNMessage;
 
 use crate::{bench_config, emit};
 
+/// Frames injected but not yet routed: one verification queue's worth, so none is dropped
+/// even if every frame waited on one worker.
+const FRAMES_IN_FLIGHT_MAX: usize = apn::actors::peer_manager::verify_pool::SHARD_FRAMES_MAX;
+
 /// Counts messages and says when a target is reached.
 struct Counter {
     count: usize,
     target: usize,
     done: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Handed one permit back per message counted: the injector's window.
+    window: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl actix::Actor for Counter {
@@ -24,6 +38,9 @@ impl actix::Actor for Counter {
 impl Counter {
     fn bump(&mut self) {
         self.count += 1;
+        if let Some(window) = &self.window {
+            window.add_permits(1);
+        }
         if self.count == self.target
             && let Some(done) = self.done.take()
         {
@@ -51,7 +68,10 @@ impl actix::Handler<Plain> for Counter {
     }
 }
 
-fn counter(target: usize) -> (actix::Addr<Counter>, tokio::sync::oneshot::Receiver<()>) {
+fn counter(
+    target: usize,
+    window: Option<Arc<tokio::sync::Semaphore>>,
+) -> (actix::Addr<Counter>, tokio::sync::oneshot::Receiver<()>) {
     use actix::Actor;
     let (done, finished) = tokio::sync::oneshot::channel();
     (
@@ -59,6 +79,7 @@ fn counter(target: usize) -> (actix::Addr<Counter>, tokio::sync::oneshot::Receiv
             count: 0,
             target,
             done: Some(done),
+            window,
         }
         .start(),
         finished,
@@ -93,8 +114,9 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
     let frame_bytes = frames[0].len();
 
     // APN: frames through the peer manager's checks to the distributor's recipient.
-    let (distributor, finished) = counter(messages);
-    let (sink, _) = counter(usize::MAX);
+    let window = Arc::new(tokio::sync::Semaphore::new(FRAMES_IN_FLIGHT_MAX));
+    let (distributor, finished) = counter(messages, Some(window.clone()));
+    let (sink, _) = counter(usize::MAX, None);
     let (inject, injected) = tokio::sync::mpsc::channel(apn::mesh::MESH_EVENTS_MAX);
     let dir = tempfile::tempdir()?;
     let mut config = bench_config(dir.path());
@@ -120,16 +142,18 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
     };
     let mut transports = apn::actors::peer_manager::Transports::none();
     transports.injected = Some(injected);
+    let metrics = Arc::new(apn::metrics::NetMetrics::default());
     let _peer_manager = apn::actors::peer_manager::PeerManager::new(
         identity,
-        std::sync::Arc::new(config),
-        std::sync::Arc::new(apn::metrics::NetMetrics::default()),
+        Arc::new(config),
+        metrics.clone(),
         transports,
         routes,
     )
     .start();
     let started = Instant::now();
     for frame in frames {
+        window.acquire().await?.forget();
         inject
             .send(apn::mesh::MeshEvent::Frame {
                 frame,
@@ -140,11 +164,18 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<()> {
             .await
             .map_err(|_| anyhow::anyhow!("peer manager stopped"))?;
     }
-    tokio::time::timeout(Duration::from_secs(300), finished).await??;
+    match tokio::time::timeout(Duration::from_secs(300), finished).await {
+        Ok(done) => done?,
+        // A dropped frame is never routed; say why instead of only timing out.
+        Err(_) => anyhow::bail!(
+            "not every envelope was routed; drops: {:?}",
+            metrics.dropped_by_reason()
+        ),
+    }
     let apn_rate = messages as f64 / started.elapsed().as_secs_f64();
 
     // Baseline: plain actix messages of the same size to a counting actor.
-    let (plain, finished) = counter(messages);
+    let (plain, finished) = counter(messages, None);
     let started = Instant::now();
     for _ in 0..messages {
         plain.do_send(Plain(vec![0u8; frame_bytes]));
